@@ -1,0 +1,443 @@
+"""``vigil agent``: the one daemon on each host.
+
+It keeps the host's lease, writes the datastore heartbeats, pets the watchdog, runs the
+QEMUs it is assigned (only while it holds their ownership keys), watches their guests,
+applies isolation responses, and campaigns for the leader key to run the controller.
+QEMU is daemonized, so stopping or restarting the agent never stops a VM.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vigil.agent import dsheartbeat as dshb
+from vigil.agent import executor
+from vigil.agent.isolation import any_answers, is_isolated, isolation_action
+from vigil.config import AgentConfig
+from vigil.model import Assignment, HostInfo, VMSpec, VMStatus
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, Store, StoreError
+from vigil.store.events import make_event, record
+
+log = logging.getLogger("vigil.agent")
+
+LOCAL_RESTARTS = 3  # crashes of one assignment restarted here before the controller is asked
+
+
+@dataclass
+class LocalVM:
+    """A QEMU this agent runs (or adopted)."""
+
+    name: str
+    pid: int
+    gen: int = 0
+    spec: VMSpec | None = None
+    started: float = field(default_factory=time.time)
+    guest: str = "unknown"  # unknown (booting) | ok | lost
+    guest_seq: int = -1
+    acked: int = -1
+    last_hb: float = 0.0
+    stopping: bool = False
+    monitor: asyncio.Task | None = None
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.me = cfg.host
+        self.store = Store(cfg.etcd_endpoints, timeout=min(2.0, cfg.lease_ttl / 2))
+        self.run_dir = Path(cfg.run_dir)
+        self.lease_id = 0
+        self.lease_ok_until = 0.0
+        self.isolated = False
+        self.boot = os.urandom(4).hex()
+        self.vms: dict[str, LocalVM] = {}
+        self.failed: dict[str, tuple[int, int, str]] = {}  # vm -> (gen, crashes, message)
+        self.starting: set[str] = set()
+        self.ds_ok: dict[str, bool] = {}
+        self.accel = "tcg"
+        self.leader_task: asyncio.Task | None = None
+        self.published: dict[str, tuple] = {}
+        self._stop = asyncio.Event()
+        self._lease_file = self.run_dir / "agent-lease.json"
+
+    # -- small helpers -----------------------------------------------------------------
+    def lease_ok(self) -> bool:
+        return self.lease_id != 0 and time.monotonic() < self.lease_ok_until
+
+    async def event(self, kind: str, message: str, vm: str = "", **data: object) -> None:
+        log.info("%s: %s", kind, message)
+        await record(self.store, make_event(kind, message, host=self.me, vm=vm, source=self.me, **data))
+
+    def host_info(self) -> HostInfo:
+        return HostInfo(
+            name=self.me, address=self.cfg.address, memory_mb=self.cfg.memory_mb, cpus=self.cfg.cpus,
+            datastores=tuple(sorted(n for n, ok in self.ds_ok.items() if ok)), accel=self.accel,
+        )
+
+    # -- lease -------------------------------------------------------------------------
+    async def _obtain_lease(self) -> None:
+        """Reuse the lease of a previous agent run if it is still alive, else grant a new one."""
+        old = 0
+        try:
+            old = int(json.loads(self._lease_file.read_text())["lease"])
+        except (OSError, ValueError, KeyError):
+            pass
+        t0 = time.monotonic()
+        if old and await self.store.lease_ttl(old) > 0 and await self.store.keepalive(old) > 0:
+            self.lease_id = old
+        else:
+            self.lease_id = await self.store.grant(self.cfg.lease_ttl)
+            self._lease_file.write_text(json.dumps({"lease": self.lease_id}))
+        self.lease_ok_until = t0 + self.cfg.lease_ttl
+        await self._publish_host()
+
+    async def _publish_host(self) -> None:
+        for name, path in self.cfg.datastores.items():
+            if self.ds_ok.get(name) and (K.DATASTORES + name) not in self.published:
+                await self.store.create(K.DATASTORES + name, {"name": name, "path": path})
+                self.published[K.DATASTORES + name] = ()
+        info = self.host_info()
+        await self.store.put(K.HOSTS + self.me, info.__dict__ | {"datastores": list(info.datastores)})
+        await self.store.put(K.ALIVE + self.me, {"pid": os.getpid(), "boot": self.boot, "time": time.time()},
+                             lease=self.lease_id)
+
+    async def lease_loop(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                if self.lease_id == 0:
+                    await self._obtain_lease()
+                    await self.event("host-joined", f"{self.me} has a lease (accel {self.accel})")
+                else:
+                    ttl = await self.store.keepalive(self.lease_id)
+                    if ttl > 0:
+                        was_lost = not self.lease_ok()
+                        self.lease_ok_until = t0 + self.cfg.lease_ttl
+                        if was_lost:
+                            await self._publish_host()
+                    else:
+                        log.warning("lease %x expired; asking for a new one", self.lease_id)
+                        self.lease_id = 0
+                        continue
+            except StoreError as e:
+                log.warning("lease: %s", e)
+            await self._sleep(self.cfg.lease_ttl / 6)
+
+    async def _sleep(self, s: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), s)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- tick: watchdog, datastore heartbeat, process and isolation checks ---------------
+    def pet_watchdog(self) -> None:
+        if self.cfg.watchdog_file:
+            try:
+                with open(self.cfg.watchdog_file, "w") as f:
+                    f.write(f"{time.time()}\n")
+            except OSError as e:
+                log.error("watchdog: %s", e)
+
+    async def tick_loop(self) -> None:
+        checking = None
+        while not self._stop.is_set():
+            self.pet_watchdog()
+            await self._check_datastores()
+            await self._check_processes()
+            if not self.lease_ok() and not self.isolated and (checking is None or checking.done()):
+                checking = asyncio.create_task(self._check_isolation())
+            elif self.lease_ok() and self.isolated:
+                self.isolated = False
+                await self.event("isolation-ended", f"{self.me} reaches the cluster again")
+            self._write_heartbeats()
+            await self._sleep(self.cfg.tick_s)
+
+    def _write_heartbeats(self) -> None:
+        rec = dshb.HbRecord(
+            host=self.me, counter=int(time.time() * 1000), boot=self.boot, isolated=self.isolated,
+            vms=tuple(sorted(self.vms)),
+        )
+        for name, path in self.cfg.datastores.items():
+            if self.ds_ok.get(name):
+                dshb.write(path, rec)
+
+    async def _check_datastores(self) -> None:
+        now = {n: dshb.reachable(n, p) for n, p in self.cfg.datastores.items()}
+        changed = [n for n in now if now[n] != self.ds_ok.get(n)]
+        first = not self.ds_ok
+        self.ds_ok = now
+        if changed and not first:
+            for n in changed:
+                await self.event("datastore-" + ("back" if now[n] else "lost"),
+                                 f"datastore {n} {'reachable again' if now[n] else 'lost'} on {self.me}")
+            if self.lease_ok():
+                try:
+                    await self._publish_host()
+                except StoreError:
+                    pass
+
+    async def _check_processes(self) -> None:
+        for name, vm in list(self.vms.items()):
+            if vm.stopping or executor.alive(vm.pid):
+                self._update_guest(vm)
+                continue
+            self._forget(name)
+            gen, crashes, _ = self.failed.get(name, (vm.gen, 0, ""))
+            crashes = crashes + 1 if gen == vm.gen else 1
+            self.failed[name] = (vm.gen, crashes, "QEMU exited")
+            await self.event("vm-exited", f"{name}: QEMU (pid {vm.pid}) exited on {self.me}", vm=name)
+            if crashes >= LOCAL_RESTARTS:
+                await self._status(name, "failed", message=f"QEMU exited {crashes} times")
+                await self._release(name)
+            else:
+                await self._status(name, "stopped", message="QEMU exited")
+
+    def _update_guest(self, vm: LocalVM) -> None:
+        if vm.last_hb and time.time() - vm.last_hb > self.cfg.guest_hb_timeout_s and vm.guest == "ok":
+            vm.guest = "lost"
+
+    async def _check_isolation(self) -> None:
+        peers = list(self.cfg.peers.values())
+        peer_ok, iso_ok = await asyncio.gather(
+            any_answers(peers), any_answers(list(self.cfg.isolation_addresses)))
+        if self.lease_ok() or self.isolated:
+            return
+        if not is_isolated(True, peer_ok, iso_ok):
+            log.warning("lease lost but %s answers: partitioned, VMs keep running",
+                        "a peer" if peer_ok else "an isolation address")
+            return
+        self.isolated = True
+        log.warning("%s is isolated: applying isolation responses", self.me)
+        for name, vm in list(self.vms.items()):
+            action = isolation_action(vm.spec)
+            if action == "power-off":
+                await self._power_off(name, "isolation response: power off")
+            elif action == "shutdown":
+                asyncio.create_task(self._shutdown(name, "isolation response: shut down"))
+        self._write_heartbeats()
+
+    # -- VM execution ------------------------------------------------------------------
+    def _forget(self, name: str) -> None:
+        vm = self.vms.pop(name, None)
+        if vm and vm.monitor:
+            vm.monitor.cancel()
+
+    def _adopt(self, name: str, pid: int, spec: VMSpec | None, gen: int) -> LocalVM:
+        vm = LocalVM(name=name, pid=pid, gen=gen, spec=spec)
+        vm.monitor = asyncio.create_task(self._watch_guest(vm))
+        self.vms[name] = vm
+        return vm
+
+    async def _watch_guest(self, vm: LocalVM) -> None:
+        """Follow the guest's heartbeat port; reconnect while the QEMU lives."""
+        while vm.name in self.vms:
+            try:
+                async for hb in executor.guest_heartbeats(self.cfg, vm.name):
+                    first = vm.guest != "ok"
+                    vm.guest, vm.last_hb = "ok", time.time()
+                    vm.guest_seq, vm.acked = hb.seq, hb.acked
+                    if first:
+                        await self.event("guest-heartbeat", f"{vm.name}: guest heartbeat on {self.me}",
+                                         vm=vm.name, seq=hb.seq)
+                        await self._status(vm.name, "running")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the socket goes away with QEMU; try again shortly
+                log.debug("guest channel %s: %s", vm.name, e)
+            await asyncio.sleep(0.5)
+
+    async def _status(self, name: str, state: str, message: str = "") -> None:
+        vm = self.vms.get(name)
+        st = VMStatus(
+            host=self.me, state=state, pid=vm.pid if vm else 0, since=vm.started if vm else time.time(),
+            guest=vm.guest if vm else "unknown", guest_seq=vm.guest_seq if vm else -1,
+            acked=vm.acked if vm else -1, message=message,
+        )
+        key = (st.state, st.pid, st.guest, st.message, st.acked // 20)
+        if self.published.get(name) == key:
+            return
+        try:
+            await self.store.put(K.VMSTATUS + name, st.__dict__)
+            self.published[name] = key
+        except StoreError:
+            pass
+
+    async def _power_off(self, name: str, why: str) -> None:
+        vm = self.vms.get(name)
+        if not vm:
+            return
+        vm.stopping = True
+        await executor.power_off(self.cfg, name, vm.pid)
+        self._forget(name)
+        await self.event("vm-powered-off", f"{name} powered off on {self.me}: {why}", vm=name)
+        await self._status(name, "stopped", message=why)
+
+    async def _shutdown(self, name: str, why: str) -> None:
+        vm = self.vms.get(name)
+        if not vm or vm.stopping:
+            return
+        vm.stopping = True
+        timeout = vm.spec.shutdown_timeout_s if vm.spec else 20.0
+        clean = await executor.shutdown(self.cfg, name, vm.pid, timeout)
+        self._forget(name)
+        how = "shut down" if clean else f"powered off after {timeout:.0f}s shutdown timeout"
+        await self.event("vm-stopped", f"{name} {how} on {self.me}: {why}", vm=name)
+        await self._status(name, "stopped", message=why)
+        await self._release(name)
+
+    async def _release(self, name: str) -> None:
+        try:
+            await self.store.txn([self.store.equals(K.OWN + name, self.me)], [self.store.delete_op(K.OWN + name)])
+        except StoreError:
+            pass
+
+    async def _start(self, spec: VMSpec, a: Assignment) -> None:
+        name = spec.name
+        self.starting.add(name)
+        try:
+            await self._status(name, "starting")
+            await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
+            pid = await executor.start(self.cfg, spec, self.accel)
+        except executor.StartError as e:
+            self.failed[name] = (a.gen, LOCAL_RESTARTS, str(e))
+            await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
+            await self._release(name)
+            await self._status(name, "failed", message=str(e))
+            return
+        finally:
+            self.starting.discard(name)
+        self._adopt(name, pid, spec, a.gen)
+        await self.event("vm-started", f"{name} started on {self.me} (pid {pid})", vm=name, pid=pid)
+        await self._status(name, "running")
+
+    # -- reconcile ---------------------------------------------------------------------
+    async def reconcile_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.lease_ok():
+                try:
+                    await self.reconcile(await self.store.snapshot())
+                except StoreError as e:
+                    log.warning("reconcile: %s", e)
+            await self._sleep(self.cfg.tick_s)
+
+    async def reconcile(self, snap: dict[str, Entry]) -> None:
+        specs = {K.name_of(k, K.VMS): VMSpec.from_json(e.value) for k, e in snap.items() if k.startswith(K.VMS)}
+        assign = {K.name_of(k, K.ASSIGN): e for k, e in snap.items() if k.startswith(K.ASSIGN)}
+        own = {K.name_of(k, K.OWN): e for k, e in snap.items() if k.startswith(K.OWN)}
+        mine = {
+            vm: Assignment(**e.value)
+            for vm, e in assign.items()
+            if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"
+        }
+        # VMs running here that should not: stopped, deleted, or handed to another host.
+        for name, vm in list(self.vms.items()):
+            if vm.stopping or name in mine:
+                continue
+            spec = specs.get(name)
+            a = assign.get(name)
+            if spec is not None and a is not None and a.value.get("host") != self.me:
+                if self.isolated or not self.lease_ok():
+                    continue
+                await self._power_off(name, f"assigned to {a.value.get('host')}: this copy must not run")
+                await self._release(name)
+            elif spec is None or spec.power == "off" or a is None:
+                asyncio.create_task(self._shutdown(name, "powered off by request" if spec else "VM deleted"))
+        for name, a in mine.items():
+            o = own.get(name)
+            owner = o.value if o else None
+            vm = self.vms.get(name)
+            if vm is not None:
+                vm.spec, vm.gen = specs[name], a.gen
+                if owner is None:
+                    await self._claim(name, assign[name])
+                elif owner != self.me:
+                    await self._power_off(name, f"owned by {owner}: this copy must not run")
+                else:
+                    await self._status(name, "running")
+                continue
+            if name in self.starting:
+                continue
+            gen, crashes, _ = self.failed.get(name, (-1, 0, ""))
+            if gen == a.gen and crashes >= LOCAL_RESTARTS:
+                continue  # the controller retries with a new generation
+            if owner not in (None, self.me):
+                continue  # the old copy may still run: wait for its owner to let go
+            if owner == self.me or await self._claim(name, assign[name]):
+                asyncio.create_task(self._start(specs[name], a))
+
+    async def _claim(self, name: str, assign_entry: Entry) -> bool:
+        """Take the VM's ownership key, bound to our lease, if the assignment is unchanged."""
+        return await self.store.txn(
+            [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assign_entry.mod_revision)],
+            [self.store.put_op(K.OWN + name, self.me, self.lease_id)],
+        )
+
+    # -- leadership --------------------------------------------------------------------
+    async def leader_loop(self) -> None:
+        from vigil.controller.loop import Controller
+
+        controller: Controller | None = None
+        while not self._stop.is_set():
+            leading = False
+            if self.lease_ok():
+                try:
+                    e = await self.store.get(K.LEADER)
+                    if e is None:
+                        leading = await self.store.create(K.LEADER, self.me, lease=self.lease_id)
+                        if leading:
+                            await self.event("leader-elected", f"{self.me} is the leader; its controller is active")
+                    else:
+                        leading = e.value == self.me and e.lease == self.lease_id
+                except StoreError:
+                    leading = self.leader_task is not None and self.lease_ok()
+            if leading and self.leader_task is None:
+                controller = Controller(self.store, self.me, self.cfg, is_leader=self.lease_ok)
+                self.leader_task = asyncio.create_task(controller.run())
+            elif not leading and self.leader_task is not None:
+                self.leader_task.cancel()
+                self.leader_task = None
+                log.warning("no longer the leader")
+            await self._sleep(0.5)
+
+    # -- main --------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.pet_watchdog()
+        self.accel = await executor.probe_accel(self.cfg)
+        await self._check_datastores()
+        for name, pid in executor.find_running(self.cfg).items():
+            self._adopt(name, pid, None, 0)
+            log.info("adopted running VM %s (pid %d)", name, pid)
+        while not self._stop.is_set():
+            try:
+                await self.store.connect()
+                break
+            except StoreError as e:
+                log.warning("etcd: %s", e)
+                await self._sleep(1)
+        tasks = [asyncio.create_task(c) for c in
+                 (self.lease_loop(), self.tick_loop(), self.reconcile_loop(), self.leader_loop())]
+        if self.vms:
+            asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}"))
+        await self._stop.wait()
+        for t in tasks + ([self.leader_task] if self.leader_task else []):
+            t.cancel()
+        for vm in self.vms.values():
+            if vm.monitor:
+                vm.monitor.cancel()
+        await self.store.close()
+
+
+def main(config_path: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(Agent(AgentConfig.load(config_path)).run())

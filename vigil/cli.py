@@ -1,0 +1,461 @@
+"""The ``vigil`` command line: readable tables, ``--json`` for machines, no tracebacks."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from functools import wraps
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vigil.config import cluster_endpoints
+from vigil.model import DiskSpec, SpecError, VMSpec, BootSpec
+from vigil.store.etcd import Store, StoreError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="vigil: HA for QEMU/KVM clusters")
+vm_app = typer.Typer(no_args_is_help=True, help="Virtual machines")
+host_app = typer.Typer(no_args_is_help=True, help="Hosts")
+lab_app = typer.Typer(no_args_is_help=True, help="A real cluster on this machine (root)")
+fault_app = typer.Typer(no_args_is_help=True, help="Inject real faults into the lab")
+ds_app = typer.Typer(no_args_is_help=True, help="Datastores")
+app.add_typer(vm_app, name="vm")
+app.add_typer(host_app, name="host")
+app.add_typer(lab_app, name="lab")
+app.add_typer(ds_app, name="datastore")
+lab_app.add_typer(fault_app, name="fault")
+
+console = Console()
+err = Console(stderr=True)
+ETCD_OPT = typer.Option(None, "--etcd", envvar="VIGIL_ETCD", help="etcd endpoints, comma separated")
+JSON_OPT = typer.Option(False, "--json", help="machine-readable output")
+
+
+def fail(msg: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(code)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn vigil's own errors into one clear line and exit code 1, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from vigil.lab.errors import LabError
+
+        try:
+            return fn(*args, **kwargs)
+        except (SpecError, LabError) as e:
+            fail(str(e))
+        except StoreError as e:
+            fail(f"cannot reach etcd: {e}\n(is the lab up? 'vigil lab up', or set --etcd)")
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper
+
+
+def run_store(etcd: Optional[str], fn: Callable[[Store], Any]) -> Any:
+    async def go() -> Any:
+        store = Store(cluster_endpoints(etcd), timeout=3.0)
+        try:
+            await store.connect()
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def age(t: float) -> str:
+    if not t:
+        return "-"
+    s = max(0, time.time() - t)
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
+
+
+# -- agent ----------------------------------------------------------------------------------
+@app.command()
+def agent(config: str = typer.Option(..., "--config", help="agent config JSON")) -> None:
+    """Run the host agent (one per host)."""
+    from vigil.agent.agent import main as agent_main
+
+    try:
+        agent_main(config)
+    except SpecError as e:
+        fail(str(e))
+
+
+# -- hosts ----------------------------------------------------------------------------------
+STATE_STYLE = {"running": "green", "failed": "red", "isolated": "yellow", "partitioned": "yellow",
+               "agent-down": "yellow", "unknown": "dim", "maintenance": "cyan"}
+
+
+@host_app.command("list")
+@friendly
+def host_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """Hosts, their state as the controller sees it, and the VMs they own."""
+    from vigil import ops
+
+    c = run_store(etcd, ops.cluster)
+    if as_json:
+        return print_json(c["hosts"])
+    t = Table(title=f"hosts (leader: {c['leader'] or 'none'})")
+    for col in ("host", "address", "state", "lease", "memory", "cpus", "datastores", "accel", "VMs"):
+        t.add_column(col)
+    for h in c["hosts"]:
+        st = h["state"]
+        t.add_row(h["name"] + (" *" if h["leader"] else ""), h["address"],
+                  f"[{STATE_STYLE.get(st, 'white')}]{st}[/]", "yes" if h["lease"] else "[red]no[/]",
+                  f"{h['memory_mb']} MiB", str(h["cpus"]), ",".join(h["datastores"]), h["accel"],
+                  ", ".join(h["vms"]) or "-")
+    console.print(t)
+
+
+# -- datastores -----------------------------------------------------------------------------
+@ds_app.command("list")
+@friendly
+def ds_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """Datastores known to the cluster and the hosts that reach them."""
+    from vigil import ops
+
+    async def go(store: Store) -> Any:
+        return await ops.datastores(store), await ops.cluster(store)
+
+    dss, c = run_store(etcd, go)
+    rows = [{"name": n, "path": d.path, "hosts": [h["name"] for h in c["hosts"] if n in h["datastores"]]}
+            for n, d in sorted(dss.items())]
+    if as_json:
+        return print_json(rows)
+    t = Table(title="datastores")
+    for col in ("datastore", "path", "reached by"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["path"], ", ".join(r["hosts"]) or "[red]no host[/]")
+    console.print(t)
+
+
+# -- VMs ------------------------------------------------------------------------------------
+def parse_disk(vm: str, i: int, text: str) -> DiskSpec:
+    """DATASTORE:SIZE_MB[:PATH], PATH relative to the datastore."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        raise SpecError(f"--disk {text!r}: expected DATASTORE:SIZE_MB[:PATH]")
+    path = parts[2] if len(parts) == 3 else f"{vm}/disk{i}.qcow2"
+    return DiskSpec(name=f"disk{i}", datastore=parts[0], path=path, size_mb=int(parts[1]))
+
+
+@vm_app.command("create")
+@friendly
+def vm_create(
+    name: str,
+    memory: int = typer.Option(128, "--memory", "-m", help="MiB"),
+    vcpus: int = typer.Option(1, "--vcpus"),
+    disk: list[str] = typer.Option([], "--disk", help="DATASTORE:SIZE_MB[:PATH] (repeatable)"),
+    priority: str = typer.Option("medium", "--priority", help="highest|high|medium|low|lowest|disabled"),
+    isolation: str = typer.Option("power-off", "--isolation-response", help="leave-powered-on|power-off|shutdown"),
+    host: Optional[str] = typer.Option(None, "--host", help="start on this host (else the controller places it)"),
+    guest: bool = typer.Option(True, "--lab-guest/--no-lab-guest", help="boot vigil's lab guest image"),
+    workload: bool = typer.Option(False, "--workload", help="the lab guest writes numbered records to its disk"),
+    stopped: bool = typer.Option(False, "--stopped", help="create powered off"),
+    etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Define a VM; it starts at once unless --stopped."""
+    from vigil import ops
+
+    disks = tuple(parse_disk(name, i, d) for i, d in enumerate(disk))
+    boot = None
+    if guest:
+        from vigil.lab.guest_image import build_guest_image
+
+        img = build_guest_image(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+        cmdline = img.cmdline + (" vigil.workload=1" if workload else "")
+        boot = BootSpec(kernel=str(img.kernel), initrd=str(img.initrd), cmdline=cmdline)
+    spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, boot=boot,
+                  restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on")
+    run_store(etcd, lambda s: ops.create_vm(s, spec, host))
+    console.print(f"VM [bold]{name}[/] created" + ("" if stopped else f", starting{' on ' + host if host else ''}"))
+
+
+@vm_app.command("list")
+@friendly
+def vm_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """VMs: where they run, their state, their guest heartbeat."""
+    from vigil import ops
+
+    c = run_store(etcd, ops.cluster)
+    if as_json:
+        return print_json(c["vms"])
+    t = Table(title="VMs")
+    for col in ("VM", "power", "host", "state", "guest", "up", "memory", "priority", "isolation", "note"):
+        t.add_column(col)
+    for v in c["vms"]:
+        gst = {"ok": "[green]ok[/]", "lost": "[red]lost[/]"}.get(v["guest"], v["guest"])
+        t.add_row(v["name"], v["power"], v["owner"] or v["assigned"] or "-", v["state"], gst,
+                  age(v["since"]) if v["state"] == "running" else "-", f"{v['memory_mb']} MiB",
+                  v["priority"], v["isolation_response"], v["message"][:40])
+    console.print(t)
+
+
+@vm_app.command("show")
+@friendly
+def vm_show(name: str, etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """Everything about one VM."""
+    from vigil import ops
+
+    c = run_store(etcd, ops.cluster)
+    vm = next((v for v in c["vms"] if v["name"] == name), None)
+    if vm is None:
+        fail(f"no VM named {name!r}")
+    if as_json:
+        return print_json(vm)
+    t = Table(show_header=False, title=f"VM {name}")
+    for k, v in vm.items():
+        t.add_row(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+    console.print(t)
+
+
+@vm_app.command("start")
+@friendly
+def vm_start(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Power a VM on (the controller places it if it has no host)."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_power(s, name, "on"))
+    console.print(f"{name}: " + ("starting" if changed else "already powered on"))
+
+
+@vm_app.command("stop")
+@friendly
+def vm_stop(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Shut a VM down (ACPI, then power off after its shutdown timeout)."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_power(s, name, "off"))
+    console.print(f"{name}: " + ("stopping" if changed else "already powered off"))
+
+
+@vm_app.command("delete")
+@friendly
+def vm_delete(name: str, force: bool = typer.Option(False, "--force"), etcd: Optional[str] = ETCD_OPT) -> None:
+    """Delete a stopped VM (its disks stay on the datastore)."""
+    from vigil import ops
+
+    run_store(etcd, lambda s: ops.delete_vm(s, name, force))
+    console.print(f"{name}: deleted")
+
+
+# -- events ---------------------------------------------------------------------------------
+@app.command()
+@friendly
+def events(
+    follow: bool = typer.Option(False, "--follow", "-f"),
+    last: int = typer.Option(50, "--last", "-n"),
+    etcd: Optional[str] = ETCD_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The cluster's event log: every decision and every observed change."""
+    from vigil.store import keys as K
+    from vigil.store.events import parse_events
+
+    async def go(store: Store) -> None:
+        seen: set[float] = set()
+        first = True
+        while True:
+            evs = parse_events(await store.get_prefix(K.EVENTS))
+            new = [e for e in evs if (e.time, e.kind, e.vm, e.host) not in seen]
+            if first:
+                new = new[-last:]
+            for e in evs:
+                seen.add((e.time, e.kind, e.vm, e.host))  # type: ignore[arg-type]
+            for e in new:
+                if as_json:
+                    sys.stdout.write(json.dumps(e.__dict__, default=str) + "\n")
+                else:
+                    ts = time.strftime("%H:%M:%S", time.localtime(e.time)) + f".{int(e.time * 1000) % 1000:03d}"
+                    console.print(f"[dim]{ts}[/] [bold]{e.kind:<18}[/] {e.message}", highlight=False)
+            sys.stdout.flush()
+            first = False
+            if not follow:
+                return
+            await asyncio.sleep(0.5)
+
+    run_store(etcd, go)
+
+
+# -- lab ------------------------------------------------------------------------------------
+def progress(msg: str) -> None:
+    err.print(f"[cyan]>[/] {msg}", highlight=False)
+
+
+@lab_app.command("up")
+@friendly
+def lab_up(
+    hosts: int = typer.Option(3, "--hosts", min=1, max=20),
+    datastores: int = typer.Option(1, "--datastores", min=1, max=8),
+    host_memory: int = typer.Option(3072, "--host-memory", help="MiB each lab host offers to VMs"),
+) -> None:
+    """Build a cluster on this machine: namespaces, etcd, datastores, agents."""
+    from vigil.lab.lab import Lab
+
+    Lab.up(hosts=hosts, datastores=datastores, host_memory_mb=host_memory, progress=progress)
+    console.print(f"lab up: {hosts} hosts, {datastores} datastore(s). Try 'vigil host list'.")
+
+
+@lab_app.command("down")
+@friendly
+def lab_down() -> None:
+    """Tear the lab down: processes, namespaces, mounts, data."""
+    from vigil.lab.lab import Lab
+
+    Lab.down(progress=progress)
+    console.print("lab down")
+
+
+@lab_app.command("status")
+@friendly
+def lab_status(as_json: bool = JSON_OPT) -> None:
+    """Lab hosts, their processes and active faults."""
+    from vigil.lab.lab import Lab
+
+    st = Lab.status()
+    if as_json:
+        return print_json(st)
+    if not st.get("up"):
+        console.print("no lab is up")
+        return
+    t = Table(title="lab")
+    for col in ("host", "address", "netns", "supervisor", "agent", "etcd", "faults"):
+        t.add_column(col)
+    for h in st["hosts"]:
+        t.add_row(h["name"], h["address"], "yes" if h.get("netns") else "[red]no[/]",
+                  str(h.get("supervisor_pid") or "-"), str(h.get("agent_pid") or "-"),
+                  str(h.get("etcd_pid") or "-"), ", ".join(h.get("faults", [])) or "-")
+    console.print(t)
+
+
+FAULTS_HELP = "power-off|power-on|hang|isolate|partition|heal|kill-agent|kill-etcd|blip|datastore-loss"
+
+
+@fault_app.command("power-off")
+@friendly
+def fault_power_off(host: str) -> None:
+    """Cut the power: kill every process of the host, link down."""
+    from vigil.lab import faults
+
+    faults.power_off(host)
+    console.print(f"{host}: powered off")
+
+
+@fault_app.command("power-on")
+@friendly
+def fault_power_on(host: str) -> None:
+    """Power a host back on (it boots its etcd member and agent)."""
+    from vigil.lab import faults
+
+    faults.power_on(host)
+    console.print(f"{host}: powered on")
+
+
+@fault_app.command("hang")
+@friendly
+def fault_hang(host: str) -> None:
+    """SIGSTOP every process of the host (its watchdog then resets it)."""
+    from vigil.lab import faults
+
+    faults.hang(host)
+    console.print(f"{host}: hung")
+
+
+@fault_app.command("isolate")
+@friendly
+def fault_isolate(host: str) -> None:
+    """Take the host's network link down."""
+    from vigil.lab import faults
+
+    faults.isolate(host)
+    console.print(f"{host}: isolated")
+
+
+@fault_app.command("partition")
+@friendly
+def fault_partition(group_a: str, group_b: str) -> None:
+    """Drop all traffic between two groups of hosts, e.g. 'host1' 'host2,host3'."""
+    from vigil.lab import faults
+
+    faults.partition(group_a.split(","), group_b.split(","))
+    console.print(f"partitioned {group_a} | {group_b}")
+
+
+@fault_app.command("blip")
+@friendly
+def fault_blip(host: str, seconds: float = typer.Option(1.5, "--seconds")) -> None:
+    """Link down for a moment, then up."""
+    from vigil.lab import faults
+
+    faults.blip(host, seconds)
+    console.print(f"{host}: link was down {seconds}s")
+
+
+@fault_app.command("kill-agent")
+@friendly
+def fault_kill_agent(host: str) -> None:
+    """SIGKILL the host's agent only (its supervisor restarts it)."""
+    from vigil.lab import faults
+
+    faults.kill_agent(host)
+    console.print(f"{host}: agent killed")
+
+
+@fault_app.command("kill-etcd")
+@friendly
+def fault_kill_etcd(host: str) -> None:
+    """SIGKILL the host's etcd member and keep it down until heal."""
+    from vigil.lab import faults
+
+    faults.kill_etcd(host)
+    console.print(f"{host}: etcd member down")
+
+
+@fault_app.command("datastore-loss")
+@friendly
+def fault_ds_loss(host: str, datastore: str) -> None:
+    """The host loses one datastore (the others still reach it)."""
+    from vigil.lab import faults
+
+    faults.datastore_loss(host, datastore)
+    console.print(f"{host}: lost datastore {datastore}")
+
+
+@fault_app.command("heal")
+@friendly
+def fault_heal(host: Optional[str] = typer.Argument(None)) -> None:
+    """Undo every fault (of one host, or all)."""
+    from vigil.lab import faults
+
+    faults.heal(host)
+    console.print("healed")
+
+
+@app.command()
+@friendly
+def demo(keep: bool = typer.Option(False, "--keep", help="leave the lab up at the end")) -> None:
+    """Build a 3-host lab, run 6 VMs, cut one host's power, show the failover."""
+    from vigil.lab.demo import run_demo
+
+    run_demo(console, keep=keep)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

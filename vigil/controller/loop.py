@@ -1,0 +1,164 @@
+"""The controller: runs inside the leading agent, never talks to QEMU.
+
+Each cycle: read every key at one revision, read the datastore heartbeats, ping hosts that
+went silent, build a ``ClusterView``, call the pure ``plan``, and write the decisions in
+transactions guarded by the leader key (a deposed leader's writes fail).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import MappingProxyType
+from typing import Callable
+
+from vigil.agent import dsheartbeat as dshb
+from vigil.agent.isolation import ping
+from vigil.config import AgentConfig
+from vigil.model import Assignment, HostInfo, HostState, SpecError, VMSpec, VMStatus
+from vigil.policy.plan import AssignVM, NotRestarted, SetHostState, Waiting, next_assignment, plan
+from vigil.policy.view import ClusterView, HostView, Retry, Timing, VMView
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, Store, StoreError
+from vigil.store.events import event_put_op, make_event, trim
+
+log = logging.getLogger("vigil.controller")
+
+CYCLE_S = 0.25
+PING_AFTER_S = 1.0  # start pinging a host whose heartbeat has been silent this long
+
+
+class Controller:
+    def __init__(self, store: Store, me: str, cfg: AgentConfig, is_leader: Callable[[], bool]) -> None:
+        self.store = store
+        self.me = me
+        self.cfg = cfg
+        self.is_leader = is_leader
+        self.timing = Timing(
+            lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s,
+        )
+        self.hb = dshb.HbTracker(time.monotonic())
+        self.pings: dict[str, tuple[float, bool]] = {}
+        self._pinging: set[str] = set()
+        self.retries: dict[str, Retry] = {}
+        self.notes: dict[str, str] = {}  # last Waiting/NotRestarted message per VM, to log once
+        self.cycles = 0
+
+    async def run(self) -> None:
+        log.info("controller active on %s", self.me)
+        while True:
+            try:
+                if self.is_leader():
+                    await self.cycle()
+            except StoreError as e:
+                log.warning("controller: %s", e)
+            except Exception:  # a bug must not kill the leader's agent; log and go on
+                log.exception("controller cycle failed")
+            await asyncio.sleep(CYCLE_S)
+
+    def _read_heartbeats(self, now: float) -> None:
+        records: list[dshb.HbRecord] = []
+        for name, path in self.cfg.datastores.items():
+            if dshb.reachable(name, path):
+                records.extend(dshb.read_all(path).values())
+        self.hb.observe(now, records)
+
+    def _ping_in_background(self, host: str, address: str) -> None:
+        if host in self._pinging:
+            return
+        self._pinging.add(host)
+
+        async def go() -> None:
+            try:
+                ok = await ping(address, 0.5)
+                self.pings[host] = (time.monotonic(), ok)
+            finally:
+                self._pinging.discard(host)
+
+        asyncio.create_task(go())
+
+    def build_view(self, snap: dict[str, Entry], now: float) -> ClusterView:
+        def under(prefix: str) -> dict[str, Entry]:
+            return {K.name_of(k, prefix): e for k, e in snap.items() if k.startswith(prefix)}
+
+        infos = {h: HostInfo.from_json(e.value) for h, e in under(K.HOSTS).items()}
+        alive = set(under(K.ALIVE))
+        prev = {h: e.value.get("state") for h, e in under(K.HOSTSTATE).items()}
+        hosts: dict[str, HostView] = {}
+        for h, info in infos.items():
+            age = self.hb.age(h, now)
+            rec = self.hb.latest.get(h)
+            if h not in alive and age >= PING_AFTER_S:
+                self._ping_in_background(h, info.address)
+            p = self.pings.get(h)
+            ping_ok = p[1] if p and now - p[0] < 2.0 else None
+            hosts[h] = HostView(
+                name=h, info=info, alive=h in alive, hb_age=age,
+                hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),
+                ping=ping_ok, prev_state=HostState(prev.get(h, "unknown")),
+            )
+        assign = under(K.ASSIGN)
+        own = under(K.OWN)
+        status = under(K.VMSTATUS)
+        vms: dict[str, VMView] = {}
+        for name, e in under(K.VMS).items():
+            try:
+                spec = VMSpec.from_json(e.value)
+            except SpecError:
+                continue
+            a = assign.get(name)
+            vms[name] = VMView(
+                spec=spec,
+                assignment=Assignment(**a.value) if a else None,
+                assign_rev=a.mod_revision if a else 0,
+                owner=own[name].value if name in own else None,
+                status=VMStatus.from_json(status[name].value) if name in status else None,
+            )
+        return ClusterView(now=now, hosts=hosts, vms=vms, timing=self.timing,
+                           retries=MappingProxyType(dict(self.retries)))
+
+    async def cycle(self) -> None:
+        snap = await self.store.snapshot()
+        now = time.monotonic()
+        self._read_heartbeats(now)
+        view = self.build_view(snap, now)
+        for action in plan(view):
+            await self.apply(action)
+        self.cycles += 1
+        if self.cycles % 400 == 0:
+            await trim(self.store)
+
+    async def _guarded(self, compare: list, ops: list) -> bool:
+        """Write only while we still hold the leader key."""
+        return await self.store.txn([self.store.equals(K.LEADER, self.me)] + compare, ops)
+
+    async def apply(self, action: object) -> None:
+        st = self.store
+        if isinstance(action, SetHostState):
+            ev = make_event("host-" + action.state.value, f"host {action.host} is {action.state.value}: {action.reason}",
+                            host=action.host, source="controller")
+            await self._guarded([], [
+                st.put_op(K.HOSTSTATE + action.host,
+                          {"state": action.state.value, "since": time.time(), "reason": action.reason}),
+                event_put_op(st, ev),
+            ])
+            log.info("host %s -> %s (%s)", action.host, action.state.value, action.reason)
+        elif isinstance(action, AssignVM):
+            a = next_assignment(action)
+            ev = make_event(f"vm-{action.kind}", f"{action.vm}: {action.kind} on {action.host} ({action.reason})",
+                            vm=action.vm, host=action.host, source="controller", gen=action.gen)
+            ok = await self._guarded(
+                [st.unchanged(K.ASSIGN + action.vm, action.expect_rev), st.absent(K.OWN + action.vm)],
+                [st.put_op(K.ASSIGN + action.vm, a.__dict__), event_put_op(st, ev)],
+            )
+            if ok:
+                self.notes.pop(action.vm, None)
+                if action.retry is not None:
+                    self.retries[action.vm] = action.retry
+                log.info("%s -> %s (%s)", action.vm, action.host, action.reason)
+        elif isinstance(action, (Waiting, NotRestarted)):
+            if self.notes.get(action.vm) != action.reason:
+                self.notes[action.vm] = action.reason
+                kind = "vm-waiting" if isinstance(action, Waiting) else "vm-not-restarted"
+                ev = make_event(kind, f"{action.vm}: {action.reason}", vm=action.vm, source="controller")
+                await self._guarded([], [event_put_op(st, ev)])

@@ -1,0 +1,204 @@
+"""Specs (desired state) and status (observed state) of the cluster, with validation.
+
+Everything here is plain data: it is serialised to JSON in etcd and read back, and the
+pure decision code in ``vigil.policy`` works on it without any I/O.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from pathlib import PurePosixPath
+from typing import Any
+
+
+class SpecError(ValueError):
+    """A spec or request that vigil refuses; the message is shown to the user as is."""
+
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+RESTART_PRIORITIES = ("highest", "high", "medium", "low", "lowest", "disabled")
+ISOLATION_RESPONSES = ("leave-powered-on", "power-off", "shutdown")
+
+
+class HostState(str, Enum):
+    """The controller's view of a host (DESIGN.md host state table)."""
+
+    RUNNING = "running"
+    AGENT_DOWN = "agent-down"
+    PARTITIONED = "partitioned"
+    ISOLATED = "isolated"
+    FAILED = "failed"
+    MAINTENANCE = "maintenance"
+    UNKNOWN = "unknown"
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise SpecError(
+            f"invalid {kind} name {name!r}: use 1-63 lower-case letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One qcow2 disk: ``path`` is relative to the root of ``datastore``."""
+
+    name: str
+    datastore: str
+    path: str
+    size_mb: int = 64
+
+    def validate(self) -> None:
+        check_name("disk", self.name)
+        check_name("datastore", self.datastore)
+        p = PurePosixPath(self.path)
+        if not self.path or p.is_absolute() or ".." in p.parts:
+            raise SpecError(
+                f"disk {self.name}: path {self.path!r} must be a relative path inside datastore "
+                f"{self.datastore!r} (no leading '/', no '..')"
+            )
+        if not isinstance(self.size_mb, int) or not 1 <= self.size_mb <= 16 * 1024 * 1024:
+            raise SpecError(f"disk {self.name}: size_mb must be between 1 and 16777216")
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """Direct kernel boot (the lab's guest image); without it the VM boots its first disk."""
+
+    kernel: str
+    initrd: str = ""
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    name: str
+    memory_mb: int = 128
+    vcpus: int = 1
+    disks: tuple[DiskSpec, ...] = ()
+    boot: BootSpec | None = None
+    restart_priority: str = "medium"
+    isolation_response: str = "power-off"
+    shutdown_timeout_s: float = 20.0
+    # Desired power state: the controller keeps a VM with power "on" running somewhere.
+    power: str = "on"
+
+    def validate(self) -> None:
+        check_name("VM", self.name)
+        if not isinstance(self.memory_mb, int) or not 16 <= self.memory_mb <= 1024 * 1024:
+            raise SpecError(f"VM {self.name}: memory_mb must be between 16 and 1048576 (got {self.memory_mb})")
+        if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 256:
+            raise SpecError(f"VM {self.name}: vcpus must be between 1 and 256 (got {self.vcpus})")
+        if self.restart_priority not in RESTART_PRIORITIES:
+            raise SpecError(
+                f"VM {self.name}: restart_priority must be one of {', '.join(RESTART_PRIORITIES)}"
+            )
+        if self.isolation_response not in ISOLATION_RESPONSES:
+            raise SpecError(
+                f"VM {self.name}: isolation_response must be one of {', '.join(ISOLATION_RESPONSES)}"
+            )
+        if self.power not in ("on", "off"):
+            raise SpecError(f"VM {self.name}: power must be 'on' or 'off'")
+        if not 0 < self.shutdown_timeout_s <= 3600:
+            raise SpecError(f"VM {self.name}: shutdown_timeout_s must be in (0, 3600]")
+        seen: set[str] = set()
+        for d in self.disks:
+            d.validate()
+            if d.name in seen:
+                raise SpecError(f"VM {self.name}: two disks named {d.name!r}")
+            seen.add(d.name)
+
+    @property
+    def datastores(self) -> frozenset[str]:
+        return frozenset(d.datastore for d in self.disks)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "VMSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise SpecError(f"unknown VM field(s): {', '.join(sorted(unknown))}")
+        d = dict(data)
+        try:
+            d["disks"] = tuple(DiskSpec(**x) for x in d.get("disks", ()))
+            if d.get("boot"):
+                d["boot"] = BootSpec(**d["boot"])
+        except TypeError as e:
+            raise SpecError(f"bad disk or boot entry: {e}") from None
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DatastoreSpec:
+    """A shared file system mounted at the same ``path`` on every host that reaches it."""
+
+    name: str
+    path: str
+
+    def validate(self) -> None:
+        check_name("datastore", self.name)
+        if not PurePosixPath(self.path).is_absolute():
+            raise SpecError(f"datastore {self.name}: path must be absolute")
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What an agent reports about its host when it starts (inventory, not liveness)."""
+
+    name: str
+    address: str
+    memory_mb: int
+    cpus: int
+    datastores: tuple[str, ...] = ()
+    accel: str = "tcg"
+    maintenance: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "HostInfo":
+        d = dict(data)
+        d["datastores"] = tuple(d.get("datastores", ()))
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The controller's decision: which host should run a VM. ``gen`` grows on every move."""
+
+    host: str
+    gen: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class VMStatus:
+    """What the agent that runs (or last ran) a VM reports."""
+
+    host: str
+    state: str  # starting | running | stopped | failed | fenced
+    pid: int = 0
+    since: float = 0.0
+    guest: str = "unknown"  # ok | lost | unknown
+    guest_seq: int = -1
+    acked: int = -1
+    message: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "VMStatus":
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+    kind: str
+    message: str
+    host: str = ""
+    vm: str = ""
+    source: str = ""
+    data: dict[str, Any] = field(default_factory=dict)

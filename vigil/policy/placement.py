@@ -1,0 +1,74 @@
+"""Choose a host for a VM: running hosts that reach all its datastores and have room.
+
+Room is counted from the specs of the VMs assigned to each host, so decisions taken
+earlier in the same cycle count too (the caller passes the updated load).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from vigil.model import HostInfo, HostState, VMSpec
+
+# vCPUs a host may carry per physical CPU; memory is never overcommitted.
+VCPU_OVERCOMMIT = 8
+
+
+@dataclass(frozen=True)
+class Load:
+    memory_mb: int = 0
+    vcpus: int = 0
+
+    def plus(self, spec: VMSpec) -> "Load":
+        return Load(self.memory_mb + spec.memory_mb, self.vcpus + spec.vcpus)
+
+
+def host_load(assigned: Iterable[tuple[str, VMSpec]]) -> dict[str, Load]:
+    load: dict[str, Load] = {}
+    for host, spec in assigned:
+        load[host] = load.get(host, Load()).plus(spec)
+    return load
+
+
+def fits(spec: VMSpec, info: HostInfo, load: Load) -> str | None:
+    """None when the VM fits on the host, else why not."""
+    missing = sorted(spec.datastores - set(info.datastores))
+    if missing:
+        return f"does not reach datastore {', '.join(missing)}"
+    free_mem = info.memory_mb - load.memory_mb
+    if free_mem < spec.memory_mb:
+        return f"{free_mem} MiB free, needs {spec.memory_mb}"
+    free_cpu = info.cpus * VCPU_OVERCOMMIT - load.vcpus
+    if free_cpu < spec.vcpus:
+        return f"{free_cpu} vCPUs free, needs {spec.vcpus}"
+    return None
+
+
+def place(
+    spec: VMSpec,
+    infos: Mapping[str, HostInfo],
+    states: Mapping[str, HostState],
+    load: Mapping[str, Load],
+    avoid: frozenset[str] = frozenset(),
+) -> tuple[str | None, str]:
+    """Return (host, why): the running host with the most free memory, or (None, reasons)."""
+    candidates: list[tuple[int, int, str]] = []
+    reasons: list[str] = []
+    for name in sorted(infos):
+        info = infos[name]
+        if states.get(name) is not HostState.RUNNING:
+            reasons.append(f"{name}: {states.get(name, HostState.UNKNOWN).value}")
+            continue
+        if name in avoid:
+            reasons.append(f"{name}: excluded")
+            continue
+        why = fits(spec, info, load.get(name, Load()))
+        if why:
+            reasons.append(f"{name}: {why}")
+            continue
+        l = load.get(name, Load())
+        candidates.append((-(info.memory_mb - l.memory_mb), l.vcpus, name))
+    if not candidates:
+        return None, "; ".join(reasons) or "no hosts"
+    _, _, best = min(candidates)
+    return best, "most free memory"

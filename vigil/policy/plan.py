@@ -1,0 +1,145 @@
+"""One controller cycle as a pure function: cluster view in, actions out.
+
+Like Patroni's HA cycle, each VM's branch ends in exactly one outcome, and the actions
+are data: the controller writes them to etcd in guarded transactions, the simulator and
+the scenario tests read them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vigil.model import RESTART_PRIORITIES, Assignment, HostState
+from vigil.policy.hoststate import classify_host, vm_lost_on
+from vigil.policy.placement import Load, host_load, place
+from vigil.policy.view import ClusterView, Retry, VMView
+
+
+@dataclass(frozen=True)
+class SetHostState:
+    host: str
+    state: HostState
+    reason: str
+
+
+@dataclass(frozen=True)
+class AssignVM:
+    """Hand ``vm`` to ``host``; valid only if the assignment key is still at ``expect_rev``
+    and nobody owns the VM (the controller's transaction checks both)."""
+
+    vm: str
+    host: str
+    gen: int
+    expect_rev: int
+    kind: str  # place | restart | retry
+    reason: str
+    retry: Retry | None = None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The VM should run but cannot be placed now; it is placed when capacity appears."""
+
+    vm: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NotRestarted:
+    vm: str
+    reason: str
+
+
+Action = SetHostState | AssignVM | Waiting | NotRestarted
+
+
+def priority_rank(priority: str) -> int:
+    return RESTART_PRIORITIES.index(priority)
+
+
+def restart_order(vms: list[VMView]) -> list[VMView]:
+    """Highest priority first; among equals, by name so the order is stable."""
+    return sorted(vms, key=lambda v: (priority_rank(v.spec.restart_priority), v.spec.name))
+
+
+def backoff(attempts: int, now: float, base: float, cap: float, host: str) -> Retry:
+    return Retry(attempts=attempts, not_before=now + min(cap, base * (2 ** max(0, attempts - 1))), last_host=host)
+
+
+def classify_all(view: ClusterView) -> dict[str, tuple[HostState, str]]:
+    return {name: classify_host(h, view.timing) for name, h in view.hosts.items()}
+
+
+def plan(view: ClusterView) -> list[Action]:
+    classified = classify_all(view)
+    states = {h: s for h, (s, _) in classified.items()}
+    actions: list[Action] = [
+        SetHostState(h, s, why)
+        for h, (s, why) in sorted(classified.items())
+        if s is not view.hosts[h].prev_state
+    ]
+    infos = {h: v.info for h, v in view.hosts.items() if v.info is not None}
+
+    def still_there(v: VMView) -> bool:
+        a = v.assignment
+        if a is None or a.host not in view.hosts:
+            return False
+        return not vm_lost_on(states[a.host], view.hosts[a.host], v.spec.name)
+
+    load: dict[str, Load] = host_load(
+        (v.assignment.host, v.spec) for v in view.vms.values() if v.assignment and still_there(v)
+    )
+
+    for v in restart_order(list(view.vms.values())):
+        spec, a = v.spec, v.assignment
+        if spec.power != "on":
+            continue
+        if a is None:
+            kind, avoid, why_move = "place", frozenset(), "new VM"
+        elif a.host in view.hosts and vm_lost_on(states[a.host], view.hosts[a.host], spec.name):
+            if spec.restart_priority == "disabled":
+                actions.append(NotRestarted(spec.name, f"host {a.host} {states[a.host].value}; restart priority is disabled"))
+                continue
+            kind, avoid, why_move = "restart", frozenset({a.host}), f"host {a.host} {states[a.host].value}"
+        elif (
+            v.status is not None
+            and v.status.state == "failed"
+            and v.status.host == a.host
+            and states.get(a.host) is HostState.RUNNING
+        ):
+            kind, avoid, why_move = "retry", frozenset({a.host}), f"start failed on {a.host}: {v.status.message}"
+        else:
+            continue
+        if v.owner is not None:
+            actions.append(Waiting(spec.name, f"still owned by {v.owner}"))
+            continue
+        retry = view.retries.get(spec.name)
+        if kind == "retry" and retry is not None and view.now < retry.not_before:
+            continue
+        host, why = place(spec, infos, states, load, avoid)
+        if host is None and kind == "retry":
+            # The failing host may be the only one: try it again after the backoff.
+            host, why = place(spec, infos, states, load)
+        if host is None:
+            actions.append(Waiting(spec.name, f"no host can run it: {why}"))
+            continue
+        load[host] = load.get(host, Load()).plus(spec)
+        new_retry = None
+        if kind == "retry":
+            attempts = (retry.attempts if retry else 0) + 1
+            new_retry = backoff(attempts, view.now, view.timing.retry_base, view.timing.retry_max, host)
+        actions.append(
+            AssignVM(
+                vm=spec.name,
+                host=host,
+                gen=(a.gen + 1) if a else 1,
+                expect_rev=v.assign_rev,
+                kind=kind,
+                reason=f"{why_move}; {host}: {why}",
+                retry=new_retry,
+            )
+        )
+    return actions
+
+
+def next_assignment(action: AssignVM) -> Assignment:
+    return Assignment(host=action.host, gen=action.gen, reason=action.kind)

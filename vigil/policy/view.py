@@ -1,0 +1,69 @@
+"""The immutable snapshot the pure decision functions work on.
+
+The controller builds one ``ClusterView`` per cycle from etcd, the datastore heartbeat
+files and ping; nothing in ``vigil.policy`` reads a clock or does I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from vigil.model import Assignment, HostInfo, HostState, VMSpec, VMStatus
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long each signal may be silent before it means something (seconds)."""
+
+    lease_ttl: float = 3.0
+    # a datastore heartbeat counter that has not advanced for this long has stopped
+    hb_grace: float = 3.0
+    # the host's watchdog resets it at most this long after its agent last ran
+    watchdog: float = 5.0
+    # margin on top of the watchdog before a silent host is taken as reset
+    watchdog_margin: float = 1.5
+    retry_base: float = 2.0
+    retry_max: float = 60.0
+
+    @property
+    def fenced_after(self) -> float:
+        """Datastore heartbeat silence after which a host's watchdog has surely fired."""
+        return self.watchdog + self.watchdog_margin
+
+
+@dataclass(frozen=True)
+class HostView:
+    name: str
+    info: HostInfo | None
+    alive: bool  # its lease key exists
+    hb_age: float | None  # seconds since its datastore heartbeat last advanced; None: never seen
+    hb_isolated: bool = False  # the isolation flag in its heartbeat file
+    hb_vms: frozenset[str] = frozenset()  # VMs it says it runs, from its heartbeat file
+    ping: bool | None = None  # answered ping; None: not probed
+    prev_state: HostState = HostState.UNKNOWN
+
+
+@dataclass(frozen=True)
+class VMView:
+    spec: VMSpec
+    assignment: Assignment | None
+    assign_rev: int  # mod_revision of the assignment key, 0 when absent
+    owner: str | None  # holder of the leased ownership key
+    status: VMStatus | None
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int
+    not_before: float
+    last_host: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    now: float
+    hosts: Mapping[str, HostView]
+    vms: Mapping[str, VMView]
+    timing: Timing = Timing()
+    retries: Mapping[str, Retry] = field(default_factory=lambda: MappingProxyType({}))

@@ -1,0 +1,168 @@
+"""A small facade over ``aetcd``: JSON values, leases, guarded transactions, one error type.
+
+Every call has a deadline, so a partitioned member makes a call fail quickly rather than
+hang; callers treat ``StoreError`` as "etcd is not reachable now" and decide what that means.
+The gRPC channel is given every endpoint: a dead member is skipped by the channel itself.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import aetcd
+import grpc
+
+from vigil.store import keys as K
+
+
+class StoreError(RuntimeError):
+    """etcd could not be reached or refused the request."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: Any
+    mod_revision: int
+    version: int
+    lease: int
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _target(endpoints: Iterable[str]) -> tuple[str, int]:
+    """aetcd joins host and port into one gRPC target; a multi-address target lists them all."""
+    eps = [e.removeprefix("http://") for e in endpoints]
+    if not eps:
+        raise StoreError("no etcd endpoints configured")
+    if len(eps) == 1:
+        host, _, port = eps[0].rpartition(":")
+        return host, int(port)
+    head = ",".join(eps[:-1])
+    host, _, port = eps[-1].rpartition(":")
+    return f"ipv4:{head},{host}", int(port)
+
+
+class Store:
+    """One connection to the etcd cluster."""
+
+    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0) -> None:
+        self.endpoints = list(endpoints)
+        host, port = _target(self.endpoints)
+        self._client = aetcd.Client(
+            host=host,
+            port=port,
+            timeout=timeout,
+            options={
+                "grpc.lb_policy_name": "round_robin",
+                "grpc.initial_reconnect_backoff_ms": 200,
+                "grpc.max_reconnect_backoff_ms": 1000,
+                "grpc.enable_retries": 0,
+            },
+        )
+        self.tx = self._client.transactions
+
+    async def __aenter__(self) -> "Store":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, coro):  # type: ignore[no-untyped-def]
+        try:
+            return await coro
+        except (aetcd.ClientError, grpc.RpcError, OSError) as e:
+            raise StoreError(f"etcd ({', '.join(self.endpoints)}): {type(e).__name__}: {e}") from None
+
+    async def connect(self) -> None:
+        await self._call(self._client.connect())
+
+    async def close(self) -> None:
+        try:
+            await self._client.close()
+        except Exception:  # closing a broken channel is not worth an error
+            pass
+
+    # -- reads ---------------------------------------------------------------------------
+    async def get(self, key: str) -> Entry | None:
+        r = await self._call(self._client.get(key.encode()))
+        if r is None:
+            return None
+        return Entry(key, _decode(r.value), r.mod_revision, r.version, r.lease)
+
+    async def get_prefix(self, prefix: str) -> dict[str, Entry]:
+        r = await self._call(self._client.get_prefix(prefix.encode()))
+        return {
+            kv.key.decode(): Entry(kv.key.decode(), _decode(kv.value), kv.mod_revision, kv.version, kv.lease)
+            for kv in r
+        }
+
+    async def snapshot(self) -> dict[str, Entry]:
+        """Every vigil key, read at one revision."""
+        return await self.get_prefix(K.PREFIX)
+
+    # -- writes --------------------------------------------------------------------------
+    async def put(self, key: str, value: Any, lease: int = 0) -> None:
+        await self._call(self._client.put(key.encode(), _encode(value), lease=lease or None))
+
+    async def delete(self, key: str) -> bool:
+        r = await self._call(self._client.delete(key.encode()))
+        return bool(r and r.deleted)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        await self._call(self._client.delete_prefix(prefix.encode()))
+
+    async def txn(self, compare: list, success: list, failure: list | None = None) -> bool:
+        ok, _ = await self._call(self._client.transaction(compare=compare, success=success, failure=failure or []))
+        return bool(ok)
+
+    async def create(self, key: str, value: Any, lease: int = 0, also: list | None = None) -> bool:
+        """Write ``key`` only if it does not exist (plus the ``also`` operations, atomically)."""
+        return await self.txn(
+            [self.tx.version(key.encode()) == 0],
+            [self.put_op(key, value, lease)] + list(also or []),
+        )
+
+    def put_op(self, key: str, value: Any, lease: int = 0):  # type: ignore[no-untyped-def]
+        return self.tx.put(key.encode(), _encode(value), lease=lease or None)
+
+    def delete_op(self, key: str):  # type: ignore[no-untyped-def]
+        return self.tx.delete(key.encode())
+
+    def absent(self, key: str):  # type: ignore[no-untyped-def]
+        return self.tx.version(key.encode()) == 0
+
+    def unchanged(self, key: str, mod_revision: int):  # type: ignore[no-untyped-def]
+        """Compare: the key is as it was read (mod_revision 0 means: it did not exist)."""
+        return self.tx.mod(key.encode()) == mod_revision
+
+    def equals(self, key: str, value: Any):  # type: ignore[no-untyped-def]
+        return self.tx.value(key.encode()) == _encode(value)
+
+    # -- leases --------------------------------------------------------------------------
+    async def grant(self, ttl: int) -> int:
+        lease = await self._call(self._client.lease(ttl))
+        return int(lease.id)
+
+    async def keepalive(self, lease_id: int) -> int:
+        """Refresh a lease; return its remaining TTL (0 or less: it is gone)."""
+        reply = await self._call(self._client.refresh_lease(lease_id))
+        return int(reply.TTL) if reply is not None else 0
+
+    async def lease_ttl(self, lease_id: int) -> int:
+        info = await self._call(self._client.get_lease_info(lease_id, keys=False))
+        return int(info.TTL)
+
+    async def revoke(self, lease_id: int) -> None:
+        await self._call(self._client.revoke_lease(lease_id))

@@ -1,0 +1,42 @@
+"""The cluster's event log in etcd: every decision and every observed change, in order."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from vigil.model import Event
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, Store, StoreError
+
+KEEP_EVENTS = 2000
+
+
+def make_event(kind: str, message: str, *, host: str = "", vm: str = "", source: str = "", **data: Any) -> Event:
+    return Event(time=time.time(), kind=kind, message=message, host=host, vm=vm, source=source, data=data)
+
+
+async def record(store: Store, event: Event) -> None:
+    """Append an event; losing one because etcd is away is not worth failing the caller."""
+    try:
+        await store.put(K.event_key(int(event.time * 1e9), event.source or "cli"), asdict(event))
+    except StoreError:
+        pass
+
+
+def event_put_op(store: Store, event: Event):  # type: ignore[no-untyped-def]
+    return store.put_op(K.event_key(int(event.time * 1e9), event.source or "cli"), asdict(event))
+
+
+def parse_events(entries: dict[str, Entry]) -> list[Event]:
+    out = []
+    for key in sorted(entries):
+        if key.startswith(K.EVENTS) and isinstance(entries[key].value, dict):
+            out.append(Event(**entries[key].value))
+    return out
+
+
+async def trim(store: Store, keep: int = KEEP_EVENTS) -> None:
+    entries = await store.get_prefix(K.EVENTS)
+    for key in sorted(entries)[:-keep]:
+        await store.delete(key)

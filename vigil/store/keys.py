@@ -1,0 +1,27 @@
+"""The etcd key layout: one place that names every key vigil writes.
+
+Desired state (specs, assignments) is written by users and the controller; observed state
+(status, liveness, ownership) by agents. Keys bound to a host's lease vanish with it.
+"""
+from __future__ import annotations
+
+PREFIX = "/vigil/"
+
+DATASTORES = PREFIX + "datastores/"  # DatastoreSpec
+HOSTS = PREFIX + "hosts/"  # HostInfo, written by the host's agent
+ALIVE = PREFIX + "alive/"  # leased: the host's agent is alive and reaches etcd
+VMS = PREFIX + "vms/"  # VMSpec
+ASSIGN = PREFIX + "assign/"  # Assignment: where the controller wants a VM to run
+OWN = PREFIX + "own/"  # leased: the host that may run the VM right now
+VMSTATUS = PREFIX + "vmstatus/"  # VMStatus, written by the agent running the VM
+HOSTSTATE = PREFIX + "hoststate/"  # the controller's classification of each host
+LEADER = PREFIX + "leader"  # leased: the agent whose controller is active
+EVENTS = PREFIX + "events/"  # Event, key sorts by time
+
+
+def name_of(key: str, prefix: str) -> str:
+    return key[len(prefix):]
+
+
+def event_key(time_ns: int, source: str) -> str:
+    return f"{EVENTS}{time_ns:020d}-{source}"
