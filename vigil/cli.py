@@ -44,7 +44,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from vigil.lab.errors import LabError
+        from vigil.lab.layout import LabError
 
         try:
             return fn(*args, **kwargs)

@@ -151,7 +151,8 @@ class Agent:
             self.pet_watchdog()
             await self._check_datastores()
             await self._check_processes()
-            if not self.lease_ok() and not self.isolated and (checking is None or checking.done()):
+            lost = self.lease_ok_until > 0 and not self.lease_ok()
+            if lost and not self.isolated and (checking is None or checking.done()):
                 checking = asyncio.create_task(self._check_isolation())
             elif self.lease_ok() and self.isolated:
                 self.isolated = False

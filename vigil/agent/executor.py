@@ -1,0 +1,82 @@
+"""The agent's hands on QEMU: start, stop, adopt, follow the guest (through vigil.hypervisor)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+from vigil.config import AgentConfig
+from vigil.hypervisor import qemu
+from vigil.model import VMSpec
+
+
+class StartError(RuntimeError):
+    """QEMU did not start; the message says why (QEMU's own words where it gave some)."""
+
+
+ACCEL_CACHE = Path("/var/cache/vigil")
+
+
+def paths(cfg: AgentConfig, vm: str) -> "qemu.VMPaths":
+    return qemu.VMPaths.for_vm(Path(cfg.run_dir), vm)
+
+
+async def probe_accel(cfg: AgentConfig) -> str:
+    return await asyncio.to_thread(qemu.probe_accel, ACCEL_CACHE)
+
+
+def find_running(cfg: AgentConfig) -> dict[str, int]:
+    return qemu.find_running(Path(cfg.run_dir))
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def start(cfg: AgentConfig, spec: VMSpec, accel: str) -> int:
+    try:
+        return await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores))
+    except qemu.QemuError as e:
+        raise StartError(str(e)) from None
+
+
+async def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        await asyncio.sleep(0.1)
+    return not alive(pid)
+
+
+async def power_off(cfg: AgentConfig, vm: str, pid: int) -> None:
+    """Stop the VM now: no guest shutdown. SIGKILL is the one way that never waits."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    await _wait_gone(pid, 10)
+
+
+async def shutdown(cfg: AgentConfig, vm: str, pid: int, timeout: float) -> bool:
+    """ACPI power button, then power off after ``timeout``; True when the guest shut down."""
+    try:
+        async with qemu.QMPConn(paths(cfg, vm), pid=pid, name=vm) as conn:
+            return await conn.shutdown(timeout)
+    except qemu.QemuError:
+        # No QMP answer (QEMU hung or already gone): the power-off path still works by PID.
+        await power_off(cfg, vm, pid)
+        return False
+
+
+async def guest_heartbeats(cfg: AgentConfig, vm: str) -> AsyncIterator["qemu.Heartbeat"]:
+    async with qemu.GuestChannel(paths(cfg, vm)) as ch:
+        async for hb in ch:
+            yield hb

@@ -1,0 +1,84 @@
+"""etcd members of the lab: command lines (the supervisor runs them) and health checks.
+
+Health goes over plain HTTP (`GET /health`, `POST /v3/cluster/member/list` through etcd's
+gRPC gateway) with proxies disabled, so it needs no etcdctl and no client library.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+from .layout import ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_PEER_PORT, LabError
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd")
+    if not path:
+        raise LabError("etcd not found (apt-get install etcd-server)")
+    return path
+
+
+def client_url(address: str) -> str:
+    return f"http://{address}:{ETCD_CLIENT_PORT}"
+
+
+def peer_url(address: str) -> str:
+    return f"http://{address}:{ETCD_PEER_PORT}"
+
+
+def member_argv(name: str, address: str, members: dict[str, str],
+                data_dir: Path | None = None, token: str = "vigil-lab") -> list[str]:
+    """etcd command line for member `name` at `address`; `members` maps every member name
+    to its address (the initial cluster). Fast timings for the lab."""
+    data_dir = data_dir or ETCD_DATA_DIR / name
+    initial = ",".join(f"{n}={peer_url(a)}" for n, a in members.items())
+    return [
+        etcd_binary(),
+        "--name", name,
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", f"{client_url(address)},http://127.0.0.1:{ETCD_CLIENT_PORT}",
+        "--advertise-client-urls", client_url(address),
+        "--listen-peer-urls", peer_url(address),
+        "--initial-advertise-peer-urls", peer_url(address),
+        "--initial-cluster", initial,
+        "--initial-cluster-state", "new",
+        "--initial-cluster-token", token,
+        "--heartbeat-interval", "100",
+        "--election-timeout", "1000",
+        "--logger", "zap",
+        "--log-outputs", "stderr",
+    ]
+
+
+def endpoint_healthy(endpoint: str, timeout: float = 1.0) -> bool:
+    """GET <endpoint>/health; endpoint as 'host:port' or a URL."""
+    url = endpoint if endpoint.startswith("http") else f"http://{endpoint}"
+    try:
+        with _opener.open(url + "/health", timeout=timeout) as resp:
+            body = json.loads(resp.read() or b"{}")
+    except (OSError, ValueError):
+        return False
+    return str(body.get("health")).lower() == "true"
+
+
+def health(endpoints: list[str], timeout: float = 1.0) -> dict[str, bool]:
+    from concurrent.futures import ThreadPoolExecutor
+    if not endpoints:
+        return {}
+    with ThreadPoolExecutor(len(endpoints)) as pool:
+        results = pool.map(lambda e: endpoint_healthy(e, timeout), endpoints)
+        return dict(zip(endpoints, results))
+
+
+def member_list(endpoint: str, timeout: float = 2.0) -> list[dict]:
+    """Members as etcd reports them: [{'name':..., 'peerURLs': [...], 'clientURLs': [...]}]."""
+    url = endpoint if endpoint.startswith("http") else f"http://{endpoint}"
+    req = urllib.request.Request(url + "/v3/cluster/member/list", data=b"{}",
+                                 headers={"Content-Type": "application/json"})
+    with _opener.open(req, timeout=timeout) as resp:
+        return json.loads(resp.read()).get("members", [])

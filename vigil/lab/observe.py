@@ -1,0 +1,131 @@
+"""Watching a lab from outside: cluster state, QEMU processes, invariants, timelines.
+
+Used by the demo, the integration tests and the benchmarks; it only reads.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from vigil import ops
+from vigil.config import cluster_endpoints
+from vigil.model import Event
+from vigil.store import keys as K
+from vigil.store.etcd import Store, StoreError
+from vigil.store.events import parse_events
+
+
+def call(fn: Callable[[Store], Any], timeout: float = 3.0) -> Any:
+    async def go() -> Any:
+        store = Store(cluster_endpoints(), timeout=timeout)
+        try:
+            await store.connect()
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def cluster() -> dict[str, Any]:
+    return call(ops.cluster)
+
+
+def events() -> list[Event]:
+    return parse_events(call(lambda s: s.get_prefix(K.EVENTS), timeout=5.0))
+
+
+def wait_for(what: str, pred: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
+    """Poll until ``pred()`` is truthy; a hang guard, not a performance assertion."""
+    deadline = time.monotonic() + timeout
+    last_err: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except (StoreError, OSError) as e:
+            last_err = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_err})" if last_err else ""))
+
+
+def qemu_processes() -> dict[str, list[int]]:
+    """Every live (non-zombie) QEMU on the machine, by VM name (the ``-name`` argument)."""
+    out: dict[str, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+            if not argv or not argv[0].endswith(b"qemu-system-x86_64"):
+                continue
+            stat = (d / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except OSError:
+            continue
+        if b"-name" in argv:
+            name = argv[argv.index(b"-name") + 1].decode().split(",")[0]
+            out.setdefault(name, []).append(int(d.name))
+    return out
+
+
+def running_vms_ok(names: list[str], exclude_hosts: set[str] = frozenset()) -> dict[str, dict] | None:
+    """All named VMs running with a guest heartbeat, none on an excluded host; else None."""
+    c = cluster()
+    vms = {v["name"]: v for v in c["vms"] if v["name"] in names}
+    if len(vms) != len(names):
+        return None
+    for v in vms.values():
+        if v["state"] != "running" or v["guest"] != "ok" or v["host"] in exclude_hosts or v["owner"] != v["host"]:
+            return None
+    return vms
+
+
+@dataclass
+class DuplicateWatch:
+    """Samples the QEMU processes in the background: no VM may ever have two."""
+
+    interval: float = 0.1
+    samples: int = 0
+    worst: dict[str, list[int]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> "DuplicateWatch":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pids in qemu_processes().items():
+                if len(pids) > 1:
+                    self.worst.setdefault(name, pids)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def check(self) -> None:
+        assert self.samples > 0
+        assert not self.worst, f"VMs with two running QEMUs: {self.worst}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
