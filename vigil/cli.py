@@ -28,8 +28,9 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(ds_app, name="datastore")
 lab_app.add_typer(fault_app, name="fault")
 
-console = Console()
-err = Console(stderr=True)
+# Not a terminal (pipes, CI logs): do not squeeze tables into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 ETCD_OPT = typer.Option(None, "--etcd", envvar="VIGIL_ETCD", help="etcd endpoints, comma separated")
 JSON_OPT = typer.Option(False, "--json", help="machine-readable output")
 
@@ -300,12 +301,12 @@ def progress(msg: str) -> None:
 def lab_up(
     hosts: int = typer.Option(3, "--hosts", min=1, max=20),
     datastores: int = typer.Option(1, "--datastores", min=1, max=8),
-    host_memory: int = typer.Option(3072, "--host-memory", help="MiB each lab host offers to VMs"),
+    host_memory: Optional[int] = typer.Option(None, "--host-memory", help="MiB each lab host offers to VMs"),
 ) -> None:
     """Build a cluster on this machine: namespaces, etcd, datastores, agents."""
-    from vigil.lab.lab import Lab
+    from vigil.lab.lab import Lab, LabConfig
 
-    Lab.up(hosts=hosts, datastores=datastores, host_memory_mb=host_memory, progress=progress)
+    Lab(progress).up(LabConfig(hosts=hosts, datastores=datastores, memory_mb=host_memory))
     console.print(f"lab up: {hosts} hosts, {datastores} datastore(s). Try 'vigil host list'.")
 
 
@@ -315,8 +316,13 @@ def lab_down() -> None:
     """Tear the lab down: processes, namespaces, mounts, data."""
     from vigil.lab.lab import Lab
 
-    Lab.down(progress=progress)
+    Lab(progress).down()
     console.print("lab down")
+
+
+def fault_text(f: dict) -> str:
+    extra = {k: v for k, v in f.items() if k not in ("kind", "host", "since")}
+    return f["kind"] + (f"({', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
 
 
 @lab_app.command("status")
@@ -325,23 +331,26 @@ def lab_status(as_json: bool = JSON_OPT) -> None:
     """Lab hosts, their processes and active faults."""
     from vigil.lab.lab import Lab
 
-    st = Lab.status()
+    st = Lab().status()
     if as_json:
         return print_json(st)
     if not st.get("up"):
         console.print("no lab is up")
         return
-    t = Table(title="lab")
-    for col in ("host", "address", "netns", "supervisor", "agent", "etcd", "faults"):
+    t = Table(title=f"lab ({st['subnet']})")
+    for col in ("host", "address", "state", "link", "supervisor", "agent", "etcd", "resets", "faults"):
         t.add_column(col)
-    for h in st["hosts"]:
-        t.add_row(h["name"], h["address"], "yes" if h.get("netns") else "[red]no[/]",
-                  str(h.get("supervisor_pid") or "-"), str(h.get("agent_pid") or "-"),
-                  str(h.get("etcd_pid") or "-"), ", ".join(h.get("faults", [])) or "-")
+    for name, h in sorted(st["hosts"].items()):
+        t.add_row(name, h["address"], h["state"] or "-", "up" if h["link_up"] else "[red]down[/]",
+                  str(h["supervisor_pid"] or "-"), str(h["agent_pid"] or "-"), str(h["etcd_pid"] or "-"),
+                  str(h["resets"]), ", ".join(fault_text(f) for f in h["faults"]) or "-")
     console.print(t)
 
 
-FAULTS_HELP = "power-off|power-on|hang|isolate|partition|heal|kill-agent|kill-etcd|blip|datastore-loss"
+def _lab():  # type: ignore[no-untyped-def]
+    from vigil.lab.lab import Lab
+
+    return Lab(progress)
 
 
 @fault_app.command("power-off")
@@ -350,8 +359,8 @@ def fault_power_off(host: str) -> None:
     """Cut the power: kill every process of the host, link down."""
     from vigil.lab import faults
 
-    faults.power_off(host)
-    console.print(f"{host}: powered off")
+    n = faults.power_off(_lab(), host)
+    console.print(f"{host}: powered off ({n} processes killed)")
 
 
 @fault_app.command("power-on")
@@ -360,7 +369,7 @@ def fault_power_on(host: str) -> None:
     """Power a host back on (it boots its etcd member and agent)."""
     from vigil.lab import faults
 
-    faults.power_on(host)
+    faults.power_on(_lab(), host)
     console.print(f"{host}: powered on")
 
 
@@ -370,8 +379,8 @@ def fault_hang(host: str) -> None:
     """SIGSTOP every process of the host (its watchdog then resets it)."""
     from vigil.lab import faults
 
-    faults.hang(host)
-    console.print(f"{host}: hung")
+    pids = faults.hang(_lab(), host)
+    console.print(f"{host}: hung ({len(pids)} processes stopped)")
 
 
 @fault_app.command("isolate")
@@ -380,7 +389,7 @@ def fault_isolate(host: str) -> None:
     """Take the host's network link down."""
     from vigil.lab import faults
 
-    faults.isolate(host)
+    faults.isolate(_lab(), host)
     console.print(f"{host}: isolated")
 
 
@@ -390,7 +399,7 @@ def fault_partition(group_a: str, group_b: str) -> None:
     """Drop all traffic between two groups of hosts, e.g. 'host1' 'host2,host3'."""
     from vigil.lab import faults
 
-    faults.partition(group_a.split(","), group_b.split(","))
+    faults.partition(_lab(), group_a.split(","), group_b.split(","))
     console.print(f"partitioned {group_a} | {group_b}")
 
 
@@ -400,7 +409,7 @@ def fault_blip(host: str, seconds: float = typer.Option(1.5, "--seconds")) -> No
     """Link down for a moment, then up."""
     from vigil.lab import faults
 
-    faults.blip(host, seconds)
+    faults.blip(_lab(), host, seconds)
     console.print(f"{host}: link was down {seconds}s")
 
 
@@ -410,7 +419,7 @@ def fault_kill_agent(host: str) -> None:
     """SIGKILL the host's agent only (its supervisor restarts it)."""
     from vigil.lab import faults
 
-    faults.kill_agent(host)
+    faults.kill_agent(_lab(), host)
     console.print(f"{host}: agent killed")
 
 
@@ -420,7 +429,7 @@ def fault_kill_etcd(host: str) -> None:
     """SIGKILL the host's etcd member and keep it down until heal."""
     from vigil.lab import faults
 
-    faults.kill_etcd(host)
+    faults.kill_etcd(_lab(), host)
     console.print(f"{host}: etcd member down")
 
 
@@ -430,7 +439,7 @@ def fault_ds_loss(host: str, datastore: str) -> None:
     """The host loses one datastore (the others still reach it)."""
     from vigil.lab import faults
 
-    faults.datastore_loss(host, datastore)
+    faults.datastore_loss(_lab(), host, datastore)
     console.print(f"{host}: lost datastore {datastore}")
 
 
@@ -440,8 +449,8 @@ def fault_heal(host: Optional[str] = typer.Argument(None)) -> None:
     """Undo every fault (of one host, or all)."""
     from vigil.lab import faults
 
-    faults.heal(host)
-    console.print("healed")
+    undone = faults.heal(_lab(), host)
+    console.print(f"healed: {', '.join(fault_text(f) + ' on ' + str(f.get('host', '')) for f in undone) or 'nothing to heal'}")
 
 
 @app.command()

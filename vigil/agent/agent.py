@@ -51,7 +51,9 @@ class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
         self.me = cfg.host
-        self.store = Store(cfg.etcd_endpoints, timeout=min(2.0, cfg.lease_ttl / 2))
+        local = [e for e in cfg.etcd_endpoints if e.rpartition(":")[0] == cfg.address]
+        others = [e for e in cfg.etcd_endpoints if e not in local]
+        self.store = Store(local + others, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True)
         self.run_dir = Path(cfg.run_dir)
         self.lease_id = 0
         self.lease_ok_until = 0.0

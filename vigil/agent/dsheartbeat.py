@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MARKER = ".vigil-datastore"
+# Hosts' clocks agree within this (NTP); only used to shorten a new leader's first look.
+CLOCK_SKEW_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,16 @@ class HbTracker:
                 self._last[host] = (r.counter, now)
             self.latest[host] = r
 
-    def age(self, host: str, now: float) -> float:
+    def age(self, host: str, now: float, wall: float | None = None) -> float:
+        """Seconds the host's heartbeat has not advanced, as far as we can tell.
+
+        Our own observation is a lower bound. With ``wall`` (this host's clock), the
+        writer's timestamp gives a second lower bound, less ``CLOCK_SKEW_S``: a freshly
+        elected controller need not watch for the whole grace time first.
+        """
         prev = self._last.get(host)
-        return now - (prev[1] if prev else self.started)
+        seen = now - (prev[1] if prev else self.started)
+        rec = self.latest.get(host)
+        if wall is None or rec is None:
+            return seen
+        return max(seen, wall - rec.counter / 1000 - CLOCK_SKEW_S)

@@ -81,12 +81,13 @@ class Controller:
         def under(prefix: str) -> dict[str, Entry]:
             return {K.name_of(k, prefix): e for k, e in snap.items() if k.startswith(prefix)}
 
+        wall = time.time()
         infos = {h: HostInfo.from_json(e.value) for h, e in under(K.HOSTS).items()}
         alive = set(under(K.ALIVE))
         prev = {h: e.value.get("state") for h, e in under(K.HOSTSTATE).items()}
         hosts: dict[str, HostView] = {}
         for h, info in infos.items():
-            age = self.hb.age(h, now)
+            age = self.hb.age(h, now, wall)
             rec = self.hb.latest.get(h)
             if h not in alive and age >= PING_AFTER_S:
                 self._ping_in_background(h, info.address)

@@ -50,6 +50,8 @@ def member_argv(name: str, address: str, members: dict[str, str],
         "--initial-cluster-token", token,
         "--heartbeat-interval", "100",
         "--election-timeout", "1000",
+        # vigil's clients ping every second to notice a dead member's connection quickly.
+        "--grpc-keepalive-min-time", "500ms",
         "--logger", "zap",
         "--log-outputs", "stderr",
     ]

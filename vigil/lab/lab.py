@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -339,7 +339,7 @@ class Lab:
                 "watchdog_file": hs["watchdog_file"],
                 "isolation_addresses": [subnet.bridge_address],
                 "peers": {p: st["hosts"][p]["address"] for p in hosts if p != h},
-                "memory_mb": memory_mb, "cpus": cpus,
+                "memory_mb": memory_mb, "cpus": cpus, "watchdog_s": cfg.watchdog_timeout_s,
             })
         _atomic_write_json(CLUSTER_FILE, {
             "etcd_endpoints": endpoints, "hosts": {h: st["hosts"][h]["address"] for h in hosts},

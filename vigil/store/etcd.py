@@ -56,7 +56,9 @@ def _target(endpoints: Iterable[str]) -> tuple[str, int]:
 class Store:
     """One connection to the etcd cluster."""
 
-    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0) -> None:
+    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0, prefer_first: bool = False) -> None:
+        """``prefer_first``: stick to the first reachable endpoint in order (an agent lists its
+        own host's member first); otherwise spread calls over every connected member."""
         self.endpoints = list(endpoints)
         host, port = _target(self.endpoints)
         self._client = aetcd.Client(
@@ -64,9 +66,16 @@ class Store:
             port=port,
             timeout=timeout,
             options={
-                "grpc.lb_policy_name": "round_robin",
+                "grpc.lb_policy_name": "pick_first" if prefer_first else "round_robin",
                 "grpc.initial_reconnect_backoff_ms": 200,
+                "grpc.min_reconnect_backoff_ms": 200,
                 "grpc.max_reconnect_backoff_ms": 1000,
+                # A member that vanished without a reset (power cut, link down) is noticed
+                # by the missing ping answer within ~2 s, and its connection dropped.
+                "grpc.keepalive_time_ms": 1000,
+                "grpc.keepalive_timeout_ms": 1000,
+                "grpc.keepalive_permit_without_calls": 1,
+                "grpc.http2.max_pings_without_data": 0,
                 "grpc.enable_retries": 0,
             },
         )

@@ -1,0 +1,204 @@
+"""HA on the real lab: etcd, QEMU guests, network namespaces, real faults.
+
+Every test checks the invariants the product promises: at most one QEMU per VM at any
+sampled moment, and every protected VM running again (guest heartbeating) when capacity
+allows. Timeouts here only catch hangs; speed is measured in bench/failover.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from vigil.lab import faults, observe
+from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
+                       reason="needs root, QEMU and etcd (make test installs them)"),
+]
+
+FAILOVER_TIMEOUT = 120
+
+
+@pytest.fixture
+def lab():
+    from vigil.lab.lab import Lab, LabConfig
+
+    lab = Lab()
+    lab.up(LabConfig(hosts=3, datastores=1, reboot_delay_s=60.0))
+    try:
+        wait_cluster_ready(3, timeout=120)
+        yield lab
+    finally:
+        lab.down()
+
+
+def vms_on(host: str) -> list[str]:
+    c = observe.cluster()
+    return sorted(v["name"] for v in c["vms"] if v["owner"] == host)
+
+
+def qemu_pids(names: list[str]) -> dict[str, list[int]]:
+    procs = observe.qemu_processes()
+    return {n: procs.get(n, []) for n in names}
+
+
+def kinds_since(t0: float, kind: str) -> list:
+    return [e for e in observe.events() if e.time >= t0 and e.kind == kind]
+
+
+def start_vms(names: list[str], host: str, **kw) -> None:
+    create_lab_vms(names, hosts=[host], stagger_s=0.5, **kw)
+    observe.wait_for(f"{names} running on {host}", lambda: observe.running_vms_ok(names), timeout=180)
+    assert vms_on(host) == sorted(names)
+
+
+def test_power_off_restarts_vms_on_survivors_never_twice(lab):
+    names = ["a1", "a2", "a3"]
+    start_vms(names, "host2")
+    with observe.DuplicateWatch() as watch:
+        faults.power_off(lab, "host2")
+        got = observe.wait_for("VMs running on survivors",
+                               lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
+    watch.check()
+    assert {v["host"] for v in got.values()} <= {"host1", "host3"}
+    assert {h["name"]: h["state"] for h in observe.cluster()["hosts"]}["host2"] == "failed"
+    assert all(len(p) == 1 for p in qemu_pids(names).values())
+
+
+def test_hang_restarts_only_after_the_watchdog_fenced_the_host(lab):
+    names = ["b1", "b2"]
+    start_vms(names, "host2")
+    old = {n: p[0] for n, p in qemu_pids(names).items()}
+    with observe.DuplicateWatch() as watch:
+        faults.hang(lab, "host2")
+        observe.wait_for("VMs restarted elsewhere",
+                         lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
+    watch.check()  # the hung QEMUs were gone before any new one started
+    assert not any(observe.pid_alive(p) for p in old.values())
+    assert lab.supervisor_status("host2").get("resets", 0) >= 1
+
+
+def test_isolation_power_off_restarts_elsewhere_and_heal_leaves_no_duplicate(lab):
+    names = ["c1", "c2"]
+    start_vms(names, "host2", isolation="power-off")
+    with observe.DuplicateWatch() as watch:
+        faults.isolate(lab, "host2")
+        observe.wait_for("VMs restarted elsewhere",
+                         lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
+        faults.heal(lab, "host2")
+        observe.wait_for("host2 back", lambda: any(
+            h["name"] == "host2" and h["lease"] for h in observe.cluster()["hosts"]), 60)
+        time.sleep(3)
+    watch.check()
+    assert observe.running_vms_ok(names, exclude_hosts={"host2"})
+    assert all(len(p) == 1 for p in qemu_pids(names).values())
+
+
+def test_isolation_leave_powered_on_keeps_vms_and_heal_reclaims_them(lab):
+    names = ["d1", "d2"]
+    start_vms(names, "host2", isolation="leave-powered-on")
+    old = qemu_pids(names)
+    t0 = time.time()
+    with observe.DuplicateWatch() as watch:
+        faults.isolate(lab, "host2")
+        observe.wait_for("host2 seen isolated", lambda: any(
+            h["name"] == "host2" and h["state"] == "isolated" for h in observe.cluster()["hosts"]), 60)
+        time.sleep(5)
+        assert qemu_pids(names) == old, "left powered on: the VMs must still run on host2"
+        assert not kinds_since(t0, "vm-restart")
+        faults.heal(lab, "host2")
+        observe.wait_for("host2 owns its VMs again", lambda: vms_on("host2") == names, 60)
+    watch.check()
+    assert qemu_pids(names) == old
+    assert not kinds_since(t0, "vm-restart")
+
+
+def test_killed_agent_is_restarted_and_adopts_running_vms(lab):
+    names = ["e1", "e2"]
+    start_vms(names, "host2")
+    old = qemu_pids(names)
+    old_agent = lab.agent_pid("host2")
+    t0 = time.time()
+    faults.kill_agent(lab, "host2")
+    observe.wait_for("a new agent", lambda: lab.agent_pid("host2") not in (None, old_agent), 30)
+    observe.wait_for("VMs adopted", lambda: observe.running_vms_ok(names) and vms_on("host2") == names, 30)
+    time.sleep(8)  # past the lease TTL and the heartbeat grace: still nothing may move
+    assert qemu_pids(names) == old
+    assert not kinds_since(t0, "vm-restart") and not kinds_since(t0, "vm-starting")
+
+
+def test_leader_host_power_off_new_leader_finishes_restarts(lab):
+    leader = observe.cluster()["leader"]
+    names = ["f1", "f2"]
+    start_vms(names, leader)
+    with observe.DuplicateWatch() as watch:
+        faults.power_off(lab, leader)
+        observe.wait_for("a new leader", lambda: observe.cluster()["leader"] not in (None, leader), 60)
+        observe.wait_for("VMs restarted", lambda: observe.running_vms_ok(names, exclude_hosts={leader}),
+                         FAILOVER_TIMEOUT)
+    watch.check()
+
+
+def test_losing_one_etcd_member_changes_nothing(lab):
+    names = ["g1", "g2"]
+    start_vms(names, "host3")
+    old = qemu_pids(names)
+    t0 = time.time()
+    faults.kill_etcd(lab, "host3")
+    time.sleep(12)
+    assert qemu_pids(names) == old
+    assert observe.running_vms_ok(names)
+    assert not kinds_since(t0, "vm-restart") and not kinds_since(t0, "vm-powered-off")
+    faults.heal(lab, "host3")
+
+
+def test_network_blip_causes_no_failover(lab):
+    names = ["h1"]
+    start_vms(names, "host2")
+    old = qemu_pids(names)
+    t0 = time.time()
+    faults.blip(lab, "host2", 1.5)
+    time.sleep(10)
+    assert qemu_pids(names) == old
+    assert not kinds_since(t0, "vm-restart") and not kinds_since(t0, "host-failed")
+
+
+BAD = [
+    (["vm", "create", "x0", "--memory", "0"], "memory_mb"),
+    (["vm", "create", "x1", "--disk", "nosuch:64"], "unknown datastore"),
+    (["vm", "create", "x2", "--disk", "ds1:64:/etc/passwd"], "relative path"),
+    (["vm", "create", "x3", "--disk", "ds1:64:../../x"], "relative path"),
+    (["vm", "create", "x4", "--host", "host9"], "unknown host"),
+    (["vm", "create", "Bad Name"], "invalid VM name"),
+    (["vm", "create", "dup"], "already exists"),
+    (["vm", "start", "nosuch"], "no VM named"),
+]
+
+
+def test_bad_input_is_refused_and_changes_nothing(lab):
+    vigil = [shutil.which("vigil") or os.path.join(os.path.dirname(os.sys.executable), "vigil")]
+    ok = subprocess.run(vigil + ["vm", "create", "dup", "--stopped"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+
+    def desired() -> dict:
+        from vigil.store import keys as K
+
+        snap = observe.call(lambda s: s.snapshot())
+        return {k: (e.value, e.mod_revision) for k, e in snap.items()
+                if k.startswith((K.VMS, K.ASSIGN, K.OWN, K.DATASTORES))}
+
+    before = desired()
+    for argv, message in BAD:
+        r = subprocess.run(vigil + argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, (argv, r.stdout, r.stderr)
+        assert message in r.stderr.replace("\n", " "), (argv, r.stderr)
+        assert "Traceback" not in r.stderr + r.stdout
+    assert desired() == before
+    r = subprocess.run(vigil + ["lab", "up"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "already up" in r.stderr
