@@ -56,23 +56,30 @@ def wait_for(what: str, pred: Callable[[], Any], timeout: float, interval: float
 
 
 def qemu_processes() -> dict[str, list[int]]:
-    """Every live (non-zombie) QEMU on the machine, by VM name (the ``-name`` argument)."""
+    """Every QEMU on the machine that runs a VM, by VM name (the ``-name`` argument).
+
+    ``-daemonize`` forks twice and the first process waits for the last to be ready, so
+    one start briefly shows two processes: only the one whose pid is in its ``-pidfile``
+    (the daemon itself) counts. Zombies do not count.
+    """
     out: dict[str, list[int]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             argv = (d / "cmdline").read_bytes().split(b"\0")
-            if not argv or not argv[0].endswith(b"qemu-system-x86_64"):
+            if not argv or not argv[0].endswith(b"qemu-system-x86_64") or b"-name" not in argv:
                 continue
-            stat = (d / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-        except OSError:
+            if b"-pidfile" in argv:
+                pidfile = argv[argv.index(b"-pidfile") + 1].decode()
+                if Path(pidfile).read_text().strip() != d.name:
+                    continue
+        except (OSError, IndexError):
             continue
-        if b"-name" in argv:
-            name = argv[argv.index(b"-name") + 1].decode().split(",")[0]
-            out.setdefault(name, []).append(int(d.name))
+        name = argv[argv.index(b"-name") + 1].decode().split(",")[0]
+        out.setdefault(name, []).append(int(d.name))
     return out
 
 
@@ -94,7 +101,7 @@ class DuplicateWatch:
 
     interval: float = 0.1
     samples: int = 0
-    worst: dict[str, list[int]] = field(default_factory=dict)
+    worst: dict[str, list[str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -107,7 +114,7 @@ class DuplicateWatch:
         while not self._stop.is_set():
             for name, pids in qemu_processes().items():
                 if len(pids) > 1:
-                    self.worst.setdefault(name, pids)
+                    self.worst.setdefault(name, [_describe(p) for p in pids])
             self.samples += 1
             self._stop.wait(self.interval)
 
@@ -119,6 +126,16 @@ class DuplicateWatch:
     def check(self) -> None:
         assert self.samples > 0
         assert not self.worst, f"VMs with two running QEMUs: {self.worst}"
+
+
+def _describe(pid: int) -> str:
+    """pid, parent, state and network namespace: enough to tell two copies apart."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ns = os.readlink(f"/proc/{pid}/ns/net")
+        return f"{pid}(ppid {f[1]}, {f[0]}, {ns})"
+    except OSError:
+        return f"{pid}(gone)"
 
 
 def pid_alive(pid: int) -> bool:
