@@ -328,7 +328,7 @@ class Agent:
                     await self.reconcile(await self.store.snapshot())
                 except StoreError as e:
                     log.warning("reconcile: %s", e)
-            await self._sleep(self.cfg.tick_s)
+            await self._sleep(self.cfg.tick_s / 2)
 
     async def reconcile(self, snap: dict[str, Entry]) -> None:
         specs = {K.name_of(k, K.VMS): VMSpec.from_json(e.value) for k, e in snap.items() if k.startswith(K.VMS)}

@@ -26,7 +26,7 @@ async def ping(address: str, timeout_s: float = 1.0) -> bool:
     """One ICMP echo; True when it was answered."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            "ping", "-n", "-q", "-c", "1", "-W", str(max(1, round(timeout_s))), address,
+            "ping", "-n", "-q", "-c", "1", "-W", f"{timeout_s:g}", address,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
     except OSError:

@@ -25,7 +25,9 @@ from vigil.store.events import event_put_op, make_event, trim
 log = logging.getLogger("vigil.controller")
 
 CYCLE_S = 0.25
-PING_AFTER_S = 1.0  # start pinging a host whose heartbeat has been silent this long
+# Start pinging a host whose heartbeat has been silent this long, so that the answer is
+# there by the time its lease expires.
+PING_AFTER_S = 1.0
 
 
 class Controller:
@@ -89,7 +91,7 @@ class Controller:
         for h, info in infos.items():
             age = self.hb.age(h, now, wall)
             rec = self.hb.latest.get(h)
-            if h not in alive and age >= PING_AFTER_S:
+            if age >= PING_AFTER_S:
                 self._ping_in_background(h, info.address)
             p = self.pings.get(h)
             ping_ok = p[1] if p and now - p[0] < 2.0 else None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
@@ -14,34 +13,6 @@ from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
 
 VMS = [f"vm{i}" for i in range(1, 7)]
 PRIORITIES = ["highest", "high", "medium", "medium", "low", "lowest"]
-
-
-@dataclass
-class Timeline:
-    """Seconds after the power cut at which each step was seen (from the event log)."""
-
-    t0: float
-    failed: float | None = None
-    restart: dict[str, float] | None = None
-    started: dict[str, float] | None = None
-    guest: dict[str, float] | None = None
-
-
-def timeline(t0: float, host: str, vms: list[str]) -> Timeline:
-    tl = Timeline(t0=t0, restart={}, started={}, guest={})
-    for e in observe.events():
-        if e.time < t0:
-            continue
-        dt = e.time - t0
-        if e.kind == "host-failed" and e.host == host and tl.failed is None:
-            tl.failed = dt
-        elif e.vm in vms and e.kind == "vm-restart":
-            tl.restart.setdefault(e.vm, dt)
-        elif e.vm in vms and e.kind == "vm-started" and e.host != host:
-            tl.started.setdefault(e.vm, dt)
-        elif e.vm in vms and e.kind == "guest-heartbeat" and e.host != host:
-            tl.guest.setdefault(e.vm, dt)
-    return tl
 
 
 def run_demo(console: Console, keep: bool = False) -> None:
@@ -74,7 +45,7 @@ def run_demo(console: Console, keep: bool = False) -> None:
             return observe.running_vms_ok(theirs, exclude_hosts={victim}) is not None
 
         observe.wait_for("the VMs of the failed host to run again", progress_done, timeout=120, interval=0.2)
-        tl = timeline(t0, victim, theirs)
+        tl = observe.failover_timeline(t0, victim, theirs)
         _print_vms(console, "after", observe.cluster())
         t = Table(title=f"failover timeline after cutting the power of {victim} (seconds)")
         for col in ("VM", "host declared failed", "restart issued", "QEMU started", "guest heartbeat back"):

@@ -146,3 +146,31 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+@dataclass
+class Timeline:
+    """Seconds after the power cut at which each step was seen (from the event log)."""
+
+    t0: float
+    failed: float | None = None
+    restart: dict[str, float] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+    guest: dict[str, float] = field(default_factory=dict)
+
+
+def failover_timeline(t0: float, host: str, vms: list[str]) -> Timeline:
+    tl = Timeline(t0=t0)
+    for e in events():
+        if e.time < t0:
+            continue
+        dt = e.time - t0
+        if e.kind == "host-failed" and e.host == host and tl.failed is None:
+            tl.failed = dt
+        elif e.vm in vms and e.kind == "vm-restart":
+            tl.restart.setdefault(e.vm, dt)
+        elif e.vm in vms and e.kind == "vm-started" and e.host != host:
+            tl.started.setdefault(e.vm, dt)
+        elif e.vm in vms and e.kind == "guest-heartbeat" and e.host != host:
+            tl.guest.setdefault(e.vm, dt)
+    return tl

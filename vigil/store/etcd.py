@@ -71,10 +71,11 @@ class Store:
                 "grpc.min_reconnect_backoff_ms": 200,
                 "grpc.max_reconnect_backoff_ms": 1000,
                 # A member that vanished without a reset (power cut, link down) is noticed
-                # by the missing ping answer within ~2 s, and its connection dropped.
+                # by the missing ping answer within ~2 s, and its connection dropped. etcd
+                # refuses pings while no call is open, so ping only during calls.
                 "grpc.keepalive_time_ms": 1000,
                 "grpc.keepalive_timeout_ms": 1000,
-                "grpc.keepalive_permit_without_calls": 1,
+                "grpc.keepalive_permit_without_calls": 0,
                 "grpc.http2.max_pings_without_data": 0,
                 "grpc.enable_retries": 0,
             },

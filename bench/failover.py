@@ -1,0 +1,87 @@
+"""Failover time on the lab: cut a host's power, time each step from the event log.
+
+Prints, as medians over N runs (fresh lab each run): power-off -> host declared failed,
+-> restart issued, -> QEMU started, -> guest heartbeat back; for a non-leader host and for
+the leader's host; and the ratio to vSphere HA (~18 s before restarts begin) and Proxmox
+(~120 s). Run as root: `make bench` or `.venv/bin/python bench/failover.py --runs 5`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from vigil.lab import faults, observe
+from vigil.lab.lab import Lab, LabConfig
+from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
+
+VSPHERE_RESTART_S = 18.0
+PROXMOX_RESTART_S = 120.0
+VMS_PER_RUN = 3
+
+
+def one_run(leader_host: bool, run: int) -> dict[str, float | None]:
+    lab = Lab()
+    lab.up(LabConfig(hosts=3, datastores=1, reboot_delay_s=120.0))
+    try:
+        c = wait_cluster_ready(3, timeout=120)
+        leader = c["leader"]
+        victim = leader if leader_host else next(h for h in ("host1", "host2", "host3") if h != leader)
+        names = [f"r{run}v{i}" for i in range(VMS_PER_RUN)]
+        create_lab_vms(names, hosts=[victim], stagger_s=0.5)
+        observe.wait_for("VMs running", lambda: observe.running_vms_ok(names), timeout=180)
+        time.sleep(2)  # let the heartbeats settle
+        t0 = time.time()
+        faults.power_off(lab, victim)
+        observe.wait_for("failover", lambda: observe.running_vms_ok(names, exclude_hosts={victim}), timeout=180)
+        tl = observe.failover_timeline(t0, victim, names)
+        return {
+            "failed": tl.failed,
+            "restart": max(tl.restart.values()) if len(tl.restart) == len(names) else None,
+            "started": max(tl.started.values()) if len(tl.started) == len(names) else None,
+            "guest": max(tl.guest.values()) if len(tl.guest) == len(names) else None,
+        }
+    finally:
+        lab.down()
+
+
+def median(xs: list[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    results: dict[str, dict[str, float | None]] = {}
+    for case, leader_host in (("non-leader host", False), ("leader's host", True)):
+        runs = []
+        for i in range(args.runs):
+            r = one_run(leader_host, i)
+            print(f"{case} run {i + 1}: " + ", ".join(f"{k} {v:.2f}s" if v is not None else f"{k} -"
+                                                      for k, v in r.items()), file=sys.stderr, flush=True)
+            runs.append(r)
+        results[case] = {k: median([r[k] for r in runs]) for k in ("failed", "restart", "started", "guest")}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"\nfailover after power-off, medians of {args.runs} runs, {VMS_PER_RUN} VMs on the failed host"
+          " (the last VM of each step):")
+    print(f"{'case':<18}{'declared failed':>17}{'restart issued':>16}{'QEMU started':>14}{'guest back':>12}"
+          f"{'vs vSphere':>12}{'vs Proxmox':>12}")
+    for case, m in results.items():
+        f = lambda x: f"{x:.2f}s" if x is not None else "-"  # noqa: E731
+        rs = m["restart"]
+        print(f"{case:<18}{f(m['failed']):>17}{f(rs):>16}{f(m['started']):>14}{f(m['guest']):>12}"
+              f"{(f'{VSPHERE_RESTART_S / rs:.1f}x' if rs else '-'):>12}"
+              f"{(f'{PROXMOX_RESTART_S / rs:.1f}x' if rs else '-'):>12}")
+    print("goals: restart issued <= 4 s, guest back <= 8 s; 'vs' = how many times sooner restarts begin")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
