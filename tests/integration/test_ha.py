@@ -58,17 +58,27 @@ def start_vms(names: list[str], host: str, **kw) -> None:
     assert vms_on(host) == sorted(names)
 
 
-def test_power_off_restarts_vms_on_survivors_never_twice(lab):
+def test_power_off_restarts_vms_on_survivors_never_twice_and_loses_no_acked_write(lab):
     names = ["a1", "a2", "a3"]
-    start_vms(names, "host2")
+    start_vms(names, "host2", workload=True)
+    observe.wait_for("the guests acknowledging records", lambda: all(
+        observe.acked_by_guest("host2", n) >= 10 for n in names), 60)
     with observe.DuplicateWatch() as watch:
         faults.power_off(lab, "host2")
+        acked = {n: observe.acked_by_guest("host2", n) for n in names}
         got = observe.wait_for("VMs running on survivors",
                                lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
     watch.check()
     assert {v["host"] for v in got.values()} <= {"host1", "host3"}
     assert {h["name"]: h["state"] for h in observe.cluster()["hosts"]}["host2"] == "failed"
     assert all(len(p) == 1 for p in qemu_pids(names).values())
+    for n in names:
+        # The restarted guest goes on writing after the last record on its disk...
+        observe.wait_for(f"{n} writing again", lambda: observe.acked_by_guest(got[n]["host"], n) > acked[n], 60)
+        # ...and every record acknowledged before the power cut is there.
+        on_disk = set(observe.records_on_disk(n))
+        missing = [r for r in range(acked[n] + 1) if r not in on_disk]
+        assert not missing, f"{n}: acknowledged records lost: {missing[:10]}"
 
 
 def test_hang_restarts_only_after_the_watchdog_fenced_the_host(lab):

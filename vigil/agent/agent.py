@@ -189,7 +189,11 @@ class Agent:
     async def _check_processes(self) -> None:
         for name, vm in list(self.vms.items()):
             if vm.stopping or executor.alive(vm.pid):
-                self._update_guest(vm)
+                if self._guest_went_silent(vm):
+                    await self.event("guest-heartbeat-lost",
+                                     f"{name}: no guest heartbeat for {self.cfg.guest_hb_timeout_s:.0f}s on {self.me}",
+                                     vm=name)
+                    await self._status(name, "running", message="guest heartbeat lost")
                 continue
             self._forget(name)
             gen, crashes, _ = self.failed.get(name, (vm.gen, 0, ""))
@@ -202,9 +206,12 @@ class Agent:
             else:
                 await self._status(name, "stopped", message="QEMU exited")
 
-    def _update_guest(self, vm: LocalVM) -> None:
-        if vm.last_hb and time.time() - vm.last_hb > self.cfg.guest_hb_timeout_s and vm.guest == "ok":
+    def _guest_went_silent(self, vm: LocalVM) -> bool:
+        """True once, when a guest that was heartbeating stops for the timeout."""
+        if vm.guest == "ok" and time.time() - vm.last_hb > self.cfg.guest_hb_timeout_s:
             vm.guest = "lost"
+            return True
+        return False
 
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())

@@ -174,3 +174,27 @@ def failover_timeline(t0: float, host: str, vms: list[str]) -> Timeline:
         elif e.vm in vms and e.kind == "guest-heartbeat" and e.host != host:
             tl.guest.setdefault(e.vm, dt)
     return tl
+
+
+def acked_by_guest(host: str, vm: str) -> int:
+    """The highest workload record the guest acknowledged while it ran on ``host``
+    (from the agent's copy of the guest's heartbeat lines), -1 if none."""
+    from vigil.lab.layout import HOSTS_DIR
+
+    best = -1
+    try:
+        lines = (HOSTS_DIR / host / "run" / vm / "guest.log").read_text().splitlines()
+    except OSError:
+        return best
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 5 and parts[1] == "hb" and parts[4].lstrip("-").isdigit():
+            best = max(best, int(parts[4]))
+    return best
+
+
+def records_on_disk(vm: str, datastore: str = "ds1") -> list[int]:
+    from vigil.lab.guest_image import read_records
+    from vigil.lab.layout import DS_DIR
+
+    return read_records(DS_DIR / datastore / vm / "disk0.qcow2")
