@@ -8,7 +8,7 @@ from vigil.model import Assignment, DiskSpec, HostInfo, HostState, VMSpec, VMSta
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.placement import Load, place
 from vigil.policy.plan import AssignVM, NotRestarted, SetHostState, Waiting, plan, restart_order
-from vigil.policy.view import ClusterView, HostView, Retry, Timing, VMView
+from vigil.policy.view import ClusterView, HostView, Retry, Timing, VMView  # noqa: F401
 
 T = Timing()
 
@@ -113,10 +113,23 @@ def test_isolated_host_vm_powered_off_is_restarted():
     assert assigns(plan(view([h1, host("h2")], [vm("a", "h1")]))) == {"a": "h2"}
 
 
-def test_vm_still_owned_is_not_reassigned():
-    hosts = [host("h1", alive=False, hb_age=4, ping=False), host("h2")]
-    acts = plan(view(hosts, [vm("a", "h1", owner="h1")]))
+def test_vm_owned_by_another_host_is_not_reassigned():
+    hosts = [host("h1", alive=False, hb_age=4, ping=False), host("h2"), host("h3")]
+    acts = plan(view(hosts, [vm("a", "h1", owner="h3")]))
     assert not assigns(acts) and any(isinstance(a, Waiting) for a in acts)
+
+
+def test_silent_unreachable_host_fails_before_its_lease_expires_and_loses_its_keys():
+    h1 = HostView(name="h1", info=info("h1"), alive=True, lease=77, hb_age=T.hb_grace, ping=False,
+                  prev_state=HostState.RUNNING)
+    acts = plan(view([h1, host("h2")], [vm("a", "h1", owner="h1")]))
+    st = [a for a in acts if isinstance(a, SetHostState)][0]
+    assert st.state is HostState.FAILED and st.lease == 77
+    a = [x for x in acts if isinstance(x, AssignVM)][0]
+    assert (a.host, a.expect_owner) == ("h2", "h1")
+    # the same host answering ping is only slow: nothing moves
+    slow = HostView(name="h1", info=info("h1"), alive=True, lease=77, hb_age=T.hb_grace, ping=True)
+    assert classify_host(slow, T)[0] is HostState.RUNNING
 
 
 def test_vm_waits_without_capacity_and_is_placed_when_capacity_appears():
@@ -175,7 +188,11 @@ def test_plan_never_moves_a_vm_that_may_still_run_and_never_overfills(hosts, vmd
             load[a.host] = load.get(a.host, 0) + x.spec.memory_mb
     for name, target in moved.items():
         x = v.vms[name]
-        assert x.owner is None, "a VM whose ownership key is held must never be reassigned"
+        act = next(a for a in acts if isinstance(a, AssignVM) and a.vm == name)
+        assert act.expect_owner == x.owner
+        if x.owner is not None:  # only a failed host's key may be taken from it
+            assert x.assignment is not None and x.owner == x.assignment.host
+            assert states[x.owner] is HostState.FAILED
         assert states[target] is HostState.RUNNING
         if x.assignment is not None:
             assert vm_lost_on(states[x.assignment.host], v.hosts[x.assignment.host], name)

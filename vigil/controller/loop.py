@@ -58,12 +58,17 @@ class Controller:
                 log.exception("controller cycle failed")
             await asyncio.sleep(CYCLE_S)
 
-    def _read_heartbeats(self, now: float) -> None:
+    def _read_heartbeats(self, now: float) -> bool:
+        """Read every reachable datastore's heartbeat files; False when we reach none
+        (then silence means nothing: our own storage is gone, not the other hosts)."""
         records: list[dshb.HbRecord] = []
+        reached = False
         for name, path in self.cfg.datastores.items():
             if dshb.reachable(name, path):
+                reached = True
                 records.extend(dshb.read_all(path).values())
         self.hb.observe(now, records)
+        return reached
 
     def _ping_in_background(self, host: str, address: str) -> None:
         if host in self._pinging:
@@ -79,24 +84,24 @@ class Controller:
 
         asyncio.create_task(go())
 
-    def build_view(self, snap: dict[str, Entry], now: float) -> ClusterView:
+    def build_view(self, snap: dict[str, Entry], now: float, hb_readable: bool = True) -> ClusterView:
         def under(prefix: str) -> dict[str, Entry]:
             return {K.name_of(k, prefix): e for k, e in snap.items() if k.startswith(prefix)}
 
         wall = time.time()
         infos = {h: HostInfo.from_json(e.value) for h, e in under(K.HOSTS).items()}
-        alive = set(under(K.ALIVE))
+        alive = {h: e.lease for h, e in under(K.ALIVE).items()}
         prev = {h: e.value.get("state") for h, e in under(K.HOSTSTATE).items()}
         hosts: dict[str, HostView] = {}
         for h, info in infos.items():
-            age = self.hb.age(h, now, wall)
+            age = self.hb.age(h, now, wall) if hb_readable else None
             rec = self.hb.latest.get(h)
-            if age >= PING_AFTER_S:
+            if age is not None and age >= PING_AFTER_S:
                 self._ping_in_background(h, info.address)
             p = self.pings.get(h)
             ping_ok = p[1] if p and now - p[0] < 2.0 else None
             hosts[h] = HostView(
-                name=h, info=info, alive=h in alive, hb_age=age,
+                name=h, info=info, alive=h in alive, lease=alive.get(h, 0), hb_age=age,
                 hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),
                 ping=ping_ok, prev_state=HostState(prev.get(h, "unknown")),
             )
@@ -123,8 +128,7 @@ class Controller:
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
         now = time.monotonic()
-        self._read_heartbeats(now)
-        view = self.build_view(snap, now)
+        view = self.build_view(snap, now, self._read_heartbeats(now))
         for action in plan(view):
             await self.apply(action)
         self.cycles += 1
@@ -146,13 +150,24 @@ class Controller:
                 event_put_op(st, ev),
             ])
             log.info("host %s -> %s (%s)", action.host, action.state.value, action.reason)
+            if action.state is HostState.FAILED and action.lease:
+                # Its lease would expire by itself; revoking it now frees its keys at once.
+                try:
+                    await st.revoke(action.lease)
+                except StoreError as e:
+                    log.warning("revoking the lease of %s: %s", action.host, e)
         elif isinstance(action, AssignVM):
             a = next_assignment(action)
             ev = make_event(f"vm-{action.kind}", f"{action.vm}: {action.kind} on {action.host} ({action.reason})",
                             vm=action.vm, host=action.host, source="controller", gen=action.gen)
+            own_key = K.OWN + action.vm
+            if action.expect_owner is None:
+                owner_check, release = [st.absent(own_key)], []
+            else:  # a failed host's key: taken away in the same transaction
+                owner_check, release = [st.equals(own_key, action.expect_owner)], [st.delete_op(own_key)]
             ok = await self._guarded(
-                [st.unchanged(K.ASSIGN + action.vm, action.expect_rev), st.absent(K.OWN + action.vm)],
-                [st.put_op(K.ASSIGN + action.vm, a.__dict__), event_put_op(st, ev)],
+                [st.unchanged(K.ASSIGN + action.vm, action.expect_rev)] + owner_check,
+                release + [st.put_op(K.ASSIGN + action.vm, a.__dict__), event_put_op(st, ev)],
             )
             if ok:
                 self.notes.pop(action.vm, None)

@@ -6,13 +6,14 @@
 | partitioned | expired | advancing                    | -         | not set        |
 | isolated    | expired | advancing                    | -         | set            |
 | agent-down  | expired | stopped, within watchdog     | answers   | -              |
-| failed      | expired | stopped, and no ping / or    | -         | -              |
-|             |         | stopped past the watchdog    |           |                |
+| failed      | any     | stopped, and no ping         | -         | -              |
+| failed      | expired | stopped past the watchdog    | answers   | -              |
 
 A host whose agent is silent but which answers ping may be hung: its watchdog resets it
 at most ``Timing.watchdog`` after the agent last ran, so only past that is it "failed"
-(fenced). A silent host that answers no ping is powered off (a hung host that also lost
-its network is caught by the disk locks until its watchdog fires).
+(fenced). A silent host that answers no ping is powered off, whether or not etcd has
+expired its lease yet (vSphere's rule: no heartbeats of either kind and no ping); a hung
+host that also lost its network is caught by the disk locks until its watchdog fires.
 """
 from __future__ import annotations
 
@@ -23,18 +24,22 @@ from vigil.policy.view import HostView, Timing
 def classify_host(h: HostView, t: Timing) -> tuple[HostState, str]:
     if h.info is not None and h.info.maintenance and h.alive:
         return HostState.MAINTENANCE, "in maintenance mode"
+    silent = h.hb_age is not None and h.hb_age >= t.hb_grace
+    if silent and h.ping is False:
+        # Dead (or hung and cut off, which its watchdog and the disk locks cover): do not
+        # wait for etcd to expire its lease; the controller revokes it.
+        held = "; its lease is revoked" if h.alive else ""
+        return HostState.FAILED, f"datastore heartbeat silent {h.hb_age:.1f}s, no ping answer{held}"
     if h.alive:
         return HostState.RUNNING, "lease alive"
     if h.hb_age is None:
         return HostState.UNKNOWN, "lease expired, datastore heartbeat not observed yet"
-    if h.hb_age < t.hb_grace:
+    if not silent:
         if h.hb_isolated:
             return HostState.ISOLATED, "lease expired, datastore heartbeat advancing, isolation flag set"
         return HostState.PARTITIONED, "lease expired, datastore heartbeat advancing"
     if h.hb_age >= t.fenced_after:
         return HostState.FAILED, f"lease expired, datastore heartbeat silent {h.hb_age:.1f}s (past the watchdog)"
-    if h.ping is False:
-        return HostState.FAILED, f"lease expired, datastore heartbeat silent {h.hb_age:.1f}s, no ping answer"
     if h.ping is None:
         return HostState.UNKNOWN, "lease expired, datastore heartbeat silent, ping pending"
     return HostState.AGENT_DOWN, "lease expired, datastore heartbeat silent, host answers ping"

@@ -19,12 +19,13 @@ class SetHostState:
     host: str
     state: HostState
     reason: str
+    lease: int = 0  # a failed host's lease still alive in etcd: the controller revokes it
 
 
 @dataclass(frozen=True)
 class AssignVM:
     """Hand ``vm`` to ``host``; valid only if the assignment key is still at ``expect_rev``
-    and nobody owns the VM (the controller's transaction checks both)."""
+    and the VM's owner is ``expect_owner`` (the controller's transaction checks both)."""
 
     vm: str
     host: str
@@ -33,6 +34,9 @@ class AssignVM:
     kind: str  # place | restart | retry
     reason: str
     retry: Retry | None = None
+    # The failed host that still holds the ownership key: it is taken from it in the same
+    # transaction. None: nobody may own the VM.
+    expect_owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def plan(view: ClusterView) -> list[Action]:
     classified = classify_all(view)
     states = {h: s for h, (s, _) in classified.items()}
     actions: list[Action] = [
-        SetHostState(h, s, why)
+        SetHostState(h, s, why, view.hosts[h].lease if s is HostState.FAILED else 0)
         for h, (s, why) in sorted(classified.items())
         if s is not view.hosts[h].prev_state
     ]
@@ -109,7 +113,8 @@ def plan(view: ClusterView) -> list[Action]:
             kind, avoid, why_move = "retry", frozenset({a.host}), f"start failed on {a.host}: {v.status.message}"
         else:
             continue
-        if v.owner is not None:
+        fenced_owner = a is not None and v.owner == a.host and states.get(a.host) is HostState.FAILED
+        if v.owner is not None and not fenced_owner:
             actions.append(Waiting(spec.name, f"still owned by {v.owner}"))
             continue
         retry = view.retries.get(spec.name)
@@ -136,6 +141,7 @@ def plan(view: ClusterView) -> list[Action]:
                 kind=kind,
                 reason=f"{why_move}; {host}: {why}",
                 retry=new_retry,
+                expect_owner=v.owner,
             )
         )
     return actions

@@ -38,6 +38,7 @@ class HostView:
     info: HostInfo | None
     alive: bool  # its lease key exists
     hb_age: float | None  # seconds since its datastore heartbeat last advanced; None: never seen
+    lease: int = 0  # the lease its keys are bound to, when alive
     hb_isolated: bool = False  # the isolation flag in its heartbeat file
     hb_vms: frozenset[str] = frozenset()  # VMs it says it runs, from its heartbeat file
     ping: bool | None = None  # answered ping; None: not probed

@@ -78,6 +78,8 @@ class Store:
                 "grpc.keepalive_permit_without_calls": 0,
                 "grpc.http2.max_pings_without_data": 0,
                 "grpc.enable_retries": 0,
+                # Never inherit another channel's connection to a member that since died.
+                "grpc.use_local_subchannel_pool": 1,
             },
         )
         self.tx = self._client.transactions
