@@ -65,6 +65,7 @@ class Agent:
         self.ds_ok: dict[str, bool] = {}
         self.accel = "tcg"
         self.leader_task: asyncio.Task | None = None
+        self.leader_hb = dshb.HbTracker(time.monotonic())
         self.published: dict[str, tuple] = {}
         self._stop = asyncio.Event()
         self._lease_file = self.run_dir / "agent-lease.json"
@@ -405,6 +406,10 @@ class Agent:
                             await self.event("leader-elected", f"{self.me} is the leader; its controller is active")
                     else:
                         leading = e.value == self.me and e.lease == self.lease_id
+                        if not leading and e.value != self.me and await self._leader_dead(e.value):
+                            await self.store.revoke(e.lease)
+                            await self.event("leader-fenced", f"{self.me}: leader {e.value} is silent on every "
+                                             "datastore and answers no ping; its lease is revoked")
                 except StoreError:
                     leading = self.leader_task is not None and self.lease_ok()
             if leading and self.leader_task is None:
@@ -415,6 +420,19 @@ class Agent:
                 self.leader_task = None
                 log.warning("no longer the leader")
             await self._sleep(0.5)
+
+    async def _leader_dead(self, leader: str) -> bool:
+        """The same test the controller applies to any host (silent datastore heartbeat and
+        no ping), so a dead leader's lease is not waited out before another one takes over."""
+        now = time.monotonic()
+        records = [r for n, p in self.cfg.datastores.items() if self.ds_ok.get(n) for r in dshb.read_all(p).values()]
+        if not records:
+            return False
+        self.leader_hb.observe(now, records)
+        if self.leader_hb.age(leader, now, time.time()) < self.cfg.hb_grace_s:
+            return False
+        address = self.cfg.peers.get(leader)
+        return address is not None and not await any_answers([address], 0.5)
 
     # -- main --------------------------------------------------------------------------
     async def run(self) -> None:
