@@ -129,6 +129,9 @@ class Controller:
         snap = await self.store.snapshot()
         now = time.monotonic()
         view = self.build_view(snap, now, self._read_heartbeats(now))
+        for name, v in view.vms.items():  # a VM that runs again starts its backoff afresh
+            if v.status is not None and v.status.state == "running":
+                self.retries.pop(name, None)
         for action in plan(view):
             await self.apply(action)
         self.cycles += 1
