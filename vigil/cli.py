@@ -253,6 +253,198 @@ def vm_delete(name: str, force: bool = typer.Option(False, "--force"), etcd: Opt
     console.print(f"{name}: deleted")
 
 
+# -- mobility -------------------------------------------------------------------------------
+task_app = typer.Typer(no_args_is_help=True, help="Migrations and disk moves under way")
+rule_app = typer.Typer(no_args_is_help=True, help="VM-VM affinity and anti-affinity rules")
+maint_app = typer.Typer(no_args_is_help=True, help="Maintenance mode")
+app.add_typer(task_app, name="task")
+app.add_typer(rule_app, name="rule")
+host_app.add_typer(maint_app, name="maintenance")
+
+
+def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
+    """Show a task's progress until it ends; Ctrl-C asks for it to be cancelled."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vigil import ops
+
+    cancel_sent = False
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
+        row = bar.add_task(vm, total=100, detail="queued")
+        while True:
+            try:
+                t = run_store(etcd, lambda s: ops.get_task(s, vm))
+                if t is None or t.id != task_id:
+                    fail("the task disappeared")
+                p = t.progress
+                total = p.get("total") or 0
+                done = p.get("transferred") or p.get("offset") or 0
+                pct = min(100.0, 100.0 * done / total) if total else 0.0
+                detail = t.state
+                if p:
+                    detail += f"  {done / 2**20:.0f}/{total / 2**20:.0f} MiB"
+                    if "passes" in p:
+                        detail += f", pass {p['passes']}"
+                    if p.get("dirty_rate_mib_s") is not None:
+                        detail += f", dirty {p['dirty_rate_mib_s']:.0f} MiB/s"
+                    if p.get("expected_downtime_ms") is not None:
+                        detail += f", downtime ~{p['expected_downtime_ms']:.0f} ms"
+                    if p.get("postcopy"):
+                        detail += ", post-copy"
+                bar.update(row, completed=100.0 if t.state == "done" else pct, detail=detail)
+                if t.state in ("done", "failed", "cancelled"):
+                    break
+                time.sleep(0.25)
+            except KeyboardInterrupt:
+                if not cancel_sent:
+                    run_store(etcd, lambda s: ops.cancel_task(s, vm))
+                    cancel_sent = True
+                    err.print("cancelling (the VM keeps running where it was) ...")
+    if t.state == "done":
+        r = t.progress
+        extra = ""
+        if r.get("downtime_ms") is not None:
+            extra = f": downtime {r['downtime_ms']:.0f} ms, total {r.get('total_time_ms', 0) / 1000:.1f} s"
+        elif r.get("mb_s") is not None:
+            extra = f": {r['mb_s']:.0f} MB/s"
+        console.print(f"{vm}: {t.kind} done ({ops.task_summary(t)}){extra}")
+    elif t.state == "cancelled":
+        console.print(f"{vm}: {t.kind} cancelled; the VM runs on as before")
+        raise typer.Exit(1)
+    else:
+        fail(f"{vm}: {t.kind} failed: {t.error}")
+
+
+@vm_app.command("migrate")
+@friendly
+def vm_migrate(
+    name: str,
+    to: str = typer.Option(..., "--to", help="destination host"),
+    datastore: Optional[str] = typer.Option(None, "--datastore", help="also copy the disks to this datastore"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="show progress until done"),
+    etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Live-migrate a running VM to another host (vMotion)."""
+    from vigil import ops
+
+    t = run_store(etcd, lambda s: ops.migrate_vm(s, name, to, datastore))
+    console.print(f"{name}: migration queued ({ops.task_summary(t)}), task {t.id}")
+    if wait:
+        follow_task(etcd, name, t.id)
+
+
+@vm_app.command("move-disk")
+@friendly
+def vm_move_disk(
+    name: str, disk: str, to: str = typer.Option(..., "--to", help="target datastore"),
+    wait: bool = typer.Option(True, "--wait/--no-wait"), etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Move a running VM's disk to another datastore (Storage vMotion)."""
+    from vigil import ops
+
+    t = run_store(etcd, lambda s: ops.move_disk(s, name, disk, to))
+    console.print(f"{name}: disk move queued ({ops.task_summary(t)}), task {t.id}")
+    if wait:
+        follow_task(etcd, name, t.id)
+
+
+@task_app.command("list")
+@friendly
+def task_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT, all_: bool = typer.Option(False, "--all")) -> None:
+    """Tasks under way (and, with --all, the last one of each VM)."""
+    from dataclasses import asdict
+
+    from vigil import ops
+    from vigil.model import TASK_ACTIVE
+
+    ts = [t for t in run_store(etcd, ops.tasks) if all_ or t.state in TASK_ACTIVE]
+    if as_json:
+        return print_json([asdict(t) for t in ts])
+    tb = Table(title="tasks")
+    for col in ("task", "kind", "VM", "what", "state", "progress", "age", "error"):
+        tb.add_column(col)
+    for t in ts:
+        p = t.progress
+        prog = f"{(p.get('transferred') or p.get('offset') or 0) / 2**20:.0f}/{(p.get('total') or 0) / 2**20:.0f} MiB" if p else "-"
+        tb.add_row(t.id, t.kind, t.vm, ops.task_summary(t), t.state, prog, age(t.created), t.error[:50])
+    console.print(tb)
+
+
+@task_app.command("cancel")
+@friendly
+def task_cancel(vm_or_task: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Cancel a migration or disk move; the VM keeps running where it was."""
+    from vigil import ops
+
+    t = run_store(etcd, lambda s: ops.cancel_task(s, vm_or_task))
+    console.print(f"{t.vm}: cancel requested for {t.kind} task {t.id}")
+
+
+@maint_app.command("enter")
+@friendly
+def maintenance_enter(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Move every VM off the host (live) and keep new VMs away from it."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_maintenance(s, host, True))
+    console.print(f"{host}: " + ("entering maintenance mode (its VMs are being migrated away; see 'vigil host list')"
+                                 if changed else "already in maintenance mode"))
+
+
+@maint_app.command("exit")
+@friendly
+def maintenance_exit(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Take the host out of maintenance mode."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_maintenance(s, host, False))
+    console.print(f"{host}: " + ("left maintenance mode" if changed else "was not in maintenance mode"))
+
+
+@rule_app.command("create")
+@friendly
+def rule_create(name: str, kind: str = typer.Option(..., "--kind", help="anti-affinity|affinity"),
+                vms: str = typer.Option(..., "--vms", help="vm1,vm2,..."), etcd: Optional[str] = ETCD_OPT) -> None:
+    """Keep VMs apart (anti-affinity) or together (affinity)."""
+    from vigil import ops
+    from vigil.model import Rule
+
+    rule = Rule(name=name, kind=kind, vms=tuple(v for v in vms.split(",") if v))
+    run_store(etcd, lambda s: ops.create_rule(s, rule))
+    console.print(f"rule {name} created")
+
+
+@rule_app.command("list")
+@friendly
+def rule_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """VM-VM rules."""
+    from dataclasses import asdict
+
+    from vigil import ops
+
+    rs = run_store(etcd, lambda s: s.snapshot())
+    rules = ops.rules(rs)
+    if as_json:
+        return print_json([asdict(r) for r in rules])
+    tb = Table(title="rules")
+    for col in ("rule", "kind", "VMs"):
+        tb.add_column(col)
+    for r in rules:
+        tb.add_row(r.name, r.kind, ", ".join(r.vms))
+    console.print(tb)
+
+
+@rule_app.command("delete")
+@friendly
+def rule_delete(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Delete a rule."""
+    from vigil import ops
+
+    run_store(etcd, lambda s: ops.delete_rule(s, name))
+    console.print(f"rule {name} deleted")
+
+
 # -- events ---------------------------------------------------------------------------------
 @app.command()
 @friendly

@@ -30,6 +30,7 @@ class HostState(str, Enum):
     PARTITIONED = "partitioned"
     ISOLATED = "isolated"
     FAILED = "failed"
+    ENTERING_MAINTENANCE = "entering-maintenance"
     MAINTENANCE = "maintenance"
     UNKNOWN = "unknown"
 
@@ -202,3 +203,62 @@ class Event:
     vm: str = ""
     source: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+
+
+RULE_KINDS = ("anti-affinity", "affinity")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """VM-VM rule: anti-affinity keeps the VMs on different hosts, affinity on one host."""
+
+    name: str
+    kind: str
+    vms: tuple[str, ...]
+
+    def validate(self) -> None:
+        check_name("rule", self.name)
+        if self.kind not in RULE_KINDS:
+            raise SpecError(f"rule {self.name}: kind must be one of {', '.join(RULE_KINDS)}")
+        if len(set(self.vms)) < 2:
+            raise SpecError(f"rule {self.name}: name at least two different VMs")
+        for v in self.vms:
+            check_name("VM", v)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Rule":
+        return cls(name=data["name"], kind=data["kind"], vms=tuple(data["vms"]))
+
+
+TASK_KINDS = ("migrate", "move-disk")
+TASK_ACTIVE = ("queued", "preparing", "ready", "running", "switching")
+TASK_DONE = ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A long operation on one VM (vMotion, Storage vMotion), driven by the agents.
+
+    ``src`` owns the VM; for a migration ``dst`` starts the incoming QEMU and, once its
+    copy runs, takes the VM's ownership in one transaction.
+    """
+
+    id: str
+    kind: str
+    vm: str
+    src: str
+    dst: str = ""  # migrate: destination host
+    datastore: str = ""  # shared-nothing migrate / move-disk: target datastore
+    disk: str = ""  # move-disk: which disk
+    state: str = "queued"
+    cancel: bool = False
+    uri: str = ""  # migrate: where the destination listens
+    progress: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    created: float = 0.0
+    updated: float = 0.0
+    reason: str = ""  # who asked: user, maintenance, evacuate
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Task":
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})

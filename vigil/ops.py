@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from vigil.model import Assignment, DatastoreSpec, HostInfo, SpecError, VMSpec, VMStatus
+from vigil.model import TASK_ACTIVE, Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
 from vigil.store.events import event_put_op, make_event
@@ -128,3 +128,164 @@ async def cluster(store: Store) -> dict[str, Any]:
             "disks": [asdict(d) for d in spec.disks],
         })
     return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": time.time()}
+
+
+# -- mobility: live migration, disk moves, maintenance, rules ------------------------------
+def _running_owner(snap: dict[str, Entry], name: str) -> str:
+    own = snap.get(K.OWN + name)
+    st = snap.get(K.VMSTATUS + name)
+    if own is None or st is None or st.value.get("state") != "running" or st.value.get("host") != own.value:
+        raise SpecError(f"VM {name} is not running")
+    return str(own.value)
+
+
+def _active_task(snap: dict[str, Entry], name: str) -> Task | None:
+    e = snap.get(K.TASKS + name)
+    if e is None:
+        return None
+    t = Task.from_json(e.value)
+    return t if t.state in TASK_ACTIVE else None
+
+
+def _host_for_vm(snap: dict[str, Entry], host: str) -> HostInfo:
+    hosts = _under(snap, K.HOSTS)
+    if host not in hosts:
+        raise SpecError(f"unknown host {host!r} (known: {', '.join(sorted(hosts)) or 'none'})")
+    if host not in _under(snap, K.ALIVE):
+        raise SpecError(f"host {host} is not running")
+    if K.MAINTENANCE + host in snap:
+        raise SpecError(f"host {host} is in maintenance mode")
+    return HostInfo.from_json(hosts[host].value)
+
+
+def rules(snap: dict[str, Entry]) -> list[Rule]:
+    return [Rule.from_json(e.value) for e in _under(snap, K.RULES).values()]
+
+
+async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = None, reason: str = "user") -> Task:
+    """Validate a live migration and queue it; the agents carry it out."""
+    from vigil.policy.placement import Load, fits, host_load, rule_conflict
+
+    snap = await store.snapshot()
+    if K.VMS + name not in snap:
+        raise SpecError(f"no VM named {name!r}")
+    spec = VMSpec.from_json(snap[K.VMS + name].value)
+    src = _running_owner(snap, name)
+    info = _host_for_vm(snap, to)
+    if to == src:
+        raise SpecError(f"VM {name} already runs on {to}")
+    if datastore is not None:
+        if datastore not in _under(snap, K.DATASTORES):
+            raise SpecError(f"unknown datastore {datastore!r}")
+        if datastore not in info.datastores:
+            raise SpecError(f"host {to} does not reach datastore {datastore}")
+    else:
+        missing = sorted(spec.datastores - set(info.datastores))
+        if missing:
+            raise SpecError(f"host {to} does not reach datastore {', '.join(missing)} "
+                            f"(use --datastore to copy the disks to one it reaches)")
+    assign = {n: e.value["host"] for n, e in _under(snap, K.ASSIGN).items()}
+    specs = {n: VMSpec.from_json(e.value) for n, e in _under(snap, K.VMS).items()}
+    load = host_load((h, specs[n]) for n, h in assign.items() if n in specs and specs[n].power == "on")
+    why = fits(spec, info, load.get(to, Load()))
+    if why:
+        raise SpecError(f"no room for {name} on {to}: {why}")
+    conflict = rule_conflict(name, to, rules(snap), {n: h for n, h in assign.items() if n != name})
+    if conflict:
+        raise SpecError(f"moving {name} to {to} would break {conflict}")
+    return await _queue_task(store, snap, Task(id=f"{name}-{int(time.time() * 1000)}", kind="migrate", vm=name,
+                                               src=src, dst=to, datastore=datastore or "", reason=reason))
+
+
+async def move_disk(store: Store, name: str, disk: str, to: str) -> Task:
+    """Validate a Storage vMotion and queue it; the owner's agent carries it out."""
+    snap = await store.snapshot()
+    if K.VMS + name not in snap:
+        raise SpecError(f"no VM named {name!r}")
+    spec = VMSpec.from_json(snap[K.VMS + name].value)
+    d = next((x for x in spec.disks if x.name == disk), None)
+    if d is None:
+        raise SpecError(f"VM {name} has no disk {disk!r} (disks: {', '.join(x.name for x in spec.disks) or 'none'})")
+    if to not in _under(snap, K.DATASTORES):
+        raise SpecError(f"unknown datastore {to!r}")
+    if d.datastore == to:
+        raise SpecError(f"disk {disk} of {name} is already on {to}")
+    src = _running_owner(snap, name)
+    if to not in HostInfo.from_json(snap[K.HOSTS + src].value).datastores:
+        raise SpecError(f"host {src}, where {name} runs, does not reach datastore {to}")
+    return await _queue_task(store, snap, Task(id=f"{name}-{int(time.time() * 1000)}", kind="move-disk", vm=name,
+                                               src=src, datastore=to, disk=disk, reason="user"))
+
+
+async def _queue_task(store: Store, snap: dict[str, Entry], task: Task) -> Task:
+    busy = _active_task(snap, task.vm)
+    if busy is not None:
+        raise SpecError(f"VM {task.vm} is busy: {busy.kind} task {busy.id} is {busy.state}")
+    prev = snap.get(K.TASKS + task.vm)
+    task = replace(task, created=time.time(), updated=time.time())
+    ev = make_event(f"task-{task.kind}", f"{task.vm}: {task.kind} queued ({task_summary(task)})",
+                    vm=task.vm, host=task.src, source="cli", task=task.id)
+    ok = await store.txn(
+        [store.unchanged(K.TASKS + task.vm, prev.mod_revision if prev else 0),
+         store.equals(K.OWN + task.vm, task.src)],
+        [store.put_op(K.TASKS + task.vm, asdict(task)), event_put_op(store, ev)])
+    if not ok:
+        raise SpecError(f"VM {task.vm} changed meanwhile; try again")
+    return task
+
+
+def task_summary(t: Task) -> str:
+    if t.kind == "migrate":
+        return f"{t.src} -> {t.dst}" + (f", disks to {t.datastore}" if t.datastore else "")
+    return f"disk {t.disk} -> {t.datastore} on {t.src}"
+
+
+async def get_task(store: Store, vm: str) -> Task | None:
+    e = await store.get(K.TASKS + vm)
+    return Task.from_json(e.value) if e else None
+
+
+async def cancel_task(store: Store, vm_or_id: str) -> Task:
+    tasks = {n: (Task.from_json(e.value), e) for n, e in (await store.get_prefix(K.TASKS)).items()}
+    for t, e in tasks.values():
+        if (t.vm == vm_or_id or t.id == vm_or_id) and t.state in TASK_ACTIVE:
+            if await store.txn([store.unchanged(e.key, e.mod_revision)],
+                               [store.put_op(e.key, asdict(replace(t, cancel=True)))]):
+                return t
+            raise SpecError("the task changed meanwhile; try again")
+    raise SpecError(f"no running task for {vm_or_id!r}")
+
+
+async def tasks(store: Store) -> list[Task]:
+    return sorted((Task.from_json(e.value) for e in (await store.get_prefix(K.TASKS)).values()),
+                  key=lambda t: t.created)
+
+
+async def set_maintenance(store: Store, host: str, enter: bool) -> bool:
+    snap = await store.snapshot()
+    if K.HOSTS + host not in snap:
+        hosts = _under(snap, K.HOSTS)
+        raise SpecError(f"unknown host {host!r} (known: {', '.join(sorted(hosts)) or 'none'})")
+    key = K.MAINTENANCE + host
+    if enter == (key in snap):
+        return False
+    ev = make_event("maintenance-" + ("enter" if enter else "exit"),
+                    f"{host} {'enters' if enter else 'leaves'} maintenance mode", host=host, source="cli")
+    op = store.put_op(key, {"since": time.time()}) if enter else store.delete_op(key)
+    return await store.txn([store.absent(key) if enter else store.tx.version(key.encode()) > 0],
+                           [op, event_put_op(store, ev)])
+
+
+async def create_rule(store: Store, rule: Rule) -> None:
+    rule.validate()
+    snap = await store.snapshot()
+    missing = [v for v in rule.vms if K.VMS + v not in snap]
+    if missing:
+        raise SpecError(f"rule {rule.name}: no VM named {', '.join(missing)}")
+    if not await store.create(K.RULES + rule.name, asdict(rule)):
+        raise SpecError(f"a rule named {rule.name!r} already exists")
+
+
+async def delete_rule(store: Store, name: str) -> None:
+    if not await store.delete(K.RULES + name):
+        raise SpecError(f"no rule named {name!r}")

@@ -201,3 +201,48 @@ def test_plan_never_moves_a_vm_that_may_still_run_and_never_overfills(hosts, vmd
     for h, used in load.items():
         if h in moved.values():
             assert used <= v.hosts[h].info.memory_mb
+
+
+# -- rules and maintenance ----------------------------------------------------------------
+from vigil.model import Rule, Task  # noqa: E402
+from vigil.policy.plan import StartMigration  # noqa: E402
+
+
+def running(name: str, on: str, **kw) -> VMView:
+    v = vm(name, on, owner=on, status=VMStatus(host=on, state="running"), **kw)
+    return v
+
+
+def test_restart_keeps_anti_affinity():
+    hosts = [host("h1", alive=False, hb_age=4, ping=False), host("h2", mem=4096), host("h3")]
+    rule = Rule("apart", "anti-affinity", ("web1", "web2"))
+    v = ClusterView(now=100, hosts={h.name: h for h in hosts},
+                    vms={"web1": vm("web1", "h1"), "web2": running("web2", "h2")}, rules=(rule,))
+    assert assigns(plan(v)) == {"web1": "h3"}  # h2 has more room but runs web2
+
+
+def test_maintenance_migrates_vms_away_a_few_at_a_time_respecting_rules():
+    h1 = HostView(name="h1", info=info("h1", 4096), alive=True, hb_age=0.1, maintenance=True)
+    hosts = [h1, host("h2", mem=4096), host("h3", mem=2048)]
+    rule = Rule("apart", "anti-affinity", ("a", "b"))
+    vms = {n: running(n, "h1") for n in ("a", "b", "c", "d")}
+    v = ClusterView(now=100, hosts={h.name: h for h in hosts}, vms=vms, rules=(rule,))
+    acts = plan(v)
+    st = {a.host: a.state for a in acts if isinstance(a, SetHostState)}
+    assert st["h1"] is HostState.ENTERING_MAINTENANCE
+    migs = [a for a in acts if isinstance(a, StartMigration)]
+    assert len(migs) == 2 and all(m.src == "h1" and m.dst in ("h2", "h3") for m in migs)
+    assert {m.vm for m in migs} == {"a", "b"} and migs[0].dst != migs[1].dst
+    # two already under way: nothing more starts
+    tasks = tuple(Task(id=m.vm, kind="migrate", vm=m.vm, src="h1", dst=m.dst) for m in migs)
+    v2 = ClusterView(now=100, hosts=v.hosts, vms=vms, rules=(rule,), tasks=tasks)
+    assert not [a for a in plan(v2) if isinstance(a, StartMigration)]
+
+
+def test_maintenance_host_that_cannot_be_emptied_says_why_and_empty_one_is_in_maintenance():
+    h1 = HostView(name="h1", info=info("h1"), alive=True, hb_age=0.1, maintenance=True)
+    acts = plan(ClusterView(now=100, hosts={"h1": h1}, vms={"a": running("a", "h1")}))
+    assert any(isinstance(a, Waiting) and "cannot leave h1" in a.reason for a in acts)
+    empty = plan(ClusterView(now=100, hosts={"h1": h1, "h2": host("h2")}, vms={}))
+    assert SetHostState("h1", HostState.MAINTENANCE, "in maintenance mode") in empty
+    assert not assigns(plan(ClusterView(now=100, hosts={"h1": h1}, vms={"n": vm("n", None)})))

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from types import MappingProxyType
 from typing import Callable
 
 from vigil.agent import dsheartbeat as dshb
 from vigil.agent.isolation import ping
 from vigil.config import AgentConfig
-from vigil.model import Assignment, HostInfo, HostState, SpecError, VMSpec, VMStatus
-from vigil.policy.plan import AssignVM, NotRestarted, SetHostState, Waiting, next_assignment, plan
+from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.policy.plan import (AssignVM, NotRestarted, SetHostState, StartMigration, Waiting, next_assignment,
+                               plan)
 from vigil.policy.view import ClusterView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
@@ -92,6 +94,7 @@ class Controller:
         infos = {h: HostInfo.from_json(e.value) for h, e in under(K.HOSTS).items()}
         alive = {h: e.lease for h, e in under(K.ALIVE).items()}
         prev = {h: e.value.get("state") for h, e in under(K.HOSTSTATE).items()}
+        maintenance = set(under(K.MAINTENANCE))
         hosts: dict[str, HostView] = {}
         for h, info in infos.items():
             age = self.hb.age(h, now, wall) if hb_readable else None
@@ -103,7 +106,7 @@ class Controller:
             hosts[h] = HostView(
                 name=h, info=info, alive=h in alive, lease=alive.get(h, 0), hb_age=age,
                 hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),
-                ping=ping_ok, prev_state=HostState(prev.get(h, "unknown")),
+                ping=ping_ok, prev_state=HostState(prev.get(h, "unknown")), maintenance=h in maintenance,
             )
         assign = under(K.ASSIGN)
         own = under(K.OWN)
@@ -122,8 +125,10 @@ class Controller:
                 owner=own[name].value if name in own else None,
                 status=VMStatus.from_json(status[name].value) if name in status else None,
             )
+        tasks = tuple(t for t in (Task.from_json(e.value) for e in under(K.TASKS).values()) if t.state in TASK_ACTIVE)
+        rules = tuple(Rule.from_json(e.value) for e in under(K.RULES).values())
         return ClusterView(now=now, hosts=hosts, vms=vms, timing=self.timing,
-                           retries=MappingProxyType(dict(self.retries)))
+                           retries=MappingProxyType(dict(self.retries)), rules=rules, tasks=tasks)
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
@@ -177,6 +182,18 @@ class Controller:
                 if action.retry is not None:
                     self.retries[action.vm] = action.retry
                 log.info("%s -> %s (%s)", action.vm, action.host, action.reason)
+        elif isinstance(action, StartMigration):
+            task = Task(id=f"{action.vm}-{int(time.time() * 1000)}", kind="migrate", vm=action.vm, src=action.src,
+                        dst=action.dst, reason="maintenance", created=time.time(), updated=time.time())
+            ev = make_event("task-migrate", f"{action.vm}: migration {action.src} -> {action.dst} ({action.reason})",
+                            vm=action.vm, host=action.src, source="controller", task=task.id)
+            prev = await st.get(K.TASKS + action.vm)
+            if prev is not None and Task.from_json(prev.value).state in TASK_ACTIVE:
+                return
+            await self._guarded(
+                [st.unchanged(K.TASKS + action.vm, prev.mod_revision if prev else 0),
+                 st.equals(K.OWN + action.vm, action.src)],
+                [st.put_op(K.TASKS + action.vm, asdict(task)), event_put_op(st, ev)])
         elif isinstance(action, (Waiting, NotRestarted)):
             if self.notes.get(action.vm) != action.reason:
                 self.notes[action.vm] = action.reason

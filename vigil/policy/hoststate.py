@@ -22,7 +22,7 @@ from vigil.policy.view import HostView, Timing
 
 
 def classify_host(h: HostView, t: Timing) -> tuple[HostState, str]:
-    if h.info is not None and h.info.maintenance and h.alive:
+    if h.maintenance and h.alive:
         return HostState.MAINTENANCE, "in maintenance mode"
     silent = h.hb_age is not None and h.hb_age >= t.hb_grace
     if silent and h.ping is False:

@@ -6,9 +6,9 @@ earlier in the same cycle count too (the caller passes the updated load).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
-from vigil.model import HostInfo, HostState, VMSpec
+from vigil.model import HostInfo, HostState, Rule, VMSpec
 
 # vCPUs a host may carry per physical CPU; memory is never overcommitted.
 VCPU_OVERCOMMIT = 8
@@ -44,14 +44,30 @@ def fits(spec: VMSpec, info: HostInfo, load: Load) -> str | None:
     return None
 
 
+def rule_conflict(vm: str, host: str, rules: Sequence[Rule], where: Mapping[str, str]) -> str | None:
+    """None when placing ``vm`` on ``host`` keeps every VM-VM rule, else which one it breaks."""
+    for r in rules:
+        if vm not in r.vms:
+            continue
+        others = {where[o] for o in r.vms if o != vm and o in where}
+        if r.kind == "anti-affinity" and host in others:
+            return f"anti-affinity rule {r.name}"
+        if r.kind == "affinity" and others and host not in others:
+            return f"affinity rule {r.name}"
+    return None
+
+
 def place(
     spec: VMSpec,
     infos: Mapping[str, HostInfo],
     states: Mapping[str, HostState],
     load: Mapping[str, Load],
     avoid: frozenset[str] = frozenset(),
+    rules: Sequence[Rule] = (),
+    where: Mapping[str, str] | None = None,
 ) -> tuple[str | None, str]:
-    """Return (host, why): the running host with the most free memory, or (None, reasons)."""
+    """Return (host, why): the running host with the most free memory that keeps the
+    rules, or (None, reasons)."""
     candidates: list[tuple[int, int, str]] = []
     reasons: list[str] = []
     for name in sorted(infos):
@@ -62,7 +78,7 @@ def place(
         if name in avoid:
             reasons.append(f"{name}: excluded")
             continue
-        why = fits(spec, info, load.get(name, Load()))
+        why = fits(spec, info, load.get(name, Load())) or rule_conflict(spec.name, name, rules, where or {})
         if why:
             reasons.append(f"{name}: {why}")
             continue

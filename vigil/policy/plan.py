@@ -53,7 +53,21 @@ class NotRestarted:
     reason: str
 
 
-Action = SetHostState | AssignVM | Waiting | NotRestarted
+@dataclass(frozen=True)
+class StartMigration:
+    """Live-migrate a running VM (maintenance mode empties a host this way)."""
+
+    vm: str
+    src: str
+    dst: str
+    reason: str
+
+
+Action = SetHostState | AssignVM | Waiting | NotRestarted | StartMigration
+
+# Live migrations a host in maintenance sends at once (vSphere allows 8 per host; TCG
+# guests on small lab machines converge better a few at a time).
+MAINTENANCE_PARALLEL = 2
 
 
 def priority_rank(priority: str) -> int:
@@ -75,6 +89,10 @@ def classify_all(view: ClusterView) -> dict[str, tuple[HostState, str]]:
 
 def plan(view: ClusterView) -> list[Action]:
     classified = classify_all(view)
+    for h, (s, why) in list(classified.items()):
+        if s is HostState.MAINTENANCE and any(
+                v.assignment and v.assignment.host == h and v.spec.power == "on" for v in view.vms.values()):
+            classified[h] = (HostState.ENTERING_MAINTENANCE, "maintenance mode: moving its VMs away")
     states = {h: s for h, (s, _) in classified.items()}
     actions: list[Action] = [
         SetHostState(h, s, why, view.hosts[h].lease if s is HostState.FAILED else 0)
@@ -92,6 +110,12 @@ def plan(view: ClusterView) -> list[Action]:
     load: dict[str, Load] = host_load(
         (v.assignment.host, v.spec) for v in view.vms.values() if v.assignment and still_there(v)
     )
+    where = {n: v.assignment.host for n, v in view.vms.items() if v.assignment and still_there(v)}
+    moving = {t.vm for t in view.tasks}
+    for t in view.tasks:  # a VM on its way counts on its destination already
+        if t.kind == "migrate" and t.dst and t.vm in view.vms:
+            load[t.dst] = load.get(t.dst, Load()).plus(view.vms[t.vm].spec)
+            where[t.vm] = t.dst
 
     for v in restart_order(list(view.vms.values())):
         spec, a = v.spec, v.assignment
@@ -120,14 +144,15 @@ def plan(view: ClusterView) -> list[Action]:
         retry = view.retries.get(spec.name)
         if kind == "retry" and retry is not None and view.now < retry.not_before:
             continue
-        host, why = place(spec, infos, states, load, avoid)
+        host, why = place(spec, infos, states, load, avoid, view.rules, where)
         if host is None and kind == "retry":
             # The failing host may be the only one: try it again after the backoff.
-            host, why = place(spec, infos, states, load)
+            host, why = place(spec, infos, states, load, frozenset(), view.rules, where)
         if host is None:
             actions.append(Waiting(spec.name, f"no host can run it: {why}"))
             continue
         load[host] = load.get(host, Load()).plus(spec)
+        where[spec.name] = host
         new_retry = None
         if kind == "retry":
             attempts = (retry.attempts if retry else 0) + 1
@@ -144,7 +169,34 @@ def plan(view: ClusterView) -> list[Action]:
                 expect_owner=v.owner,
             )
         )
+    actions += evacuate(view, states, infos, load, where, moving)
     return actions
+
+
+def evacuate(view: ClusterView, states: dict[str, HostState], infos: dict, load: dict[str, Load],
+             where: dict[str, str], moving: set[str]) -> list[Action]:
+    """Maintenance mode: live-migrate the VMs of hosts entering maintenance, a few at a time."""
+    out: list[Action] = []
+    for h in sorted(x for x, s in states.items() if s is HostState.ENTERING_MAINTENANCE):
+        busy = sum(1 for t in view.tasks if t.kind == "migrate" and t.src == h)
+        vms = [v for v in view.vms.values()
+               if v.assignment and v.assignment.host == h and v.spec.power == "on" and v.spec.name not in moving]
+        for v in restart_order(vms):
+            if busy >= MAINTENANCE_PARALLEL:
+                break
+            if v.owner != h or v.status is None or v.status.state != "running":
+                out.append(Waiting(v.spec.name, f"host {h} entering maintenance: waits until it runs"))
+                continue
+            others = {n: x for n, x in where.items() if n != v.spec.name}
+            dst, why = place(v.spec, infos, states, load, frozenset({h}), view.rules, others)
+            if dst is None:
+                out.append(Waiting(v.spec.name, f"cannot leave {h} (entering maintenance): {why}"))
+                continue
+            load[dst] = load.get(dst, Load()).plus(v.spec)
+            where[v.spec.name] = dst
+            busy += 1
+            out.append(StartMigration(v.spec.name, h, dst, f"{h} entering maintenance; {dst}: {why}"))
+    return out
 
 
 def next_assignment(action: AssignVM) -> Assignment:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from vigil.model import Assignment, HostInfo, HostState, VMSpec, VMStatus
+from vigil.model import Assignment, HostInfo, HostState, Rule, Task, VMSpec, VMStatus
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class HostView:
     hb_vms: frozenset[str] = frozenset()  # VMs it says it runs, from its heartbeat file
     ping: bool | None = None  # answered ping; None: not probed
     prev_state: HostState = HostState.UNKNOWN
+    maintenance: bool = False  # the user put it in maintenance mode
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,5 @@ class ClusterView:
     vms: Mapping[str, VMView]
     timing: Timing = Timing()
     retries: Mapping[str, Retry] = field(default_factory=lambda: MappingProxyType({}))
+    rules: tuple[Rule, ...] = ()
+    tasks: tuple[Task, ...] = ()  # migrations and disk moves not finished yet

@@ -25,3 +25,6 @@ def name_of(key: str, prefix: str) -> str:
 
 def event_key(time_ns: int, source: str) -> str:
     return f"{EVENTS}{time_ns:020d}-{source}"
+RULES = PREFIX + "rules/"  # Rule
+TASKS = PREFIX + "tasks/"  # Task: migrations and disk moves
+MAINTENANCE = PREFIX + "maintenance/"  # a host in (or entering) maintenance mode
