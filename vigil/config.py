@@ -27,6 +27,7 @@ class AgentConfig:
     watchdog_s: float = 5.0
     guest_hb_timeout_s: float = 5.0
     qemu_binary: str = "qemu-system-x86_64"
+    tls_dir: str = ""  # migration TLS credentials (tls-creds-x509 layout); empty: plain TCP
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":

@@ -328,6 +328,12 @@ class Agent:
         await self.event("vm-started", f"{name} started on {self.me} (pid {pid})", vm=name, pid=pid)
         await self._status(name, "running")
 
+    def adopt_migrated(self, name: str, pid: int, spec: VMSpec, gen: int) -> None:
+        """A VM that arrived by live migration: it runs already, watch it like ours."""
+        vm = self._adopt(name, pid, spec, gen)
+        vm.guest = "unknown"
+        asyncio.create_task(self._status(name, "running"))
+
     # -- reconcile ---------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
         while not self._stop.is_set():
@@ -356,7 +362,9 @@ class Agent:
             if spec is not None and a is not None and a.value.get("host") != self.me:
                 if self.isolated or not self.lease_ok():
                     continue
-                await self._power_off(name, f"assigned to {a.value.get('host')}: this copy must not run")
+                why = (f"migrated to {a.value.get('host')}" if a.value.get("reason") == "migrate"
+                       else f"assigned to {a.value.get('host')}: this copy must not run")
+                await self._power_off(name, why)
                 await self._release(name)
             elif spec is None or spec.power == "off" or a is None:
                 asyncio.create_task(self._shutdown(name, "powered off by request" if spec else "VM deleted"))
@@ -453,8 +461,11 @@ class Agent:
             except StoreError as e:
                 log.warning("etcd: %s", e)
                 await self._sleep(1)
+        from vigil.agent.tasks import TaskRunner
+
+        self.tasks = TaskRunner(self)
         tasks = [asyncio.create_task(c) for c in
-                 (self.lease_loop(), self.tick_loop(), self.reconcile_loop(), self.leader_loop())]
+                 (self.lease_loop(), self.tick_loop(), self.reconcile_loop(), self.leader_loop(), self.tasks.loop())]
         if self.vms:
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}"))
         await self._stop.wait()

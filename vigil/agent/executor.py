@@ -42,7 +42,8 @@ def alive(pid: int) -> bool:
 
 async def start(cfg: AgentConfig, spec: VMSpec, accel: str) -> int:
     try:
-        return await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores))
+        return await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores),
+                                tls_dir=cfg.tls_dir or None)
     except qemu.QemuError as e:
         raise StartError(str(e)) from None
 

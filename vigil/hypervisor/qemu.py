@@ -241,8 +241,38 @@ def disk_device_id(index: int) -> str:
     return f"virtio-disk{index}"
 
 
-def build_argv(spec: VMSpec, paths: VMPaths, accel: str, datastore_paths: dict[str, str]) -> list[str]:
-    """The full QEMU command line of a VM (no I/O)."""
+TLS_SERVER_ID = "vigil-tls-server"
+TLS_CLIENT_ID = "vigil-tls-client"
+
+
+def tls_argv(tls_dir: str | Path) -> list[str]:
+    """``-object tls-creds-x509`` for both migration roles of a host (see migration.py).
+
+    ``tls_dir`` holds ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem and
+    client-key.pem: the server object serves incoming migrations, the client one outgoing.
+    """
+    d = _opt(tls_dir)
+    return [
+        "-object", f"tls-creds-x509,id={TLS_SERVER_ID},dir={d},endpoint=server,verify-peer=on",
+        "-object", f"tls-creds-x509,id={TLS_CLIENT_ID},dir={d},endpoint=client,verify-peer=on",
+    ]
+
+
+def build_argv(
+    spec: VMSpec,
+    paths: VMPaths,
+    accel: str,
+    datastore_paths: dict[str, str],
+    *,
+    incoming: bool = False,
+    tls_dir: str | Path | None = None,
+) -> list[str]:
+    """The full QEMU command line of a VM (no I/O).
+
+    ``incoming``: start as the destination of a live migration (``-incoming defer``: the VM
+    waits in run state "inmigrate" for ``migrate-incoming``, then runs where the source
+    stopped). ``tls_dir``: add the TLS credential objects of :func:`tls_argv`.
+    """
     if accel not in ("kvm", "tcg"):
         raise QemuError(f"unknown accelerator {accel!r}")
     argv = [
@@ -282,6 +312,10 @@ def build_argv(spec: VMSpec, paths: VMPaths, accel: str, datastore_paths: dict[s
             argv += ["-initrd", spec.boot.initrd]
         if spec.boot.cmdline:
             argv += ["-append", spec.boot.cmdline]
+    if tls_dir is not None:
+        argv += tls_argv(tls_dir)
+    if incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 
@@ -322,9 +356,21 @@ async def ensure_disks(spec: VMSpec, datastore_paths: dict[str, str]) -> list[Pa
     return created
 
 
-async def start(spec: VMSpec, paths: VMPaths, accel: str, datastore_paths: dict[str, str]) -> int:
-    """Start the VM's QEMU daemonized and return its pid; QemuError with QEMU's message if not."""
-    argv = build_argv(spec, paths, accel, datastore_paths)
+async def start(
+    spec: VMSpec,
+    paths: VMPaths,
+    accel: str,
+    datastore_paths: dict[str, str],
+    *,
+    incoming: bool = False,
+    tls_dir: str | Path | None = None,
+) -> int:
+    """Start the VM's QEMU daemonized and return its pid; QemuError with QEMU's message if not.
+
+    With ``incoming`` the QEMU waits for a live migration (see :func:`build_argv`); its
+    missing disks are still created (empty, for a shared-nothing migration to fill).
+    """
+    argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir)
     paths.dir.mkdir(parents=True, exist_ok=True)
     old = read_pid(paths.pidfile)
     if old and _is_vm_process(old, paths):
@@ -407,6 +453,14 @@ class QMPConn:
             raise QemuError(f"VM {self.name}: QMP {cmd}: {e}") from None
         except (OSError, EOFError) as e:
             raise QemuError(f"VM {self.name}: QMP {cmd}: connection lost ({e!r})") from None
+
+    def listener(self, names: str | list[str] | None = None) -> Any:
+        """A context manager yielding a private ``qemu.qmp.EventListener`` for ``names``.
+
+        For an operation (migration, block job) that waits for its own events without
+        taking them from :meth:`events`, which other parts of the agent may be reading.
+        """
+        return self._client.listener(names)
 
     async def status(self) -> str:
         """The run state: "running", "paused", "shutdown", "guest-panicked", "inmigrate"..."""

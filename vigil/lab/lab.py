@@ -330,9 +330,18 @@ class Lab:
             (ETCD_DATA_DIR / h).mkdir(parents=True, exist_ok=True)
             os.chmod(ETCD_DATA_DIR / h, 0o700)
 
+        # Migration streams are encrypted in the lab: a CA and a certificate per host.
+        from vigil.hypervisor.migration import create_ca, create_host_certs
+
+        self.progress("creating the migration TLS CA and host certificates")
+        create_ca(RUN_DIR / "tls-ca")
+        for h in hosts:
+            create_host_certs(RUN_DIR / "tls-ca", Path(st["hosts"][h]["dir"]) / "tls", h,
+                              ips=(st["hosts"][h]["address"],))
         for h in hosts:
             hs = st["hosts"][h]
             _atomic_write_json(Path(hs["agent_config"]), {
+                "tls_dir": str(Path(hs["dir"]) / "tls"),
                 "host": h, "address": hs["address"], "etcd_endpoints": endpoints,
                 "run_dir": str(Path(hs["dir"]) / "run"),
                 "datastores": {ds: str(datastore_path(ds)) for ds in dss},

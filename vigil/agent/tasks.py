@@ -1,0 +1,358 @@
+"""The agent's side of migrations and disk moves (tasks in etcd).
+
+A migration: the source agent admits the task (per-host limits) -> the destination agent
+starts a QEMU waiting for the migration and says where it listens -> the source agent
+migrates, reporting progress -> once the destination's copy runs, the destination agent
+takes the VM's ownership and assignment in one transaction. The source's paused copy is
+then powered off by the ordinary reconcile (assigned elsewhere). Any failure or cancel
+before that leaves the VM running on the source and the destination's QEMU is ended.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vigil.agent import executor
+from vigil.hypervisor import mirror, migration
+from vigil.hypervisor import qemu
+from vigil.model import TASK_ACTIVE, Assignment, DiskSpec, Task, VMSpec
+from vigil.store import keys as K
+from vigil.store.etcd import Store, StoreError
+
+if TYPE_CHECKING:
+    from vigil.agent.agent import Agent
+
+log = logging.getLogger("vigil.tasks")
+
+MAX_MIGRATIONS_PER_HOST = 8  # vSphere: 8 concurrent vMotions per host
+MAX_DISK_MOVES_PER_HOST = 2  # vSphere: 2 concurrent Storage vMotions per host
+MIGRATION_PORT_BASE = 49152
+
+
+async def update_task(store: Store, vm: str, task_id: str, **changes: Any) -> Task | None:
+    """Read-modify-write of a task, so a concurrent cancel request is never lost."""
+    for _ in range(10):
+        e = await store.get(K.TASKS + vm)
+        if e is None:
+            return None
+        t = Task.from_json(e.value)
+        if t.id != task_id:
+            return None
+        new = replace(t, updated=time.time(), **changes)
+        if await store.txn([store.unchanged(e.key, e.mod_revision)], [store.put_op(e.key, asdict(new))]):
+            return new
+    return None
+
+
+def moved_spec(spec: VMSpec, datastore: str, only_disk: str | None = None) -> VMSpec:
+    """The spec with its disks (or one disk) on another datastore, same relative paths."""
+    disks = tuple(replace(d, datastore=datastore) if only_disk in (None, d.name) else d for d in spec.disks)
+    return replace(spec, disks=disks)
+
+
+class TaskRunner:
+    def __init__(self, agent: "Agent") -> None:
+        self.a = agent
+        self.driving: dict[str, asyncio.Task] = {}  # vm -> migration/mirror driver (source side)
+        self.cancels: dict[str, asyncio.Event] = {}
+        self.incoming: dict[str, tuple[str, int]] = {}  # vm -> (task id, pid) on the destination
+        self._port = MIGRATION_PORT_BASE
+
+    @property
+    def store(self) -> Store:
+        return self.a.store
+
+    def _next_port(self) -> int:
+        self._port = MIGRATION_PORT_BASE + (self._port - MIGRATION_PORT_BASE + 1) % 4096
+        return self._port
+
+    async def loop(self) -> None:
+        while not self.a._stop.is_set():
+            if self.a.lease_ok():
+                try:
+                    await self.step()
+                except StoreError as e:
+                    log.warning("tasks: %s", e)
+                except Exception:  # one bad task must not stop the others
+                    log.exception("tasks step failed")
+            await self.a._sleep(0.25)
+
+    async def step(self) -> None:
+        snap = await self.store.snapshot()
+        tasks = [Task.from_json(e.value) for k, e in snap.items() if k.startswith(K.TASKS)]
+        alive = {K.name_of(k, K.ALIVE): e.lease for k, e in snap.items() if k.startswith(K.ALIVE)}
+        me = self.a.me
+        for t in tasks:
+            if t.src == me:
+                await self._as_source(t, tasks, snap)
+            if t.kind == "migrate" and t.dst == me:
+                await self._as_destination(t, snap, alive)
+        # destination QEMUs whose task is gone
+        known = {t.vm: t for t in tasks}
+        for vm, (tid, pid) in list(self.incoming.items()):
+            t = known.get(vm)
+            if t is None or t.id != tid:
+                await self._drop_incoming(vm, "its task is gone")
+
+    # -- source -------------------------------------------------------------------------
+    async def _as_source(self, t: Task, tasks: list[Task], snap: dict) -> None:
+        me = self.a.me
+        if t.state not in TASK_ACTIVE:
+            return
+        if t.cancel and t.state in ("queued", "preparing", "ready") and t.vm not in self.driving:
+            await update_task(self.store, t.vm, t.id, state="cancelled", error="cancelled before it started")
+            await self.a.event("task-cancelled", f"{t.vm}: {t.kind} cancelled", vm=t.vm)
+            return
+        if t.vm in self.driving:
+            if t.cancel:
+                self.cancels[t.vm].set()
+            return
+        if t.state == "queued":
+            running = [x for x in tasks if x.src == me and x.kind == t.kind and x.state in TASK_ACTIVE
+                       and x.state != "queued"]
+            limit = MAX_MIGRATIONS_PER_HOST if t.kind == "migrate" else MAX_DISK_MOVES_PER_HOST
+            if len(running) >= limit:
+                return  # stays queued; `vigil task list` shows it
+            await update_task(self.store, t.vm, t.id, state="preparing" if t.kind == "migrate" else "running")
+            if t.kind == "move-disk":
+                self._drive(t, self._move_disk(t))
+        elif t.state == "ready" and t.kind == "migrate":
+            self._drive(t, self._migrate(t))
+        elif t.state in ("running", "switching") and t.vm not in self.driving:
+            # We restarted while driving it: QEMU may still migrate; the destination decides.
+            if t.state == "running":
+                await update_task(self.store, t.vm, t.id, state="failed", error=f"agent on {me} restarted mid-task")
+
+    def _drive(self, t: Task, coro: Any) -> None:
+        self.cancels[t.vm] = asyncio.Event()
+
+        async def run() -> None:
+            try:
+                await coro
+            finally:
+                self.driving.pop(t.vm, None)
+                self.cancels.pop(t.vm, None)
+
+        self.driving[t.vm] = asyncio.create_task(run())
+
+    def _progress_writer(self, t: Task):  # type: ignore[no-untyped-def]
+        last = [0.0]
+
+        def write(p: dict[str, Any]) -> None:
+            if time.monotonic() - last[0] < 0.4:
+                return
+            last[0] = time.monotonic()
+            asyncio.create_task(update_task(self.store, t.vm, t.id, progress=p))
+
+        return write
+
+    async def _migrate(self, t: Task) -> None:
+        vm = self.a.vms.get(t.vm)
+        if vm is None:
+            await update_task(self.store, t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
+            return
+        await update_task(self.store, t.vm, t.id, state="running")
+        await self.a.event("migration-started", f"{t.vm}: live migration {t.src} -> {t.dst} started", vm=t.vm)
+        write = self._progress_writer(t)
+        policy = migration.MigrationPolicy(tls=bool(self.a.cfg.tls_dir))
+        try:
+            async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=vm.pid, name=t.vm) as conn:
+                mirrors = None
+                if t.datastore:  # shared-nothing: disks first, ended in sync at the switchover
+                    mirrors = await self._start_nbd_mirrors(conn, t, write, policy)
+                try:
+                    result = await migration.migrate(
+                        conn, t.uri, policy, lambda p: write(migration_progress(p)), self.cancels[t.vm],
+                        before_switchover=(lambda: mirror.finish_mirrors(mirrors)) if mirrors else None)
+                except BaseException:
+                    if mirrors is not None:
+                        await mirror.abort_mirrors(mirrors)
+                    raise
+        except migration.MigrationCancelled as e:
+            await update_task(self.store, t.vm, t.id, state="cancelled", error=str(e))
+            await self.a.event("migration-cancelled", f"{t.vm}: migration cancelled; it runs on {self.a.me}", vm=t.vm)
+            return
+        except (migration.MigrationFailed, mirror.MirrorFailed, qemu.QemuError) as e:
+            await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
+            await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me}", vm=t.vm)
+            return
+        # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
+        done = migration_result(result)
+        await update_task(self.store, t.vm, t.id, state="switching", progress=done)
+        await self.a.event("migration-switchover",
+                           f"{t.vm}: memory moved to {t.dst} (downtime {done.get('downtime_ms', 0):.0f} ms)", vm=t.vm)
+
+    async def _start_nbd_mirrors(self, conn: "qemu.QMPConn", t: Task, write: Any,
+                                 policy: "migration.MigrationPolicy") -> Any:
+        host, _, port = t.uri.removeprefix("tcp:").rpartition(":")
+        spec = self.a.vms[t.vm].spec
+        names = [qemu.disk_node_name(i) for i in range(len(spec.disks))] if spec else []
+        export = mirror.NbdExport(host=host, port=int(port) + 1, names=tuple(names), tls=policy.tls)
+        pairs = {}
+        for i, name in enumerate(names):
+            pairs[await mirror.current_node(conn, i)] = name
+        try:
+            return await mirror.mirror_to_nbd(conn, export, pairs, progress=lambda p: write(mirror_progress(p)),
+                                              cancel=self.cancels[t.vm])
+        except mirror.MirrorCancelled as e:
+            raise migration.MigrationCancelled(f"cancelled while copying disks: {e}") from None
+
+    async def _move_disk(self, t: Task) -> None:
+        vm = self.a.vms.get(t.vm)
+        spec = vm.spec if vm else None
+        if vm is None or spec is None:
+            await update_task(self.store, t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
+            return
+        idx = next(i for i, d in enumerate(spec.disks) if d.name == t.disk)
+        old: DiskSpec = spec.disks[idx]
+        ds_paths = self.a.cfg.datastores
+        new_path = Path(ds_paths[t.datastore]) / old.path
+        old_path = Path(ds_paths[old.datastore]) / old.path
+        write = self._progress_writer(t)
+        await self.a.event("disk-move-started", f"{t.vm}: disk {t.disk} {old.datastore} -> {t.datastore}", vm=t.vm)
+        try:
+            async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=vm.pid, name=t.vm) as conn:
+                result = await mirror.move_disk(conn, idx, new_path, old.size_mb,
+                                                progress=lambda p: write(mirror_progress(p)),
+                                                cancel=self.cancels[t.vm])
+                # The guest now writes to the new image: record it before the old one goes.
+                if not await self._commit_spec(t.vm, moved_spec(spec, t.datastore, t.disk)):
+                    raise mirror.MirrorFailed("the VM's spec changed during the move")
+                await mirror.release_node(conn, result.old_node)
+        except mirror.MirrorCancelled as e:
+            await update_task(self.store, t.vm, t.id, state="cancelled", error=str(e))
+            await self.a.event("disk-move-cancelled", f"{t.vm}: disk move cancelled; the old image stays", vm=t.vm)
+            return
+        except (mirror.MirrorFailed, qemu.QemuError) as e:
+            await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
+            await self.a.event("disk-move-failed", f"{t.vm}: disk move failed: {e}", vm=t.vm)
+            return
+        try:
+            old_path.unlink()
+        except OSError as e:
+            log.warning("could not remove %s: %s", old_path, e)
+        vm.spec = moved_spec(spec, t.datastore, t.disk)
+        mb_s = result.bytes / 2**20 / max(result.time_to_ready_s, 1e-6)
+        await update_task(self.store, t.vm, t.id, state="done",
+                          progress={"offset": result.bytes, "total": result.bytes, "mb_s": mb_s,
+                                    "pivot_ms": result.pivot_s * 1000})
+        await self.a.event("disk-moved", f"{t.vm}: disk {t.disk} now on {t.datastore} ({mb_s:.0f} MiB/s)", vm=t.vm)
+
+    async def _commit_spec(self, vm: str, spec: VMSpec) -> bool:
+        e = await self.store.get(K.VMS + vm)
+        if e is None:
+            return False
+        return await self.store.txn([self.store.unchanged(e.key, e.mod_revision)],
+                                    [self.store.put_op(e.key, spec.to_json())])
+
+    # -- destination --------------------------------------------------------------------
+    async def _as_destination(self, t: Task, snap: dict, alive: dict[str, int]) -> None:
+        vm = t.vm
+        if t.state in ("failed", "cancelled", "done"):
+            if vm in self.incoming and self.incoming[vm][0] == t.id and t.state != "done":
+                await self._drop_incoming(vm, f"migration {t.state}")
+            return
+        if t.state == "preparing" and vm not in self.incoming:
+            await self._prepare(t, snap)
+            return
+        if vm not in self.incoming:
+            return
+        tid, pid = self.incoming[vm]
+        if not executor.alive(pid):
+            self.incoming.pop(vm, None)
+            await update_task(self.store, vm, t.id, state="failed", error=f"the destination QEMU on {t.dst} exited")
+            return
+        status = await self._status(vm, pid)
+        if status == "running":
+            await self._take_over(t, pid, snap)
+        elif t.src not in alive and status == "inmigrate":
+            await self._drop_incoming(vm, f"source host {t.src} lost")
+            await update_task(self.store, vm, t.id, state="failed", error=f"source host {t.src} was lost")
+
+    async def _status(self, vm: str, pid: int) -> str:
+        try:
+            async with qemu.QMPConn(executor.paths(self.a.cfg, vm), pid=pid, name=vm) as conn:
+                return await conn.status()
+        except qemu.QemuError:
+            return "unknown"
+
+    async def _prepare(self, t: Task, snap: dict) -> None:
+        e = snap.get(K.VMS + t.vm)
+        if e is None:
+            await update_task(self.store, t.vm, t.id, state="failed", error="the VM was deleted")
+            return
+        spec = VMSpec.from_json(e.value)
+        if t.datastore:
+            spec = moved_spec(spec, t.datastore)
+        port = self._next_port()
+        uri = f"tcp:{self.a.cfg.address}:{port}"
+        try:
+            pid = await qemu.start(spec, executor.paths(self.a.cfg, t.vm), self.a.accel, dict(self.a.cfg.datastores),
+                                   incoming=True, tls_dir=self.a.cfg.tls_dir or None)
+            self.incoming[t.vm] = (t.id, pid)
+            async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=pid, name=t.vm) as conn:
+                if t.datastore:
+                    await mirror.nbd_export(conn, self.a.cfg.address, port + 1,
+                                            [qemu.disk_node_name(i) for i in range(len(spec.disks))],
+                                            tls=bool(self.a.cfg.tls_dir))
+                await migration.prepare_incoming(conn, uri, migration.MigrationPolicy(tls=bool(self.a.cfg.tls_dir)))
+        except qemu.QemuError as e:
+            await self._drop_incoming(t.vm, str(e))
+            await update_task(self.store, t.vm, t.id, state="failed", error=f"destination {t.dst}: {e}")
+            return
+        await update_task(self.store, t.vm, t.id, state="ready", uri=uri)
+
+    async def _take_over(self, t: Task, pid: int, snap: dict) -> None:
+        """Our copy runs: own the VM now (only one side can win: compare-and-swap)."""
+        st = self.store
+        a = snap.get(K.ASSIGN + t.vm)
+        spec_e = snap.get(K.VMS + t.vm)
+        if a is None or spec_e is None:
+            return
+        gen = int(a.value.get("gen", 0)) + 1
+        spec = VMSpec.from_json(spec_e.value)
+        new_spec = moved_spec(spec, t.datastore) if t.datastore else spec
+        own_key = K.OWN + t.vm
+        owner_ok = st.equals(own_key, t.src) if K.OWN + t.vm in snap else st.absent(own_key)
+        ok = await st.txn(
+            [owner_ok, st.unchanged(a.key, a.mod_revision), st.unchanged(spec_e.key, spec_e.mod_revision)],
+            [st.put_op(own_key, self.a.me, self.a.lease_id),
+             st.put_op(a.key, asdict(Assignment(host=self.a.me, gen=gen, reason="migrate"))),
+             st.put_op(spec_e.key, new_spec.to_json())])
+        if not ok:
+            await self._drop_incoming(t.vm, "the VM changed hands during the switchover")
+            await update_task(self.store, t.vm, t.id, state="failed", error="ownership changed during switchover")
+            return
+        self.incoming.pop(t.vm, None)
+        self.a.adopt_migrated(t.vm, pid, new_spec, gen)
+        await update_task(self.store, t.vm, t.id, state="done")
+        await self.a.event("vm-migrated", f"{t.vm} now runs on {self.a.me} (migrated from {t.src})", vm=t.vm)
+
+    async def _drop_incoming(self, vm: str, why: str) -> None:
+        entry = self.incoming.pop(vm, None)
+        if entry is None:
+            return
+        await executor.power_off(self.a.cfg, vm, entry[1])
+        log.info("%s: destination QEMU ended: %s", vm, why)
+
+
+def migration_progress(p: Any) -> dict[str, Any]:
+    d = asdict(p) if not isinstance(p, dict) else dict(p)
+    out = {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    if "dirty_rate" in out:
+        out["dirty_rate_mib_s"] = out["dirty_rate"] / 2**20
+    if "ram_transferred" in out:  # the final result
+        out["transferred"], out["total"] = out["ram_transferred"], out.get("ram_total", 0)
+    return out
+
+
+def migration_result(r: Any) -> dict[str, Any]:
+    return migration_progress(r)
+
+
+def mirror_progress(p: "mirror.MirrorProgress") -> dict[str, Any]:
+    return {"offset": p.offset, "total": p.len, "ready": p.ready, "mb_s": p.mb_s}
