@@ -165,6 +165,7 @@ def vm_create(
     host: Optional[str] = typer.Option(None, "--host", help="start on this host (else the controller places it)"),
     guest: bool = typer.Option(True, "--lab-guest/--no-lab-guest", help="boot vigil's lab guest image"),
     workload: bool = typer.Option(False, "--workload", help="the lab guest writes numbered records to its disk"),
+    dirty_mb: int = typer.Option(0, "--dirty-mb", help="the lab guest keeps rewriting this much memory"),
     stopped: bool = typer.Option(False, "--stopped", help="create powered off"),
     etcd: Optional[str] = ETCD_OPT,
 ) -> None:
@@ -177,7 +178,7 @@ def vm_create(
         from vigil.lab.guest_image import build_guest_image
 
         img = build_guest_image(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
-        cmdline = img.cmdline + (" vigil.workload=1" if workload else "")
+        cmdline = img.cmdline + (" vigil.workload=1" if workload else "") + (f" vigil.dirty_mb={dirty_mb}" if dirty_mb else "")
         boot = BootSpec(kernel=str(img.kernel), initrd=str(img.initrd), cmdline=cmdline)
     spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, boot=boot,
                   restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on")

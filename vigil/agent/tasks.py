@@ -267,16 +267,25 @@ class TaskRunner:
             await update_task(self.store, vm, t.id, state="failed", error=f"the destination QEMU on {t.dst} exited")
             return
         status = await self._status(vm, pid)
-        if status == "running":
+        if status == "running:completed":
             await self._take_over(t, pid, snap)
-        elif t.src not in alive and status == "inmigrate":
+        elif t.src not in alive:
+            # The source is gone before the move finished (in post-copy, part of the memory
+            # went with it): this copy cannot be completed; HA restarts the VM from disk.
             await self._drop_incoming(vm, f"source host {t.src} lost")
             await update_task(self.store, vm, t.id, state="failed", error=f"source host {t.src} was lost")
 
     async def _status(self, vm: str, pid: int) -> str:
+        """The incoming copy's run state, and once it runs, the migration's state: in
+        post-copy the copy runs while its memory still streams in from the source, and it
+        may take the VM over only once that is "completed"."""
         try:
             async with qemu.QMPConn(executor.paths(self.a.cfg, vm), pid=pid, name=vm) as conn:
-                return await conn.status()
+                st = await conn.status()
+                if st == "running":
+                    mig = await conn.execute("query-migrate")
+                    st += ":" + str(mig.get("status", "none"))
+                return st
         except qemu.QemuError:
             return "unknown"
 

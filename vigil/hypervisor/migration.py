@@ -240,6 +240,7 @@ async def migrate(
     postcopy = False
     why: str | None = None
     hook_ms = 0.0
+    hook_done = False
     t0 = time.monotonic()
     last_xfer, last_move = -1, t0
     with src.listener("MIGRATION") as events:
@@ -260,7 +261,10 @@ async def migrate(
                 )
             if p.status in ("failed", "cancelled"):
                 raise MigrationFailed(f"VM {src.name}: migration {p.status}: {info.get('error-desc', 'no reason given')}")
-            if p.status == "pre-switchover":
+            if p.status == "pre-switchover" and hook_done:
+                pass  # migrate-continue given, the migration thread has not moved on yet
+            elif p.status == "pre-switchover":
+                hook_done = True
                 th = time.monotonic()
                 try:
                     assert before_switchover is not None

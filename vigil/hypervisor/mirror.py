@@ -265,7 +265,7 @@ async def move_disk(
                 "file": {"driver": "file", "filename": str(new_path), "node-name": f"{new}-f"},
             })
             added = True
-            extra: dict[str, Any] = {"target-is-zero": True}
+            extra: dict[str, Any] = {}
             if buf_size:
                 extra["buf-size"] = buf_size
             job = await _start_mirror(conn, f"move-{new}", old, new, extra)
@@ -382,8 +382,7 @@ async def mirror_to_nbd(
                         opts["tls-hostname"] = tls_hostname
                 await src.execute("blockdev-add", opts)
                 mirrors.client_nodes.append(client)
-                # the export is a fresh image: no need to write its zeroes
-                job = await _start_mirror(src, f"mig-{client}", source, client, {"target-is-zero": True})
+                job = await _start_mirror(src, f"mig-{client}", source, client, {})
                 mirrors.jobs.append(job)
             for job in mirrors.jobs:
                 await job.wait_ready(events, progress, cancel, ready_timeout_s)

@@ -193,6 +193,21 @@ def acked_by_guest(host: str, vm: str) -> int:
     return best
 
 
+def guest_heartbeats(vm: str) -> list[tuple[float, str, int, str]]:
+    """Every heartbeat line the agents received from ``vm``, on any host:
+    (host time, host, seq, boot_id), in time order."""
+    from vigil.lab.layout import HOSTS_DIR
+
+    out = []
+    for log in HOSTS_DIR.glob(f"*/run/{vm}/guest.log"):
+        host = log.parts[-5]
+        for line in log.read_text().splitlines():
+            p = line.split()
+            if len(p) >= 6 and p[1] == "hb" and p[2].isdigit():
+                out.append((float(p[0]), host, int(p[2]), p[5]))
+    return sorted(out)
+
+
 def records_on_disk(vm: str, datastore: str = "ds1") -> list[int]:
     from vigil.lab.guest_image import read_records
     from vigil.lab.layout import DS_DIR

@@ -20,9 +20,9 @@ def wait_cluster_ready(hosts: int, timeout: float = 90) -> dict:
 
 
 def lab_vm_spec(name: str, *, priority: str = "medium", isolation: str = "power-off", workload: bool = False,
-                memory_mb: int = 128, datastore: str = "ds1", disk_mb: int = 64) -> VMSpec:
+                memory_mb: int = 128, datastore: str = "ds1", disk_mb: int = 64, dirty_mb: int = 0) -> VMSpec:
     img = build_guest_image(progress=lambda m: None)
-    cmdline = img.cmdline + (" vigil.workload=1" if workload else "")
+    cmdline = img.cmdline + (" vigil.workload=1" if workload else "") + (f" vigil.dirty_mb={dirty_mb}" if dirty_mb else "")
     return VMSpec(
         name=name, memory_mb=memory_mb, vcpus=1,
         disks=(DiskSpec(name="disk0", datastore=datastore, path=f"{name}/disk0.qcow2", size_mb=disk_mb),),
@@ -38,12 +38,14 @@ def create_lab_vms(
     isolation: str = "power-off",
     workload: bool = False,
     stagger_s: float = 1.0,
+    memory_mb: int = 128,
+    dirty_mb: int = 0,
     progress: Callable[[str], None] = lambda m: None,
 ) -> None:
     """Create VMs spread round-robin over ``hosts``, a little apart (boot storms cost TCG dearly)."""
     for i, name in enumerate(names):
         spec = lab_vm_spec(name, priority=(priorities or ["medium"] * len(names))[i], isolation=isolation,
-                           workload=workload)
+                           workload=workload, memory_mb=memory_mb, dirty_mb=dirty_mb)
         host = hosts[i % len(hosts)]
         observe.call(lambda s: ops.create_vm(s, spec, host))
         progress(f"created {name} on {host} (priority {spec.restart_priority})")
