@@ -197,7 +197,7 @@ BAD = [
 
 def test_bad_mobility_requests_are_refused_and_change_nothing(lab):
     start(["b1"], "host1")
-    start(["fat"], "host2", memory_mb=1400)
+    start(["fat"], "host2", memory_mb=1450)
     vigil = [shutil.which("vigil") or os.path.join(os.path.dirname(os.sys.executable), "vigil")]
     assert subprocess.run(vigil + ["vm", "create", "off1", "--stopped", "--disk", "ds1:16"],
                           capture_output=True, timeout=60).returncode == 0

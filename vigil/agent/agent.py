@@ -280,7 +280,9 @@ class Agent:
         except StoreError:
             pass
 
-    async def _power_off(self, name: str, why: str) -> None:
+    async def _power_off(self, name: str, why: str, report: bool = True) -> None:
+        """``report``: write the VM's status; not when another host runs it now (the status
+        is that host's to write)."""
         vm = self.vms.get(name)
         if not vm:
             return
@@ -288,7 +290,8 @@ class Agent:
         await executor.power_off(self.cfg, name, vm.pid)
         self._forget(name)
         await self.event("vm-powered-off", f"{name} powered off on {self.me}: {why}", vm=name)
-        await self._status(name, "stopped", message=why)
+        if report:
+            await self._status(name, "stopped", message=why)
 
     async def _shutdown(self, name: str, why: str) -> None:
         vm = self.vms.get(name)
@@ -364,7 +367,7 @@ class Agent:
                     continue
                 why = (f"migrated to {a.value.get('host')}" if a.value.get("reason") == "migrate"
                        else f"assigned to {a.value.get('host')}: this copy must not run")
-                await self._power_off(name, why)
+                await self._power_off(name, why, report=False)
                 await self._release(name)
             elif spec is None or spec.power == "off" or a is None:
                 asyncio.create_task(self._shutdown(name, "powered off by request" if spec else "VM deleted"))
@@ -377,7 +380,7 @@ class Agent:
                 if owner is None:
                     await self._claim(name, assign[name])
                 elif owner != self.me:
-                    await self._power_off(name, f"owned by {owner}: this copy must not run")
+                    await self._power_off(name, f"owned by {owner}: this copy must not run", report=False)
                 else:
                     await self._status(name, "running")
                 continue

@@ -72,6 +72,8 @@ def qemu_processes() -> dict[str, list[int]]:
                 continue
             if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
+            if b"-incoming" in argv and b"-S" not in argv and _waiting_for_migration(int(d.name)):
+                continue
             if b"-pidfile" in argv:
                 pidfile = argv[argv.index(b"-pidfile") + 1].decode()
                 if Path(pidfile).read_text().strip() != d.name:
@@ -81,6 +83,20 @@ def qemu_processes() -> dict[str, list[int]]:
         name = argv[argv.index(b"-name") + 1].decode().split(",")[0]
         out.setdefault(name, []).append(int(d.name))
     return out
+
+
+def _waiting_for_migration(pid: int) -> bool:
+    """A destination QEMU whose vCPUs have not run yet (still waiting for its migration)
+    is no running copy. Its vCPU threads ("CPU 0/TCG") have used no CPU time until then."""
+    try:
+        for t in Path(f"/proc/{pid}/task").iterdir():
+            if (t / "comm").read_text().startswith("CPU "):
+                f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(f[11]) + int(f[12]) > 0:  # utime + stime
+                    return False
+    except OSError:
+        return False
+    return True
 
 
 def running_vms_ok(names: list[str], exclude_hosts: set[str] = frozenset()) -> dict[str, dict] | None:
