@@ -41,7 +41,7 @@ def test_basic_argv() -> None:
     argv = build_argv(_spec(), paths, "tcg", DS)
     assert argv[0] == "qemu-system-x86_64"
     assert "-daemonize" in argv
-    assert _after(argv, "-name") == ["web1"]
+    assert _after(argv, "-name") == ["web1,debug-threads=on"]
     assert _after(argv, "-pidfile") == ["/run/vigil/web1/qemu.pid"]
     assert _after(argv, "-qmp") == ["unix:/run/vigil/web1/qmp.sock,server=on,wait=off"]
     assert _after(argv, "-accel") == ["tcg"]

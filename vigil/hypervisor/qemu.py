@@ -277,7 +277,7 @@ def build_argv(
         raise QemuError(f"unknown accelerator {accel!r}")
     argv = [
         QEMU_BIN,
-        "-name", _opt(spec.name),
+        "-name", f"{_opt(spec.name)},debug-threads=on",  # vCPU threads named "CPU n/TCG"
         "-daemonize",
         "-pidfile", str(paths.pidfile),
         "-qmp", f"unix:{_opt(paths.qmp_sock)},server=on,wait=off",

@@ -88,15 +88,17 @@ def qemu_processes() -> dict[str, list[int]]:
 def _waiting_for_migration(pid: int) -> bool:
     """A destination QEMU whose vCPUs have not run yet (still waiting for its migration)
     is no running copy. Its vCPU threads ("CPU 0/TCG") have used no CPU time until then."""
+    found = False
     try:
         for t in Path(f"/proc/{pid}/task").iterdir():
             if (t / "comm").read_text().startswith("CPU "):
+                found = True
                 f = (t / "stat").read_text().rsplit(")", 1)[1].split()
                 if int(f[11]) + int(f[12]) > 0:  # utime + stime
                     return False
     except OSError:
         return False
-    return True
+    return found  # no named vCPU thread (no debug-threads): count it, to be safe
 
 
 def running_vms_ok(names: list[str], exclude_hosts: set[str] = frozenset()) -> dict[str, dict] | None:
