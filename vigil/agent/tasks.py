@@ -178,7 +178,15 @@ class TaskRunner:
             return
         except (migration.MigrationFailed, mirror.MirrorFailed, qemu.QemuError) as e:
             await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
-            await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me}", vm=t.vm)
+            if await self._status(t.vm, vm.pid) == "running":
+                await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me}",
+                                   vm=t.vm)
+            else:
+                # Post-copy had begun: part of the memory was on the lost destination, so
+                # this copy can never run again. Restart the VM from its disk, here.
+                await self.a.event("migration-failed", f"{t.vm}: migration failed in post-copy ({e}); "
+                                   f"restarting it from disk on {self.a.me}", vm=t.vm)
+                await self.a._power_off(t.vm, "lost in post-copy")
             return
         # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
         done = migration_result(result)
