@@ -178,7 +178,7 @@ class TaskRunner:
             return
         except (migration.MigrationFailed, mirror.MirrorFailed, qemu.QemuError) as e:
             await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
-            if await self._status(t.vm, vm.pid) == "running":
+            if (await self._status(t.vm, vm.pid)).startswith("running"):
                 await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me}",
                                    vm=t.vm)
             else:
