@@ -143,6 +143,27 @@ def ds_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
     console.print(t)
 
 
+@ds_app.command("evacuate")
+@friendly
+def ds_evacuate(ds: str, to: Optional[str] = typer.Option(None, "--to", help="target datastore (default: any other)"),
+                etcd: Optional[str] = ETCD_OPT) -> None:
+    """Move every running VM's disks off a datastore, live (Storage vMotion, 2 per host at once)."""
+    from vigil import ops
+
+    while True:
+        r = run_store(etcd, lambda s: ops.evacuation_step(s, ds, to))
+        for q in r["queued"]:
+            console.print(f"queued {q}")
+        if not r["queued"] and not r["waiting"]:
+            break
+        time.sleep(1)
+    for b in r["blocked"]:
+        err.print(f"[yellow]left on {ds}:[/] {b}")
+    if r["blocked"]:
+        raise typer.Exit(1)
+    console.print(f"datastore {ds} holds no disk of a running VM any more")
+
+
 # -- VMs ------------------------------------------------------------------------------------
 def parse_disk(vm: str, i: int, text: str) -> DiskSpec:
     """DATASTORE:SIZE_MB[:PATH], PATH relative to the datastore."""

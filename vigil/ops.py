@@ -289,3 +289,47 @@ async def create_rule(store: Store, rule: Rule) -> None:
 async def delete_rule(store: Store, name: str) -> None:
     if not await store.delete(K.RULES + name):
         raise SpecError(f"no rule named {name!r}")
+
+
+async def evacuation_step(store: Store, ds: str, to: str | None = None) -> dict[str, Any]:
+    """One round of `vigil datastore evacuate`: queue a disk move for every running VM that
+    has a disk on ``ds`` and no task under way. Returns what is left and why."""
+    snap = await store.snapshot()
+    if K.DATASTORES + ds not in snap:
+        raise SpecError(f"unknown datastore {ds!r}")
+    if to is not None and K.DATASTORES + to not in snap:
+        raise SpecError(f"unknown datastore {to!r}")
+    if to == ds:
+        raise SpecError("the target datastore is the one being evacuated")
+    queued, waiting, blocked = [], [], []
+    for name, e in sorted(_under(snap, K.VMS).items()):
+        spec = VMSpec.from_json(e.value)
+        disk = next((d for d in spec.disks if d.datastore == ds), None)
+        if disk is None:
+            continue
+        if _active_task(snap, name) is not None:
+            waiting.append(name)
+            continue
+        last = snap.get(K.TASKS + name)
+        if last is not None:
+            lt = Task.from_json(last.value)
+            if lt.kind == "move-disk" and lt.disk == disk.name and lt.state in ("failed", "cancelled"):
+                blocked.append(f"{name}: its last disk move {lt.state}: {lt.error} "
+                               f"(retry with 'vigil vm move-disk {name} {disk.name} --to DS')")
+                continue
+        try:
+            host = _running_owner(snap, name)
+        except SpecError:
+            blocked.append(f"{name}: not running (move its disks while it runs)")
+            continue
+        reach = HostInfo.from_json(snap[K.HOSTS + host].value).datastores
+        target = to or next((d for d in sorted(reach) if d != ds), None)
+        if target is None or target not in reach:
+            blocked.append(f"{name}: host {host} reaches no other datastore")
+            continue
+        try:
+            await move_disk(store, name, disk.name, target)
+            queued.append(f"{name}/{disk.name} -> {target}")
+        except SpecError as err:
+            blocked.append(f"{name}: {err}")
+    return {"queued": queued, "waiting": waiting, "blocked": blocked}

@@ -217,3 +217,15 @@ def test_bad_mobility_requests_are_refused_and_change_nothing(lab):
         assert message in r.stderr.replace("\n", " "), (argv, r.stderr)
         assert "Traceback" not in r.stderr + r.stdout
     assert desired() == before
+
+
+def test_datastore_evacuate_moves_every_running_disk(lab):
+    names = ["e1", "e2", "e3"]
+    start(names, "host1", workload=True)
+    vigil = [shutil.which("vigil") or os.path.join(os.path.dirname(os.sys.executable), "vigil")]
+    r = subprocess.run(vigil + ["datastore", "evacuate", "ds1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        assert observe.call(lambda s: ops.get_vm(s, n))[0].disks[0].datastore == "ds2"
+        assert_one_life(n)
+    assert observe.running_vms_ok(names)
