@@ -14,7 +14,7 @@ from rich.table import Table
 
 from vigil.config import cluster_endpoints
 from vigil.model import DiskSpec, SpecError, VMSpec, BootSpec
-from vigil.store.etcd import Store, StoreError
+from vigil.store.etcd import Store, StoreError, run_with_store
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vigil: HA for QEMU/KVM clusters")
 vm_app = typer.Typer(no_args_is_help=True, help="Virtual machines")
@@ -60,15 +60,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def run_store(etcd: Optional[str], fn: Callable[[Store], Any]) -> Any:
-    async def go() -> Any:
-        store = Store(cluster_endpoints(etcd), timeout=3.0)
-        try:
-            await store.connect()
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return run_with_store(cluster_endpoints(etcd), fn)
 
 
 def print_json(data: Any) -> None:

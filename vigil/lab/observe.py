@@ -4,7 +4,6 @@ Used by the demo, the integration tests and the benchmarks; it only reads.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -16,20 +15,12 @@ from vigil import ops
 from vigil.config import cluster_endpoints
 from vigil.model import Event
 from vigil.store import keys as K
-from vigil.store.etcd import Store, StoreError
+from vigil.store.etcd import Store, StoreError, run_with_store
 from vigil.store.events import parse_events
 
 
 def call(fn: Callable[[Store], Any], timeout: float = 3.0) -> Any:
-    async def go() -> Any:
-        store = Store(cluster_endpoints(), timeout=timeout)
-        try:
-            await store.connect()
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return run_with_store(cluster_endpoints(), fn, timeout)
 
 
 def cluster() -> dict[str, Any]:

@@ -6,14 +6,18 @@ The gRPC channel is given every endpoint: a dead member is skipped by the channe
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import aetcd
 import grpc
 
 from vigil.store import keys as K
+
+
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
@@ -178,3 +182,17 @@ class Store:
 
     async def revoke(self, lease_id: int) -> None:
         await self._call(self._client.revoke_lease(lease_id))
+
+
+def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]], timeout: float = 3.0) -> T:
+    """Open a connection, run ``fn`` on it, close it: for one-shot callers (CLI, tests)."""
+
+    async def go() -> T:
+        store = Store(endpoints, timeout=timeout)
+        try:
+            await store.connect()
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
