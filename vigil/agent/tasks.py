@@ -122,10 +122,24 @@ class TaskRunner:
                 self._drive(t, self._move_disk(t))
         elif t.state == "ready" and t.kind == "migrate":
             self._drive(t, self._migrate(t))
-        elif t.state in ("running", "switching") and t.vm not in self.driving:
-            # We restarted while driving it: QEMU may still migrate; the destination decides.
-            if t.state == "running":
-                await update_task(self.store, t.vm, t.id, state="failed", error=f"agent on {me} restarted mid-task")
+        elif t.state == "running" and t.vm not in self.driving and t.vm in self.a.vms:
+            await self._orphaned(t)
+
+    async def _orphaned(self, t: Task) -> None:
+        """We restarted while driving this task. A migration that completed (our copy is
+        "postmigrate") is the destination's to take over; anything else is stopped here
+        and the VM runs on."""
+        vm = self.a.vms[t.vm]
+        try:
+            async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=vm.pid, name=t.vm) as conn:
+                if await conn.status() == "postmigrate":
+                    await update_task(self.store, t.vm, t.id, state="switching")
+                    return
+                if t.kind == "migrate":
+                    await conn.execute("migrate_cancel")
+        except qemu.QemuError as e:
+            log.warning("%s: orphaned task: %s", t.vm, e)
+        await update_task(self.store, t.vm, t.id, state="failed", error=f"the agent on {self.a.me} restarted mid-task")
 
     def _drive(self, t: Task, coro: Any) -> None:
         self.cancels[t.vm] = asyncio.Event()
