@@ -112,6 +112,21 @@ def test_isolation_power_off_restarts_elsewhere_and_heal_leaves_no_duplicate(lab
     assert all(len(p) == 1 for p in qemu_pids(names).values())
 
 
+def test_isolation_shutdown_response_shuts_guests_down_then_restarts_them(lab):
+    names = ["s1"]
+    start_vms(names, "host2", isolation="shutdown")
+    with observe.DuplicateWatch() as watch:
+        faults.isolate(lab, "host2")
+        observe.wait_for("s1 restarted elsewhere",
+                         lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
+    watch.check()
+    # host2 was cut off, so its events could not reach etcd; its agent's log has them
+    from vigil.lab.layout import HOSTS_DIR
+
+    log = (HOSTS_DIR / "host2" / "agent.log").read_text()
+    assert "s1 shut down on host2: isolation response" in log  # ACPI, not a power-off
+
+
 def test_isolation_leave_powered_on_keeps_vms_and_heal_reclaims_them(lab):
     names = ["d1", "d2"]
     start_vms(names, "host2", isolation="leave-powered-on")
