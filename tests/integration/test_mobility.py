@@ -173,7 +173,8 @@ def test_maintenance_mode_empties_a_host_and_respects_anti_affinity(lab):
     start(names, "host1")
     observe.call(lambda s: ops.create_rule(s, Rule("apart", "anti-affinity", ("w1", "w2"))))
     observe.call(lambda s: ops.set_maintenance(s, "host1", True))
-    got = observe.wait_for("host1 empty", lambda: observe.running_vms_ok(names, exclude_hosts={"host1"}), 240)
+    got = observe.wait_for("host1 empty", lambda: observe.running_vms_ok(names, exclude_hosts={"host1"}), 240,
+                           explain=observe.recent_history)
     assert got["w1"]["host"] != got["w2"]["host"]
     observe.wait_for("host1 in maintenance", lambda: {h["name"]: h["state"] for h in observe.cluster()["hosts"]}
                      ["host1"] == "maintenance", 30)

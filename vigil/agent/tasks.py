@@ -31,6 +31,8 @@ log = logging.getLogger("vigil.tasks")
 MAX_MIGRATIONS_PER_HOST = 8  # vSphere: 8 concurrent vMotions per host
 MAX_DISK_MOVES_PER_HOST = 2  # vSphere: 2 concurrent Storage vMotions per host
 MIGRATION_PORT_BASE = 49152
+# A task the destination has not made ready by then is failed (the VM stays where it is).
+PREPARE_TIMEOUT_S = 30.0
 
 
 async def update_task(store: Store, vm: str, task_id: str, **changes: Any) -> Task | None:
@@ -110,6 +112,10 @@ class TaskRunner:
         if t.vm in self.driving:
             if t.cancel:
                 self.cancels[t.vm].set()
+            return
+        if t.state in ("preparing", "ready") and time.time() - t.updated > PREPARE_TIMEOUT_S:
+            await update_task(self.store, t.vm, t.id, state="failed",
+                              error=f"the destination did not get ready within {PREPARE_TIMEOUT_S:.0f}s")
             return
         if t.state == "queued":
             running = [x for x in tasks if x.src == me and x.kind == t.kind and x.state in TASK_ACTIVE
@@ -331,7 +337,7 @@ class TaskRunner:
                                             [qemu.disk_node_name(i) for i in range(len(spec.disks))],
                                             tls=bool(self.a.cfg.tls_dir))
                 await migration.prepare_incoming(conn, uri, migration.MigrationPolicy(tls=bool(self.a.cfg.tls_dir)))
-        except qemu.QemuError as e:
+        except Exception as e:  # whatever went wrong, the task must not stay "preparing"
             await self._drop_incoming(t.vm, str(e))
             await update_task(self.store, t.vm, t.id, state="failed", error=f"destination {t.dst}: {e}")
             return

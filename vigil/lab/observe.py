@@ -31,8 +31,10 @@ def events() -> list[Event]:
     return parse_events(call(lambda s: s.get_prefix(K.EVENTS), timeout=5.0))
 
 
-def wait_for(what: str, pred: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
-    """Poll until ``pred()`` is truthy; a hang guard, not a performance assertion."""
+def wait_for(what: str, pred: Callable[[], Any], timeout: float, interval: float = 0.25,
+             explain: Callable[[], str] | None = None) -> Any:
+    """Poll until ``pred()`` is truthy; a hang guard, not a performance assertion.
+    ``explain`` adds what the cluster looked like to the timeout's message."""
     deadline = time.monotonic() + timeout
     last_err: Exception | None = None
     while time.monotonic() < deadline:
@@ -43,7 +45,22 @@ def wait_for(what: str, pred: Callable[[], Any], timeout: float, interval: float
         except (StoreError, OSError) as e:
             last_err = e
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_err})" if last_err else ""))
+    msg = f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_err})" if last_err else "")
+    if explain is not None:
+        try:
+            msg += "\n" + explain()
+        except Exception as e:  # the explanation is a courtesy; never hide the timeout
+            msg += f"\n(no explanation: {e})"
+    raise TimeoutError(msg)
+
+
+def recent_history(n: int = 30) -> str:
+    """The last events and every task, as text: what a failed lab test should show."""
+    from vigil import ops
+
+    lines = [f"{e.time:.2f} {e.kind} {e.message}" for e in events()[-n:]]
+    lines += [f"task {t.vm} {t.kind} {t.state} {t.error}" for t in call(ops.tasks)]
+    return "\n".join(lines)
 
 
 def qemu_processes() -> dict[str, list[int]]:
