@@ -209,7 +209,7 @@ class TaskRunner:
                 await self.a._power_off(t.vm, "lost in post-copy")
             return
         # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
-        done = migration_result(result)
+        done = migration_progress(result)
         await update_task(self.store, t.vm, t.id, state="switching", progress=done)
         await self.a.event("migration-switchover",
                            f"{t.vm}: memory moved to {t.dst} (downtime {done.get('downtime_ms', 0):.0f} ms)", vm=t.vm)
@@ -378,6 +378,7 @@ class TaskRunner:
 
 
 def migration_progress(p: Any) -> dict[str, Any]:
+    """A MigrationProgress or MigrationResult as the task's JSON progress."""
     d = asdict(p) if not isinstance(p, dict) else dict(p)
     out = {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) or v is None}
     if "dirty_rate" in out:
@@ -385,10 +386,6 @@ def migration_progress(p: Any) -> dict[str, Any]:
     if "ram_transferred" in out:  # the final result
         out["transferred"], out["total"] = out["ram_transferred"], out.get("ram_total", 0)
     return out
-
-
-def migration_result(r: Any) -> dict[str, Any]:
-    return migration_progress(r)
 
 
 def mirror_progress(p: "mirror.MirrorProgress") -> dict[str, Any]:

@@ -351,6 +351,11 @@ def read_records(disk: Path) -> list[int]:
     ``qemu-img convert -U`` (force share) reads without taking the image lock; a record
     the guest has not flushed yet may be missing, an acked one never should be.
     """
+    return parse_records(_raw_bytes(disk))
+
+
+def _raw_bytes(disk: Path) -> bytes:
+    """The disk's contents as raw bytes (``-U``: readable while a VM holds its lock)."""
     with tempfile.TemporaryDirectory(prefix="vigil-records-") as td:
         raw = Path(td) / "disk.raw"
         p = subprocess.run(
@@ -359,20 +364,12 @@ def read_records(disk: Path) -> list[int]:
         )
         if p.returncode != 0:
             raise GuestImageError(f"qemu-img convert {disk}: {p.stderr.strip()}")
-        return parse_records(raw.read_bytes())
+        return raw.read_bytes()
 
 
 def record_boot_ids(disk: Path) -> dict[int, str]:
     """Record number -> boot_id of the guest boot that wrote it (to see restarts)."""
-    with tempfile.TemporaryDirectory(prefix="vigil-records-") as td:
-        raw = Path(td) / "disk.raw"
-        p = subprocess.run(
-            ["qemu-img", "convert", "-U", "-O", "raw", str(disk), str(raw)],
-            capture_output=True, text=True,
-        )
-        if p.returncode != 0:
-            raise GuestImageError(f"qemu-img convert {disk}: {p.stderr.strip()}")
-        data = raw.read_bytes()
+    data = _raw_bytes(disk)
     out: dict[int, str] = {}
     for n in parse_records(data):
         parts = data[(n + 1) * 512 : (n + 1) * 512 + 100].split(b"\n")[0].split()
