@@ -147,7 +147,7 @@ def progress_from(info: dict[str, Any], elapsed: float, postcopy: bool) -> Migra
 # capabilities and parameters
 
 
-async def _set_caps(conn: QMPConn, caps: dict[str, bool]) -> None:
+async def set_caps(conn: QMPConn, caps: dict[str, bool]) -> None:
     await conn.execute("migrate-set-capabilities", {
         "capabilities": [{"capability": k, "state": v} for k, v in caps.items()],
     })
@@ -160,7 +160,7 @@ async def _configure(conn: QMPConn, policy: MigrationPolicy, role: str, uri: str
     if role == "source":
         caps["auto-converge"] = policy.auto_converge
         caps["pause-before-switchover"] = pause_before_switchover
-    await _set_caps(conn, caps)
+    await set_caps(conn, caps)
     params: dict[str, Any] = {"tls-creds": "", "tls-hostname": ""}
     if policy.tls:
         params["tls-creds"] = TLS_CLIENT_ID if role == "source" else TLS_SERVER_ID

@@ -266,12 +266,15 @@ def build_argv(
     *,
     incoming: bool = False,
     tls_dir: str | Path | None = None,
+    standby: bool = False,
 ) -> list[str]:
     """The full QEMU command line of a VM (no I/O).
 
     ``incoming``: start as the destination of a live migration (``-incoming defer``: the VM
     waits in run state "inmigrate" for ``migrate-incoming``, then runs where the source
-    stopped). ``tls_dir``: add the TLS credential objects of :func:`tls_argv`.
+    stopped). ``tls_dir``: add the TLS credential objects of :func:`tls_argv`. ``standby``:
+    an FT standby, incoming and ``-S``: it stays paused once a checkpoint arrived, until
+    ``cont`` makes it the running copy (:mod:`vigil.hypervisor.ft`).
     """
     if accel not in ("kvm", "tcg"):
         raise QemuError(f"unknown accelerator {accel!r}")
@@ -314,8 +317,10 @@ def build_argv(
             argv += ["-append", spec.boot.cmdline]
     if tls_dir is not None:
         argv += tls_argv(tls_dir)
-    if incoming:
+    if incoming or standby:
         argv += ["-incoming", "defer"]
+    if standby:
+        argv += ["-S"]  # an FT standby stays paused after its checkpoint arrived
     return argv
 
 
@@ -364,13 +369,14 @@ async def start(
     *,
     incoming: bool = False,
     tls_dir: str | Path | None = None,
+    standby: bool = False,
 ) -> int:
     """Start the VM's QEMU daemonized and return its pid; QemuError with QEMU's message if not.
 
     With ``incoming`` the QEMU waits for a live migration (see :func:`build_argv`); its
     missing disks are still created (empty, for a shared-nothing migration to fill).
     """
-    argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir)
+    argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby)
     paths.dir.mkdir(parents=True, exist_ok=True)
     old = read_pid(paths.pidfile)
     if old and _is_vm_process(old, paths):
