@@ -20,12 +20,9 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, replace
@@ -35,7 +32,8 @@ from vigil.hypervisor import migration as MG
 from vigil.hypervisor import mirror as MR
 from vigil.hypervisor import qemu as Q
 from vigil.lab.guest_image import build_guest_image
-from vigil.model import BootSpec, DiskSpec, VMSpec
+from vigil.lab.standalone import Standalone, probe_accel, standalone, unavailable, wait_serial
+from vigil.model import VMSpec
 
 MiB = 1024 * 1024
 GOAL_DOWNTIME_MS = 30
@@ -46,12 +44,6 @@ DEFAULTS_TIMEOUT_S = 60.0
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def loopback_bandwidth(total: int = 1024 * MiB) -> float:
@@ -88,140 +80,93 @@ def loopback_bandwidth(total: int = 1024 * MiB) -> float:
     return got[0] / dt
 
 
-class Bench:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.image = build_guest_image(progress=log)
-        self.accel = Q.probe_accel(Path("/var/cache/vigil/accel.json"), self.image)
-        self.ds = {"ds1": str(root / "ds1"), "ds2": str(root / "ds2")}
-        for p in self.ds.values():
-            Path(p).mkdir(parents=True, exist_ok=True)
-        self.pids: set[int] = set()
-        self.conns: list[Q.QMPConn] = []
-        self.runs = 0
+async def stop(conn: Q.QMPConn) -> None:
+    await conn.power_off()
+    await conn.close()
 
-    def spec(self, memory_mb: int, extra: str, disk: str = "vm/root.qcow2", size_mb: int = 64) -> VMSpec:
-        return VMSpec(
-            name="bench", memory_mb=memory_mb, disks=(DiskSpec("root", "ds1", disk, size_mb=size_mb),),
-            boot=BootSpec(str(self.image.kernel), str(self.image.initrd), f"{self.image.cmdline} {extra}"),
-        )
 
-    async def start(self, spec: VMSpec, incoming: bool = False) -> tuple[Q.VMPaths, Q.QMPConn]:
-        self.runs += 1
-        paths = Q.VMPaths.for_vm(self.root / f"run{self.runs}", spec.name)
+async def migrate_series(s: Standalone, spec: VMSpec, policies: dict[str, MG.MigrationPolicy], ready: str) -> dict:
+    """Migrate one guest with each policy in turn (QEMU to new QEMU); results by name."""
+    paths, src = await s.start(spec)
+    await wait_serial(paths, ready, timeout=90)
+    await asyncio.sleep(3)  # let the guest settle (and the dirtier reach its pace)
+    out: dict[str, dict] = {}
+    for name, policy in policies.items():
+        _dpaths, dst, uri = await s.incoming(spec, policy)
+        samples: list[MG.MigrationProgress] = []
+        t0 = time.monotonic()
         try:
-            pid = await Q.start(spec, paths, self.accel, self.ds, incoming=incoming)
-        finally:
-            p = Q.read_pid(paths.pidfile)
-            if p:
-                self.pids.add(p)
-        conn = await Q.QMPConn(paths, pid).connect()
-        self.conns.append(conn)
-        return paths, conn
-
-    async def wait_serial(self, paths: Q.VMPaths, text: str, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if paths.serial_log.exists() and text in paths.serial_log.read_text(errors="replace"):
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{text!r} not in {paths.serial_log}")
-
-    async def stop(self, conn: Q.QMPConn) -> None:
-        await conn.power_off()
-        await conn.close()
-
-    async def close(self) -> None:
-        for c in self.conns:
-            await c.close()
-        for pid in self.pids:
-            if Q.pid_alive(pid) and "qemu" in " ".join(Q._cmdline(pid)):
-                Q.kill_pid(pid, signal.SIGCONT)
-                Q.kill_pid(pid)
-
-    async def migrate_series(self, spec: VMSpec, policies: dict[str, MG.MigrationPolicy], ready: str) -> dict:
-        """Migrate one guest with each policy in turn (QEMU to new QEMU); results by name."""
-        paths, src = await self.start(spec)
-        await self.wait_serial(paths, ready)
-        await asyncio.sleep(3)  # let the guest settle (and the dirtier reach its pace)
-        out: dict[str, dict] = {}
-        for name, policy in policies.items():
-            _dpaths, dst = await self.start(spec, incoming=True)
-            uri = f"tcp:127.0.0.1:{free_port()}"
-            await MG.prepare_incoming(dst, uri, policy)
-            samples: list[MG.MigrationProgress] = []
-            t0 = time.monotonic()
-            try:
-                res = await MG.migrate(src, uri, policy, samples.append)
-            except MG.MigrationCancelled as e:
-                wall = time.monotonic() - t0
-                rates = [p.dirty_rate for p in samples if p.dirty_rate > 0]
-                out[name] = {"ok": False, "why": str(e).split(": migration ")[-1], "wall_s": wall,
-                             "dirty_mib_s": max(rates) / MiB if rates else 0.0}
-                log(f"  {name}: not completed after {wall:.1f}s ({out[name]['why']})")
-                await self.stop(dst)
-                await asyncio.sleep(2)
-                continue
+            res = await MG.migrate(src, uri, policy, samples.append)
+        except MG.MigrationCancelled as e:
+            wall = time.monotonic() - t0
             rates = [p.dirty_rate for p in samples if p.dirty_rate > 0]
-            out[name] = {"ok": True, **asdict(res), "wall_s": time.monotonic() - t0,
-                         "peak_mib_s": max((p.mbps for p in samples), default=0.0) * 1e6 / 8 / MiB,
-                         "dirty_mib_s": max(rates) / MiB if rates else 0.0,
-                         "max_throttle": max((p.throttle_pct for p in samples), default=0)}
-            log(f"  {name}: {res.total_time_ms} ms total, {res.downtime_ms} ms downtime, "
-                f"{res.passes} passes, postcopy={res.postcopy} {res.postcopy_reason}")
-            if await MG.wait_incoming_done(dst) != "running":
-                raise RuntimeError(f"destination is {await dst.status()} after {name}")
-            await self.stop(src)
-            src = dst
+            out[name] = {"ok": False, "why": str(e).split(": migration ")[-1], "wall_s": wall,
+                         "dirty_mib_s": max(rates) / MiB if rates else 0.0}
+            log(f"  {name}: not completed after {wall:.1f}s ({out[name]['why']})")
+            await stop(dst)
             await asyncio.sleep(2)
-        await self.stop(src)
-        return out
+            continue
+        rates = [p.dirty_rate for p in samples if p.dirty_rate > 0]
+        out[name] = {"ok": True, **asdict(res), "wall_s": time.monotonic() - t0,
+                     "peak_mib_s": max((p.mbps for p in samples), default=0.0) * 1e6 / 8 / MiB,
+                     "dirty_mib_s": max(rates) / MiB if rates else 0.0,
+                     "max_throttle": max((p.throttle_pct for p in samples), default=0)}
+        log(f"  {name}: {res.total_time_ms} ms total, {res.downtime_ms} ms downtime, "
+            f"{res.passes} passes, postcopy={res.postcopy} {res.postcopy_reason}")
+        if await MG.wait_incoming_done(dst) != "running":
+            raise RuntimeError(f"destination is {await dst.status()} after {name}")
+        await stop(src)
+        src = dst
+        await asyncio.sleep(2)
+    await stop(src)
+    return out
 
-    async def storage_vmotion(self, size_mb: int = 1024) -> dict:
-        """move_disk of a disk full of (non-zero) data vs dd of the same image."""
-        ds1 = Path(self.ds["ds1"])
-        raw = ds1 / "fill.raw"
-        chunk = os.urandom(MiB)
-        with open(raw, "wb") as f:
-            for i in range(size_mb):
-                f.write(chunk[: MiB - 8] + i.to_bytes(8, "little"))
-        img = ds1 / "sv/disk.qcow2"
-        img.parent.mkdir()
-        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(img)], check=True)
-        raw.unlink()
-        img_bytes = img.stat().st_size
-        spec = self.spec(256, "", disk="sv/disk.qcow2", size_mb=size_mb)
-        paths, conn = await self.start(spec)
-        await self.wait_serial(paths, "vigil-guest: up")
-        # Alternate a raw copy of the same image on the same file system (dd through the page
-        # cache, then fsync: the mirror flushes its target before READY too) and move_disk,
-        # each after a `sync` so that neither pays for the other's writeback; best of 2.
-        copies: list[float] = []
-        results = []
-        for i in range(2):
-            subprocess.run(["sync"], check=True)
-            dst = ds1 / "sv/copy.qcow2"
-            t0 = time.perf_counter()
-            subprocess.run(["dd", f"if={img}", f"of={dst}", "bs=4M", "conv=fsync"], check=True, capture_output=True)
-            copies.append(time.perf_counter() - t0)
-            dst.unlink()
-            subprocess.run(["sync"], check=True)
-            new = Path(self.ds["ds2"]) / f"sv/moved{i}.qcow2"
-            res = await MR.move_disk(conn, 0, new)
-            await MR.release_node(conn, res.old_node)
-            img.unlink()
-            img = new
-            results.append(res)
-            log(f"  dd {img_bytes / MiB / copies[-1]:.0f} MiB/s; move_disk: {res.bytes / MiB:.0f} MiB to READY in "
-                f"{res.time_to_ready_s:.2f}s ({res.mb_s:.0f} MiB/s), pivot {res.pivot_s * 1000:.1f} ms")
-        raw_s = min(copies)
-        best = max(results, key=lambda r: r.mb_s)
-        await self.stop(conn)
-        return {
-            "raw_copy_mib_s": img_bytes / MiB / raw_s, "raw_copy_s": raw_s, "image_mib": img_bytes / MiB,
-            "mirror": {"mib_s": best.mb_s, "ready_s": best.time_to_ready_s, "pivot_ms": best.pivot_s * 1000,
-                       "bytes": best.bytes, "all_mib_s": [r.mb_s for r in results]},
-        }
+
+async def storage_vmotion(s: Standalone, size_mb: int = 1024) -> dict:
+    """move_disk of a disk full of (non-zero) data vs dd of the same image."""
+    ds1 = Path(s.ds["ds1"])
+    raw = ds1 / "fill.raw"
+    chunk = os.urandom(MiB)
+    with open(raw, "wb") as f:
+        for i in range(size_mb):
+            f.write(chunk[: MiB - 8] + i.to_bytes(8, "little"))
+    img = ds1 / "sv/disk.qcow2"
+    img.parent.mkdir()
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(img)], check=True)
+    raw.unlink()
+    img_bytes = img.stat().st_size
+    spec = s.spec("bench", 256, "", disk="sv/disk.qcow2", size_mb=size_mb)
+    paths, conn = await s.start(spec)
+    await wait_serial(paths, "vigil-guest: up", timeout=90)
+    # Alternate a raw copy of the same image on the same file system (dd through the page
+    # cache, then fsync: the mirror flushes its target before READY too) and move_disk,
+    # each after a `sync` so that neither pays for the other's writeback; best of 2.
+    copies: list[float] = []
+    results = []
+    for i in range(2):
+        subprocess.run(["sync"], check=True)
+        dst = ds1 / "sv/copy.qcow2"
+        t0 = time.perf_counter()
+        subprocess.run(["dd", f"if={img}", f"of={dst}", "bs=4M", "conv=fsync"], check=True, capture_output=True)
+        copies.append(time.perf_counter() - t0)
+        dst.unlink()
+        subprocess.run(["sync"], check=True)
+        new = Path(s.ds["ds2"]) / f"sv/moved{i}.qcow2"
+        res = await MR.move_disk(conn, 0, new)
+        await MR.release_node(conn, res.old_node)
+        img.unlink()
+        img = new
+        results.append(res)
+        log(f"  dd {img_bytes / MiB / copies[-1]:.0f} MiB/s; move_disk: {res.bytes / MiB:.0f} MiB to READY in "
+            f"{res.time_to_ready_s:.2f}s ({res.mb_s:.0f} MiB/s), pivot {res.pivot_s * 1000:.1f} ms")
+    raw_s = min(copies)
+    best = max(results, key=lambda r: r.mb_s)
+    await stop(conn)
+    return {
+        "raw_copy_mib_s": img_bytes / MiB / raw_s, "raw_copy_s": raw_s, "image_mib": img_bytes / MiB,
+        "mirror": {"mib_s": best.mb_s, "ready_s": best.time_to_ready_s, "pivot_ms": best.pivot_s * 1000,
+                   "bytes": best.bytes, "all_mib_s": [r.mb_s for r in results]},
+    }
 
 
 def fmt_ms(x: float | None) -> str:
@@ -229,9 +174,8 @@ def fmt_ms(x: float | None) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="vigil-bench-mig-", dir="/var/tmp"))
-    b = Bench(root)
-    try:
+    image = build_guest_image(progress=log)
+    async with standalone(image, probe_accel(image), datastores=("ds1", "ds2"), prefix="vigil-bench-mig-") as s:
         log("loopback TCP bandwidth ...")
         bw = loopback_bandwidth()
         log(f"  {bw / MiB:.0f} MiB/s")
@@ -245,16 +189,14 @@ async def run(args: argparse.Namespace) -> dict:
                                                                   multifd_channels=2)
         out: dict = {"loopback_mib_s": bw / MiB, "memory_mb": args.memory, "dirty_mb": args.dirty_mb}
         log(f"idle {args.memory} MiB guest:")
-        out["idle"] = await b.migrate_series(b.spec(args.memory, "vigil.workload=1"), policies, "vigil-guest: up")
+        idle = s.spec("bench", args.memory, "vigil.workload=1", disk="vm/root.qcow2")
+        out["idle"] = await migrate_series(s, idle, policies, "vigil-guest: up")
         log(f"busy {args.memory} MiB guest (rewrites {args.dirty_mb} MiB of tmpfs in a loop):")
-        out["busy"] = await b.migrate_series(b.spec(args.memory, f"vigil.workload=1 vigil.dirty_mb={args.dirty_mb}"),
-                                             busy_policies, "vigil-guest: dirtying")
+        busy = s.spec("bench", args.memory, f"vigil.workload=1 vigil.dirty_mb={args.dirty_mb}", disk="vm/root.qcow2")
+        out["busy"] = await migrate_series(s, busy, busy_policies, "vigil-guest: dirtying")
         log("Storage vMotion:")
-        out["storage"] = await b.storage_vmotion(args.disk_mb)
+        out["storage"] = await storage_vmotion(s, args.disk_mb)
         return out
-    finally:
-        await b.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def report(out: dict) -> None:
@@ -306,8 +248,9 @@ def main() -> int:
     ap.add_argument("--disk-mb", type=int, default=1024, help="Storage vMotion disk size, MiB")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root", file=sys.stderr)
+    why = unavailable()
+    if why:
+        print(why, file=sys.stderr)
         return 2
     out = asyncio.run(run(args))
     if args.json:

@@ -1,16 +1,13 @@
 """Live migration and disk mirroring between real QEMUs running the lab guest image.
 
-Each test starts its QEMUs directly in a temp dir (no lab, no namespaces) and migrates over
-127.0.0.1. Every QEMU started here is SIGCONT'd and killed by pid in the fixture teardown.
-Timeouts are hang guards only.
+Each test starts its QEMUs directly in a temp dir (vigil.lab.standalone: no lab, no
+namespaces) and migrates over 127.0.0.1. Every QEMU started here is SIGCONT'd and killed by
+pid in the fixture teardown. Timeouts are hang guards only.
 """
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,123 +17,14 @@ import pytest
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import mirror as MR
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import GuestImage, build_guest_image, read_records
-from vigil.model import BootSpec, DiskSpec, VMSpec
+from vigil.lab.guest_image import read_records
+from vigil.lab.standalone import Standalone, free_port, heartbeats, unavailable, wait_serial
 
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed"),
-    pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="busybox-static not installed"),
+    pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(240),
 ]
-
-
-@pytest.fixture(scope="module")
-def image() -> GuestImage:
-    return build_guest_image(progress=lambda m: print(m))
-
-
-@pytest.fixture(scope="module")
-def accel(image: GuestImage) -> str:
-    return Q.probe_accel(Path("/var/cache/vigil/accel.json"), image)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Rig:
-    """Temp run dirs and datastores on one machine; remembers every QEMU pid it started."""
-
-    def __init__(self, root: Path, image: GuestImage, accel: str) -> None:
-        self.root = root
-        self.image = image
-        self.accel = accel
-        self.ds = {"ds1": str(root / "ds1"), "ds2": str(root / "ds2")}
-        for p in self.ds.values():
-            Path(p).mkdir()
-        self.pids: set[int] = set()
-        self.stopped: set[int] = set()
-        self.conns: list[Q.QMPConn] = []
-
-    def spec(self, memory_mb: int = 256, extra: str = "vigil.workload=1", ds: str = "ds1") -> VMSpec:
-        return VMSpec(
-            name="vm1", memory_mb=memory_mb,
-            disks=(DiskSpec("root", ds, "vm1/root.qcow2", size_mb=64),),
-            boot=BootSpec(str(self.image.kernel), str(self.image.initrd), f"{self.image.cmdline} {extra}"),
-        )
-
-    def disk(self, spec: VMSpec) -> Path:
-        return Q.disk_path(spec.disks[0], self.ds)
-
-    async def start(self, spec: VMSpec, run: str, **kw) -> tuple[Q.VMPaths, Q.QMPConn]:
-        paths = Q.VMPaths.for_vm(self.root / run, spec.name)
-        try:
-            pid = await Q.start(spec, paths, self.accel, self.ds, **kw)
-            self.pids.add(pid)
-        finally:
-            p = Q.read_pid(paths.pidfile)
-            if p:
-                self.pids.add(p)
-        conn = await Q.QMPConn(paths, pid).connect()
-        self.conns.append(conn)
-        return paths, conn
-
-    def sigstop(self, pid: int) -> None:
-        self.stopped.add(pid)
-        os.kill(pid, signal.SIGSTOP)
-
-    async def close(self) -> None:
-        for c in self.conns:
-            await c.close()
-        for pid in self.pids:
-            if Q.pid_alive(pid) and "qemu" in " ".join(Q._cmdline(pid)):
-                if pid in self.stopped:
-                    Q.kill_pid(pid, signal.SIGCONT)
-                Q.kill_pid(pid)
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, image: GuestImage, accel: str):
-    r = Rig(tmp_path, image, accel)
-    try:
-        yield r
-    finally:
-        await r.close()
-
-
-async def heartbeats(paths: Q.VMPaths, count: int, timeout: float = 60.0) -> list[Q.Heartbeat]:
-    out: list[Q.Heartbeat] = []
-
-    async def collect() -> None:
-        async with Q.GuestChannel(paths) as chan:
-            async for hb in chan:
-                out.append(hb)
-                if len(out) >= count:
-                    return
-
-    await asyncio.wait_for(collect(), timeout)
-    return out
-
-
-async def wait_serial(paths: Q.VMPaths, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if paths.serial_log.exists() and text in paths.serial_log.read_text(errors="replace"):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{text!r} not on {paths.serial_log} within {timeout}s")
-
-
-async def incoming(rig: Rig, spec: VMSpec, run: str, policy: MG.MigrationPolicy, **kw) -> tuple[Q.VMPaths, Q.QMPConn, str]:
-    paths, conn = await rig.start(spec, run, incoming=True, **kw)
-    assert await conn.status() == "inmigrate"
-    uri = f"tcp:127.0.0.1:{free_port()}"
-    await MG.prepare_incoming(conn, uri, policy)
-    return paths, conn, uri
 
 
 async def assert_continues(paths: Q.VMPaths, before: Q.Heartbeat, disk: Path) -> list[Q.Heartbeat]:
@@ -152,14 +40,14 @@ async def assert_continues(paths: Q.VMPaths, before: Q.Heartbeat, disk: Path) ->
     return hbs
 
 
-async def test_migrate_shared_storage_then_busy_guest_with_postcopy(rig: Rig) -> None:
-    spec = rig.spec(extra="vigil.workload=1 vigil.dirty_mb=48")
+async def test_migrate_shared_storage_then_busy_guest_with_postcopy(rig: Standalone) -> None:
+    spec = rig.spec(memory_mb=256, extra="vigil.workload=1 vigil.dirty_mb=48")
     src_paths, src = await rig.start(spec, "run-a")
     await wait_serial(src_paths, "vigil-guest: dirtying")
     before = (await heartbeats(src_paths, 2))[-1]
 
     # 1. vigil's policy, busy guest: completes, short downtime, guest goes on
-    dst_paths, dst, uri = await incoming(rig, spec, "run-b", MG.VIGIL_POLICY)
+    dst_paths, dst, uri = await rig.incoming(spec, MG.VIGIL_POLICY, "run-b")
     seen: list[MG.MigrationProgress] = []
     res = await asyncio.wait_for(MG.migrate(src, uri, MG.VIGIL_POLICY, seen.append), 120)
     print("vigil policy:", res)
@@ -175,7 +63,7 @@ async def test_migrate_shared_storage_then_busy_guest_with_postcopy(rig: Rig) ->
     # 2. a link slower than the guest dirties memory: pre-copy cannot converge, post-copy
     # takes over (the VM goes back to a new QEMU in run-a)
     slow = MG.MigrationPolicy(max_bandwidth_mib_s=24, postcopy_after_s=3.0)
-    back_paths, back, uri2 = await incoming(rig, spec, "run-c", slow)
+    back_paths, back, uri2 = await rig.incoming(spec, slow, "run-c")
     res2 = await asyncio.wait_for(MG.migrate(dst, uri2, slow), 120)
     print("capped link:", res2)
     assert res2.postcopy and res2.postcopy_reason
@@ -184,13 +72,13 @@ async def test_migrate_shared_storage_then_busy_guest_with_postcopy(rig: Rig) ->
     await assert_continues(back_paths, hbs[-1], rig.disk(spec))
 
 
-async def test_cancel_keeps_source_running(rig: Rig) -> None:
+async def test_cancel_keeps_source_running(rig: Standalone) -> None:
     spec = rig.spec(memory_mb=256, extra="vigil.workload=1 vigil.dirty_mb=32")
     src_paths, src = await rig.start(spec, "run-a")
     await wait_serial(src_paths, "vigil-guest: dirtying")
     before = (await heartbeats(src_paths, 2))[-1]
     policy = MG.MigrationPolicy(max_bandwidth_mib_s=16, postcopy_fallback=False)
-    dst_paths, dst, uri = await incoming(rig, spec, "run-b", policy)
+    dst_paths, dst, uri = await rig.incoming(spec, policy, "run-b")
     cancel = asyncio.Event()
     seen: list[MG.MigrationProgress] = []
 
@@ -208,12 +96,12 @@ async def test_cancel_keeps_source_running(rig: Rig) -> None:
     assert dst.pid is not None and await Q.wait_pid_exit(dst.pid, 15)
 
 
-async def test_stalled_migration_is_cancelled(rig: Rig) -> None:
+async def test_stalled_migration_is_cancelled(rig: Standalone) -> None:
     spec = rig.spec(memory_mb=256)
     src_paths, src = await rig.start(spec, "run-a")
     before = (await heartbeats(src_paths, 2))[-1]
     policy = MG.MigrationPolicy(max_bandwidth_mib_s=32, stall_timeout_s=2.0)
-    dst_paths, dst, uri = await incoming(rig, spec, "run-b", policy)
+    dst_paths, dst, uri = await rig.incoming(spec, policy, "run-b")
     assert dst.pid is not None
     seen: list[MG.MigrationProgress] = []
 
@@ -232,7 +120,7 @@ async def test_stalled_migration_is_cancelled(rig: Rig) -> None:
     await assert_continues(src_paths, before, rig.disk(spec))
 
 
-async def test_tls_migration(rig: Rig) -> None:
+async def test_tls_migration(rig: Standalone) -> None:
     ca = rig.root / "ca"
     MG.create_ca(ca)
     tls = MG.create_host_certs(ca, rig.root / "tls", "localhost", ips=("127.0.0.1",))
@@ -242,7 +130,7 @@ async def test_tls_migration(rig: Rig) -> None:
     src_paths, src = await rig.start(spec, "run-a", tls_dir=tls)
     before = (await heartbeats(src_paths, 2))[-1]
     policy = MG.MigrationPolicy(tls=True)
-    dst_paths, dst, uri = await incoming(rig, spec, "run-b", policy, tls_dir=tls)
+    dst_paths, dst, uri = await rig.incoming(spec, policy, "run-b", tls_dir=tls)
     res = await asyncio.wait_for(MG.migrate(src, uri, policy), 60)
     print("tls:", res)
     assert await src.status() == "postmigrate"
@@ -251,13 +139,13 @@ async def test_tls_migration(rig: Rig) -> None:
 
     # a source without TLS cannot migrate into a TLS listener
     await src.power_off()
-    plain_paths, plain, uri2 = await incoming(rig, spec, "run-c", policy, tls_dir=tls)
+    plain_paths, plain, uri2 = await rig.incoming(spec, policy, "run-c", tls_dir=tls)
     with pytest.raises(MG.MigrationFailed):
         await asyncio.wait_for(MG.migrate(dst, uri2, MG.MigrationPolicy(stall_timeout_s=5)), 60)
     assert await MG.wait_incoming_done(dst) == "running"
 
 
-async def test_move_disk_while_writing(rig: Rig) -> None:
+async def test_move_disk_while_writing(rig: Standalone) -> None:
     spec = rig.spec(memory_mb=128)
     paths, conn = await rig.start(spec, "run-a")
     await heartbeats(paths, 2)
@@ -292,12 +180,12 @@ async def test_move_disk_while_writing(rig: Rig) -> None:
     assert not await conn.execute("query-block-jobs")
 
 
-async def test_shared_nothing_migration(rig: Rig) -> None:
+async def test_shared_nothing_migration(rig: Standalone) -> None:
     src_spec = rig.spec(memory_mb=128, ds="ds1")
     dst_spec = rig.spec(memory_mb=128, ds="ds2")  # same VM, its disk on the other datastore
     src_paths, src = await rig.start(src_spec, "run-a")
     before = (await heartbeats(src_paths, 2))[-1]
-    dst_paths, dst, uri = await incoming(rig, dst_spec, "run-b", MG.VIGIL_POLICY)
+    dst_paths, dst, uri = await rig.incoming(dst_spec, MG.VIGIL_POLICY, "run-b")
     assert rig.disk(dst_spec).exists() and read_records(rig.disk(dst_spec)) == []
     node = await MR.current_node(src, 0)
     res = await asyncio.wait_for(

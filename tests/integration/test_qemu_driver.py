@@ -6,105 +6,27 @@ started here is killed by pid in the fixture teardown. Timeouts are hang guards 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import GuestImage, build_guest_image, read_records, record_boot_ids
-from vigil.model import BootSpec, DiskSpec, VMSpec
+from vigil.lab.guest_image import GuestImage, read_records, record_boot_ids
+from vigil.lab.standalone import Standalone, heartbeats, unavailable
 
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed"),
-    pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="busybox-static not installed"),
+    pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(300),
 ]
 
 
-@pytest.fixture(scope="session")
-def image() -> GuestImage:
-    return build_guest_image(progress=lambda m: print(m))
-
-
-@pytest.fixture(scope="session")
-def accel(image: GuestImage) -> str:
-    a = Q.probe_accel(Path("/var/cache/vigil/accel.json"), image)
-    assert a in ("kvm", "tcg")
-    return a
-
-
-class Lab:
-    """A run dir, a datastore and the pids to kill at the end."""
-
-    def __init__(self, root: Path, image: GuestImage, accel: str) -> None:
-        self.root = root
-        self.image = image
-        self.accel = accel
-        self.ds = {"ds1": str(root / "ds1")}
-        (root / "ds1").mkdir()
-        self.pids: set[int] = set()
-
-    def spec(self, name: str = "vm1", extra: str = "vigil.workload=1", disk: str = "vm1/root.qcow2") -> VMSpec:
-        return VMSpec(
-            name=name,
-            memory_mb=128,
-            disks=(DiskSpec("root", "ds1", disk, size_mb=64),),
-            boot=BootSpec(str(self.image.kernel), str(self.image.initrd), f"{self.image.cmdline} {extra}"),
-        )
-
-    def paths(self, name: str = "vm1", run: str = "run") -> Q.VMPaths:
-        return Q.VMPaths.for_vm(self.root / run, name)
-
-    async def start(self, spec: VMSpec, paths: Q.VMPaths) -> int:
-        try:
-            pid = await Q.start(spec, paths, self.accel, self.ds)
-        finally:
-            p = Q.read_pid(paths.pidfile)
-            if p:
-                self.pids.add(p)
-        self.pids.add(pid)
-        return pid
-
-    def kill_all(self) -> None:
-        for pid in self.pids:
-            if Q.pid_alive(pid) and "qemu" in " ".join(Q._cmdline(pid)):
-                Q.kill_pid(pid)
-
-
-@pytest.fixture
-def lab(tmp_path: Path, image: GuestImage, accel: str):
-    lab = Lab(tmp_path, image, accel)
-    try:
-        yield lab
-    finally:
-        lab.kill_all()
-
-
-async def heartbeats(paths: Q.VMPaths, count: int, timeout: float = 60.0) -> list[Q.Heartbeat]:
-    """Collect `count` heartbeats (hang guard: timeout)."""
-    out: list[Q.Heartbeat] = []
-
-    async def collect() -> None:
-        async with Q.GuestChannel(paths) as chan:
-            async for hb in chan:
-                out.append(hb)
-                if len(out) >= count:
-                    return
-
-    await asyncio.wait_for(collect(), timeout)
-    return out
-
-
-async def test_vm_lifecycle(lab: Lab) -> None:
-    spec = lab.spec()
-    paths = lab.paths()
-    pid = await lab.start(spec, paths)
+async def test_vm_lifecycle(rig: Standalone) -> None:
+    spec = rig.spec()
+    paths = rig.paths()
+    pid = await rig.start_pid(spec, paths)
     assert Q.pid_alive(pid)
-    disk = Path(lab.ds["ds1"]) / "vm1/root.qcow2"
+    disk = rig.disk(spec)
     assert disk.exists()
 
     async with Q.QMPConn(paths, pid) as qmp:
@@ -126,14 +48,14 @@ async def test_vm_lifecycle(lab: Lab) -> None:
     assert recs[-1] >= acked1
 
     # a second QEMU on the same disk cannot start: image locking
-    other = lab.paths("vm1", run="run-other")
+    other = rig.paths("vm1", run="run-other")
     with pytest.raises(Q.QemuError, match="lock"):
-        await lab.start(spec, other)
-    assert Q.find_running(lab.root / "run-other") == {}
+        await rig.start_pid(spec, other)
+    assert Q.find_running(rig.root / "run-other") == {}
 
     # an agent restarted now adopts the running VM
-    assert Q.find_running(lab.root / "run") == {"vm1": pid}
-    qmp = await Q.QMPConn(paths, Q.find_running(lab.root / "run")["vm1"]).connect()
+    assert Q.find_running(rig.root / "run") == {"vm1": pid}
+    qmp = await Q.QMPConn(paths, Q.find_running(rig.root / "run")["vm1"]).connect()
     try:
         assert await qmp.status() == "running"
         # graceful shutdown via the ACPI power button
@@ -144,12 +66,12 @@ async def test_vm_lifecycle(lab: Lab) -> None:
         assert "POWERDOWN" in names and "SHUTDOWN" in names
     finally:
         await qmp.close()
-    assert Q.find_running(lab.root / "run") == {}
+    assert Q.find_running(rig.root / "run") == {}
 
     # all acked records survived; a restart continues the numbering after the last one
     before = read_records(disk)
     assert before == list(range(len(before))) and before[-1] >= acked1
-    pid2 = await lab.start(spec, paths)
+    pid2 = await rig.start_pid(spec, paths)
     assert pid2 != pid
     hbs2 = await heartbeats(paths, 3, timeout=60)
     boot2 = hbs2[-1].boot_id
@@ -165,10 +87,10 @@ async def test_vm_lifecycle(lab: Lab) -> None:
     assert not Q.pid_alive(pid2)
 
 
-async def test_guest_panic_gives_guest_panicked(lab: Lab) -> None:
-    spec = lab.spec(extra="vigil.panic_after=2")
-    paths = lab.paths()
-    pid = await lab.start(spec, paths)
+async def test_guest_panic_gives_guest_panicked(rig: Standalone) -> None:
+    spec = rig.spec(extra="vigil.panic_after=2")
+    paths = rig.paths()
+    pid = await rig.start_pid(spec, paths)
     qmp = await Q.QMPConn(paths, pid).connect()
     try:
         names: list[str] = []
@@ -186,12 +108,12 @@ async def test_guest_panic_gives_guest_panicked(lab: Lab) -> None:
         await qmp.close()
 
 
-async def test_power_off_and_second_start_refused(lab: Lab) -> None:
-    spec = lab.spec(extra="")
-    paths = lab.paths()
-    pid = await lab.start(spec, paths)
+async def test_power_off_and_second_start_refused(rig: Standalone) -> None:
+    spec = rig.spec(extra="")
+    paths = rig.paths()
+    pid = await rig.start_pid(spec, paths)
     with pytest.raises(Q.QemuError, match="already runs"):
-        await Q.start(spec, paths, lab.accel, lab.ds)
+        await Q.start(spec, paths, rig.accel, rig.ds)
     qmp = await Q.QMPConn(paths).connect()
     try:
         assert qmp.pid == pid
@@ -199,15 +121,15 @@ async def test_power_off_and_second_start_refused(lab: Lab) -> None:
     finally:
         await qmp.close()
     assert not Q.pid_alive(pid)
-    assert Q.find_running(lab.root / "run") == {}
+    assert Q.find_running(rig.root / "run") == {}
 
 
-async def test_shutdown_falls_back_to_power_off(lab: Lab) -> None:
+async def test_shutdown_falls_back_to_power_off(rig: Standalone) -> None:
     # Right after start the guest has no ACPI button driver yet: the power button is lost,
     # so shutdown() must end the VM by power off after its timeout.
-    spec = lab.spec(extra="")
-    paths = lab.paths()
-    pid = await lab.start(spec, paths)
+    spec = rig.spec(extra="")
+    paths = rig.paths()
+    pid = await rig.start_pid(spec, paths)
     qmp = await Q.QMPConn(paths, pid).connect()
     try:
         await asyncio.wait_for(qmp.shutdown(timeout=0.2), 60)

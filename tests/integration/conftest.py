@@ -1,0 +1,30 @@
+"""Fixtures of the QEMU-level tests (QEMUs outside the lab, vigil.lab.standalone): the lab
+guest image and this machine's accelerator, made once per session, and a rig to start QEMUs."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vigil.lab.guest_image import GuestImage, build_guest_image
+from vigil.lab.standalone import Standalone, probe_accel, standalone
+
+
+@pytest.fixture(scope="session")
+def image() -> GuestImage:
+    return build_guest_image(progress=lambda m: print(m))
+
+
+@pytest.fixture(scope="session")
+def accel(image: GuestImage) -> str:
+    a = probe_accel(image)
+    assert a in ("kvm", "tcg")
+    return a
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, image: GuestImage, accel: str) -> AsyncIterator[Standalone]:
+    """Datastores ds1 and ds2 under tmp_path; every QEMU a test starts is killed at the end."""
+    async with standalone(image, accel, root=tmp_path, datastores=("ds1", "ds2")) as r:
+        yield r
