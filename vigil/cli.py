@@ -233,8 +233,57 @@ def vm_show(name: str, etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT)
         return print_json(vm)
     t = Table(show_header=False, title=f"VM {name}")
     for k, v in vm.items():
+        if k == "ft":
+            t.add_row("fault tolerance", ft_summary(v))
+            continue
         t.add_row(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
     console.print(t)
+
+
+def ft_summary(ft: dict[str, Any]) -> str:
+    """One line: FT state, secondary and checkpoint figures."""
+    state = ft.get("state", "disabled")
+    if state == "disabled":
+        return "disabled"
+    parts = [{"protected": "[green]protected[/]", "unprotected": "[red]unprotected[/]"}.get(state, f"[yellow]{state}[/]")]
+    if ft.get("secondary"):
+        parts.append(f"secondary {ft['secondary']}")
+    if ft.get("checkpoints"):
+        parts.append(f"{ft['checkpoints']} checkpoints, every {ft.get('interval_ms', 0):.0f} ms, "
+                     f"pause {ft.get('pause_ms', 0):.0f} ms, {ft.get('bytes', 0) / 2**20:.0f} MiB each, "
+                     f"output held {ft.get('lag_ms', 0):.0f} ms")
+    if ft.get("last_error") and state != "protected":
+        parts.append(f"last error: {ft['last_error']}")
+    return "; ".join(parts)
+
+
+ft_app = typer.Typer(no_args_is_help=True, help="Fault Tolerance: a standby copy that takes over without a restart")
+vm_app.add_typer(ft_app, name="ft")
+
+
+@ft_app.command("enable")
+@friendly
+def ft_enable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Protect a VM with a secondary on another host, kept in step by checkpoints.
+
+    Each checkpoint copies the VM's whole RAM (no incremental checkpoints without COLO),
+    so the interval grows with its memory; the guest's output is held until the
+    checkpoint that produced it is safe, up to one interval plus one checkpoint."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.ft_enable(s, name))
+    console.print(f"{name}: " + ("Fault Tolerance on; the controller places its secondary" if changed
+                                 else "Fault Tolerance was on already"))
+
+
+@ft_app.command("disable")
+@friendly
+def ft_disable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Turn Fault Tolerance off (the secondary's standbys are quit)."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.ft_disable(s, name))
+    console.print(f"{name}: " + ("Fault Tolerance off" if changed else "Fault Tolerance was off"))
 
 
 @vm_app.command("start")

@@ -88,7 +88,7 @@ async def delete_vm(store: Store, name: str, force: bool = False) -> None:
     ev = make_event("vm-deleted", f"{name} deleted", vm=name, source="cli")
     ok = await store.txn([store.unchanged(K.VMS + name, e.mod_revision)], [
         store.delete_op(K.VMS + name), store.delete_op(K.ASSIGN + name),
-        store.delete_op(K.VMSTATUS + name), event_put_op(store, ev)])
+        store.delete_op(K.VMSTATUS + name), *_ft_delete_ops(store, name), event_put_op(store, ev)])
     if not ok:
         raise SpecError(f"{name} changed meanwhile; try again")
 
@@ -126,6 +126,7 @@ async def cluster(store: Store) -> dict[str, Any]:
             "guest": st.guest if st else "-", "acked": st.acked if st else -1,
             "message": st.message if st else "", "since": st.since if st else 0.0,
             "disks": [asdict(d) for d in spec.disks],
+            "ft": ft_state(snap, n),
         })
     return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": time.time()}
 
@@ -170,6 +171,9 @@ async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = N
     if K.VMS + name not in snap:
         raise SpecError(f"no VM named {name!r}")
     spec = VMSpec.from_json(snap[K.VMS + name].value)
+    if K.FT + name in snap:
+        raise SpecError(f"VM {name} has Fault Tolerance on: its memory is already replicated by checkpoints; "
+                        f"turn it off first ('vigil vm ft disable {name}')")
     src = _running_owner(snap, name)
     info = _host_for_vm(snap, to)
     if to == src:
@@ -203,6 +207,9 @@ async def move_disk(store: Store, name: str, disk: str, to: str) -> Task:
     if K.VMS + name not in snap:
         raise SpecError(f"no VM named {name!r}")
     spec = VMSpec.from_json(snap[K.VMS + name].value)
+    if K.FT + name in snap:
+        raise SpecError(f"VM {name} has Fault Tolerance on: its standbys use the disks where they are; "
+                        f"turn it off first ('vigil vm ft disable {name}')")
     d = next((x for x in spec.disks if x.name == disk), None)
     if d is None:
         raise SpecError(f"VM {name} has no disk {disk!r} (disks: {', '.join(x.name for x in spec.disks) or 'none'})")
@@ -333,3 +340,67 @@ async def evacuation_step(store: Store, ds: str, to: str | None = None) -> dict[
         except SpecError as err:
             blocked.append(f"{name}: {err}")
     return {"queued": queued, "waiting": waiting, "blocked": blocked}
+
+
+# -- Fault Tolerance ----------------------------------------------------------------------
+def _ft_delete_ops(store: Store, name: str) -> list:
+    return [store.delete_op(k + name) for k in (K.FT, K.FTRX, K.FTACK, K.FTSTAT)]
+
+
+def ft_state(snap: dict[str, Entry], name: str) -> dict[str, Any]:
+    """What ``vm show`` says of a VM's FT: disabled | needs-secondary | starting |
+    protected | unprotected, the secondary, and the primary's figures."""
+    ft = snap.get(K.FT + name)
+    if ft is None:
+        return {"state": "disabled"}
+    sec, epoch = ft.value.get("secondary"), ft.value.get("epoch")
+    stat = snap.get(K.FTSTAT + name)
+    st = stat.value if stat is not None and stat.value.get("epoch") == epoch and stat.value.get("secondary") == sec else {}
+    if sec is None:
+        state = "needs-secondary"
+    elif not st:
+        state = "starting"
+    else:
+        state = str(st.get("state", "starting"))
+    out: dict[str, Any] = {"state": state, "secondary": sec, "epoch": epoch}
+    for k in ("checkpoints", "failures", "interval_ms", "pause_ms", "bytes", "lag_ms", "last_error"):
+        if k in st:
+            out[k] = st[k]
+    return out
+
+
+def ft_limits(spec: VMSpec) -> str | None:
+    """Why FT cannot protect this VM, or None."""
+    from vigil.hypervisor.ft import MAX_FT_MEMORY_MB
+
+    if spec.memory_mb > MAX_FT_MEMORY_MB:
+        return (f"FT supports VMs of up to {MAX_FT_MEMORY_MB} MiB (each checkpoint copies the whole RAM); "
+                f"{spec.name} has {spec.memory_mb} MiB")
+    return None
+
+
+async def ft_enable(store: Store, name: str) -> bool:
+    """Turn FT on; the controller places the secondary. False when it was on already."""
+    spec, e = await get_vm(store, name)
+    why = ft_limits(spec)
+    if why:
+        raise SpecError(why)
+    snap = await store.snapshot()
+    if (K.FT + name) in snap:
+        return False
+    hosts = [HostInfo.from_json(x.value) for x in _under(snap, K.HOSTS).values()]
+    reach = [h.name for h in hosts if spec.datastores <= set(h.datastores)]
+    if len(reach) < 2:
+        raise SpecError(f"FT needs two hosts that reach {', '.join(sorted(spec.datastores))}; "
+                        f"only {', '.join(reach) or 'none'} do")
+    ev = make_event("ft-enabled", f"{name}: Fault Tolerance on", vm=name, source="cli")
+    return await store.txn([store.unchanged(K.VMS + name, e.mod_revision), store.absent(K.FT + name)],
+                           [store.put_op(K.FT + name, {"secondary": None, "epoch": 1}), event_put_op(store, ev)])
+
+
+async def ft_disable(store: Store, name: str) -> bool:
+    await get_vm(store, name)
+    if await store.get(K.FT + name) is None:
+        return False
+    ev = make_event("ft-disabled", f"{name}: Fault Tolerance off", vm=name, source="cli")
+    return await store.txn([], [*_ft_delete_ops(store, name), event_put_op(store, ev)])

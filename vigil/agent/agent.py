@@ -18,8 +18,10 @@ from pathlib import Path
 
 from vigil.agent import dsheartbeat as dshb
 from vigil.agent import executor
+from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.isolation import any_answers, is_isolated, isolation_action
 from vigil.config import AgentConfig
+from vigil.hypervisor.qemu import OutputGate
 from vigil.model import Assignment, HostInfo, VMSpec, VMStatus
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
@@ -45,6 +47,7 @@ class LocalVM:
     last_hb: float = 0.0
     stopping: bool = False
     monitor: asyncio.Task | None = None
+    gate: OutputGate | None = None  # the guest's output on its way out (held for FT)
 
 
 class Agent:
@@ -67,6 +70,8 @@ class Agent:
         self.leader_task: asyncio.Task | None = None
         self.leader_hb = dshb.HbTracker(time.monotonic())
         self.published: dict[str, tuple] = {}
+        self.ft = FtRunner(self)
+        self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
         self._stop = asyncio.Event()
         self._lease_file = self.run_dir / "agent-lease.json"
 
@@ -227,7 +232,8 @@ class Agent:
         self.isolated = True
         log.warning("%s is isolated: applying isolation responses", self.me)
         for name, vm in list(self.vms.items()):
-            action = isolation_action(vm.spec)
+            # an FT VM's secondary takes over: the primary must not run on
+            action = "power-off" if name in self.ft.enabled else isolation_action(vm.spec)
             if action == "power-off":
                 await self._power_off(name, "isolation response: power off")
             elif action == "shutdown":
@@ -240,8 +246,12 @@ class Agent:
         if vm and vm.monitor:
             vm.monitor.cancel()
 
-    def _adopt(self, name: str, pid: int, spec: VMSpec | None, gen: int) -> LocalVM:
-        vm = LocalVM(name=name, pid=pid, gen=gen, spec=spec)
+    def _adopt(self, name: str, pid: int, spec: VMSpec | None, gen: int, held: bool = False) -> LocalVM:
+        """``held``: keep the guest's output back until the FT roles are known (a QEMU
+        found running at start may be an FT primary)."""
+        vm = LocalVM(name=name, pid=pid, gen=gen, spec=spec, gate=OutputGate(executor.paths(self.cfg, name).guest_log))
+        if held:
+            vm.gate.hold()
         vm.monitor = asyncio.create_task(self._watch_guest(vm))
         self.vms[name] = vm
         return vm
@@ -250,7 +260,7 @@ class Agent:
         """Follow the guest's heartbeat port; reconnect while the QEMU lives."""
         while vm.name in self.vms:
             try:
-                async for hb in executor.guest_heartbeats(self.cfg, vm.name):
+                async for hb in executor.guest_heartbeats(self.cfg, vm.name, vm.gate):
                     first = vm.guest != "ok"
                     vm.guest, vm.last_hb = "ok", time.time()
                     vm.guest_seq, vm.acked = hb.seq, hb.acked
@@ -331,6 +341,26 @@ class Agent:
         await self.event("vm-started", f"{name} started on {self.me} (pid {pid})", vm=name, pid=pid)
         await self._status(name, "running")
 
+    async def _promote(self, spec: VMSpec, a: Assignment, sb: Standby) -> None:
+        """FT failover: run the committed standby (we hold the ownership key)."""
+        name = spec.name
+        self.starting.add(name)
+        try:
+            pid = await self.ft.promote(name, sb)
+        except Exception as e:
+            executor.qemu.kill_pid(sb.pid)
+            self.starting.discard(name)
+            await self.event("ft-failover-failed", f"{name}: the standby on {self.me} could not go live ({e}); "
+                             "starting it from disk", vm=name)
+            await self._start(spec, a)
+            return
+        finally:
+            self.starting.discard(name)
+        self._adopt(name, pid, spec, a.gen)
+        await self.event("ft-failover", f"{name}: live on {self.me} from checkpoint {sb.seq}, without a restart",
+                         vm=name, pid=pid, seq=sb.seq)
+        await self._status(name, "running")
+
     def adopt_migrated(self, name: str, pid: int, spec: VMSpec, gen: int) -> None:
         """A VM that arrived by live migration: it runs already, watch it like ours."""
         vm = self._adopt(name, pid, spec, gen)
@@ -356,6 +386,12 @@ class Agent:
             for vm, e in assign.items()
             if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"
         }
+        for name, a in mine.items():  # FT failovers: keep the standby before sync drops the role
+            if a.reason == "ft-failover" and name not in self.vms and name not in self.promoting:
+                sb = self.ft.take_committed(name)
+                if sb is not None:
+                    self.promoting[name] = sb
+        self.ft.sync(snap, specs)
         # VMs running here that should not: stopped, deleted, or handed to another host.
         for name, vm in list(self.vms.items()):
             if vm.stopping or name in mine:
@@ -392,7 +428,11 @@ class Agent:
             if owner not in (None, self.me):
                 continue  # the old copy may still run: wait for its owner to let go
             if owner == self.me or await self._claim(name, assign[name]):
-                asyncio.create_task(self._start(specs[name], a))
+                sb = self.promoting.pop(name, None)
+                if sb is not None:
+                    asyncio.create_task(self._promote(specs[name], a, sb))
+                else:
+                    asyncio.create_task(self._start(specs[name], a))
 
     async def _claim(self, name: str, assign_entry: Entry) -> bool:
         """Take the VM's ownership key, bound to our lease, if the assignment is unchanged."""
@@ -454,8 +494,9 @@ class Agent:
         self.pet_watchdog()
         self.accel = await executor.probe_accel(self.cfg)
         await self._check_datastores()
+        self.ft.clean_leftovers()
         for name, pid in executor.find_running(self.cfg).items():
-            self._adopt(name, pid, None, 0)
+            self._adopt(name, pid, None, 0, held=True)
             log.info("adopted running VM %s (pid %d)", name, pid)
         while not self._stop.is_set():
             try:
@@ -477,6 +518,7 @@ class Agent:
         for vm in self.vms.values():
             if vm.monitor:
                 vm.monitor.cancel()
+        await self.ft.stop_all()
         await self.store.close()
 
 

@@ -77,7 +77,8 @@ async def shutdown(cfg: AgentConfig, vm: str, pid: int, timeout: float) -> bool:
         return False
 
 
-async def guest_heartbeats(cfg: AgentConfig, vm: str) -> AsyncIterator["qemu.Heartbeat"]:
-    async with qemu.GuestChannel(paths(cfg, vm)) as ch:
+async def guest_heartbeats(cfg: AgentConfig, vm: str,
+                           gate: "qemu.OutputGate | None" = None) -> AsyncIterator["qemu.Heartbeat"]:
+    async with qemu.GuestChannel(paths(cfg, vm), gate) as ch:
         async for hb in ch:
             yield hb

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import MappingProxyType
 from typing import Callable
 
@@ -17,9 +17,9 @@ from vigil.agent import dsheartbeat as dshb
 from vigil.agent.isolation import ping
 from vigil.config import AgentConfig
 from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
-from vigil.policy.plan import (AssignVM, NotRestarted, SetHostState, StartMigration, Waiting, next_assignment,
-                               plan)
-from vigil.policy.view import ClusterView, HostView, Retry, Timing, VMView
+from vigil.policy.plan import (AssignVM, NotRestarted, SetHostState, SetSecondary, StartMigration, Waiting,
+                               next_assignment, plan)
+from vigil.policy.view import ClusterView, FtView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
 from vigil.store.events import event_put_op, make_event, trim
@@ -125,6 +125,10 @@ class Controller:
                 owner=own[name].value if name in own else None,
                 status=VMStatus.from_json(status[name].value) if name in status else None,
             )
+        ftk, acks, ftstat = under(K.FT), under(K.FTACK), under(K.FTSTAT)
+        for name, v in list(vms.items()):
+            if name in ftk:
+                vms[name] = replace(v, ft=ft_view(ftk[name], acks.get(name), ftstat.get(name)))
         tasks = tuple(t for t in (Task.from_json(e.value) for e in under(K.TASKS).values()) if t.state in TASK_ACTIVE)
         rules = tuple(Rule.from_json(e.value) for e in under(K.RULES).values())
         return ClusterView(now=now, hosts=hosts, vms=vms, timing=self.timing,
@@ -173,6 +177,8 @@ class Controller:
                 owner_check, release = [st.absent(own_key)], []
             else:  # a failed host's key: taken away in the same transaction
                 owner_check, release = [st.equals(own_key, action.expect_owner)], [st.delete_op(own_key)]
+            if action.ft_epoch is not None:
+                release.append(st.put_op(K.FT + action.vm, {"secondary": None, "epoch": action.ft_epoch + 1}))
             ok = await self._guarded(
                 [st.unchanged(K.ASSIGN + action.vm, action.expect_rev)] + owner_check,
                 release + [st.put_op(K.ASSIGN + action.vm, a.__dict__), event_put_op(st, ev)],
@@ -194,9 +200,28 @@ class Controller:
                 [st.unchanged(K.TASKS + action.vm, prev.mod_revision if prev else 0),
                  st.equals(K.OWN + action.vm, action.src)],
                 [st.put_op(K.TASKS + action.vm, asdict(task)), event_put_op(st, ev)])
+        elif isinstance(action, SetSecondary):
+            ev = make_event("ft-secondary-placed", f"{action.vm}: FT secondary on {action.host} ({action.reason})",
+                            vm=action.vm, host=action.host, source="controller", epoch=action.epoch)
+            await self._guarded([st.unchanged(K.FT + action.vm, action.expect_rev)], [
+                st.put_op(K.FT + action.vm, {"secondary": action.host, "epoch": action.epoch}), event_put_op(st, ev)])
         elif isinstance(action, (Waiting, NotRestarted)):
             if self.notes.get(action.vm) != action.reason:
                 self.notes[action.vm] = action.reason
                 kind = "vm-waiting" if isinstance(action, Waiting) else "vm-not-restarted"
                 ev = make_event(kind, f"{action.vm}: {action.reason}", vm=action.vm, source="controller")
                 await self._guarded([], [event_put_op(st, ev)])
+
+
+def ft_view(ft: Entry, ack: Entry | None, stat: Entry | None) -> FtView:
+    """The controller's reading of one VM's FT keys: only what the current secondary
+    acknowledged in the current epoch counts, and only what the primary allows."""
+    sec, epoch = ft.value.get("secondary"), int(ft.value.get("epoch", 0))
+    ack_seq = -1
+    if ack is not None and ack.value.get("host") == sec and ack.value.get("epoch") == epoch:
+        ack_seq = int(ack.value.get("seq", -1))
+    valid_from = None
+    vf = stat.value.get("valid_from") if stat is not None else None
+    if vf and int(vf[0]) == epoch and stat is not None and stat.value.get("secondary") == sec:
+        valid_from = int(vf[1])
+    return FtView(secondary=sec, epoch=epoch, ack_seq=ack_seq, valid_from=valid_from, rev=ft.mod_revision)

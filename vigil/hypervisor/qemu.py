@@ -116,8 +116,13 @@ def _is_vm_process(pid: int, paths: VMPaths) -> bool:
     """The pid is alive and is the QEMU of this VM (guards against pid reuse)."""
     if not pid_alive(pid):
         return False
+    argv = _cmdline(pid)
     needle = _opt(paths.qmp_sock)
-    return any(needle in arg for arg in _cmdline(pid))
+    if any(needle in arg for arg in argv):
+        return True
+    # a promoted FT standby was started in a standby dir and its files moved here
+    return "-name" in argv[:-1] and argv[argv.index("-name") + 1].split(",")[0] == paths.dir.name \
+        and any(str(paths.dir.parent / ".ft") in arg for arg in argv)
 
 
 def find_running(run_dir: Path) -> dict[str, int]:
@@ -563,6 +568,51 @@ class Heartbeat:
                    time.time() if received is None else received)
 
 
+class OutputGate:
+    """Where the guest's output reaches the outside world (``guest.log``).
+
+    Open, every line goes out at once. Held (an FT primary, the Remus output rule), lines
+    wait until :meth:`release` is given a cut: the count of lines received when a
+    checkpoint stopped the guest, released once that checkpoint is safe on the secondary.
+    A line counted late is only released later, never early, so a cut taken any time
+    while the guest is stopped is safe.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = False
+        self.received = 0
+        self.released = 0
+        self._pending: list[str] = []
+
+    def add(self, line: str) -> None:
+        self.received += 1
+        self._pending.append(line)
+        if not self.held:
+            self.release(self.received)
+
+    def hold(self) -> None:
+        self.held = True
+
+    def open(self) -> None:
+        """Release everything and let lines through again (no checkpoint protects them)."""
+        self.held = False
+        self.release(self.received)
+
+    def release(self, upto: int) -> None:
+        n = min(upto, self.received) - self.released
+        if n <= 0:
+            return
+        out, self._pending = self._pending[:n], self._pending[n:]
+        with open(self.path, "a") as f:
+            f.write("".join(x + "\n" for x in out))
+        self.released += n
+
+    @property
+    def pending(self) -> int:
+        return self.received - self.released
+
+
 class GuestChannel:
     """The host end of the guest heartbeat port (``hb.sock``): yields parsed heartbeats.
 
@@ -572,8 +622,9 @@ class GuestChannel:
     Every raw line is appended to ``guest.log`` with the host time.
     """
 
-    def __init__(self, paths: VMPaths) -> None:
+    def __init__(self, paths: VMPaths, gate: "OutputGate | None" = None) -> None:
         self.paths = paths
+        self.gate = gate or OutputGate(paths.guest_log)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -607,17 +658,16 @@ class GuestChannel:
         if self._reader is None:
             await self.connect()
         assert self._reader is not None
-        with open(self.paths.guest_log, "a", buffering=1) as log:
-            while True:
-                try:
-                    raw = await self._reader.readline()
-                except (OSError, ValueError):
-                    return
-                if not raw:
-                    return
-                now = time.time()
-                line = raw.decode(errors="replace").rstrip("\n")
-                log.write(f"{now:.3f} {line}\n")
-                hb = Heartbeat.parse(line, now)
-                if hb is not None:
-                    yield hb
+        while True:
+            try:
+                raw = await self._reader.readline()
+            except (OSError, ValueError):
+                return
+            if not raw:
+                return
+            now = time.time()
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.gate.add(f"{now:.3f} {line}")
+            hb = Heartbeat.parse(line, now)
+            if hb is not None:
+                yield hb

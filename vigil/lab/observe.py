@@ -80,7 +80,8 @@ def qemu_processes() -> dict[str, list[int]]:
                 continue
             if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-            if b"-incoming" in argv and b"-S" not in argv and _waiting_for_migration(int(d.name)):
+            named_threads = any(a.endswith(b",debug-threads=on") for a in argv)
+            if b"-incoming" in argv and _waiting_for_migration(int(d.name), named_threads):
                 continue
             if b"-pidfile" in argv:
                 pidfile = argv[argv.index(b"-pidfile") + 1].decode()
@@ -93,9 +94,10 @@ def qemu_processes() -> dict[str, list[int]]:
     return out
 
 
-def _waiting_for_migration(pid: int) -> bool:
-    """A destination QEMU whose vCPUs have not run yet (still waiting for its migration)
-    is no running copy. Its vCPU threads ("CPU 0/TCG") have used no CPU time until then."""
+def _waiting_for_migration(pid: int, named_threads: bool) -> bool:
+    """A destination QEMU (or an FT standby) whose vCPUs have not run yet is no running
+    copy. Its vCPU threads ("CPU 0/TCG") have used no CPU time until then; while it starts
+    it has none yet."""
     found = False
     try:
         for t in Path(f"/proc/{pid}/task").iterdir():
@@ -106,7 +108,8 @@ def _waiting_for_migration(pid: int) -> bool:
                     return False
     except OSError:
         return False
-    return found  # no named vCPU thread (no debug-threads): count it, to be safe
+    # no vCPU thread: still starting if its threads are named, else unknown: count it, to be safe
+    return found or named_threads
 
 
 def running_vms_ok(names: list[str], exclude_hosts: set[str] = frozenset()) -> dict[str, dict] | None:
@@ -226,7 +229,7 @@ def guest_heartbeats(vm: str) -> list[tuple[float, str, int, str]]:
 
     out = []
     for log in HOSTS_DIR.glob(f"*/run/{vm}/guest.log"):
-        host = log.parts[-5]
+        host = log.parts[-4]
         for line in log.read_text().splitlines():
             p = line.split()
             if len(p) >= 6 and p[1] == "hb" and p[2].isdigit():

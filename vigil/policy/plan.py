@@ -31,12 +31,26 @@ class AssignVM:
     host: str
     gen: int
     expect_rev: int
-    kind: str  # place | restart | retry
+    kind: str  # place | restart | retry | ft-failover
     reason: str
     retry: Retry | None = None
     # The failed host that still holds the ownership key: it is taken from it in the same
     # transaction. None: nobody may own the VM.
     expect_owner: str | None = None
+    # an FT VM's epoch: the new assignment voids its standbys (the ft key is reset to no
+    # secondary, epoch + 1, in the same transaction)
+    ft_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class SetSecondary:
+    """Give an FT VM a (new) secondary host; the epoch makes every older standby void."""
+
+    vm: str
+    host: str
+    epoch: int
+    expect_rev: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,7 @@ class StartMigration:
     reason: str
 
 
-Action = SetHostState | AssignVM | Waiting | NotRestarted | StartMigration
+Action = SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary
 
 # Live migrations a host in maintenance sends at once (vSphere allows 8 per host; TCG
 # guests on small lab machines converge better a few at a time).
@@ -108,7 +122,9 @@ def plan(view: ClusterView) -> list[Action]:
         return not vm_lost_on(states[a.host], view.hosts[a.host], v.spec.name)
 
     load: dict[str, Load] = host_load(
-        (v.assignment.host, v.spec) for v in view.vms.values() if v.assignment and still_there(v)
+        [(v.assignment.host, v.spec) for v in view.vms.values() if v.assignment and still_there(v)]
+        # admission control counts an FT secondary's memory on its host
+        + [(v.ft.secondary, v.spec) for v in view.vms.values() if v.ft and v.ft.secondary in view.hosts]
     )
     where = {n: v.assignment.host for n, v in view.vms.items() if v.assignment and still_there(v)}
     moving = {t.vm for t in view.tasks}
@@ -144,6 +160,16 @@ def plan(view: ClusterView) -> list[Action]:
         retry = view.retries.get(spec.name)
         if kind == "retry" and retry is not None and view.now < retry.not_before:
             continue
+        sec = ft_failover_target(v, states)
+        if kind == "restart" and sec is not None:
+            # its memory is counted on the secondary already
+            where[spec.name] = sec
+            actions.append(AssignVM(
+                vm=spec.name, host=sec, gen=(a.gen + 1) if a else 1, expect_rev=v.assign_rev, kind="ft-failover",
+                reason=f"{why_move}; the FT secondary on {sec} goes live from checkpoint {v.ft.ack_seq}",  # type: ignore[union-attr]
+                expect_owner=v.owner, ft_epoch=v.ft.epoch if v.ft else None,
+            ))
+            continue
         host, why = place(spec, infos, states, load, avoid, view.rules, where)
         if host is None and kind == "retry":
             # The failing host may be the only one: try it again after the backoff.
@@ -167,10 +193,45 @@ def plan(view: ClusterView) -> list[Action]:
                 reason=f"{why_move}; {host}: {why}",
                 retry=new_retry,
                 expect_owner=v.owner,
+                ft_epoch=v.ft.epoch if v.ft else None,
             )
         )
     actions += evacuate(view, states, infos, load, where, moving)
+    actions += secondaries(view, states, infos, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
     return actions
+
+
+def ft_failover_target(v: VMView, states: dict[str, HostState]) -> str | None:
+    """The FT secondary that may take over ``v`` now, if any."""
+    ft = v.ft
+    if ft is None or not ft.can_fail_over or states.get(ft.secondary or "") is not HostState.RUNNING:
+        return None
+    return ft.secondary
+
+
+def secondaries(view: ClusterView, states: dict[str, HostState], infos: dict, load: dict[str, Load],
+                where: dict[str, str], reassigned: set[str]) -> list[Action]:
+    """Every running FT VM has a secondary on another running host (rules and room kept)."""
+    out: list[Action] = []
+    for v in restart_order(list(view.vms.values())):
+        ft, name = v.ft, v.spec.name
+        if ft is None or v.spec.power != "on" or name in reassigned or name not in where:
+            continue
+        primary = where[name]
+        if ft.secondary is not None and ft.secondary != primary and states.get(ft.secondary) is HostState.RUNNING:
+            continue
+        if ft.secondary is not None and ft.secondary in load:
+            load[ft.secondary] = Load(load[ft.secondary].memory_mb - v.spec.memory_mb,
+                                      load[ft.secondary].vcpus - v.spec.vcpus)
+        others = {n: h for n, h in where.items() if n != name}
+        host, why = place(v.spec, infos, states, load, frozenset({primary}), view.rules, others)
+        if host is None:
+            out.append(Waiting(name, f"FT needs a secondary: no host for it: {why}"))
+            continue
+        load[host] = load.get(host, Load()).plus(v.spec)
+        old = f"secondary {ft.secondary} {states.get(ft.secondary, HostState.UNKNOWN).value}" if ft.secondary else "no secondary"
+        out.append(SetSecondary(name, host, ft.epoch + 1, ft.rev, f"{old}; {host}: {why}"))
+    return out
 
 
 def evacuate(view: ClusterView, states: dict[str, HostState], infos: dict, load: dict[str, Load],
@@ -184,6 +245,10 @@ def evacuate(view: ClusterView, states: dict[str, HostState], infos: dict, load:
         for v in restart_order(vms):
             if busy >= MAINTENANCE_PARALLEL:
                 break
+            if v.ft is not None:
+                out.append(Waiting(v.spec.name, f"host {h} entering maintenance: FT VMs are not live-migrated; "
+                                   "turn FT off for it or move it by hand"))
+                continue
             if v.owner != h or v.status is None or v.status.state != "running":
                 out.append(Waiting(v.spec.name, f"host {h} entering maintenance: waits until it runs"))
                 continue

@@ -47,12 +47,29 @@ class HostView:
 
 
 @dataclass(frozen=True)
+class FtView:
+    """A VM's Fault Tolerance, from ``ft/``, ``ftack/`` and ``ftstat/``."""
+
+    secondary: str | None
+    epoch: int
+    ack_seq: int = -1  # newest checkpoint the current secondary holds for this epoch; -1 none
+    valid_from: int | None = None  # oldest checkpoint the primary allows to run (this epoch)
+    rev: int = 0  # mod_revision of the ft key
+
+    @property
+    def can_fail_over(self) -> bool:
+        """The secondary holds a checkpoint no newer output has gone past."""
+        return self.secondary is not None and self.valid_from is not None and self.ack_seq >= self.valid_from
+
+
+@dataclass(frozen=True)
 class VMView:
     spec: VMSpec
     assignment: Assignment | None
     assign_rev: int  # mod_revision of the assignment key, 0 when absent
     owner: str | None  # holder of the leased ownership key
     status: VMStatus | None
+    ft: FtView | None = None  # None: FT off
 
 
 @dataclass(frozen=True)

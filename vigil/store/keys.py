@@ -28,3 +28,7 @@ def event_key(time_ns: int, source: str) -> str:
 RULES = PREFIX + "rules/"  # Rule
 TASKS = PREFIX + "tasks/"  # Task: migrations and disk moves
 MAINTENANCE = PREFIX + "maintenance/"  # a host in (or entering) maintenance mode
+FT = PREFIX + "ft/"  # FT on for the VM: {"secondary": host | None, "epoch": n}, the controller's
+FTRX = PREFIX + "ftrx/"  # leased, by the secondary: where the next checkpoint goes
+FTACK = PREFIX + "ftack/"  # leased, by the secondary: the newest checkpoint it holds complete
+FTSTAT = PREFIX + "ftstat/"  # by the primary: valid_from (oldest checkpoint that may run) and figures

@@ -1,0 +1,383 @@
+"""The agent's Fault Tolerance roles.
+
+*Primary* (the host that runs an FT VM): sends checkpoints to the secondary's standby, one
+after another, and holds the guest's output (its :class:`OutputGate`) until the checkpoint
+that produced it is acknowledged: the outside world never sees what a failover could undo.
+
+*Secondary*: keeps standby QEMUs for the VM (the committed one, the one receiving, a spare
+being started), publishes where the next checkpoint goes (``ftrx/``) and which one it
+holds complete (``ftack/``), both bound to its lease. When the controller hands it the VM
+(assignment kind ``ft-failover``), the agent takes the ownership key and runs the
+committed standby: the guest carries on from its last checkpoint, without a reboot.
+
+Which checkpoints may be run is the primary's word: ``ftstat/<vm>`` carries ``valid_from``,
+the oldest (epoch, seq) consistent with everything the outside has seen. The primary
+raises it before it lets output through unprotected (checkpoints failing, a fresh start);
+the controller promotes only a standby at or past it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vigil.hypervisor import ft as FT
+from vigil.hypervisor import migration as MG
+from vigil.hypervisor import qemu as Q
+from vigil.model import VMSpec
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, StoreError
+
+if TYPE_CHECKING:
+    from vigil.agent.agent import Agent
+
+log = logging.getLogger("vigil.agent.ft")
+
+FT_DIR = ".ft"  # standbys live in run_dir/.ft/<vm>/<seq>/
+CHECKPOINT_GAP_S = 0.1  # the primary runs at least this long between checkpoints
+UNPROTECTED_AFTER_S = 3.0  # no checkpoint acknowledged for this long: output flows again
+ACK_TIMEOUT_S = 5.0
+POLL_S = 0.01
+STAT_EVERY_S = 1.0
+
+
+def _free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Standby:
+    seq: int
+    pid: int
+    paths: Q.VMPaths
+    conn: Q.QMPConn
+    uri: str
+
+
+@dataclass
+class PrimaryStats:
+    """What ``vigil vm show`` tells about a protected VM (written to ``ftstat/``)."""
+
+    checkpoints: int = 0
+    failures: int = 0
+    interval_ms: float = 0.0  # between the last two acknowledged checkpoints
+    pause_ms: float = 0.0  # guest stopped for the last checkpoint
+    bytes: int = 0  # sent by the last checkpoint
+    lag_ms: float = 0.0  # output held: from the checkpoint's cut to its release
+    last_error: str = ""
+    recent: list[float] = field(default_factory=list)
+
+
+class FtRunner:
+    def __init__(self, agent: "Agent") -> None:
+        self.a = agent
+        self.primaries: dict[str, tuple[tuple[str, int], asyncio.Task]] = {}
+        self.secondaries: dict[str, tuple[int, "Secondary"]] = {}
+        self.root = Path(agent.cfg.run_dir) / FT_DIR
+        self.enabled: set[str] = set()  # VMs with FT on, as of the last sync
+
+    def policy(self) -> MG.MigrationPolicy:
+        return MG.MigrationPolicy(**{**FT.FT_POLICY.__dict__, "tls": bool(self.a.cfg.tls_dir)})
+
+    def clean_leftovers(self) -> None:
+        """Standbys of a previous agent run: their checkpoints are unknown now, quit them."""
+        for pidfile in [*self.root.glob("*/*/qemu.pid"), *self.root.glob("*/qemu.pid")]:
+            pid = Q.read_pid(pidfile)
+            if pid and Q._is_vm_process(pid, Q.VMPaths(pidfile.parent)):
+                Q.kill_pid(pid)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def is_primary(self, vm: str) -> bool:
+        return vm in self.primaries
+
+    # -- reconcile -------------------------------------------------------------------
+    def sync(self, snap: dict[str, Entry], specs: dict[str, VMSpec]) -> None:
+        """Start and stop the FT roles this host has in ``snap``."""
+        me = self.a.me
+        ft = {K.name_of(k, K.FT): e.value for k, e in snap.items() if k.startswith(K.FT)}
+        own = {K.name_of(k, K.OWN): e.value for k, e in snap.items() if k.startswith(K.OWN)}
+        assign = {K.name_of(k, K.ASSIGN): e.value for k, e in snap.items() if k.startswith(K.ASSIGN)}
+        want_p: dict[str, tuple[str, int]] = {}
+        self.enabled = set(ft)
+        for name, vm in self.a.vms.items():
+            f = ft.get(name)
+            if own.get(name) == me and not vm.stopping and f is not None and f.get("secondary") not in (None, me):
+                want_p[name] = (f["secondary"], int(f["epoch"]))
+            elif name not in self.primaries:
+                vm.gate.open()  # no secondary to fail over to: nothing to hold back
+        for name, (key, task) in list(self.primaries.items()):
+            if want_p.get(name) != key or task.done():
+                task.cancel()
+                del self.primaries[name]
+        for name, key in want_p.items():
+            if name not in self.primaries:
+                self.primaries[name] = (key, asyncio.create_task(self._primary(name, *key)))
+        want_s: dict[str, int] = {}
+        for name, f in ft.items():
+            spec = specs.get(name)
+            a = assign.get(name) or {}
+            if f.get("secondary") == me and spec is not None and spec.power == "on" and a.get("host") not in (None, me):
+                want_s[name] = int(f["epoch"])
+        for name, (epoch, sec) in list(self.secondaries.items()):
+            if want_s.get(name) != epoch:
+                del self.secondaries[name]
+                asyncio.create_task(sec.stop())
+        for name, epoch in want_s.items():
+            if name not in self.secondaries:
+                sec = Secondary(self, name, epoch, specs[name])
+                sec.start()
+                self.secondaries[name] = (epoch, sec)
+
+    def take_committed(self, vm: str) -> Standby | None:
+        """For a failover: the committed standby, detached so that nothing quits it."""
+        entry = self.secondaries.pop(vm, None)
+        if entry is None:
+            return None
+        sec = entry[1]
+        sb, sec.committed = sec.committed, None
+        if sb is not None:
+            sec.standbys.remove(sb)
+            # out of the VM's standby dir, which stop() clears
+            live = Q.VMPaths(self.root / f"{vm}.live-{sb.seq}")
+            shutil.rmtree(live.dir, ignore_errors=True)
+            os.rename(sb.paths.dir, live.dir)
+            sb.paths = live
+        asyncio.create_task(sec.stop())
+        return sb
+
+    async def promote(self, vm: str, sb: Standby) -> int:
+        """Run the standby ``sb`` as the VM (its ownership key is ours already) and move its
+        files to the VM's run dir, where everything else finds a running VM. Returns the pid."""
+        try:
+            await FT.go_live(sb.conn)
+        finally:
+            await sb.conn.close()
+        dest = Q.VMPaths.for_vm(Path(self.a.cfg.run_dir), vm)
+        dest.dir.mkdir(parents=True, exist_ok=True)
+        for name in ("qmp.sock", "hb.sock", "qemu.pid", "serial.log"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(sb.paths.dir / name, dest.dir / name)
+        shutil.rmtree(sb.paths.dir, ignore_errors=True)
+        return sb.pid
+
+    async def stop_all(self) -> None:
+        for _, t in self.primaries.values():
+            t.cancel()
+        for _, sec in self.secondaries.values():
+            await sec.stop()
+
+    # -- primary ---------------------------------------------------------------------
+    async def _get(self, key: str) -> dict[str, Any] | None:
+        e = await self.a.store.get(key)
+        return e.value if e is not None else None
+
+    async def _primary(self, vm: str, secondary: str, epoch: int) -> None:
+        a, store = self.a, self.a.store
+        local = a.vms.get(vm)
+        if local is None:
+            return
+        gate = local.gate
+        paths = Q.VMPaths.for_vm(Path(a.cfg.run_dir), vm)
+        st = PrimaryStats()
+        last_seq = 0
+        last_ok = time.monotonic()
+        last_ack_t = 0.0
+        last_stat = 0.0
+        valid_from: tuple[int, int] | None = None
+        protected = False
+
+        async def write_stat(state: str) -> None:
+            nonlocal last_stat
+            last_stat = time.monotonic()
+            await store.txn([store.equals(K.OWN + vm, a.me)], [store.put_op(K.FTSTAT + vm, {
+                "host": a.me, "secondary": secondary, "epoch": epoch, "state": state,
+                "valid_from": list(valid_from) if valid_from else None, "checkpoints": st.checkpoints,
+                "failures": st.failures, "interval_ms": round(st.interval_ms, 1), "pause_ms": round(st.pause_ms, 1),
+                "bytes": st.bytes, "lag_ms": round(st.lag_ms, 1), "last_error": st.last_error, "time": time.time(),
+            })])
+
+        async def invalidate() -> bool:
+            """Bar every checkpoint the secondary holds so far (before output flows freely)."""
+            nonlocal valid_from
+            rx, ack = await self._get(K.FTRX + vm), await self._get(K.FTACK + vm)
+            seen = max([last_seq] + [int(x["seq"]) for x in (rx, ack)
+                                     if x and x.get("epoch") == epoch and x.get("host") == secondary])
+            valid_from = (epoch, seen + 1)
+            try:
+                await write_stat("unprotected")
+                return True
+            except StoreError:
+                return False
+
+        try:
+            gate.hold()
+            while not await invalidate():
+                await asyncio.sleep(0.5)
+            gate.open()
+            await a.event("ft-starting", f"{vm}: FT checkpoints from {a.me} to {secondary} (epoch {epoch})", vm=vm)
+            while True:
+                now = time.monotonic()
+                if protected and now - last_ok > UNPROTECTED_AFTER_S:
+                    if await invalidate():
+                        protected = False
+                        gate.open()
+                        await a.event("ft-unprotected", f"{vm}: no checkpoint acknowledged for "
+                                      f"{UNPROTECTED_AFTER_S:.0f}s ({st.last_error or 'secondary silent'}); "
+                                      "runs unprotected", vm=vm)
+                rx = await self._get(K.FTRX + vm)
+                if not rx or rx.get("epoch") != epoch or rx.get("host") != secondary or int(rx["seq"]) <= last_seq \
+                        or (valid_from and int(rx["seq"]) < valid_from[1]):
+                    await asyncio.sleep(POLL_S * 5)
+                    continue
+                seq = int(rx["seq"])
+                last_seq = seq
+                gate.hold()
+                t0 = time.monotonic()
+                try:
+                    async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
+                        res = await FT.checkpoint(src, str(rx["uri"]), self.policy())
+                        cut = gate.received  # the guest is stopped: all of this precedes the checkpoint
+                        await FT.resume(src)
+                except (Q.QemuError, OSError) as e:
+                    st.failures += 1
+                    st.last_error = str(e)[:200]
+                    log.warning("%s: checkpoint %d to %s failed: %s", vm, seq, secondary, e)
+                    await asyncio.sleep(0.3)
+                    continue
+                t_cut = time.monotonic()
+                acked = await self._wait_ack(vm, secondary, epoch, seq)
+                if not acked:
+                    st.failures += 1
+                    st.last_error = f"checkpoint {seq} not acknowledged within {ACK_TIMEOUT_S:.0f}s"
+                    continue
+                gate.release(cut)
+                now = time.monotonic()
+                st.checkpoints += 1
+                st.pause_ms, st.bytes, st.lag_ms = res.downtime_ms, res.ram_transferred, (now - t_cut) * 1000
+                if last_ack_t:
+                    st.interval_ms = (now - last_ack_t) * 1000
+                last_ack_t = last_ok = now
+                if not protected:
+                    protected = True
+                    await a.event("ft-protected", f"{vm}: protected by {secondary} (checkpoint {seq}, "
+                                  f"{(now - t0) * 1000:.0f} ms, {res.ram_transferred // (1024 * 1024)} MiB)", vm=vm)
+                if now - last_stat > STAT_EVERY_S:
+                    with contextlib.suppress(StoreError):
+                        await write_stat("protected")
+                await asyncio.sleep(CHECKPOINT_GAP_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: FT primary loop", vm)
+
+    async def _wait_ack(self, vm: str, secondary: str, epoch: int, seq: int) -> bool:
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(StoreError):
+                ack = await self._get(K.FTACK + vm)
+                if ack and ack.get("host") == secondary and ack.get("epoch") == epoch and int(ack["seq"]) >= seq:
+                    return True
+            await asyncio.sleep(POLL_S)
+        return False
+
+
+class Secondary:
+    """The standbys of one VM on this host, for one FT epoch."""
+
+    def __init__(self, runner: FtRunner, vm: str, epoch: int, spec: VMSpec) -> None:
+        self.r = runner
+        self.vm = vm
+        self.epoch = epoch
+        self.spec = spec
+        self.dir = runner.root / vm
+        self.committed: Standby | None = None
+        self.standbys: list[Standby] = []
+        self.task: asyncio.Task | None = None
+        self.spare: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run())
+
+    async def _spawn(self, seq: int) -> Standby:
+        a = self.r.a
+        paths = Q.VMPaths(self.dir / str(seq))
+        shutil.rmtree(paths.dir, ignore_errors=True)
+        pid = await FT.start_standby(self.spec, paths, a.accel, dict(a.cfg.datastores), a.cfg.tls_dir or None)
+        sb = Standby(seq, pid, paths, Q.QMPConn(paths, pid=pid, name=self.vm), "")
+        self.standbys.append(sb)
+        await sb.conn.connect()
+        sb.uri = f"tcp:{a.cfg.address}:{_free_port(a.cfg.address)}"
+        await FT.prepare_standby(sb.conn, sb.uri, self.r.policy())
+        return sb
+
+    async def _quit(self, sb: Standby | None) -> None:
+        if sb is None:
+            return
+        with contextlib.suppress(Exception):
+            await sb.conn.close()
+        Q.kill_pid(sb.pid)
+        if sb in self.standbys:
+            self.standbys.remove(sb)
+        shutil.rmtree(sb.paths.dir, ignore_errors=True)
+
+    async def _publish(self, key: str, seq: int, **extra: object) -> None:
+        a = self.r.a
+        await a.store.put(key + self.vm, {"host": a.me, "epoch": self.epoch, "seq": seq, "time": time.time(), **extra},
+                          lease=a.lease_id)
+
+    async def run(self) -> None:
+        a = self.r.a
+        try:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            # numbered from the clock, so a restarted agent never reuses a number
+            rx = await self._spawn(int(time.time() * 1000))
+            await self._publish(K.FTRX, rx.seq, uri=rx.uri)
+            self.spare = asyncio.create_task(self._spawn(rx.seq + 1))
+            await a.event("ft-secondary", f"{self.vm}: standby ready on {a.me} (epoch {self.epoch})", vm=self.vm)
+            while True:
+                state = await FT.standby_state(rx.conn)
+                if state == "receiving":
+                    if not Q.pid_alive(rx.pid):
+                        state = "failed"
+                    else:
+                        await asyncio.sleep(POLL_S)
+                        continue
+                if state == "committed":
+                    old, self.committed = self.committed, rx
+                    await self._publish(K.FTACK, rx.seq)
+                    await self._quit(old)
+                else:
+                    log.warning("%s: standby %d failed to receive its checkpoint", self.vm, rx.seq)
+                    await self._quit(rx)
+                rx = await self.spare
+                await self._publish(K.FTRX, rx.seq, uri=rx.uri)
+                self.spare = asyncio.create_task(self._spawn(rx.seq + 1))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: FT secondary loop", self.vm)
+
+    async def stop(self) -> None:
+        """Quit every standby of this VM here (a committed one taken for a failover is no
+        longer in the list)."""
+        for t in (self.task, self.spare):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+        for sb in list(self.standbys):
+            await self._quit(sb)
+        for pidfile in self.dir.glob("*/qemu.pid"):  # one started while we were cancelled
+            pid = Q.read_pid(pidfile)
+            if pid and Q._is_vm_process(pid, Q.VMPaths(pidfile.parent)):
+                Q.kill_pid(pid)
+        shutil.rmtree(self.dir, ignore_errors=True)
