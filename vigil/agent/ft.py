@@ -24,7 +24,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ FT_DIR = ".ft"  # standbys live in run_dir/.ft/<vm>/<seq>/
 CHECKPOINT_GAP_S = 0.1  # the primary runs at least this long between checkpoints
 UNPROTECTED_AFTER_S = 3.0  # no checkpoint acknowledged for this long: output flows again
 ACK_TIMEOUT_S = 5.0
+RECEIVE_TIMEOUT_S = 30.0  # a checkpoint still coming in after this long has stalled
 POLL_S = 0.01
 STAT_EVERY_S = 1.0
 
@@ -74,7 +75,7 @@ class PrimaryStats:
     bytes: int = 0  # sent by the last checkpoint
     lag_ms: float = 0.0  # output held: from the checkpoint's cut to its release
     last_error: str = ""
-    recent: list[float] = field(default_factory=list)
+    abandoned: int = 0  # the last checkpoint the primary gave up on (its receiver may quit)
 
 
 class FtRunner:
@@ -202,7 +203,8 @@ class FtRunner:
                 "host": a.me, "secondary": secondary, "epoch": epoch, "state": state,
                 "valid_from": list(valid_from) if valid_from else None, "checkpoints": st.checkpoints,
                 "failures": st.failures, "interval_ms": round(st.interval_ms, 1), "pause_ms": round(st.pause_ms, 1),
-                "bytes": st.bytes, "lag_ms": round(st.lag_ms, 1), "last_error": st.last_error, "time": time.time(),
+                "bytes": st.bytes, "lag_ms": round(st.lag_ms, 1), "last_error": st.last_error,
+                "abandoned": st.abandoned, "time": time.time(),
             })])
 
         async def invalidate() -> bool:
@@ -250,7 +252,10 @@ class FtRunner:
                 except (Q.QemuError, OSError) as e:
                     st.failures += 1
                     st.last_error = str(e)[:200]
+                    st.abandoned = seq
                     log.warning("%s: checkpoint %d to %s failed: %s", vm, seq, secondary, e)
+                    with contextlib.suppress(StoreError):
+                        await write_stat("protected" if protected else "unprotected")
                     await asyncio.sleep(0.3)
                     continue
                 t_cut = time.monotonic()
@@ -303,6 +308,7 @@ class Secondary:
         self.standbys: list[Standby] = []
         self.task: asyncio.Task | None = None
         self.spare: asyncio.Task | None = None
+        self._asked = 0.0
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run())
@@ -343,14 +349,22 @@ class Secondary:
             await self._publish(K.FTRX, rx.seq, uri=rx.uri)
             self.spare = asyncio.create_task(self._spawn(rx.seq + 1))
             await a.event("ft-secondary", f"{self.vm}: standby ready on {a.me} (epoch {self.epoch})", vm=self.vm)
+            active_since = 0.0
             while True:
                 state = await FT.standby_state(rx.conn)
-                if state == "receiving":
-                    if not Q.pid_alive(rx.pid):
+                if state == "receiving" and not active_since:
+                    active_since = time.monotonic()
+                if state in ("listening", "receiving"):
+                    # a checkpoint whose stream stopped (the primary cancels it after a stall
+                    # and goes on) leaves its receiver waiting for ever: give up on it
+                    stuck = active_since and (time.monotonic() - active_since > RECEIVE_TIMEOUT_S
+                                              or await self._abandoned(rx.seq))
+                    if not Q.pid_alive(rx.pid) or stuck:
                         state = "failed"
                     else:
                         await asyncio.sleep(POLL_S)
                         continue
+                active_since = 0.0
                 if state == "committed":
                     old, self.committed = self.committed, rx
                     await self._publish(K.FTACK, rx.seq)
@@ -365,6 +379,17 @@ class Secondary:
             raise
         except Exception:
             log.exception("%s: FT secondary loop", self.vm)
+
+    async def _abandoned(self, seq: int) -> bool:
+        """The primary gave up on checkpoint ``seq`` (asked at most twice a second)."""
+        now = time.monotonic()
+        if now - self._asked < 0.5:
+            return False
+        self._asked = now
+        with contextlib.suppress(StoreError):
+            e = await self.r.a.store.get(K.FTSTAT + self.vm)
+            return e is not None and int(e.value.get("abandoned", 0)) >= seq
+        return False
 
     async def stop(self) -> None:
         """Quit every standby of this VM here (a committed one taken for a failover is no

@@ -84,9 +84,11 @@ def qemu_processes() -> dict[str, list[int]]:
             if b"-incoming" in argv and _waiting_for_migration(int(d.name), named_threads):
                 continue
             if b"-pidfile" in argv:
-                pidfile = argv[argv.index(b"-pidfile") + 1].decode()
-                if Path(pidfile).read_text().strip() != d.name:
-                    continue
+                pidfile = Path(argv[argv.index(b"-pidfile") + 1].decode())
+                if pidfile.exists() or b"-incoming" not in argv:
+                    if pidfile.read_text().strip() != d.name:
+                        continue
+                # else: a promoted FT standby, whose pidfile moved to the VM's run dir
         except (OSError, IndexError):
             continue
         name = argv[argv.index(b"-name") + 1].decode().split(",")[0]
