@@ -235,7 +235,11 @@ class FtRunner:
                         await a.event("ft-unprotected", f"{vm}: no checkpoint acknowledged for "
                                       f"{UNPROTECTED_AFTER_S:.0f}s ({st.last_error or 'secondary silent'}); "
                                       "runs unprotected", vm=vm)
-                rx = await self._get(K.FTRX + vm)
+                try:
+                    rx = await self._get(K.FTRX + vm)
+                except StoreError:
+                    await asyncio.sleep(0.2)
+                    continue
                 if not rx or rx.get("epoch") != epoch or rx.get("host") != secondary or int(rx["seq"]) <= last_seq \
                         or (valid_from and int(rx["seq"]) < valid_from[1]):
                     await asyncio.sleep(POLL_S * 5)
@@ -244,11 +248,16 @@ class FtRunner:
                 last_seq = seq
                 gate.hold()
                 t0 = time.monotonic()
-                try:
+                async def one(uri: str) -> tuple[MG.MigrationResult, int]:
                     async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
-                        res = await FT.checkpoint(src, str(rx["uri"]), self.policy())
+                        res = await FT.checkpoint(src, uri, self.policy())
                         cut = gate.received  # the guest is stopped: all of this precedes the checkpoint
                         await FT.resume(src)
+                        return res, cut
+
+                try:
+                    # shielded: a role change mid-checkpoint must not leave the guest stopped
+                    res, cut = await asyncio.shield(asyncio.ensure_future(one(str(rx["uri"]))))
                 except (Q.QemuError, OSError) as e:
                     st.failures += 1
                     st.last_error = str(e)[:200]

@@ -177,7 +177,8 @@ class Controller:
                 owner_check, release = [st.absent(own_key)], []
             else:  # a failed host's key: taken away in the same transaction
                 owner_check, release = [st.equals(own_key, action.expect_owner)], [st.delete_op(own_key)]
-            if action.ft_epoch is not None:
+            if action.ft_epoch is not None:  # (FT turned off meanwhile: the check fails, next cycle redoes it)
+                owner_check.append(st.unchanged(K.FT + action.vm, action.ft_rev))
                 release.append(st.put_op(K.FT + action.vm, {"secondary": None, "epoch": action.ft_epoch + 1}))
             ok = await self._guarded(
                 [st.unchanged(K.ASSIGN + action.vm, action.expect_rev)] + owner_check,

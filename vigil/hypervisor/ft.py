@@ -84,10 +84,21 @@ async def checkpoint(src: Q.QMPConn, uri: str, policy: MG.MigrationPolicy = FT_P
     """Send one checkpoint to the standby listening on ``uri``. On return the primary is
     stopped (``postmigrate``): take the output cut now, then :func:`resume`. On failure the
     primary runs on (CheckpointFailed)."""
+    await settle(src)
     try:
         return await MG.migrate(src, uri, replace(policy, postcopy_fallback=False), cancel=cancel)
     except MG.MigrationFailed as e:
         raise CheckpointFailed(str(e)) from None
+
+
+async def settle(src: Q.QMPConn) -> None:
+    """Undo what an interrupted checkpoint left: a migration still going (to a standby that
+    may be gone) is cancelled, a primary left stopped after one runs again."""
+    info = await src.execute("query-migrate")
+    if info.get("status") in ("setup", "active", "pre-switchover", "device"):
+        await MG.cancel_migration(src, "an earlier checkpoint was interrupted")
+    if await src.status() in ("postmigrate", "finish-migrate"):
+        await resume(src)
 
 
 async def resume(src: Q.QMPConn) -> float:

@@ -309,6 +309,11 @@ async def migrate(
                 events.clear()
 
 
+async def cancel_migration(src: QMPConn, reason: str) -> None:
+    """Cancel whatever outgoing migration runs and wait until the VM runs again."""
+    await _cancel(src, True, reason)
+
+
 async def _cancel(src: QMPConn, was_running: bool, reason: str, timeout: float = 30.0) -> MigrationResult | None:
     """``migrate_cancel`` and wait until the source runs again. Returns a result instead if
     the migration completed meanwhile (then the VM is on the destination)."""

@@ -50,6 +50,9 @@ def member_argv(name: str, address: str, members: dict[str, str],
         "--initial-cluster-token", token,
         "--heartbeat-interval", "100",
         "--election-timeout", "1000",
+        # a member cut off from the leader alone (a partial partition) must not depose it:
+        # with pre-vote it asks first, and the members that still hear the leader say no
+        "--pre-vote",
         # vigil's clients ping every second to notice a dead member's connection quickly.
         "--grpc-keepalive-min-time", "500ms",
         "--logger", "zap",

@@ -40,6 +40,7 @@ class AssignVM:
     # an FT VM's epoch: the new assignment voids its standbys (the ft key is reset to no
     # secondary, epoch + 1, in the same transaction)
     ft_epoch: int | None = None
+    ft_rev: int = 0  # mod_revision of the ft key the reset expects
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def plan(view: ClusterView) -> list[Action]:
             actions.append(AssignVM(
                 vm=spec.name, host=sec, gen=(a.gen + 1) if a else 1, expect_rev=v.assign_rev, kind="ft-failover",
                 reason=f"{why_move}; the FT secondary on {sec} goes live from checkpoint {v.ft.ack_seq}",  # type: ignore[union-attr]
-                expect_owner=v.owner, ft_epoch=v.ft.epoch if v.ft else None,
+                expect_owner=v.owner, ft_epoch=v.ft.epoch if v.ft else None, ft_rev=v.ft.rev if v.ft else 0,
             ))
             continue
         host, why = place(spec, infos, states, load, avoid, view.rules, where)
@@ -194,6 +195,7 @@ def plan(view: ClusterView) -> list[Action]:
                 retry=new_retry,
                 expect_owner=v.owner,
                 ft_epoch=v.ft.epoch if v.ft else None,
+                ft_rev=v.ft.rev if v.ft else 0,
             )
         )
     actions += evacuate(view, states, infos, load, where, moving)
