@@ -401,12 +401,13 @@ def vm_migrate(
 @friendly
 def vm_move_disk(
     name: str, disk: str, to: str = typer.Option(..., "--to", help="target datastore"),
+    bwlimit: float = typer.Option(0.0, "--bwlimit", help="cap the copy at this many MiB/s (0: no cap)"),
     wait: bool = typer.Option(True, "--wait/--no-wait"), etcd: Optional[str] = ETCD_OPT,
 ) -> None:
     """Move a running VM's disk to another datastore (Storage vMotion)."""
     from vigil import ops
 
-    t = run_store(etcd, lambda s: ops.move_disk(s, name, disk, to))
+    t = run_store(etcd, lambda s: ops.move_disk(s, name, disk, to, bwlimit))
     console.print(f"{name}: disk move queued ({ops.task_summary(t)}), task {t.id}")
     if wait:
         follow_task(etcd, name, t.id)

@@ -258,6 +258,7 @@ class Task:
     created: float = 0.0
     updated: float = 0.0
     reason: str = ""  # who asked: user, maintenance, evacuate
+    bwlimit_mib_s: float = 0.0  # move-disk: cap on the copy (0: none), like Proxmox's bwlimit
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Task":

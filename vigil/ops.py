@@ -201,8 +201,11 @@ async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = N
                                                src=src, dst=to, datastore=datastore or "", reason=reason))
 
 
-async def move_disk(store: Store, name: str, disk: str, to: str) -> Task:
-    """Validate a Storage vMotion and queue it; the owner's agent carries it out."""
+async def move_disk(store: Store, name: str, disk: str, to: str, bwlimit_mib_s: float = 0.0) -> Task:
+    """Validate a Storage vMotion and queue it; the owner's agent carries it out.
+    ``bwlimit_mib_s``: cap the copy so that other I/O on the datastores keeps its share."""
+    if bwlimit_mib_s < 0:
+        raise SpecError(f"--bwlimit must be positive (MiB/s), not {bwlimit_mib_s:g}")
     snap = await store.snapshot()
     if K.VMS + name not in snap:
         raise SpecError(f"no VM named {name!r}")
@@ -221,7 +224,8 @@ async def move_disk(store: Store, name: str, disk: str, to: str) -> Task:
     if to not in HostInfo.from_json(snap[K.HOSTS + src].value).datastores:
         raise SpecError(f"host {src}, where {name} runs, does not reach datastore {to}")
     return await _queue_task(store, snap, Task(id=f"{name}-{int(time.time() * 1000)}", kind="move-disk", vm=name,
-                                               src=src, datastore=to, disk=disk, reason="user"))
+                                               src=src, datastore=to, disk=disk, reason="user",
+                                               bwlimit_mib_s=bwlimit_mib_s))
 
 
 async def _queue_task(store: Store, snap: dict[str, Entry], task: Task) -> Task:

@@ -154,3 +154,22 @@ def test_secondary_host_loss_never_stops_the_primary_and_a_new_secondary_protect
     assert observe.qemu_processes()["f3"] == pid, "the primary was replaced"
     assert vm_row("f3")["owner"] == "host1"
     assert_nothing_visible_lost("f3")
+
+
+def test_partition_between_primary_and_secondary_keeps_one_copy_and_protection_returns(lab):
+    start_protected("f4", "host1")
+    secondary = ft("f4")["secondary"]
+    pid = observe.qemu_processes()["f4"]
+    t0 = observe.events()[-1].time
+    with observe.DuplicateWatch() as watch:
+        faults.partition(lab, ["host1"], [secondary])  # both still reach the third host
+        observe.wait_for("checkpoints failing", lambda: ft("f4").get("failures", 0) > 0, TIMEOUT,
+                         explain=observe.recent_history)
+        done = ft("f4").get("checkpoints", 0)
+        faults.heal(lab)
+        observe.wait_for("protected again", lambda: protected("f4", done + 2), TIMEOUT,
+                         explain=observe.recent_history)
+    watch.check()
+    assert not failed_over("f4", t0)
+    assert observe.qemu_processes()["f4"] == pid, "the primary was replaced"
+    assert_nothing_visible_lost("f4")

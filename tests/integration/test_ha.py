@@ -83,6 +83,30 @@ def test_power_off_restarts_vms_on_survivors_never_twice_and_loses_no_acked_writ
         assert not missing, f"{n}: acknowledged records lost: {missing[:10]}"
 
 
+def test_datastore_lost_on_one_host_restarts_its_vms_where_the_datastore_is_reachable(lab):
+    """VM component protection: host2 loses ds1 (the other hosts still see it)."""
+    names = ["p1"]
+    start_vms(names, "host2", workload=True)
+    observe.wait_for("records acked", lambda: observe.acked_by_guest("host2", "p1") >= 10, 60)
+    t0 = observe.events()[-1].time
+    try:
+        with observe.DuplicateWatch() as watch:
+            faults.datastore_loss(lab, "host2", "ds1")
+            got = observe.wait_for("p1 restarted elsewhere",
+                                   lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT,
+                                   explain=observe.recent_history)
+        watch.check()
+    finally:
+        faults.datastore_restore(lab, "host2", "ds1")
+    assert kinds_since(t0, "vm-component-protection")
+    assert {h["name"]: h["state"] for h in observe.cluster()["hosts"]}["host2"] == "running"
+    acked = observe.acked_by_guest("host2", "p1")
+    new = got["p1"]["host"]
+    observe.wait_for("p1 writing again", lambda: observe.acked_by_guest(new, "p1") > acked, 60)
+    on_disk = set(observe.records_on_disk("p1"))
+    assert not [r for r in range(acked + 1) if r not in on_disk]
+
+
 def test_hang_restarts_only_after_the_watchdog_fenced_the_host(lab):
     names = ["b1", "b2"]
     start_vms(names, "host2")

@@ -138,6 +138,21 @@ def test_source_power_loss_mid_migration_restarts_the_vm_exactly_once(lab):
 def test_storage_vmotion_while_the_guest_writes(lab):
     start(["sv"], "host1", workload=True)
     observe.wait_for("records acked", lambda: observe.acked_by_guest("host1", "sv") >= 10, 60)
+    from vigil.lab.layout import DS_DIR
+
+    # First a copy capped at 32 KiB/s, cancelled mid-mirror: the old image stays in use.
+    observe.call(lambda s: ops.move_disk(s, "sv", "disk0", "ds2", bwlimit_mib_s=1 / 32))
+    observe.wait_for("the mirror under way", lambda: (
+        (t := task_of("sv")) is not None and t.state == "running" and 0 < t.progress.get("offset", 0)), 60)
+    assert (DS_DIR / "ds2" / "sv" / "disk0.qcow2").exists()
+    observe.call(lambda s: ops.cancel_task(s, "sv"))
+    assert wait_task("sv").state == "cancelled"
+    assert observe.call(lambda s: ops.get_vm(s, "sv"))[0].disks[0].datastore == "ds1"
+    assert not (DS_DIR / "ds2" / "sv" / "disk0.qcow2").exists()
+    acked = observe.acked_by_guest("host1", "sv")
+    observe.wait_for("sv writing on its old image", lambda: observe.acked_by_guest("host1", "sv") > acked + 5, 60)
+    assert all(r in set(observe.records_on_disk("sv", "ds1")) for r in range(observe.acked_by_guest("host1", "sv") + 1))
+    # Then the whole move.
     observe.call(lambda s: ops.move_disk(s, "sv", "disk0", "ds2"))
     t = wait_task("sv")
     assert t.state == "done", t.error
@@ -145,8 +160,6 @@ def test_storage_vmotion_while_the_guest_writes(lab):
     observe.wait_for("sv still writing", lambda: observe.acked_by_guest("host1", "sv") > acked + 5, 60)
     spec = observe.call(lambda s: ops.get_vm(s, "sv"))[0]
     assert spec.disks[0].datastore == "ds2"
-    from vigil.lab.layout import DS_DIR
-
     assert not (DS_DIR / "ds1" / "sv" / "disk0.qcow2").exists()
     on_disk = set(observe.records_on_disk("sv", "ds2"))
     assert all(r in on_disk for r in range(observe.acked_by_guest("host1", "sv") + 1))

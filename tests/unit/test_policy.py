@@ -246,3 +246,31 @@ def test_maintenance_host_that_cannot_be_emptied_says_why_and_empty_one_is_in_ma
     empty = plan(ClusterView(now=100, hosts={"h1": h1, "h2": host("h2")}, vms={}))
     assert SetHostState("h1", HostState.MAINTENANCE, "in maintenance mode") in empty
     assert not assigns(plan(ClusterView(now=100, hosts={"h1": h1}, vms={"n": vm("n", None)})))
+
+
+# -- VM component protection ---------------------------------------------------------------
+def test_host_that_lost_the_vms_datastore_powers_it_off_when_another_host_reaches_it():
+    from dataclasses import replace
+
+    from vigil.policy.plan import PowerOffForRestart
+
+    hosts = [host("h1", ds=()), host("h2"), host("h3", ds=("ds2",))]
+    acts = plan(view(hosts, [vm("a", "h1", owner="h1")]))
+    off = [x for x in acts if isinstance(x, PowerOffForRestart)]
+    assert off == [PowerOffForRestart("a", "h1", 1, 5, "h1 lost datastore ds1; h2 still reach it")]
+    assert not [x for x in acts if isinstance(x, AssignVM)]
+    # once its host let go (assignment names no host), it is restarted where ds1 is reachable
+    a = replace(vm("a", "h1"), assignment=Assignment(host="", gen=1, reason="vmcp"), owner=None)
+    assigned = [x for x in plan(view(hosts, [a])) if isinstance(x, AssignVM)]
+    assert [(x.vm, x.host, x.kind, x.gen) for x in assigned] == [("a", "h2", "restart", 2)]
+    # still owned by its old host: wait
+    assert any(isinstance(x, Waiting) for x in plan(view(hosts, [replace(a, owner="h1")])))
+
+
+def test_datastore_lost_everywhere_leaves_the_vm_running():
+    from vigil.policy.plan import PowerOffForRestart
+
+    hosts = [host("h1", ds=()), host("h2", ds=("ds2",))]
+    acts = plan(view(hosts, [vm("a", "h1", owner="h1")]))
+    assert not [x for x in acts if isinstance(x, (PowerOffForRestart, AssignVM))]
+    assert any(isinstance(x, Waiting) and "left running" in x.reason for x in acts)

@@ -401,8 +401,9 @@ class Agent:
             if spec is not None and a is not None and a.value.get("host") != self.me:
                 if self.isolated or not self.lease_ok():
                     continue
-                why = (f"migrated to {a.value.get('host')}" if a.value.get("reason") == "migrate"
-                       else f"assigned to {a.value.get('host')}: this copy must not run")
+                why = {"migrate": f"migrated to {a.value.get('host')}",
+                       "vmcp": "its host lost a datastore of the VM: restarted where the disks are reachable",
+                       }.get(a.value.get("reason", ""), f"assigned to {a.value.get('host')}: this copy must not run")
                 await self._power_off(name, why, report=False)
                 await self._release(name)
             elif spec is None or spec.power == "off" or a is None:

@@ -210,9 +210,12 @@ class FtRunner:
         async def invalidate() -> bool:
             """Bar every checkpoint the secondary holds so far (before output flows freely)."""
             nonlocal valid_from
-            rx, ack = await self._get(K.FTRX + vm), await self._get(K.FTACK + vm)
-            seen = max([last_seq] + [int(x["seq"]) for x in (rx, ack)
-                                     if x and x.get("epoch") == epoch and x.get("host") == secondary])
+            # Only checkpoints this primary sent can be complete on the secondary (and any
+            # it acknowledged); a receiver still listening will hold a newer one, which is fine.
+            ack = await self._get(K.FTACK + vm)
+            seen = last_seq
+            if ack and ack.get("epoch") == epoch and ack.get("host") == secondary:
+                seen = max(seen, int(ack["seq"]))
             valid_from = (epoch, seen + 1)
             try:
                 await write_stat("unprotected")
@@ -226,7 +229,7 @@ class FtRunner:
                 await asyncio.sleep(0.5)
             gate.open()
             await a.event("ft-starting", f"{vm}: FT checkpoints from {a.me} to {secondary} (epoch {epoch})", vm=vm)
-            while True:
+            while a.vms.get(vm) is local and not local.stopping:
                 now = time.monotonic()
                 if protected and now - last_ok > UNPROTECTED_AFTER_S:
                     if await invalidate():
@@ -317,6 +320,7 @@ class Secondary:
         self.standbys: list[Standby] = []
         self.task: asyncio.Task | None = None
         self.spare: asyncio.Task | None = None
+        self.stopped = False  # checked by the loop too: a cancel lost in a race must not keep it spawning
         self._asked = 0.0
 
     def start(self) -> None:
@@ -359,15 +363,16 @@ class Secondary:
             self.spare = asyncio.create_task(self._spawn(rx.seq + 1))
             await a.event("ft-secondary", f"{self.vm}: standby ready on {a.me} (epoch {self.epoch})", vm=self.vm)
             active_since = 0.0
-            while True:
+            while not self.stopped:
                 state = await FT.standby_state(rx.conn)
                 if state == "receiving" and not active_since:
                     active_since = time.monotonic()
                 if state in ("listening", "receiving"):
                     # a checkpoint whose stream stopped (the primary cancels it after a stall
                     # and goes on) leaves its receiver waiting for ever: give up on it
-                    stuck = active_since and (time.monotonic() - active_since > RECEIVE_TIMEOUT_S
-                                              or await self._abandoned(rx.seq))
+                    # (one the primary gave up on may never have seen a byte: a dropped connection)
+                    stuck = (active_since and time.monotonic() - active_since > RECEIVE_TIMEOUT_S
+                             or await self._abandoned(rx.seq))
                     if not Q.pid_alive(rx.pid) or stuck:
                         state = "failed"
                     else:
@@ -403,6 +408,7 @@ class Secondary:
     async def stop(self) -> None:
         """Quit every standby of this VM here (a committed one taken for a failover is no
         longer in the list)."""
+        self.stopped = True
         for t in (self.task, self.spare):
             if t is not None:
                 t.cancel()

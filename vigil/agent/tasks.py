@@ -246,7 +246,7 @@ class TaskRunner:
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=vm.pid, name=t.vm) as conn:
                 result = await mirror.move_disk(conn, idx, new_path, old.size_mb,
                                                 progress=lambda p: write(mirror_progress(p)),
-                                                cancel=self.cancels[t.vm])
+                                                cancel=self.cancels[t.vm], speed=int(t.bwlimit_mib_s * 2**20))
                 # The guest now writes to the new image: record it before the old one goes.
                 if not await self._commit_spec(t.vm, moved_spec(spec, t.datastore, t.disk)):
                     raise mirror.MirrorFailed("the VM's spec changed during the move")

@@ -17,8 +17,8 @@ from vigil.agent import dsheartbeat as dshb
 from vigil.agent.isolation import ping
 from vigil.config import AgentConfig
 from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
-from vigil.policy.plan import (AssignVM, NotRestarted, SetHostState, SetSecondary, StartMigration, Waiting,
-                               next_assignment, plan)
+from vigil.policy.plan import (VMCP_REASON, AssignVM, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
+                               StartMigration, Waiting, next_assignment, plan)
 from vigil.policy.view import ClusterView, FtView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
@@ -201,6 +201,13 @@ class Controller:
                 [st.unchanged(K.TASKS + action.vm, prev.mod_revision if prev else 0),
                  st.equals(K.OWN + action.vm, action.src)],
                 [st.put_op(K.TASKS + action.vm, asdict(task)), event_put_op(st, ev)])
+        elif isinstance(action, PowerOffForRestart):
+            ev = make_event("vm-component-protection", f"{action.vm}: powered off on {action.host} to restart it "
+                            f"elsewhere ({action.reason})", vm=action.vm, host=action.host, source="controller")
+            await self._guarded(
+                [st.unchanged(K.ASSIGN + action.vm, action.expect_rev), st.equals(K.OWN + action.vm, action.host)],
+                [st.put_op(K.ASSIGN + action.vm, Assignment(host="", gen=action.gen, reason=VMCP_REASON).__dict__),
+                 event_put_op(st, ev)])
         elif isinstance(action, SetSecondary):
             ev = make_event("ft-secondary-placed", f"{action.vm}: FT secondary on {action.host} ({action.reason})",
                             vm=action.vm, host=action.host, source="controller", epoch=action.epoch)

@@ -242,6 +242,7 @@ async def move_disk(
     *,
     ready_timeout_s: float | None = None,
     buf_size: int | None = None,
+    speed: int = 0,
 ) -> MirrorResult:
     """Move a running VM's disk to ``new_path`` (a new qcow2 of the same virtual size).
 
@@ -268,6 +269,8 @@ async def move_disk(
             extra: dict[str, Any] = {}
             if buf_size:
                 extra["buf-size"] = buf_size
+            if speed:
+                extra["speed"] = speed  # bytes/s
             job = await _start_mirror(conn, f"move-{new}", old, new, extra)
             await job.wait_ready(events, progress, cancel, ready_timeout_s)
             t_pivot = time.monotonic()

@@ -55,6 +55,19 @@ class SetSecondary:
 
 
 @dataclass(frozen=True)
+class PowerOffForRestart:
+    """VM component protection: the VM's host lost one of its datastores while others
+    still reach it. Its host powers it off (the assignment names no host), then the VM
+    is restarted where its disks are reachable."""
+
+    vm: str
+    host: str
+    gen: int
+    expect_rev: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Waiting:
     """The VM should run but cannot be placed now; it is placed when capacity appears."""
 
@@ -78,7 +91,9 @@ class StartMigration:
     reason: str
 
 
-Action = SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary
+Action = SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary | PowerOffForRestart
+
+VMCP_REASON = "vmcp"  # the assignment's reason while a VM is powered off for component protection
 
 # Live migrations a host in maintenance sends at once (vSphere allows 8 per host; TCG
 # guests on small lab machines converge better a few at a time).
@@ -140,11 +155,26 @@ def plan(view: ClusterView) -> list[Action]:
             continue
         if a is None:
             kind, avoid, why_move = "place", frozenset(), "new VM"
+        elif a.host == "" and a.reason == VMCP_REASON:
+            kind, avoid, why_move = "restart", frozenset(), "VM component protection"
         elif a.host in view.hosts and vm_lost_on(states[a.host], view.hosts[a.host], spec.name):
             if spec.restart_priority == "disabled":
                 actions.append(NotRestarted(spec.name, f"host {a.host} {states[a.host].value}; restart priority is disabled"))
                 continue
             kind, avoid, why_move = "restart", frozenset({a.host}), f"host {a.host} {states[a.host].value}"
+        elif (lost := datastores_lost(v, infos, states)) is not None:
+            others = [h for h, i in infos.items()
+                      if h != a.host and states.get(h) is HostState.RUNNING and spec.datastores <= set(i.datastores)]
+            if v.owner != a.host:
+                continue
+            if not others:
+                actions.append(Waiting(spec.name, f"{a.host} lost datastore {', '.join(lost)} and no other host "
+                                       "reaches it: left running"))
+                continue
+            actions.append(PowerOffForRestart(spec.name, a.host, a.gen, v.assign_rev,
+                                              f"{a.host} lost datastore {', '.join(lost)}; "
+                                              f"{', '.join(sorted(others))} still reach it"))
+            continue
         elif (
             v.status is not None
             and v.status.state == "failed"
@@ -201,6 +231,15 @@ def plan(view: ClusterView) -> list[Action]:
     actions += evacuate(view, states, infos, load, where, moving)
     actions += secondaries(view, states, infos, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
     return actions
+
+
+def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> list[str] | None:
+    """The datastores of ``v`` that its running host no longer reaches, or None."""
+    a = v.assignment
+    if a is None or states.get(a.host) is not HostState.RUNNING or a.host not in infos:
+        return None
+    lost = sorted(v.spec.datastores - set(infos[a.host].datastores))
+    return lost or None
 
 
 def ft_failover_target(v: VMView, states: dict[str, HostState]) -> str | None:

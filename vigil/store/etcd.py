@@ -64,13 +64,22 @@ class Store:
         """``prefer_first``: stick to the first reachable endpoint in order (an agent lists its
         own host's member first); otherwise spread calls over every connected member."""
         self.endpoints = list(endpoints)
-        host, port = _target(self.endpoints)
-        self._client = aetcd.Client(
+        _target(self.endpoints)  # fail early on an empty list
+        self.timeout = timeout
+        self.prefer_first = prefer_first
+        self._order = list(self.endpoints)
+        self._failures = 0
+        self._client = self._make_client()
+        self.tx = self._client.transactions
+
+    def _make_client(self) -> aetcd.Client:
+        host, port = _target(self._order)
+        return aetcd.Client(
             host=host,
             port=port,
-            timeout=timeout,
+            timeout=self.timeout,
             options={
-                "grpc.lb_policy_name": "pick_first" if prefer_first else "round_robin",
+                "grpc.lb_policy_name": "pick_first" if self.prefer_first else "round_robin",
                 "grpc.initial_reconnect_backoff_ms": 200,
                 "grpc.min_reconnect_backoff_ms": 200,
                 "grpc.max_reconnect_backoff_ms": 1000,
@@ -86,7 +95,18 @@ class Store:
                 "grpc.use_local_subchannel_pool": 1,
             },
         )
+
+    async def _next_member(self) -> None:
+        """Move to the next member. pick_first keeps a member whose connection is fine but
+        which cannot serve (cut off from the raft leader by a partial partition): every call
+        then times out, so after two failures in a row the agent tries another member."""
+        self._order = self._order[1:] + self._order[:1]
+        old, self._client = self._client, self._make_client()
         self.tx = self._client.transactions
+        # Calls still running on the old channel end by their deadline; closing it now
+        # would cancel them, and a cancelled call raises CancelledError in its caller.
+        asyncio.get_running_loop().call_later(
+            3 * self.timeout, lambda: asyncio.ensure_future(_close_quietly(old)))
 
     async def __aenter__(self) -> "Store":
         await self.connect()
@@ -97,18 +117,21 @@ class Store:
 
     async def _call(self, coro):  # type: ignore[no-untyped-def]
         try:
-            return await coro
+            result = await coro
         except (aetcd.ClientError, grpc.RpcError, OSError) as e:
+            self._failures += 1
+            if self.prefer_first and len(self._order) > 1 and self._failures >= 2:
+                self._failures = 0
+                await self._next_member()
             raise StoreError(f"etcd ({', '.join(self.endpoints)}): {type(e).__name__}: {e}") from None
+        self._failures = 0
+        return result
 
     async def connect(self) -> None:
         await self._call(self._client.connect())
 
     async def close(self) -> None:
-        try:
-            await self._client.close()
-        except Exception:  # closing a broken channel is not worth an error
-            pass
+        await _close_quietly(self._client)
 
     # -- reads ---------------------------------------------------------------------------
     async def get(self, key: str) -> Entry | None:
@@ -182,6 +205,13 @@ class Store:
 
     async def revoke(self, lease_id: int) -> None:
         await self._call(self._client.revoke_lease(lease_id))
+
+
+async def _close_quietly(client: aetcd.Client) -> None:
+    try:
+        await client.close()
+    except Exception:  # closing a broken channel is not worth an error
+        pass
 
 
 def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]], timeout: float = 3.0) -> T:
