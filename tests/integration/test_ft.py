@@ -173,3 +173,22 @@ def test_partition_between_primary_and_secondary_keeps_one_copy_and_protection_r
     assert not failed_over("f4", t0)
     assert observe.qemu_processes()["f4"] == pid, "the primary was replaced"
     assert_nothing_visible_lost("f4")
+
+
+def test_maintenance_hands_an_ft_vm_to_its_secondary_without_reboot(lab):
+    start_protected("f5", "host1")
+    secondary = ft("f5")["secondary"]
+    t0 = observe.events()[-1].time
+    with observe.DuplicateWatch() as watch:
+        r = subprocess.run(vigil_cmd() + ["host", "maintenance", "enter", "host1"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        observe.wait_for("host1 in maintenance", lambda: any(
+            h["name"] == "host1" and h["state"] == "maintenance" for h in observe.cluster()["hosts"]), TIMEOUT,
+            explain=observe.recent_history)
+        v = wait_failover("f5", "host1")
+    watch.check()
+    assert v["f5"]["host"] == secondary and failed_over("f5", t0)
+    observe.wait_for("protected by the third host", lambda: protected("f5", 2, not_on={"host1", secondary}),
+                     TIMEOUT, explain=observe.recent_history)
+    assert_nothing_visible_lost("f5")

@@ -210,6 +210,14 @@ def test_primary_failed_and_valid_checkpoint_fails_over_to_the_secondary():
     assert not of(SetSecondary, acts)  # re-protection waits for the next cycle (the ft key is reset)
 
 
+def test_failover_that_would_break_an_anti_affinity_rule_is_a_restart_elsewhere():
+    hosts = [failed("h1"), host("h2"), host("h3")]
+    a = ft(vm("a", "h1", owner="h1"), "h2", epoch=3, ack=10, valid_from=7)
+    b = running("b", "h2")
+    acts = plan(cluster(hosts, [a, b], rules=(Rule("apart", "anti-affinity", ("a", "b")),)))
+    assert [(x.vm, x.host, x.kind) for x in of(AssignVM, acts)] == [("a", "h3", "restart")]
+
+
 def test_failover_with_ack_exactly_at_valid_from():
     hosts = [failed("h1"), host("h2"), host("h3", mem=8192)]
     acts = plan(cluster(hosts, [ft(vm("a", "h1"), "h2", ack=7, valid_from=7)]))
@@ -339,7 +347,7 @@ def test_replacing_a_secondary_frees_its_memory_on_the_old_host():
 
 
 # -- plan(): maintenance ----------------------------------------------------------------------
-def test_entering_maintenance_leaves_ft_vms_waiting_and_migrates_the_others():
+def test_entering_maintenance_hands_ft_vms_to_their_secondaries_and_migrates_the_others():
     h1 = HostView(name="h1", info=info("h1", 4096), alive=True, hb_age=0.1, maintenance=True)
     hosts = [h1, host("h2", mem=4096), host("h3", mem=4096)]
     # "a" and "b" come first by name: FT VMs must not use up the parallel-migration budget
@@ -349,16 +357,15 @@ def test_entering_maintenance_leaves_ft_vms_waiting_and_migrates_the_others():
     assert {a.host: a.state for a in of(SetHostState, acts)}["h1"] is HostState.ENTERING_MAINTENANCE
     migs = of(StartMigration, acts)
     assert sorted(m.vm for m in migs) == ["c", "d"]
-    for name in ("a", "b"):
-        w = [x for x in acts if isinstance(x, Waiting) and x.vm == name]
-        assert len(w) == 1 and "FT VMs are not live-migrated" in w[0].reason
-    assert not of(AssignVM, acts) and not of(SetSecondary, acts)
+    handed = {a.vm: (a.host, a.kind, a.expect_owner) for a in of(AssignVM, acts)}
+    assert handed == {"a": ("h2", "ft-failover", "h1"), "b": ("h3", "ft-failover", "h1")}
+    assert not of(SetSecondary, acts)
 
 
-def test_entering_maintenance_with_only_an_ft_vm():
+def test_entering_maintenance_ft_vm_without_a_valid_checkpoint_waits():
     h1 = HostView(name="h1", info=info("h1"), alive=True, hb_age=0.1, maintenance=True)
-    acts = plan(cluster([h1, host("h2")], [ft(running("a", "h1"), "h2", ack=10, valid_from=7)]))
-    assert not of(StartMigration, acts)
+    acts = plan(cluster([h1, host("h2")], [ft(running("a", "h1"), "h2", ack=5, valid_from=7)]))
+    assert not of(StartMigration, acts) and not of(AssignVM, acts)
     assert [x.vm for x in of(Waiting, acts)] == ["a"]
 
 
@@ -411,8 +418,9 @@ def test_plan_with_ft_vms_keeps_its_promises(hosts, vmdefs, maintenance):
         if a is not None:
             assert a.ft_epoch == (f.epoch if f else None)
             assert states[a.host] is HostState.RUNNING
-            if a.kind == "ft-failover":
-                assert can and a.host == f.secondary and lost(x)
+            if a.kind == "ft-failover":  # a lost primary, or a handover off a host entering maintenance
+                assert can and a.host == f.secondary
+                assert lost(x) or states.get(x.assignment.host) is HostState.ENTERING_MAINTENANCE
             elif lost(x):
                 assert a.kind == "restart" and not can
         elif lost(x) and can and x.spec.restart_priority != "disabled" and (

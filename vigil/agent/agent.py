@@ -403,6 +403,7 @@ class Agent:
                     continue
                 why = {"migrate": f"migrated to {a.value.get('host')}",
                        "vmcp": "its host lost a datastore of the VM: restarted where the disks are reachable",
+                       "ft-failover": f"its FT secondary on {a.value.get('host')} took over",
                        }.get(a.value.get("reason", ""), f"assigned to {a.value.get('host')}: this copy must not run")
                 await self._power_off(name, why, report=False)
                 await self._release(name)

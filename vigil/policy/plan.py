@@ -7,10 +7,11 @@ the scenario tests read them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
-from vigil.model import RESTART_PRIORITIES, Assignment, HostState
+from vigil.model import RESTART_PRIORITIES, Assignment, HostState, Rule
 from vigil.policy.hoststate import classify_host, vm_lost_on
-from vigil.policy.placement import Load, host_load, place
+from vigil.policy.placement import Load, host_load, place, rule_conflict
 from vigil.policy.view import ClusterView, Retry, VMView
 
 
@@ -191,7 +192,7 @@ def plan(view: ClusterView) -> list[Action]:
         retry = view.retries.get(spec.name)
         if kind == "retry" and retry is not None and view.now < retry.not_before:
             continue
-        sec = ft_failover_target(v, states)
+        sec = ft_failover_target(v, states, view.rules, where)
         if kind == "restart" and sec is not None:
             # its memory is counted on the secondary already
             where[spec.name] = sec
@@ -242,10 +243,15 @@ def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> lis
     return lost or None
 
 
-def ft_failover_target(v: VMView, states: dict[str, HostState]) -> str | None:
-    """The FT secondary that may take over ``v`` now, if any."""
+def ft_failover_target(v: VMView, states: dict[str, HostState], rules: Sequence[Rule] = (),
+                       where: Mapping[str, str] | None = None) -> str | None:
+    """The FT secondary that may take over ``v`` now, if any (running, holding a valid
+    checkpoint, and not breaking a VM-VM rule with what runs there now)."""
     ft = v.ft
     if ft is None or not ft.can_fail_over or states.get(ft.secondary or "") is not HostState.RUNNING:
+        return None
+    others = {n: h for n, h in (where or {}).items() if n != v.spec.name}
+    if rule_conflict(v.spec.name, ft.secondary or "", rules, others):
         return None
     return ft.secondary
 
@@ -287,8 +293,18 @@ def evacuate(view: ClusterView, states: dict[str, HostState], infos: dict, load:
             if busy >= MAINTENANCE_PARALLEL:
                 break
             if v.ft is not None:
-                out.append(Waiting(v.spec.name, f"host {h} entering maintenance: FT VMs are not live-migrated; "
-                                   "turn FT off for it or move it by hand"))
+                # hand it to its secondary (the guest resumes from the last checkpoint; its held
+                # output was never seen): no migration stream next to the checkpoints
+                sec = ft_failover_target(v, states, view.rules, where)
+                if v.owner == h and sec is not None:
+                    where[v.spec.name] = sec
+                    out.append(AssignVM(
+                        vm=v.spec.name, host=sec, gen=v.assignment.gen + 1, expect_rev=v.assign_rev,  # type: ignore[union-attr]
+                        kind="ft-failover", reason=f"{h} entering maintenance; its FT secondary on {sec} takes over",
+                        expect_owner=h, ft_epoch=v.ft.epoch, ft_rev=v.ft.rev))
+                else:
+                    out.append(Waiting(v.spec.name, f"host {h} entering maintenance: an FT VM leaves by handing over "
+                                       "to its secondary, which holds no valid checkpoint yet"))
                 continue
             if v.owner != h or v.status is None or v.status.state != "running":
                 out.append(Waiting(v.spec.name, f"host {h} entering maintenance: waits until it runs"))

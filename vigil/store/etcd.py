@@ -215,14 +215,27 @@ async def _close_quietly(client: aetcd.Client) -> None:
 
 
 def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]], timeout: float = 3.0) -> T:
-    """Open a connection, run ``fn`` on it, close it: for one-shot callers (CLI, tests)."""
+    """Open a connection, run ``fn`` on it, close it: for one-shot callers (CLI, tests).
+
+    A member that is up but cut off from the raft leader answers nothing; the next member
+    is tried then (each in turn first). vigil's writes are guarded transactions, so one
+    that is sent again after a timeout fails its compare instead of applying twice."""
+    eps = list(endpoints)
+    if not eps:
+        raise StoreError("no etcd endpoints configured")
 
     async def go() -> T:
-        store = Store(endpoints, timeout=timeout)
-        try:
-            await store.connect()
-            return await fn(store)
-        finally:
-            await store.close()
+        last: StoreError | None = None
+        for i in range(len(eps)):
+            store = Store(eps[i:] + eps[:i], timeout=timeout, prefer_first=True)
+            try:
+                await store.connect()
+                return await fn(store)
+            except StoreError as e:
+                last = e
+            finally:
+                await store.close()
+        assert last is not None
+        raise last
 
     return asyncio.run(go())
