@@ -243,10 +243,21 @@ async def migrate(
     hook_done = False
     t0 = time.monotonic()
     last_xfer, last_move = -1, t0
+    unanswered = 0
     with src.listener("MIGRATION") as events:
         await src.execute("migrate", {"uri": uri})
         while True:
-            info = await src.execute("query-migrate")
+            try:
+                info = await src.execute("query-migrate", timeout=policy.stall_timeout_s)
+                unanswered = 0
+            except QemuError as e:
+                # QEMU's main loop is blocked: a write to a cut link at the switchover holds
+                # it (and keeps the guest stopped) until TCP gives up, many minutes later
+                unanswered += 1
+                if "timed out" not in str(e) or unanswered > 3:
+                    raise MigrationFailed(f"VM {src.name}: QEMU does not answer during the migration: {e}") from None
+                await asyncio.to_thread(abort_connection, uri)
+                continue
             now = time.monotonic()
             p = progress_from(info, now - t0, postcopy)
             if progress is not None:
@@ -285,6 +296,9 @@ async def migrate(
             elif policy.total_timeout_s is not None and now - t0 > policy.total_timeout_s and not p.postcopy:
                 reason = f"did not converge within {policy.total_timeout_s:.0f}s"
             if reason is not None:
+                if reason.startswith("stalled"):
+                    # a blocked write would keep the cancel from being served
+                    await asyncio.to_thread(abort_connection, uri)
                 if p.postcopy:
                     # Cannot cancel: the VM runs on the destination with part of its RAM still
                     # on the source. Pause so that the link can be recovered (migrate-recover).
@@ -307,6 +321,19 @@ async def migrate(
                 await asyncio.wait_for(events.get(), policy.poll_interval_s)
             while not events.empty():
                 events.clear()
+
+
+def abort_connection(uri: str) -> None:
+    """Destroy this host's TCP connections to the peer of a ``tcp:HOST:PORT`` migration
+    (``ss -K``, in the caller's network namespace). QEMU sees its write fail at once, fails
+    the migration and runs the VM on, where a cut link would otherwise hold it until TCP's
+    retransmissions give up."""
+    kind, _, rest = uri.partition(":")
+    host, _, port = rest.rpartition(":")
+    if kind != "tcp" or not port.isdigit():
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["ss", "-K", "dst", host.strip("[]"), "dport", "=", port], capture_output=True, timeout=5)
 
 
 async def cancel_migration(src: QMPConn, reason: str) -> None:
