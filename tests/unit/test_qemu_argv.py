@@ -118,3 +118,15 @@ def test_find_running_ignores_dead_and_foreign(tmp_path: Path) -> None:
     (tmp_path / "nopid").mkdir()
     assert find_running(tmp_path) == {}
     assert find_running(tmp_path / "missing") == {}
+
+
+def test_abort_connection_destroys_only_the_migration_peers_tcp_connections(monkeypatch):
+    from vigil.hypervisor import migration as MG
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(MG.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    MG.abort_connection("tcp:10.77.0.2:49152")
+    MG.abort_connection("unix:/run/x.sock")  # not TCP: nothing to destroy
+    MG.abort_connection("tcp:[fd00::2]:4444")
+    assert calls == [["ss", "-K", "dst", "10.77.0.2", "dport", "=", "49152"],
+                     ["ss", "-K", "dst", "fd00::2", "dport", "=", "4444"]]
