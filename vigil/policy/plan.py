@@ -140,8 +140,8 @@ def plan(view: ClusterView) -> list[Action]:
 
     load: dict[str, Load] = host_load(
         [(v.assignment.host, v.spec) for v in view.vms.values() if v.assignment and still_there(v)]
-        # admission control counts an FT secondary's memory on its host
-        + [(v.ft.secondary, v.spec) for v in view.vms.values() if v.ft and v.ft.secondary in view.hosts]
+        # admission control counts an FT secondary's memory on its host (where one runs)
+        + [(v.ft.secondary, v.spec) for v in view.vms.values() if standby_counted(v, view)]
     )
     where = {n: v.assignment.host for n, v in view.vms.items() if v.assignment and still_there(v)}
     moving = {t.vm for t in view.tasks}
@@ -243,6 +243,15 @@ def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> lis
     return lost or None
 
 
+def standby_counted(v: VMView, view: ClusterView) -> bool:
+    """Whether the VM's FT standby takes memory on its secondary host: FT on, the VM
+    powered on and the secondary a known host other than the VM's own."""
+    ft = v.ft
+    if ft is None or ft.secondary not in view.hosts or v.spec.power != "on":
+        return False
+    return v.assignment is None or v.assignment.host != ft.secondary
+
+
 def ft_failover_target(v: VMView, states: dict[str, HostState], rules: Sequence[Rule] = (),
                        where: Mapping[str, str] | None = None) -> str | None:
     """The FT secondary that may take over ``v`` now, if any (running, holding a valid
@@ -267,7 +276,7 @@ def secondaries(view: ClusterView, states: dict[str, HostState], infos: dict, lo
         primary = where[name]
         if ft.secondary is not None and ft.secondary != primary and states.get(ft.secondary) is HostState.RUNNING:
             continue
-        if ft.secondary is not None and ft.secondary in load:
+        if standby_counted(v, view) and ft.secondary in load:
             load[ft.secondary] = Load(load[ft.secondary].memory_mb - v.spec.memory_mb,
                                       load[ft.secondary].vcpus - v.spec.vcpus)
         others = {n: h for n, h in where.items() if n != name}
