@@ -129,7 +129,7 @@ class FtRunner:
             if f.get("secondary") == me and spec is not None and spec.power == "on" and a.get("host") not in (None, me):
                 want_s[name] = int(f["epoch"])
         for name, (epoch, sec) in list(self.secondaries.items()):
-            if want_s.get(name) != epoch:
+            if want_s.get(name) != epoch or (sec.task is not None and sec.task.done()):
                 del self.secondaries[name]
                 asyncio.create_task(sec.stop())
         for name, epoch in want_s.items():
@@ -349,9 +349,17 @@ class Secondary:
         shutil.rmtree(sb.paths.dir, ignore_errors=True)
 
     async def _publish(self, key: str, seq: int, **extra: object) -> None:
+        """Write ``ftrx/`` or ``ftack/``; etcd out of reach (a partition) is waited out:
+        the primary waits for exactly this word."""
         a = self.r.a
-        await a.store.put(key + self.vm, {"host": a.me, "epoch": self.epoch, "seq": seq, "time": time.time(), **extra},
-                          lease=a.lease_id)
+        while not self.stopped:
+            try:
+                await a.store.put(key + self.vm, {"host": a.me, "epoch": self.epoch, "seq": seq, "time": time.time(),
+                                                  **extra}, lease=a.lease_id)
+                return
+            except StoreError as e:
+                log.warning("%s: cannot publish %s%d: %s", self.vm, key, seq, e)
+                await asyncio.sleep(0.3)
 
     async def run(self) -> None:
         a = self.r.a

@@ -96,6 +96,9 @@ def qemu_processes() -> dict[str, list[int]]:
     return out
 
 
+VCPU_SETUP_TICKS = 3
+
+
 def _waiting_for_migration(pid: int, named_threads: bool) -> bool:
     """A destination QEMU (or an FT standby) whose vCPUs have not run yet is no running
     copy. Its vCPU threads ("CPU 0/TCG") have used no CPU time until then; while it starts
@@ -106,7 +109,9 @@ def _waiting_for_migration(pid: int, named_threads: bool) -> bool:
             if (t / "comm").read_text().startswith("CPU "):
                 found = True
                 f = (t / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(f[11]) + int(f[12]) > 0:  # utime + stime
+                # utime + stime, in clock ticks: a vCPU that ran a guest has used far more;
+                # a standby's vCPU thread may be charged a tick while it is set up
+                if int(f[11]) + int(f[12]) > VCPU_SETUP_TICKS:
                     return False
     except OSError:
         return False
