@@ -15,7 +15,6 @@ import subprocess
 
 import pytest
 
-from vigil import ops
 from vigil.lab import faults, observe
 from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
 
