@@ -121,7 +121,7 @@ def test_hung_primary_then_isolated_primary_exactly_one_runs(lab):
         faults.hang(lab, "host1")  # the secondary goes live only once the watchdog reset host1
         v = wait_failover("f2", "host1")
     watch.check()
-    assert failed_over("f2", t0)
+    assert failed_over("f2", t0), observe.recent_history(40)
     now = v["f2"]["host"]
     observe.wait_for("host1 back", lambda: any(
         h["name"] == "host1" and h["state"] == "running" for h in observe.cluster()["hosts"]), TIMEOUT)
@@ -135,7 +135,7 @@ def test_hung_primary_then_isolated_primary_exactly_one_runs(lab):
         observe.wait_for(f"{now} back", lambda: any(
             h["name"] == now and h["state"] == "running" for h in observe.cluster()["hosts"]), TIMEOUT)
     watch.check()
-    assert failed_over("f2", t1)
+    assert failed_over("f2", t1), observe.recent_history(40)
     assert_nothing_visible_lost("f2")
 
 

@@ -246,8 +246,23 @@ def test_invalid_checkpoint_on_the_only_survivor_is_an_ordinary_restart_there():
                                 host("h2", alive=False, hb_age=3, ping=True)],  # agent down
                          ids=["failed", "partitioned", "agent-down"])
 def test_secondary_host_not_running_means_restart_not_failover(h2):
+    """A failed secondary host: restart at once. One that may come back (its agent cut from
+    etcd a moment): wait for it up to FT_SECONDARY_WAIT_S, then restart."""
+    from vigil.policy.plan import FT_SECONDARY_WAIT_S
+
     hosts = [failed("h1"), h2, host("h3")]
-    got = of(AssignVM, plan(cluster(hosts, [ft(vm("a", "h1"), "h2", ack=10, valid_from=7)])))
+    a = ft(vm("a", "h1"), "h2", ack=10, valid_from=7)
+    acts = plan(cluster(hosts, [a]))
+    if h2.alive is False and h2.hb_age is not None and h2.hb_age < 3:  # partitioned
+        waiting = [w for w in of(Waiting, acts) if w.deadline is not None]
+        assert not of(AssignVM, acts) and waiting[0].deadline == 100.0 + FT_SECONDARY_WAIT_S
+    elif h2.ping:  # agent down
+        assert not of(AssignVM, acts) and of(Waiting, acts)[0].deadline is not None
+    else:
+        assert [(x.host, x.kind) for x in of(AssignVM, acts)] == [("h3", "restart")]
+        return
+    late = replace(cluster(hosts, [a]), now=200.0, ft_waits={"a": 115.0})
+    got = of(AssignVM, plan(late))
     assert [(x.host, x.kind, x.ft_epoch) for x in got] == [("h3", "restart", 3)]
 
 

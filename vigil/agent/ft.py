@@ -129,7 +129,17 @@ class FtRunner:
             if f.get("secondary") == me and spec is not None and spec.power == "on" and a.get("host") not in (None, me):
                 want_s[name] = int(f["epoch"])
         for name, (epoch, sec) in list(self.secondaries.items()):
-            if want_s.get(name) != epoch or (sec.task is not None and sec.task.done()):
+            if want_s.get(name) == epoch and sec.task is not None and sec.task.done():
+                # its loop died: start it again, keeping the checkpoint it holds
+                kept, sec.committed = sec.committed, None
+                if kept is not None:
+                    sec.standbys.remove(kept)
+                del self.secondaries[name]
+                asyncio.create_task(sec.stop(keep=kept))
+                fresh = Secondary(self, name, epoch, specs[name], committed=kept)
+                fresh.start()
+                self.secondaries[name] = (epoch, fresh)
+            elif want_s.get(name) != epoch:
                 del self.secondaries[name]
                 asyncio.create_task(sec.stop())
         for name, epoch in want_s.items():
@@ -196,10 +206,11 @@ class FtRunner:
         valid_from: tuple[int, int] | None = None
         protected = False
 
-        async def write_stat(state: str) -> None:
+        async def write_stat(state: str) -> bool:
+            """Written only while we own the VM (False otherwise)."""
             nonlocal last_stat
             last_stat = time.monotonic()
-            await store.txn([store.equals(K.OWN + vm, a.me)], [store.put_op(K.FTSTAT + vm, {
+            return await store.txn([store.equals(K.OWN + vm, a.me)], [store.put_op(K.FTSTAT + vm, {
                 "host": a.me, "secondary": secondary, "epoch": epoch, "state": state,
                 "valid_from": list(valid_from) if valid_from else None, "checkpoints": st.checkpoints,
                 "failures": st.failures, "interval_ms": round(st.interval_ms, 1), "pause_ms": round(st.pause_ms, 1),
@@ -218,8 +229,7 @@ class FtRunner:
                 seen = max(seen, int(ack["seq"]))
             valid_from = (epoch, seen + 1)
             try:
-                await write_stat("unprotected")
-                return True
+                return await write_stat("unprotected")
             except StoreError:
                 return False
 
@@ -310,14 +320,14 @@ class FtRunner:
 class Secondary:
     """The standbys of one VM on this host, for one FT epoch."""
 
-    def __init__(self, runner: FtRunner, vm: str, epoch: int, spec: VMSpec) -> None:
+    def __init__(self, runner: FtRunner, vm: str, epoch: int, spec: VMSpec, committed: Standby | None = None) -> None:
         self.r = runner
         self.vm = vm
         self.epoch = epoch
         self.spec = spec
         self.dir = runner.root / vm
-        self.committed: Standby | None = None
-        self.standbys: list[Standby] = []
+        self.committed: Standby | None = committed
+        self.standbys: list[Standby] = [committed] if committed else []
         self.task: asyncio.Task | None = None
         self.spare: asyncio.Task | None = None
         self.stopped = False  # checked by the loop too: a cancel lost in a race must not keep it spawning
@@ -364,7 +374,9 @@ class Secondary:
     async def run(self) -> None:
         a = self.r.a
         try:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            for d in self.dir.glob("*"):
+                if self.committed is None or d != self.committed.paths.dir:
+                    shutil.rmtree(d, ignore_errors=True)
             # numbered from the clock, so a restarted agent never reuses a number
             rx = await self._spawn(int(time.time() * 1000))
             await self._publish(K.FTRX, rx.seq, uri=rx.uri)
@@ -372,7 +384,11 @@ class Secondary:
             await a.event("ft-secondary", f"{self.vm}: standby ready on {a.me} (epoch {self.epoch})", vm=self.vm)
             active_since = 0.0
             while not self.stopped:
-                state = await FT.standby_state(rx.conn)
+                try:
+                    state = await FT.standby_state(rx.conn)
+                except Q.QemuError as e:  # this receiver is unusable; the committed one is not
+                    log.warning("%s: standby %d does not answer: %s", self.vm, rx.seq, e)
+                    state = "failed"
                 if state == "receiving" and not active_since:
                     active_since = time.monotonic()
                 if state in ("listening", "receiving"):
@@ -413,9 +429,9 @@ class Secondary:
             return e is not None and int(e.value.get("abandoned", 0)) >= seq
         return False
 
-    async def stop(self) -> None:
-        """Quit every standby of this VM here (a committed one taken for a failover is no
-        longer in the list)."""
+    async def stop(self, keep: Standby | None = None) -> None:
+        """Quit every standby of this VM here (a committed one taken for a failover, or
+        ``keep``, handed to a restarted loop, is no longer in the list)."""
         self.stopped = True
         for t in (self.task, self.spare):
             if t is not None:
@@ -425,7 +441,10 @@ class Secondary:
         for sb in list(self.standbys):
             await self._quit(sb)
         for pidfile in self.dir.glob("*/qemu.pid"):  # one started while we were cancelled
+            if keep is not None and pidfile.parent == keep.paths.dir:
+                continue
             pid = Q.read_pid(pidfile)
             if pid and Q._is_vm_process(pid, Q.VMPaths(pidfile.parent)):
                 Q.kill_pid(pid)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(self.dir, ignore_errors=True)

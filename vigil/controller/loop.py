@@ -45,6 +45,7 @@ class Controller:
         self.pings: dict[str, tuple[float, bool]] = {}
         self._pinging: set[str] = set()
         self.retries: dict[str, Retry] = {}
+        self.ft_waits: dict[str, float] = {}
         self.notes: dict[str, str] = {}  # last Waiting/NotRestarted message per VM, to log once
         self.cycles = 0
 
@@ -132,7 +133,8 @@ class Controller:
         tasks = tuple(t for t in (Task.from_json(e.value) for e in under(K.TASKS).values()) if t.state in TASK_ACTIVE)
         rules = tuple(Rule.from_json(e.value) for e in under(K.RULES).values())
         return ClusterView(now=now, hosts=hosts, vms=vms, timing=self.timing,
-                           retries=MappingProxyType(dict(self.retries)), rules=rules, tasks=tasks)
+                           retries=MappingProxyType(dict(self.retries)), rules=rules, tasks=tasks,
+                           ft_waits=MappingProxyType(dict(self.ft_waits)))
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
@@ -141,6 +143,7 @@ class Controller:
         for name, v in view.vms.items():  # a VM that runs again starts its backoff afresh
             if v.status is not None and v.status.state == "running":
                 self.retries.pop(name, None)
+                self.ft_waits.pop(name, None)
         for action in plan(view):
             await self.apply(action)
         self.cycles += 1
@@ -214,6 +217,8 @@ class Controller:
             await self._guarded([st.unchanged(K.FT + action.vm, action.expect_rev)], [
                 st.put_op(K.FT + action.vm, {"secondary": action.host, "epoch": action.epoch}), event_put_op(st, ev)])
         elif isinstance(action, (Waiting, NotRestarted)):
+            if isinstance(action, Waiting) and action.deadline is not None:
+                self.ft_waits.setdefault(action.vm, action.deadline)
             if self.notes.get(action.vm) != action.reason:
                 self.notes[action.vm] = action.reason
                 kind = "vm-waiting" if isinstance(action, Waiting) else "vm-not-restarted"

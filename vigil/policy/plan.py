@@ -74,6 +74,8 @@ class Waiting:
 
     vm: str
     reason: str
+    # an FT VM waiting for its secondary's host to come back: until when (then a restart)
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class StartMigration:
 Action = SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary | PowerOffForRestart
 
 VMCP_REASON = "vmcp"  # the assignment's reason while a VM is powered off for component protection
+
+# How long an FT VM whose primary host failed waits for its secondary's host to answer
+# again (its agent cut from etcd a moment, say) before it is restarted from disk instead.
+FT_SECONDARY_WAIT_S = 15.0
 
 # Live migrations a host in maintenance sends at once (vSphere allows 8 per host; TCG
 # guests on small lab machines converge better a few at a time).
@@ -193,6 +199,13 @@ def plan(view: ClusterView) -> list[Action]:
         if kind == "retry" and retry is not None and view.now < retry.not_before:
             continue
         sec = ft_failover_target(v, states, view.rules, where)
+        if kind == "restart" and sec is None and v.ft is not None and v.ft.can_fail_over and states.get(
+                v.ft.secondary or "") in (HostState.UNKNOWN, HostState.AGENT_DOWN, HostState.PARTITIONED):
+            deadline = view.ft_waits.get(spec.name, view.now + FT_SECONDARY_WAIT_S)
+            if view.now < deadline:
+                actions.append(Waiting(spec.name, f"{why_move}; waiting for the FT secondary on {v.ft.secondary} "
+                                       f"({states[v.ft.secondary or ''].value}) to take over", deadline))
+                continue
         if kind == "restart" and sec is not None:
             # its memory is counted on the secondary already
             where[spec.name] = sec

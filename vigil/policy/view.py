@@ -88,3 +88,5 @@ class ClusterView:
     retries: Mapping[str, Retry] = field(default_factory=lambda: MappingProxyType({}))
     rules: tuple[Rule, ...] = ()
     tasks: tuple[Task, ...] = ()  # migrations and disk moves not finished yet
+    # FT VMs waiting for their secondary's host: until when (see plan.FT_SECONDARY_WAIT_S)
+    ft_waits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
