@@ -55,6 +55,17 @@ def _free_port(address: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _kill_qemus(pidfiles: list[Path], keep: Path | None = None) -> None:
+    """Kill the standby QEMUs whose pidfiles are given (by pid, checked to be that QEMU),
+    except the one living in dir ``keep``."""
+    for pidfile in pidfiles:
+        if keep is not None and pidfile.parent == keep:
+            continue
+        pid = Q.read_pid(pidfile)
+        if pid and Q._is_vm_process(pid, Q.VMPaths(pidfile.parent)):
+            Q.kill_pid(pid)
+
+
 @dataclass
 class Standby:
     seq: int
@@ -91,10 +102,7 @@ class FtRunner:
 
     def clean_leftovers(self) -> None:
         """Standbys of a previous agent run: their checkpoints are unknown now, quit them."""
-        for pidfile in [*self.root.glob("*/*/qemu.pid"), *self.root.glob("*/qemu.pid")]:
-            pid = Q.read_pid(pidfile)
-            if pid and Q._is_vm_process(pid, Q.VMPaths(pidfile.parent)):
-                Q.kill_pid(pid)
+        _kill_qemus([*self.root.glob("*/*/qemu.pid"), *self.root.glob("*/qemu.pid")])
         shutil.rmtree(self.root, ignore_errors=True)
 
     def is_primary(self, vm: str) -> bool:
@@ -440,11 +448,7 @@ class Secondary:
                     await t
         for sb in list(self.standbys):
             await self._quit(sb)
-        for pidfile in self.dir.glob("*/qemu.pid"):  # one started while we were cancelled
-            if keep is not None and pidfile.parent == keep.paths.dir:
-                continue
-            pid = Q.read_pid(pidfile)
-            if pid and Q._is_vm_process(pid, Q.VMPaths(pidfile.parent)):
-                Q.kill_pid(pid)
+        # one started while we were cancelled
+        _kill_qemus(list(self.dir.glob("*/qemu.pid")), keep.paths.dir if keep else None)
         if keep is None:
             shutil.rmtree(self.dir, ignore_errors=True)
