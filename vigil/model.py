@@ -6,10 +6,10 @@ pure decision code in ``vigil.policy`` works on it without any I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Mapping
 
 
 class SpecError(ValueError):
@@ -45,12 +45,22 @@ def check_name(kind: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """One qcow2 disk: ``path`` is relative to the root of ``datastore``."""
+    """One qcow2 disk: ``path`` is relative to the root of ``datastore``.
+
+    With ``replica`` the disk is kept as two copies, the second at the same ``path`` on
+    the ``replica`` datastore; every write goes to both, so the VM runs on when one
+    datastore dies (QEMU's quorum driver, one vote needed)."""
 
     name: str
     datastore: str
     path: str
     size_mb: int = 64
+    replica: str = ""
+
+    @property
+    def copies(self) -> tuple[str, ...]:
+        """The datastores that hold a copy of this disk, the primary one first."""
+        return (self.datastore, self.replica) if self.replica else (self.datastore,)
 
     def validate(self) -> None:
         check_name("disk", self.name)
@@ -63,6 +73,11 @@ class DiskSpec:
             )
         if not isinstance(self.size_mb, int) or not 1 <= self.size_mb <= 16 * 1024 * 1024:
             raise SpecError(f"disk {self.name}: size_mb must be between 1 and 16777216")
+        if self.replica:
+            check_name("datastore", self.replica)
+            if self.replica == self.datastore:
+                raise SpecError(f"disk {self.name}: the replica must be on another datastore than "
+                                f"{self.datastore!r}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,22 @@ class VMSpec:
 
     @property
     def datastores(self) -> frozenset[str]:
-        return frozenset(d.datastore for d in self.disks)
+        """Every datastore holding a copy of one of the VM's disks."""
+        return frozenset(ds for d in self.disks for ds in d.copies)
+
+    def without_stale(self, stale: Mapping[str, str]) -> "VMSpec":
+        """The spec as it runs while the copies in ``stale`` (disk name -> datastore) are out
+        of sync: those disks keep only their other copy, so placement asks for it alone."""
+        if not stale:
+            return self
+        disks = []
+        for d in self.disks:
+            bad = stale.get(d.name)
+            if d.replica and bad in d.copies:
+                good = d.replica if bad == d.datastore else d.datastore
+                d = replace(d, datastore=good, replica="")
+            disks.append(d)
+        return replace(self, disks=tuple(disks))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

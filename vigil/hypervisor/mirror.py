@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from vigil.hypervisor.qemu import QEMU_IMG, TLS_CLIENT_ID, TLS_SERVER_ID, QemuError, QMPConn, _run, disk_device_id
 
@@ -252,27 +253,57 @@ async def move_disk(
     disk, the new file is removed and MirrorCancelled/MirrorFailed is raised.
     """
     new_path = Path(new_path)
-    t0 = time.monotonic()
     old = await current_node(conn, disk_index)
     size = size_mb * MiB if size_mb is not None else await virtual_size(conn, old)
     await _create_image(new_path, size)
     new = _new_node_name(f"disk{disk_index}")
+    extra: dict[str, Any] = {}
+    if buf_size:
+        extra["buf-size"] = buf_size
+    if speed:
+        extra["speed"] = speed  # bytes/s
+    blockdev = {"driver": "qcow2", "node-name": new,
+                "file": {"driver": "file", "filename": str(new_path), "node-name": f"{new}-f"}}
+
+    def drop_image() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(new_path)
+
+    res = await pivot_disk(conn, disk_index, blockdev, progress, cancel, ready_timeout_s=ready_timeout_s,
+                           extra=extra, undo=drop_image)
+    return dataclasses.replace(res, new_path=new_path)
+
+
+async def pivot_disk(
+    conn: QMPConn,
+    disk_index: int,
+    blockdev: dict[str, Any],
+    progress: Callable[[MirrorProgress], None] | None = None,
+    cancel: asyncio.Event | None = None,
+    *,
+    ready_timeout_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+    undo: Callable[[], None] | None = None,
+) -> MirrorResult:
+    """Mirror the disk into the new node ``blockdev`` describes (its images made by the
+    caller) and pivot the device onto it; ``on_ready`` runs once both are in sync, just
+    before the pivot. The old node stays open (see :func:`move_disk`). On failure or
+    ``cancel`` before the pivot, the new node is dropped, ``undo`` runs (to remove the new
+    images) and the VM runs on as before."""
+    t0 = time.monotonic()
+    old = await current_node(conn, disk_index)
+    new = str(blockdev["node-name"])
     added = pivoted = False
     job: _Job | None = None
     with conn.listener(JOB_EVENTS) as events:
         try:
-            await conn.execute("blockdev-add", {
-                "driver": "qcow2", "node-name": new,
-                "file": {"driver": "file", "filename": str(new_path), "node-name": f"{new}-f"},
-            })
+            await conn.execute("blockdev-add", blockdev)
             added = True
-            extra: dict[str, Any] = {}
-            if buf_size:
-                extra["buf-size"] = buf_size
-            if speed:
-                extra["speed"] = speed  # bytes/s
-            job = await _start_mirror(conn, f"move-{new}", old, new, extra)
+            job = await _start_mirror(conn, f"move-{new}", old, new, extra or {})
             await job.wait_ready(events, progress, cancel, ready_timeout_s)
+            if on_ready is not None:
+                await on_ready()
             t_pivot = time.monotonic()
             await conn.execute("job-complete", {"id": job.job_id})
             end = await job.wait_end(events, 120.0)
@@ -291,13 +322,13 @@ async def move_disk(
                 if added:
                     with contextlib.suppress(Exception):
                         await release_node(conn, new)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(new_path)
+                if undo is not None:
+                    undo()
             raise
     assert job.ready_at is not None
     return MirrorResult(
         job_id=job.job_id, bytes=job.ready_bytes, time_to_ready_s=job.ready_at - job.t0, pivot_s=pivot_s,
-        total_s=time.monotonic() - t0, old_node=old, new_node=new, new_path=new_path,
+        total_s=time.monotonic() - t0, old_node=old, new_node=new,
     )
 
 

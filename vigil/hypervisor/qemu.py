@@ -27,9 +27,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from qemu.qmp import EventListener, QMPClient, Runstate
 from qemu.qmp import QMPError as _QMPLibError
@@ -58,7 +59,7 @@ class VMPaths:
     dir: Path
 
     @classmethod
-    def for_vm(cls, run_dir: Path, vm: str) -> "VMPaths":
+    def for_vm(cls, run_dir: Path, vm: str) -> VMPaths:
         return cls(Path(run_dir) / vm)
 
     @property
@@ -229,12 +230,19 @@ def _probe_kvm(image: Any, timeout: float) -> tuple[str, str]:
 # command line
 
 
-def disk_path(disk: DiskSpec, datastore_paths: dict[str, str]) -> Path:
+def disk_path(disk: DiskSpec, datastore_paths: Mapping[str, str], datastore: str = "") -> Path:
+    """The image of ``disk``'s copy on ``datastore`` (its primary copy by default)."""
+    ds = datastore or disk.datastore
     try:
-        root = datastore_paths[disk.datastore]
+        root = datastore_paths[ds]
     except KeyError:
-        raise QemuError(f"disk {disk.name}: datastore {disk.datastore!r} is not mounted on this host") from None
+        raise QemuError(f"disk {disk.name}: datastore {ds!r} is not mounted on this host") from None
     return Path(root) / disk.path
+
+
+def live_copies(disk: DiskSpec, stale: Mapping[str, str]) -> list[tuple[int, str]]:
+    """(copy index, datastore) of the copies of ``disk`` that are in sync."""
+    return [(j, ds) for j, ds in enumerate(disk.copies) if stale.get(disk.name) != ds]
 
 
 def disk_node_name(index: int) -> str:
@@ -244,6 +252,36 @@ def disk_node_name(index: int) -> str:
 
 def disk_device_id(index: int) -> str:
     return f"virtio-disk{index}"
+
+
+def quorum_node_name(index: int) -> str:
+    """The quorum node under a replicated disk's qcow2 node (its ``file`` child)."""
+    return f"{disk_node_name(index)}-q"
+
+
+def copy_node_name(index: int, copy: int) -> str:
+    """The file node of one copy of a replicated disk (a child of its quorum node)."""
+    return f"{disk_node_name(index)}-c{copy}"
+
+
+def quorum_blockdev(index: int, files: Sequence[tuple[int, Path]]) -> dict[str, Any]:
+    """The ``-blockdev`` of a replicated disk: one qcow2 node over a quorum of the copies'
+    *files* ((copy index, image path)), one vote enough, reads from the first child and
+    from the next on an error. The quorum sits below qcow2 so that a dead copy is only
+    ever read through its file, which fails, never through metadata cached in memory
+    (a qcow2 per copy answers reads of clusters it never allocated with zeros)."""
+    return {
+        "driver": "qcow2",
+        "node-name": disk_node_name(index),
+        "file": {
+            "driver": "quorum",
+            "node-name": quorum_node_name(index),
+            "vote-threshold": 1,
+            "read-pattern": "fifo",
+            "children": [{"driver": "file", "node-name": copy_node_name(index, j), "filename": str(p)}
+                         for j, p in files],
+        },
+    }
 
 
 TLS_SERVER_ID = "vigil-tls-server"
@@ -272,8 +310,12 @@ def build_argv(
     incoming: bool = False,
     tls_dir: str | Path | None = None,
     standby: bool = False,
+    stale: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The full QEMU command line of a VM (no I/O).
+
+    A disk with a replica runs as a quorum of its copies, without the copy ``stale``
+    (disk name -> datastore) names: that one missed writes and waits for a resync.
 
     ``incoming``: start as the destination of a live migration (``-incoming defer``: the VM
     waits in run state "inmigrate" for ``migrate-incoming``, then runs where the source
@@ -305,11 +347,17 @@ def build_argv(
     ]
     for i, disk in enumerate(spec.disks):
         node = disk_node_name(i)
-        blockdev = {
-            "driver": "qcow2",
-            "node-name": node,
-            "file": {"driver": "file", "filename": str(disk_path(disk, datastore_paths)), "node-name": f"{node}-file"},
-        }
+        blockdev: dict[str, Any]
+        if disk.replica:
+            blockdev = quorum_blockdev(i, [(j, disk_path(disk, datastore_paths, ds))
+                                           for j, ds in live_copies(disk, stale or {})])
+        else:
+            blockdev = {
+                "driver": "qcow2",
+                "node-name": node,
+                "file": {"driver": "file", "filename": str(disk_path(disk, datastore_paths)),
+                         "node-name": f"{node}-file"},
+            }
         dev = f"virtio-blk-pci,drive={node},id={disk_device_id(i)}"
         if spec.boot is None:
             dev += f",bootindex={i}"
@@ -339,7 +387,7 @@ async def _run(argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         kill_pid(proc.pid)
         await proc.wait()
         raise QemuError(f"{argv[0]} did not finish within {timeout:.0f}s") from None
@@ -348,21 +396,39 @@ async def _run(argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
     ).strip()
 
 
-async def ensure_disks(spec: VMSpec, datastore_paths: dict[str, str]) -> list[Path]:
-    """Create the VM's missing qcow2 disks (never touches an existing one)."""
+async def ensure_disks(spec: VMSpec, datastore_paths: Mapping[str, str],
+                       stale: Mapping[str, str] | None = None) -> list[Path]:
+    """Create the VM's missing qcow2 disks (never touches an existing one).
+
+    A replicated disk is made once, with its metadata preallocated (the quorum under it
+    needs copies of one fixed length), and copied byte for byte to its other datastore;
+    it is made only when none of its copies exists: a missing copy beside an existing one
+    would be an empty image read as if it held the data."""
     created = []
     for disk in spec.disks:
-        path = disk_path(disk, datastore_paths)
-        if path.exists():
+        copies = [(ds, disk_path(disk, datastore_paths, ds)) for _, ds in live_copies(disk, stale or {})]
+        missing = [(ds, p) for ds, p in copies if not p.exists()]
+        if not missing:
             continue
-        root = Path(datastore_paths[disk.datastore])
-        if not root.is_dir():
-            raise QemuError(f"disk {disk.name}: datastore path {root} is not there")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rc, msg = await _run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(path), f"{disk.size_mb}M"])
+        if len(missing) < len(copies):
+            raise QemuError(f"disk {disk.name}: its copy on {', '.join(ds for ds, _ in missing)} is missing "
+                            f"while another copy exists; resync it with `vigil vm repair-disk {spec.name}`")
+        for ds, _ in missing:
+            if not Path(datastore_paths[ds]).is_dir():
+                raise QemuError(f"disk {disk.name}: datastore path {datastore_paths[ds]} is not there")
+        first = missing[0][1]
+        first.parent.mkdir(parents=True, exist_ok=True)
+        opts = ["-o", "preallocation=metadata"] if disk.replica else []
+        rc, msg = await _run([QEMU_IMG, "create", "-q", "-f", "qcow2", *opts, str(first), f"{disk.size_mb}M"])
         if rc != 0:
-            raise QemuError(f"qemu-img create {path}: {msg}")
-        created.append(path)
+            raise QemuError(f"qemu-img create {first}: {msg}")
+        created.append(first)
+        for _, path in missing[1:]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rc, msg = await _run(["cp", "--sparse=always", str(first), str(path)])
+            if rc != 0:
+                raise QemuError(f"copying {first} to {path}: {msg}")
+            created.append(path)
     return created
 
 
@@ -375,21 +441,23 @@ async def start(
     incoming: bool = False,
     tls_dir: str | Path | None = None,
     standby: bool = False,
+    stale: Mapping[str, str] | None = None,
 ) -> int:
     """Start the VM's QEMU daemonized and return its pid; QemuError with QEMU's message if not.
 
     With ``incoming`` the QEMU waits for a live migration (see :func:`build_argv`); its
     missing disks are still created (empty, for a shared-nothing migration to fill).
     """
-    argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby)
+    argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
+                      stale=stale)
     paths.dir.mkdir(parents=True, exist_ok=True)
     old = read_pid(paths.pidfile)
     if old and _is_vm_process(old, paths):
         raise QemuError(f"VM {spec.name} already runs here (pid {old})")
-    for stale in (paths.pidfile, paths.qmp_sock, paths.hb_sock):
+    for leftover in (paths.pidfile, paths.qmp_sock, paths.hb_sock):
         with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-    await ensure_disks(spec, datastore_paths)
+            leftover.unlink()
+    await ensure_disks(spec, datastore_paths, stale)
     rc, msg = await _run(argv)
     if rc != 0:
         raise QemuError(f"QEMU for VM {spec.name} failed to start: {msg}")
@@ -425,14 +493,14 @@ class QMPConn:
         self._listener = EventListener()
         self._client.register_listener(self._listener)
 
-    async def connect(self, timeout: float = 10.0) -> "QMPConn":
+    async def connect(self, timeout: float = 10.0) -> QMPConn:
         """Connect, retrying until the socket answers (QEMU may be just starting)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 await asyncio.wait_for(self._client.connect(str(self.paths.qmp_sock)), max(0.5, timeout))
                 return self
-            except (_QMPLibError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, _QMPLibError, OSError) as e:
                 if time.monotonic() >= deadline:
                     raise QemuError(f"VM {self.name}: cannot connect to QMP {self.paths.qmp_sock}: {e}") from None
                 if self.pid is not None and not pid_alive(self.pid):
@@ -447,7 +515,7 @@ class QMPConn:
         with contextlib.suppress(Exception):
             await self._client.disconnect()
 
-    async def __aenter__(self) -> "QMPConn":
+    async def __aenter__(self) -> QMPConn:
         if self._client.runstate == Runstate.IDLE:
             await self.connect()
         return self
@@ -458,7 +526,7 @@ class QMPConn:
     async def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
         try:
             return await asyncio.wait_for(self._client.execute(cmd, args), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise QemuError(f"VM {self.name}: QMP {cmd} timed out after {timeout:.0f}s") from None
         except _QMPLibError as e:
             raise QemuError(f"VM {self.name}: QMP {cmd}: {e}") from None
@@ -521,7 +589,7 @@ class QMPConn:
             if self.connected:
                 try:
                     msg = await asyncio.wait_for(self._listener.get(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
             elif not self._listener.empty():
                 msg = await self._listener.get()
@@ -560,7 +628,7 @@ class Heartbeat:
     received: float  # time.time() on the host
 
     @classmethod
-    def parse(cls, line: str, received: float | None = None) -> "Heartbeat | None":
+    def parse(cls, line: str, received: float | None = None) -> Heartbeat | None:
         m = HB_RE.match(line.strip())
         if not m:
             return None
@@ -622,13 +690,13 @@ class GuestChannel:
     Every raw line is appended to ``guest.log`` with the host time.
     """
 
-    def __init__(self, paths: VMPaths, gate: "OutputGate | None" = None) -> None:
+    def __init__(self, paths: VMPaths, gate: OutputGate | None = None) -> None:
         self.paths = paths
         self.gate = gate or OutputGate(paths.guest_log)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def connect(self, timeout: float = 10.0) -> "GuestChannel":
+    async def connect(self, timeout: float = 10.0) -> GuestChannel:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -646,7 +714,7 @@ class GuestChannel:
                 await self._writer.wait_closed()
             self._writer = self._reader = None
 
-    async def __aenter__(self) -> "GuestChannel":
+    async def __aenter__(self) -> GuestChannel:
         if self._reader is None:
             await self.connect()
         return self

@@ -1,0 +1,179 @@
+"""Disks kept on two datastores: QEMU's quorum driver with one vote.
+
+A disk with a ``replica`` runs as a qcow2 node over a ``quorum`` node of one *file* per
+copy (see :func:`vigil.hypervisor.qemu.quorum_blockdev`). With ``vote-threshold`` 1 a
+write succeeds when one file took it, and ``read-pattern: fifo`` reads the first file,
+falling over to the next on an error: the guest sees no error while one datastore is
+dead. Both files are whole qcow2 images, byte for byte the same.
+
+- :func:`drop_copy` takes a failed copy out of the quorum. Its file is closed, so the dead
+  datastore can be unmounted and brought back; vigil marks the copy stale in etcd *first*,
+  so nothing ever starts the VM on it again before a resync.
+- :func:`resync_copy` makes the disk whole again while the guest runs. QEMU mirrors only
+  from a root node, so the whole disk is mirrored (``copy-mode: write-blocking``: once in
+  sync, a guest write completes only when both sides have it) into a new qcow2 node over
+  a new quorum of two fresh files: one beside the good copy (renamed over it once in
+  sync), one in place of the stale copy. The device then pivots onto it, as in Storage
+  vMotion. The stale copy stays marked stale in etcd until the caller clears it.
+- A VM started with a stale copy opens a quorum of the good copy alone (see
+  :func:`vigil.hypervisor.qemu.build_argv`), so the same resync applies.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from vigil.hypervisor.mirror import (MiB, MirrorFailed, MirrorProgress, current_node, pivot_disk, release_node,
+                                     virtual_size)
+from vigil.hypervisor.qemu import QEMU_IMG, QemuError, QMPConn, _run, quorum_blockdev
+
+RESYNC_SUFFIX = ".resync"
+
+
+async def _graph(conn: QMPConn) -> tuple[dict[int, str], list[dict]]:
+    g = await conn.execute("x-debug-query-block-graph")
+    return {n["id"]: str(n.get("name", "")) for n in g["nodes"]}, list(g["edges"])
+
+
+async def quorum_of(conn: QMPConn, index: int) -> str:
+    """The quorum node under the disk's current qcow2 node (QemuError: not replicated)."""
+    top = await current_node(conn, index)
+    names, edges = await _graph(conn)
+    ids = {name: i for i, name in names.items()}
+    for e in edges:
+        if e["parent"] == ids.get(top) and e["name"] == "file":
+            q = names.get(e["child"], "")
+            info = await _node(conn, q)
+            if info.get("drv") == "quorum":
+                return q
+    raise QemuError(f"VM {conn.name}: disk {index} runs on no quorum")
+
+
+async def _node(conn: QMPConn, name: str) -> dict:
+    for n in await conn.execute("query-named-block-nodes", {"flat": True}):
+        if n.get("node-name") == name:
+            return dict(n)
+    return {}
+
+
+async def copy_children(conn: QMPConn, index: int) -> dict[str, str]:
+    """child name in the quorum (``children.N``) -> its image file (a file opened under
+    its resync name has been renamed to the copy's name since)."""
+    quorum = await quorum_of(conn, index)
+    names, edges = await _graph(conn)
+    qid = next(i for i, n in names.items() if n == quorum)
+    files = {str(n.get("node-name")): str(n.get("file", "")) for n in
+             await conn.execute("query-named-block-nodes", {"flat": True})}
+    return {e["name"]: files.get(names.get(e["child"], ""), "").removesuffix(RESYNC_SUFFIX)
+            for e in edges if e["parent"] == qid}
+
+
+async def drop_copy(conn: QMPConn, index: int, path: Path) -> bool:
+    """Take the copy at ``path`` out of the disk's quorum (False: it was not in it)."""
+    quorum = await quorum_of(conn, index)
+    for child, filename in (await copy_children(conn, index)).items():
+        if filename == str(path):
+            await conn.execute("x-blockdev-change", {"parent": quorum, "child": child})
+            return True
+    return False
+
+
+async def _fresh_copies(size: int, paths: Sequence[Path]) -> None:
+    """Empty qcow2 images of one fixed length (metadata preallocated) at every path."""
+    first = paths[0]
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+        p.parent.mkdir(parents=True, exist_ok=True)
+    rc, msg = await _run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", str(first), str(size)])
+    if rc != 0:
+        raise MirrorFailed(f"qemu-img create {first}: {msg}")
+    for p in paths[1:]:
+        rc, msg = await _run(["cp", "--sparse=always", str(first), str(p)])
+        if rc != 0:
+            raise MirrorFailed(f"copying {first} to {p}: {msg}")
+
+
+async def resync_copy(
+    conn: QMPConn,
+    index: int,
+    copies: Sequence[tuple[int, Path, bool]],
+    progress: Callable[[MirrorProgress], None] | None = None,
+    timeout_s: float = 3600.0,
+) -> float:
+    """Make every copy of the running disk whole again; returns the seconds it took.
+
+    ``copies``: (copy index, image path, in sync) for each copy, in order. On failure the
+    VM runs on its old disk, the in-sync copies untouched (MirrorFailed)."""
+    t0 = time.monotonic()
+    old = await current_node(conn, index)
+    size = await virtual_size(conn, old)
+    files = [(j, Path(str(p) + RESYNC_SUFFIX) if good else Path(p)) for j, p, good in copies]
+    await _fresh_copies(size, [f for _, f in files])
+    stamp = f"{int(time.time() * 1000) % 10**9}"
+    blockdev = quorum_blockdev(index, files)
+    blockdev["node-name"] = f"disk{index}-s{stamp}"
+    blockdev["file"]["node-name"] = f"disk{index}-q{stamp}"
+    for child in blockdev["file"]["children"]:
+        child["node-name"] = f"{child['node-name']}-{stamp}"
+
+    goods = [(Path(p), f) for (_, p, good), (_, f) in zip(copies, files) if good]
+    renamed = False
+
+    async def on_ready() -> None:
+        # In sync, and from now on every write reaches both sides before it completes:
+        # the new file takes the good copy's name. The old file keeps a second name until
+        # the pivot is done, to be put back should the pivot fail.
+        nonlocal renamed
+        for path, f in goods:
+            await asyncio.to_thread(_swap_in, path, f)
+        renamed = True
+
+    def undo() -> None:
+        for path, f in goods:
+            if renamed:
+                os.replace(_prev(path), path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+
+    res = await pivot_disk(conn, index, blockdev, progress, ready_timeout_s=timeout_s,
+                           extra={"copy-mode": "write-blocking"}, on_ready=on_ready, undo=undo)
+    with contextlib.suppress(QemuError):
+        await release_node(conn, res.old_node)
+    for path, _ in goods:
+        with contextlib.suppress(FileNotFoundError):
+            _prev(path).unlink()
+    return time.monotonic() - t0
+
+
+def _prev(path: Path) -> Path:
+    return Path(str(path) + ".prev")
+
+
+def _swap_in(path: Path, new: Path) -> None:
+    """``new`` takes ``path``'s name; the file there keeps the name ``path.prev``."""
+    with contextlib.suppress(FileNotFoundError):
+        _prev(path).unlink()
+    os.link(path, _prev(path))
+    os.replace(new, path)
+
+
+async def copy_offline(src: Path, dst: Path, timeout_s: float = 3600.0) -> None:
+    """A powered-off VM's resync: the good image copied over the stale one."""
+    tmp = Path(str(dst) + RESYNC_SUFFIX)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    rc, msg = await _run(["cp", "--sparse=always", str(src), str(tmp)], timeout=timeout_s)
+    if rc != 0:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise MirrorFailed(f"copying {src} to {tmp}: {msg}")
+    await asyncio.to_thread(os.replace, tmp, dst)
+
+
+__all__ = ["quorum_of", "copy_children", "drop_copy", "resync_copy", "copy_offline", "RESYNC_SUFFIX", "MiB"]
