@@ -157,13 +157,18 @@ def ds_evacuate(ds: str, to: Optional[str] = typer.Option(None, "--to", help="ta
 
 
 # -- VMs ------------------------------------------------------------------------------------
+DISK_FORMAT = "DATASTORE[+REPLICA]:SIZE_MB[:PATH]"
+
+
 def parse_disk(vm: str, i: int, text: str) -> DiskSpec:
-    """DATASTORE:SIZE_MB[:PATH], PATH relative to the datastore."""
+    """DATASTORE[+REPLICA]:SIZE_MB[:PATH], PATH relative to the datastore(s); with
+    +REPLICA the disk is kept on both datastores and survives the loss of either."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[1].isdigit():
-        raise SpecError(f"--disk {text!r}: expected DATASTORE:SIZE_MB[:PATH]")
+    if len(parts) not in (2, 3) or not parts[1].isdigit() or parts[0].count("+") > 1:
+        raise SpecError(f"--disk {text!r}: expected {DISK_FORMAT}")
+    ds, _, replica = parts[0].partition("+")
     path = parts[2] if len(parts) == 3 else f"{vm}/disk{i}.qcow2"
-    return DiskSpec(name=f"disk{i}", datastore=parts[0], path=path, size_mb=int(parts[1]))
+    return DiskSpec(name=f"disk{i}", datastore=ds, path=path, size_mb=int(parts[1]), replica=replica)
 
 
 @vm_app.command("create")
@@ -172,7 +177,8 @@ def vm_create(
     name: str,
     memory: int = typer.Option(128, "--memory", "-m", help="MiB"),
     vcpus: int = typer.Option(1, "--vcpus"),
-    disk: list[str] = typer.Option([], "--disk", help="DATASTORE:SIZE_MB[:PATH] (repeatable)"),
+    disk: list[str] = typer.Option([], "--disk", help=f"{DISK_FORMAT} (repeatable; +REPLICA keeps a "
+                                   "second copy on another datastore)"),
     priority: str = typer.Option("medium", "--priority", help="highest|high|medium|low|lowest|disabled"),
     isolation: str = typer.Option("power-off", "--isolation-response", help="leave-powered-on|power-off|shutdown"),
     host: Optional[str] = typer.Option(None, "--host", help="start on this host (else the controller places it)"),
@@ -236,8 +242,24 @@ def vm_show(name: str, etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT)
         if k == "ft":
             t.add_row("fault tolerance", ft_summary(v))
             continue
+        if k == "disks":
+            for d in v:
+                t.add_row(f"disk {d['name']}", disk_summary(d))
+            continue
         t.add_row(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
     console.print(t)
+
+
+def disk_summary(d: dict[str, Any]) -> str:
+    """One line: the disk's path and size, and each copy with its state."""
+    parts = []
+    for c in d["copies"]:
+        state = c["state"]
+        if state == "resyncing" and c.get("total"):
+            state = f"resyncing {100 * c.get('done', 0) / c['total']:.0f}%"
+        colour = {"in-sync": "green", "stale": "red"}.get(c["state"], "yellow")
+        parts.append(f"{c['datastore']} [{colour}]{state}[/]" if len(d["copies"]) > 1 else c["datastore"])
+    return f"{d['path']}, {d['size_mb']} MiB on " + " + ".join(parts)
 
 
 def ft_summary(ft: dict[str, Any]) -> str:
@@ -411,6 +433,48 @@ def vm_move_disk(
     console.print(f"{name}: disk move queued ({ops.task_summary(t)}), task {t.id}")
     if wait:
         follow_task(etcd, name, t.id)
+
+
+@vm_app.command("repair-disk")
+@friendly
+def vm_repair_disk(
+    name: str,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="show the resync until every copy is in sync"),
+    timeout: float = typer.Option(3600.0, "--timeout", help="seconds to wait at most"),
+    etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Resync the stale copies of a VM's disks kept on two datastores.
+
+    A running VM is resynced by its host's agent, live, as soon as that host reaches both
+    datastores again (this asks it to retry now); a powered-off VM's copy is copied here,
+    from the good copy, if this machine mounts both datastores."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vigil import ops
+
+    console.print(run_store(etcd, lambda s: ops.repair_disk(s, name)))
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
+        row = bar.add_task(name, total=100, detail="waiting")
+        while True:
+            vm = next((v for v in run_store(etcd, ops.cluster)["vms"] if v["name"] == name), None)
+            if vm is None:
+                fail(f"VM {name} disappeared")
+            copies = [c for d in vm["disks"] for c in d["copies"]]
+            behind = [c for c in copies if c["state"] != "in-sync"]
+            if not behind:
+                bar.update(row, completed=100, detail="in sync")
+                break
+            c = behind[0]
+            pct = 100.0 * c.get("done", 0) / c["total"] if c.get("total") else 0.0
+            bar.update(row, completed=min(pct, 99.0), detail=f"{c['datastore']}: {c['state']}")
+            if time.monotonic() > deadline:
+                fail(f"{name}: still not in sync after {timeout:.0f}s")
+            time.sleep(0.5)
+    console.print(f"{name}: every disk copy in sync")
 
 
 @task_app.command("list")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, Mapping
 
 from vigil.model import TASK_ACTIVE, Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
-from vigil.store.events import event_put_op, make_event
+from vigil.policy.replicas import mark_in_sync, stale_map
+from vigil.store.events import event_put_op, make_event, record
 
 
 def _under(snap: dict[str, Entry], prefix: str) -> dict[str, Entry]:
@@ -36,9 +37,10 @@ async def create_vm(store: Store, spec: VMSpec, host: str | None = None) -> None
         raise SpecError(f"a VM named {spec.name!r} already exists")
     known_ds = _under(snap, K.DATASTORES)
     for d in spec.disks:
-        if d.datastore not in known_ds:
-            raise SpecError(
-                f"disk {d.name}: unknown datastore {d.datastore!r} (known: {', '.join(sorted(known_ds)) or 'none'})")
+        for ds in d.copies:
+            if ds not in known_ds:
+                raise SpecError(
+                    f"disk {d.name}: unknown datastore {ds!r} (known: {', '.join(sorted(known_ds)) or 'none'})")
     ops = [store.put_op(K.VMS + spec.name, spec.to_json()),
            event_put_op(store, make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli"))]
     compare = [store.absent(K.VMS + spec.name), store.absent(K.ASSIGN + spec.name)]
@@ -88,7 +90,8 @@ async def delete_vm(store: Store, name: str, force: bool = False) -> None:
     ev = make_event("vm-deleted", f"{name} deleted", vm=name, source="cli")
     ok = await store.txn([store.unchanged(K.VMS + name, e.mod_revision)], [
         store.delete_op(K.VMS + name), store.delete_op(K.ASSIGN + name),
-        store.delete_op(K.VMSTATUS + name), *_ft_delete_ops(store, name), event_put_op(store, ev)])
+        store.delete_op(K.VMSTATUS + name), store.delete_op(K.DISKSTATE + name), *_ft_delete_ops(store, name),
+        event_put_op(store, ev)])
     if not ok:
         raise SpecError(f"{name} changed meanwhile; try again")
 
@@ -125,7 +128,7 @@ async def cluster(store: Store) -> dict[str, Any]:
             "owner": own.get(n), "state": st.state if st else "-", "host": st.host if st else None,
             "guest": st.guest if st else "-", "acked": st.acked if st else -1,
             "message": st.message if st else "", "since": st.since if st else 0.0,
-            "disks": [asdict(d) for d in spec.disks],
+            "disks": disk_state(snap, spec),
             "ft": ft_state(snap, n),
         })
     return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": time.time()}
@@ -178,6 +181,12 @@ async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = N
     info = _host_for_vm(snap, to)
     if to == src:
         raise SpecError(f"VM {name} already runs on {to}")
+    state = _diskstate(snap, name)
+    if state.get("resync"):
+        raise SpecError(f"VM {name} is resyncing disk {state['resync'].get('disk')}; migrate it once that is done")
+    spec = spec.without_stale(stale_map(state))
+    if datastore is not None and any(d.replica for d in spec.disks):
+        raise SpecError(f"VM {name} has disks on two datastores; --datastore moves single-copy disks only")
     if datastore is not None:
         if datastore not in _under(snap, K.DATASTORES):
             raise SpecError(f"unknown datastore {datastore!r}")
@@ -216,6 +225,9 @@ async def move_disk(store: Store, name: str, disk: str, to: str, bwlimit_mib_s: 
     d = next((x for x in spec.disks if x.name == disk), None)
     if d is None:
         raise SpecError(f"VM {name} has no disk {disk!r} (disks: {', '.join(x.name for x in spec.disks) or 'none'})")
+    if d.replica:
+        raise SpecError(f"disk {disk} of {name} has copies on {' and '.join(d.copies)}; moving a replicated disk "
+                        "is not supported")
     if to not in _under(snap, K.DATASTORES):
         raise SpecError(f"unknown datastore {to!r}")
     if d.datastore == to:
@@ -347,6 +359,81 @@ async def evacuation_step(store: Store, ds: str, to: str | None = None) -> dict[
 
 
 # -- Fault Tolerance ----------------------------------------------------------------------
+def _diskstate(snap: dict[str, Entry], name: str) -> dict[str, Any]:
+    e = snap.get(K.DISKSTATE + name)
+    return dict(e.value) if e is not None and isinstance(e.value, dict) else {}
+
+
+def disk_state(snap: dict[str, Entry], spec: VMSpec) -> list[dict[str, Any]]:
+    """What ``vm show`` says of each disk: its copies and whether each is in sync."""
+    state = _diskstate(snap, spec.name)
+    stale = state.get("stale") or {}
+    resync = state.get("resync") or {}
+    out = []
+    for d in spec.disks:
+        copies = []
+        for ds in d.copies:
+            c: dict[str, Any] = {"datastore": ds, "state": "in-sync"}
+            s = stale.get(d.name)
+            if s and s.get("datastore") == ds:
+                c |= {"state": "stale", "since": s.get("since"), "why": s.get("why", "")}
+                if resync.get("disk") == d.name:
+                    c |= {"state": "resyncing", "done": resync.get("done", 0), "total": resync.get("total", 0)}
+            copies.append(c)
+        out.append({"name": d.name, "datastore": d.datastore, "replica": d.replica, "path": d.path,
+                    "size_mb": d.size_mb, "copies": copies})
+    return out
+
+
+async def repair_disk(store: Store, name: str, local_paths: Mapping[str, str] | None = None) -> str:
+    """Resync a VM's stale disk copies. A running VM's agent resyncs them on its own once
+    it reaches both datastores; this asks it to retry now. A powered-off VM's copies are
+    copied here, from its good copy, when this machine mounts both datastores."""
+    from vigil.agent import dsheartbeat as dshb
+    from vigil.hypervisor import replica
+    from vigil.hypervisor.qemu import disk_path
+
+    snap = await store.snapshot()
+    if K.VMS + name not in snap:
+        raise SpecError(f"no VM named {name!r}")
+    spec = VMSpec.from_json(snap[K.VMS + name].value)
+    if not any(d.replica for d in spec.disks):
+        raise SpecError(f"VM {name} has no disk on two datastores")
+    stale = stale_map(_diskstate(snap, name))
+    if not stale:
+        return f"every disk copy of {name} is in sync"
+    if K.OWN + name in snap:
+        host = snap[K.OWN + name].value
+        reach = set(HostInfo.from_json(snap[K.HOSTS + host].value).datastores) if K.HOSTS + host in snap else set()
+        far = sorted({ds for ds in stale.values()} - reach)
+        if far:
+            raise SpecError(f"{host}, where {name} runs, does not reach datastore {', '.join(far)}; the resync "
+                            "starts on its own once it does")
+        await store.update(K.DISKSTATE + name, lambda st: {**(st or {}), "repair": time.time()})
+        return f"{host} resyncs {', '.join(sorted(stale))} of {name} now"
+    if spec.power == "on":
+        raise SpecError(f"{name} is being started; try again once it runs")
+    paths = dict(local_paths or {e.key[len(K.DATASTORES):]: e.value.get("path", "")
+                                 for e in _under(snap, K.DATASTORES).values()})
+    done = []
+    for d in spec.disks:
+        bad = stale.get(d.name)
+        if bad is None:
+            continue
+        good = next(ds for ds in d.copies if ds != bad)
+        src, dst = disk_path(d, paths, good), disk_path(d, paths, bad)
+        for ds in (good, bad):
+            if not dshb.reachable(ds, paths.get(ds, "")):
+                raise SpecError(f"datastore {ds} is not mounted here ({paths.get(ds) or 'no path'}); run this on "
+                                f"a host that mounts {good} and {bad}")
+        await replica.copy_offline(src, dst)
+        await store.update(K.DISKSTATE + name, lambda st, dn=d.name: mark_in_sync(st, [dn]))
+        await record(store, make_event("disk-resynced", f"{name}: disk {d.name}'s copy on {bad} copied from {good}",
+                                       vm=name, disk=d.name, datastore=bad, source="cli"))
+        done.append(d.name)
+    return f"{name}: {', '.join(done)} whole again"
+
+
 def _ft_delete_ops(store: Store, name: str) -> list:
     return [store.delete_op(k + name) for k in (K.FT, K.FTRX, K.FTACK, K.FTSTAT)]
 
@@ -380,6 +467,8 @@ def ft_limits(spec: VMSpec) -> str | None:
     if spec.memory_mb > MAX_FT_MEMORY_MB:
         return (f"FT supports VMs of up to {MAX_FT_MEMORY_MB} MiB (each checkpoint copies the whole RAM); "
                 f"{spec.name} has {spec.memory_mb} MiB")
+    if any(d.replica for d in spec.disks):
+        return f"FT does not support disks on two datastores yet ({spec.name} has some)"
     return None
 
 

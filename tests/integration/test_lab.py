@@ -1,19 +1,26 @@
 """The lab itself: namespaces, etcd, datastores, supervisors and every fault, for real.
 
 Needs root and etcd (scripts/install-deps.sh). Uses a dummy agent that only pets the
-watchdog. About 40 s.
+watchdog. About 50 s.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import select
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
 
-from vigil.lab import faults as F
+from vigil.lab import datastores as dsmod
 from vigil.lab import etcd as etcdmod
+from vigil.lab import faults as F
+from vigil.lab.__main__ import main as lab_cli
 from vigil.lab.lab import Lab, LabConfig, LabError, dummy_agent_command
 from vigil.lab.layout import (BRIDGE, DATA_DIR, DATASTORE_MARKER, NFT_FAMILY, NFT_TABLE,
                               RUN_DIR, pid_state, read_mounts, run)
@@ -59,8 +66,16 @@ def leftovers() -> dict:
         "nft": run(["nft", "list", "table", NFT_FAMILY, NFT_TABLE], check=False).returncode == 0,
         "processes": procs,
         "dirs": [str(d) for d in (RUN_DIR, DATA_DIR) if d.exists()],
+        "loops": lab_loops(),
     }
     return {k: v for k, v in found.items() if v}
+
+
+def lab_loops() -> list[str]:
+    """Loop devices on a file of the lab (images deleted while attached included)."""
+    out = run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"]).stdout
+    devs = json.loads(out)["loopdevices"] if out.strip() else []
+    return [d["name"] for d in devs if "/var/lib/vigil-lab/" in (d["back-file"] or "")]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +108,61 @@ def healthy(lab) -> int:
 def marker(lab, host, ds="ds1") -> str:
     return lab.exec(host, ["cat", f"/var/lib/vigil-lab/ds/{ds}/{DATASTORE_MARKER}"],
                     check=False).stdout.strip()
+
+
+HOLDER = """
+import ctypes, mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+if sys.argv[2] == "mmap":   # held by a mapping only, no fd (python's mmap would keep one)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    assert libc.mmap(None, 4096, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0) not in (None, 2**64 - 1)
+    os.close(fd)
+print("open", flush=True)
+sys.stdin.readline()
+try:
+    os.write(fd, b"more")
+    print("written", flush=True)
+except OSError as e:
+    print(f"errno {e.errno}", flush=True)
+sys.stdin.readline()
+"""
+
+
+class Holder:
+    """A process on a host holding a datastore file (open, or mapped), that writes to it
+    when told. Killed by pid on close."""
+
+    def __init__(self, lab, host: str, path: str, how: str = "fd"):
+        self.proc = subprocess.Popen(
+            lab.host_exec_argv(host, [sys.executable, "-c", HOLDER, path, how]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.pid = self.proc.pid   # nsenter execs python: the same pid
+        assert self.line() == "open"
+
+    def line(self, timeout: float = 10) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, "the holder process does not answer"
+        return self.proc.stdout.readline().strip()
+
+    def write(self) -> str:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return self.line()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+def loop_mounted(host: str, ds: str) -> list[str]:
+    """Sources of the mounts on the datastore path in the host's namespace, bottom first."""
+    return [src for p, _, src in dsmod.host_mounts(host) if p == f"/var/lib/vigil-lab/ds/{ds}"]
 
 
 # --- the cluster ------------------------------------------------------------------------
@@ -190,6 +260,74 @@ def test_datastore_loss_in_one_host_only(healed):
     assert marker(lab, "host2", "ds1") == "ds1"
 
 
+def test_datastore_fail_gives_eio_everywhere_until_returned(healed):
+    lab = healed
+    d = "/var/lib/vigil-lab/ds/ds2"
+    lab.exec("host1", ["sh", "-c", f"echo before > {d}/before && sync -f {d}/before"])
+    holder = Holder(lab, "host2", f"{d}/before")
+    try:
+        F.datastore_fail(lab, "ds2")
+        for h in lab.hosts:
+            r = lab.exec(h, ["cat", f"{d}/{DATASTORE_MARKER}"], check=False)
+            assert r.returncode != 0 and "Input/output error" in r.stderr, (h, r.stderr)
+            assert marker(lab, h, "ds1") == "ds1"   # the other datastore lives on
+        with pytest.raises(OSError) as e:
+            open(f"{d}/{DATASTORE_MARKER}").read()
+        assert e.value.errno == errno.EIO          # root namespace too
+        assert holder.write() == f"errno {errno.EIO}"   # a file open before the failure
+        st = lab.status()
+        assert st["datastores"]["ds2"]["failed"] and not st["datastores"]["ds1"]["failed"]
+        assert [f["kind"] for f in st["faults"]] == ["datastore_fail"]
+        assert all(hs["faults"] == [] for hs in st["hosts"].values())
+        # held open on host2: no return, and it says who holds it
+        with pytest.raises(LabError, match=rf"ds2 is busy \(host2: pids (.*, )?{holder.pid}\b"):
+            F.datastore_return(lab, "ds2")
+        assert F.heal(lab) == []                    # heal neither crashes nor returns it
+        assert lab.status()["datastores"]["ds2"]["failed"]
+        for h in lab.hosts:
+            assert lab.exec(h, ["cat", f"{d}/before"], check=False).returncode != 0
+    finally:
+        holder.close()
+    F.datastore_return(lab, "ds2")
+    for h in lab.hosts:
+        assert lab.exec(h, ["cat", f"{d}/before"]).stdout == "before\n"
+        assert marker(lab, h, "ds2") == "ds2"
+    assert open(f"{d}/before").read() == "before\n"
+    lab.exec("host3", ["sh", "-c", f"echo after > {d}/after"])
+    assert lab.exec("host1", ["cat", f"{d}/after"]).stdout == "after\n"
+    st = lab.status()
+    assert not st["datastores"]["ds2"]["failed"] and st["faults"] == []
+
+
+def test_datastore_return_rolls_back_when_busy_and_keeps_a_loss(healed, capsys):
+    lab = healed
+    d = "/var/lib/vigil-lab/ds/ds1"
+    lab.exec("host3", ["sh", "-c", f"echo mapped > {d}/mapped && sync -f {d}/mapped"])
+    holder = Holder(lab, "host3", f"{d}/mapped", how="mmap")
+    try:
+        F.datastore_loss(lab, "host3", "ds1")
+        assert lab_cli(["fault", "datastore_fail", "ds1"]) == 0
+        device = lab.state["datastores"]["ds1"]["device"]
+        # a mapping is not found by the scan: host1 and host2 get unmounted, host3 is busy
+        with pytest.raises(LabError, match="ds1 is busy on host3"):
+            F.datastore_return(lab, "ds1")
+        # ... and all is put back as it was: the dead filesystem, host3's loss on top
+        assert loop_mounted("host1", "ds1") == [device] == loop_mounted("host2", "ds1")
+        assert loop_mounted("host3", "ds1") == [device, dsmod.LOSS_FSNAME]
+        assert lab.exec("host1", ["cat", f"{d}/mapped"], check=False).returncode != 0
+        assert lab.status()["datastores"]["ds1"]["failed"]
+    finally:
+        holder.close()
+    assert lab_cli(["fault", "datastore_return", "ds1"]) == 0
+    assert "error" not in capsys.readouterr().err
+    assert marker(lab, "host1", "ds1") == "ds1" and marker(lab, "host2", "ds1") == "ds1"
+    assert marker(lab, "host3", "ds1") == ""      # its datastore_loss still holds
+    assert [f["kind"] for f in lab.status()["faults"]] == ["datastore_loss"]
+    assert lab.status()["datastores"]["ds1"]["lost_on"] == ["host3"]
+    F.heal(lab, "host3")
+    assert lab.exec("host3", ["cat", f"{d}/mapped"]).stdout == "mapped\n"
+
+
 def test_kill_agent_is_restarted(healed):
     lab = healed
     old = F.kill_agent(lab, "host1")
@@ -244,13 +382,33 @@ def test_power_off_and_on(healed):
 
 # --- teardown ---------------------------------------------------------------------------
 def test_down_leaves_nothing(lab):
+    images = [d["image"] for d in lab.state["datastores"].values()]
     F.partition(lab, ["host1"], ["host3"])
     F.datastore_loss(lab, "host1", "ds2")
+    F.datastore_fail(lab, "ds1")
     F.hang(lab, "host2")
     lab.down()
     assert leftovers() == {}
     assert not lab.is_up()
     lab.down()   # idempotent
+    assert leftovers() == {}
+    assert not any(os.path.exists(i) for i in images)
+
+
+def test_down_keep_data_detaches_and_up_finds_the_data_again():
+    lab = Lab()
+    img = "/var/lib/vigil-lab/arrays/ds1.img"
+    cfg = LabConfig(hosts=1, datastores=1, agent_command=dummy_agent_command())
+    try:
+        lab.up(cfg)
+        lab.exec("host1", ["sh", "-c", "echo kept > /var/lib/vigil-lab/ds/ds1/kept"])
+        lab.down(keep_data=True)
+        assert run(["losetup", "-j", img]).stdout == ""
+        assert os.stat(img).st_size == 8 << 30 and os.stat(img).st_blocks * 512 < 512 << 20
+        lab.up(cfg)
+        assert lab.exec("host1", ["cat", "/var/lib/vigil-lab/ds/ds1/kept"]).stdout == "kept\n"
+    finally:
+        lab.down()
     assert leftovers() == {}
 
 

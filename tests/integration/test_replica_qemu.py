@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import os
-import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +17,7 @@ import pytest
 
 from vigil.hypervisor import qemu as Q
 from vigil.hypervisor import replica as R
+from vigil.lab.datastores import shutdown_fs
 from vigil.lab.guest_image import GuestImage, read_records
 from vigil.lab.standalone import Standalone, heartbeats, standalone, unavailable
 
@@ -50,11 +48,7 @@ class Array:
         _run("mount", self.dev, str(self.mnt))
 
     def fail(self) -> None:
-        fd = os.open(self.mnt, os.O_RDONLY)
-        try:
-            fcntl.ioctl(fd, 0x8004587D, struct.pack("I", 2))  # FS_IOC_SHUTDOWN, no log flush
-        finally:
-            os.close(fd)
+        shutdown_fs(self.mnt, self.dev)
 
     def come_back(self) -> None:
         _run("umount", str(self.mnt))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vigil.agent import dsheartbeat as dshb
 from vigil.agent import executor
+from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.isolation import any_answers, is_isolated, isolation_action
 from vigil.config import AgentConfig
@@ -71,6 +72,7 @@ class Agent:
         self.leader_hb = dshb.HbTracker(time.monotonic())
         self.published: dict[str, tuple] = {}
         self.ft = FtRunner(self)
+        self.disks = DiskKeeper(self)
         self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
         self._stop = asyncio.Event()
         self._lease_file = self.run_dir / "agent-lease.json"
@@ -158,6 +160,8 @@ class Agent:
         while not self._stop.is_set():
             self.pet_watchdog()
             await self._check_datastores()
+            if self.lease_ok():
+                await self.disks.degrade()
             await self._check_processes()
             lost = self.lease_ok_until > 0 and not self.lease_ok()
             if lost and not self.isolated and (checking is None or checking.done()):
@@ -186,6 +190,9 @@ class Agent:
             for n in changed:
                 await self.event("datastore-" + ("back" if now[n] else "lost"),
                                  f"datastore {n} {'reachable again' if now[n] else 'lost'} on {self.me}")
+            # replicated disks drop the lost copy before the controller learns of the
+            # loss, so that it sees a VM running on the copy it still has, not a VM to move
+            await self.disks.degrade()
             if self.lease_ok():
                 try:
                     await self._publish_host()
@@ -328,7 +335,7 @@ class Agent:
         try:
             await self._status(name, "starting")
             await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
-            pid = await executor.start(self.cfg, spec, self.accel)
+            pid = await executor.start(self.cfg, spec, self.accel, stale=self.disks.stale(name))
         except executor.StartError as e:
             self.failed[name] = (a.gen, LOCAL_RESTARTS, str(e))
             await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
@@ -392,6 +399,8 @@ class Agent:
                 if sb is not None:
                     self.promoting[name] = sb
         self.ft.sync(snap, specs)
+        self.disks.update(snap)
+        self.disks.sync()
         # VMs running here that should not: stopped, deleted, or handed to another host.
         for name, vm in list(self.vms.items()):
             if vm.stopping or name in mine:

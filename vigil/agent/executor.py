@@ -40,10 +40,11 @@ def alive(pid: int) -> bool:
         return False
 
 
-async def start(cfg: AgentConfig, spec: VMSpec, accel: str) -> int:
+async def start(cfg: AgentConfig, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
+    """Start the VM's QEMU (without the disk copies ``stale`` names); StartError if not."""
     try:
         return await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores),
-                                tls_dir=cfg.tls_dir or None)
+                                tls_dir=cfg.tls_dir or None, stale=stale)
     except qemu.QemuError as e:
         raise StartError(str(e)) from None
 

@@ -329,7 +329,8 @@ class TaskRunner:
         uri = f"tcp:{self.a.cfg.address}:{port}"
         try:
             pid = await qemu.start(spec, executor.paths(self.a.cfg, t.vm), self.a.accel, dict(self.a.cfg.datastores),
-                                   incoming=True, tls_dir=self.a.cfg.tls_dir or None)
+                                   incoming=True, tls_dir=self.a.cfg.tls_dir or None,
+                                   stale=self.a.disks.stale(t.vm))
             self.incoming[t.vm] = (t.id, pid)
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=pid, name=t.vm) as conn:
                 if t.datastore:

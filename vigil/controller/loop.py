@@ -17,8 +17,9 @@ from vigil.agent import dsheartbeat as dshb
 from vigil.agent.isolation import ping
 from vigil.config import AgentConfig
 from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
-from vigil.policy.plan import (VMCP_REASON, AssignVM, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
+from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
+from vigil.policy.replicas import stale_map
 from vigil.policy.view import ClusterView, FtView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
@@ -112,6 +113,7 @@ class Controller:
         assign = under(K.ASSIGN)
         own = under(K.OWN)
         status = under(K.VMSTATUS)
+        diskstate = under(K.DISKSTATE)
         vms: dict[str, VMView] = {}
         for name, e in under(K.VMS).items():
             try:
@@ -119,8 +121,11 @@ class Controller:
             except SpecError:
                 continue
             a = assign.get(name)
+            ds = diskstate.get(name)
             vms[name] = VMView(
-                spec=spec,
+                spec=spec.without_stale(stale_map(ds.value if ds else None)),
+                diskstate=dict(ds.value) if ds and isinstance(ds.value, dict) else {},
+                diskstate_rev=ds.mod_revision if ds else 0,
                 assignment=Assignment(**a.value) if a else None,
                 assign_rev=a.mod_revision if a else 0,
                 owner=own[name].value if name in own else None,
@@ -211,6 +216,12 @@ class Controller:
                 [st.unchanged(K.ASSIGN + action.vm, action.expect_rev), st.equals(K.OWN + action.vm, action.host)],
                 [st.put_op(K.ASSIGN + action.vm, Assignment(host="", gen=action.gen, reason=VMCP_REASON).__dict__),
                  event_put_op(st, ev)])
+        elif isinstance(action, MarkStale):
+            ev = make_event("disk-degraded", f"{action.vm}: disk {action.disk}'s copy on {action.datastore} marked "
+                            f"stale ({action.reason}); the VM starts on its other copy", vm=action.vm,
+                            disk=action.disk, datastore=action.datastore, source="controller")
+            await self._guarded([st.unchanged(K.DISKSTATE + action.vm, action.expect_rev)],
+                                [st.put_op(K.DISKSTATE + action.vm, dict(action.state)), event_put_op(st, ev)])
         elif isinstance(action, SetSecondary):
             ev = make_event("ft-secondary-placed", f"{action.vm}: FT secondary on {action.host} ({action.reason})",
                             vm=action.vm, host=action.host, source="controller", epoch=action.epoch)

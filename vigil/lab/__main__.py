@@ -3,6 +3,7 @@
     python -m vigil.lab up [--hosts 3] [--datastores 2] [--dummy-agent] ...
     python -m vigil.lab status
     python -m vigil.lab fault isolate host2 | partition host1 -- host2,host3 | ...
+    python -m vigil.lab fault datastore_fail ds1 | datastore_return ds1
     python -m vigil.lab heal [host2]
     python -m vigil.lab exec host1 -- ip addr
     python -m vigil.lab down [--keep-data]
@@ -25,6 +26,7 @@ FAULTS = {
     "kill_etcd": (F.kill_etcd, "host"), "isolate": (F.isolate, "host"),
     "blip": (F.blip, "host seconds"), "partition": (F.partition, "group_a group_b"),
     "datastore_loss": (F.datastore_loss, "host ds"),
+    "datastore_fail": (F.datastore_fail, "ds"), "datastore_return": (F.datastore_return, "ds"),
 }
 
 
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status")
     fault = sub.add_parser("fault")
     fault.add_argument("kind", choices=sorted(FAULTS))
-    fault.add_argument("args", nargs="*", help="host [ds|seconds], or groups as host1,host2 host3")
+    fault.add_argument("args", nargs="*",
+                       help="host [ds|seconds], a ds, or groups as host1,host2 host3")
     heal = sub.add_parser("heal")
     heal.add_argument("host", nargs="?")
     ex = sub.add_parser("exec")

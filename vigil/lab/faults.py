@@ -4,8 +4,11 @@ state (`state["faults"]`, shown by `Lab.status()`).
     power_off(lab, "host2"); heal(lab, "host2")      # or power_on(lab, "host2")
     partition(lab, ["host1"], ["host2", "host3"]); heal(lab)
 
+    datastore_fail(lab, "ds1"); datastore_return(lab, "ds1")   # or heal(lab)
+
 Fault records: {"kind": ..., "host": ..., "since": t, ...}; a partition has "a"/"b" lists
-instead of "host". Kinds: power_off, hang, isolate, partition, datastore_loss, etcd_down.
+instead of "host", a datastore_fail only "ds" (it hits every host). Kinds: power_off, hang,
+isolate, partition, datastore_loss, datastore_fail, etcd_down.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from typing import Iterable
 from . import datastores as dsmod
 from . import net
 from .lab import Lab, _fault_hosts
-from .layout import (ETCD_DOWN_FLAG, LabError, host_dir, kill_ns_processes, netns_path,
-                     pid_alive, signal_pids, veth_name)
+from .layout import (ETCD_DOWN_FLAG, LabError, host_dir, kill_ns_processes, mntns_path,
+                     netns_path, pid_alive, signal_pids, veth_name)
 
 LINK_DOWN_KINDS = ("power_off", "isolate")
 
@@ -217,10 +220,46 @@ def datastore_restore(lab: Lab, host: str, ds: str) -> None:
             f["kind"] == "datastore_loss" and f.get("host") == host and f.get("ds") == ds)]
 
 
+def _device(lab: Lab, ds: str) -> str:
+    d = lab.state["datastores"].get(ds)
+    if d is None:
+        raise LabError(f"no datastore {ds!r}")
+    if not d.get("device"):
+        raise LabError(f"datastore {ds} has no loop device; is the lab up?")
+    return d["device"]
+
+
+def datastore_fail(lab: Lab, ds: str) -> None:
+    """The datastore's storage array dies: its filesystem is shut down (FS_IOC_SHUTDOWN,
+    the journal not flushed). Every I/O on it then fails with EIO, on every host and in the
+    root namespace, on files already open too; the marker file cannot be read either.
+    What was written but not yet synced is lost, as when an array dies."""
+    device = _device(lab, ds)
+    _record(lab, {"kind": "datastore_fail", "ds": ds})
+    dsmod.shutdown_datastore(ds, device)
+
+
+def datastore_return(lab: Lab, ds: str) -> None:
+    """Undo datastore_fail: unmount the datastore everywhere (not lazily), e2fsck it and
+    mount it again. A host's datastore_loss stays in force: its overmount is lifted for the
+    while and put back on top. Raises LabError (the datastore stays failed, the fault
+    recorded) while a process on some host or in the root namespace holds a file or its
+    cwd on it, naming them: the dead filesystem would come back as long as it is held."""
+    device = _device(lab, ds)
+    hosts = [h for h in lab.hosts if mntns_path(h).exists()]
+    lost_on = [f["host"] for f in _active(lab, "datastore_loss") if f["ds"] == ds]
+    dsmod.return_datastore(ds, device, hosts, lost_on)
+    with lab.mutate() as st:
+        st["faults"] = [f for f in st["faults"]
+                        if not (f["kind"] == "datastore_fail" and f.get("ds") == ds)]
+
+
 # --- heal --------------------------------------------------------------------------------
 def heal(lab: Lab, host: str | None = None) -> list[dict]:
-    """Undo every fault on `host` (partitions it is part of included), or on all hosts.
-    Also makes sure each healed host's supervisor runs. Returns the faults undone."""
+    """Undo every fault on `host` (partitions it is part of included), or on all hosts and
+    then failed datastores too (one still held by a process stays failed: reported through
+    lab.progress). Also makes sure each healed host's supervisor runs. Returns the faults
+    undone."""
     st = lab.state
     hosts = [host] if host else list(st["hosts"])
     if host:
@@ -241,9 +280,23 @@ def heal(lab: Lab, host: str | None = None) -> list[dict]:
         _sync_link(lab, h)
         if not lab.supervisor_pid(h):
             lab.start_supervisor(h)
+    if host is None:
+        undone += _return_datastores(lab)
     return undone
+
+
+def _return_datastores(lab: Lab) -> list[dict]:
+    """datastore_return of every failed datastore that can be; returns their records."""
+    back = []
+    for f in _active(lab, "datastore_fail"):
+        try:
+            datastore_return(lab, f["ds"])
+            back.append(f)
+        except LabError as e:
+            lab.progress(f"datastore {f['ds']} stays failed: {e}")
+    return back
 
 
 __all__ = ["power_off", "power_on", "hang", "unhang", "kill_agent", "kill_etcd", "start_etcd",
            "isolate", "unisolate", "blip", "partition", "datastore_loss", "datastore_restore",
-           "heal"]
+           "datastore_fail", "datastore_return", "heal"]

@@ -7,8 +7,9 @@
 
 One lab per machine; its state lives in /run/vigil-lab/lab.json. `down()` finds what to
 remove from that file *and* from the names the lab uses (netns vigil-*, links vgl-h* and
-vigilbr0, mounts under /run/vigil-lab and /var/lib/vigil-lab, nft table bridge vigil_lab),
-so it works after a failed `up`, without a state file, and twice in a row.
+vigilbr0, mounts under /run/vigil-lab and /var/lib/vigil-lab, loop devices on
+/var/lib/vigil-lab/arrays/*.img, nft table bridge vigil_lab), so it works after a failed
+`up`, without a state file, and twice in a row.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS
                      MNT_NS_DIR, NETNS_PREFIX, RUN_DIR, STATE_FILE, STORE_DIR,
                      SUPERVISOR_LOG, SUPERVISOR_STATUS, WATCHDOG_FILE, LabCommandError,
                      LabError, datastore_path, host_dir, host_exec_argv, host_name,
-                     kill_ns_processes, mntns_path, netns_name, netns_path, ns_inode,
-                     pid_alive, pids_in_ns, run, signal_pids, store_path, veth_name,
-                     wait_for)
+                     image_path, kill_ns_processes, mntns_path, netns_name, netns_path,
+                     ns_inode, pid_alive, pids_in_ns, run, signal_pids, store_path,
+                     veth_name, wait_for)
 
 __all__ = ["Lab", "LabConfig", "LabError", "host_exec_argv"]
 
@@ -240,7 +241,8 @@ class Lab:
             hosts = ", ".join(st.get("hosts", {}))
             raise LabError(f"a lab is already up ({len(st.get('hosts', {}))} hosts: {hosts}; "
                            f"state {STATE_FILE}); run 'vigil lab down' first")
-        if st is not None or net.lab_netns() or net.lab_links() or self._lab_mounts():
+        if (st is not None or net.lab_netns() or net.lab_links() or self._lab_mounts()
+                or dsmod.lab_loop_devices()):
             self.progress("cleaning up a stale lab")
             self.down()
         try:
@@ -260,7 +262,8 @@ class Lab:
         if os.geteuid() != 0:
             raise LabError("the lab needs root")
         missing = [t for t in ("ip", "nft", "nsenter", "unshare", "mount", "umount", "setsid",
-                               "etcd", "ping") if not shutil.which(t)]
+                               "etcd", "ping", "losetup", "mkfs.ext4", "e2fsck")
+                   if not shutil.which(t)]
         if missing:
             raise LabError(f"missing tools: {', '.join(missing)} (run scripts/install-deps.sh)")
 
@@ -307,7 +310,8 @@ class Lab:
                 "supervisor_pid": None,
             }
         for ds in dss:
-            st["datastores"][ds] = {"path": str(datastore_path(ds)), "store": str(store_path(ds))}
+            st["datastores"][ds] = {"path": str(datastore_path(ds)), "store": str(store_path(ds)),
+                                    "image": str(image_path(ds)), "device": None}
         self.save_state(st)
 
         self.progress(f"network: bridge {BRIDGE} {subnet.bridge_address}/{subnet.prefixlen}")
@@ -321,10 +325,13 @@ class Lab:
             d = Path(hs["dir"])
             (d / "run").mkdir(parents=True, exist_ok=True)
         for ds in dss:
-            self.progress(f"datastore {ds}: {store_path(ds)} -> {datastore_path(ds)} on every host")
-            dsmod.create_datastore(ds)
+            device = dsmod.create_datastore(ds)
+            st["datastores"][ds]["device"] = device
+            self.save_state(st)
+            self.progress(f"datastore {ds}: ext4 on {device} ({image_path(ds)}) at "
+                          f"{datastore_path(ds)} on every host")
             for h in hosts:
-                dsmod.mount_datastore_in_host(h, ds)
+                dsmod.mount_datastore_in_host(h, ds, device)
             dsmod.mount_datastore_in_root(ds)
         for h in members:
             (ETCD_DATA_DIR / h).mkdir(parents=True, exist_ok=True)
@@ -457,10 +464,14 @@ class Lab:
                     kill_ns_processes(nsfile, kind, timeout=10)
         # 3. nftables
         net.delete_nft_table()
-        # 4. mounts (root-ns datastore binds, mount namespace files, the mnt dir)
+        # 4. mounts (root-ns datastores, mount namespace files, the mnt dir), then the
+        #    datastores' loop devices (those of the state are among them)
         left = dsmod.unmount_all()
         if left:
             raise LabError(f"could not unmount: {', '.join(left)}")
+        loops = dsmod.detach_loop_devices()
+        if loops:
+            self.progress(f"loop devices {', '.join(loops)} still open: detached when closed")
         # 5. network
         for ns in net.lab_netns():
             self.progress(f"deleting netns {ns}")
@@ -514,13 +525,18 @@ class Lab:
             "up": self._alive(st), "phase": st.get("phase"), "subnet": st["subnet"],
             "bridge": st["bridge"] | {"exists": net.link_exists(BRIDGE)},
             "hosts": hosts,
-            "datastores": {ds: d | {"lost_on": sorted(f["host"] for f in faults if
-                                                  f["kind"] == "datastore_loss" and f["ds"] == ds)}
+            "datastores": {ds: d | self._datastore_faults(faults, ds)
                            for ds, d in st["datastores"].items()},
             "etcd": {"endpoints": eps, "health": etcdmod.health(eps, etcd_timeout)},
             "faults": faults,
             "config": st["config"],
         }
+
+    @staticmethod
+    def _datastore_faults(faults: list[dict], ds: str) -> dict:
+        return {"lost_on": sorted(f["host"] for f in faults
+                                  if f["kind"] == "datastore_loss" and f["ds"] == ds),
+                "failed": any(f["kind"] == "datastore_fail" and f["ds"] == ds for f in faults)}
 
     def _log_tails(self) -> str:
         out = []
@@ -534,9 +550,10 @@ class Lab:
 
 
 def _fault_hosts(f: dict) -> list[str]:
+    """The hosts a fault is on: none for a datastore_fail (it hits the datastore)."""
     if f["kind"] == "partition":
         return list(f["a"]) + list(f["b"])
-    return [f["host"]]
+    return [f["host"]] if "host" in f else []
 
 
 # silence "imported but unused" for names re-exported for the CLI

@@ -21,11 +21,13 @@ MNT_NS_DIR = RUN_DIR / "mnt"          # persistent mount namespaces: mnt/host1, 
 HOSTS_DIR = RUN_DIR / "hosts"         # per-host run dirs: logs, agent.json, watchdog, ...
 
 DATA_DIR = Path("/var/lib/vigil-lab")
-STORE_DIR = DATA_DIR / "store"        # datastore backing directories (on disk)
+ARRAYS_DIR = DATA_DIR / "arrays"      # datastore disk images: arrays/ds1.img, ...
+STORE_DIR = DATA_DIR / "store"        # datastore filesystems, mounted in the root namespace
 DS_DIR = DATA_DIR / "ds"              # canonical datastore mount points (same on every host)
 ETCD_DATA_DIR = DATA_DIR / "etcd"     # etcd member data dirs
 
 DATASTORE_MARKER = ".vigil-datastore"
+DATASTORE_IMAGE_BYTES = 8 << 30       # sparse: only what is written takes disk space
 
 # --- network -----------------------------------------------------------------------------
 BRIDGE = "vigilbr0"
@@ -88,6 +90,10 @@ def datastore_path(ds: str) -> Path:
 
 def store_path(ds: str) -> Path:
     return STORE_DIR / ds
+
+
+def image_path(ds: str) -> Path:
+    return ARRAYS_DIR / f"{ds}.img"
 
 
 def host_exec_argv(host: str, argv: Sequence[str]) -> list[str]:

@@ -7,11 +7,12 @@ the scenario tests read them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from vigil.model import RESTART_PRIORITIES, Assignment, HostState, Rule
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.placement import Load, host_load, place, rule_conflict
+from vigil.policy.replicas import copies_unreachable, mark_stale
 from vigil.policy.view import ClusterView, Retry, VMView
 
 
@@ -69,6 +70,20 @@ class PowerOffForRestart:
 
 
 @dataclass(frozen=True)
+class MarkStale:
+    """A copy of a replicated disk of a VM that runs nowhere is on a datastore no running
+    host reaches: it is declared stale (``state`` is the new diskstate value, written if
+    the key is still at ``expect_rev``), so that the VM can start on its other copy."""
+
+    vm: str
+    disk: str
+    datastore: str
+    state: Mapping[str, Any]
+    expect_rev: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Waiting:
     """The VM should run but cannot be placed now; it is placed when capacity appears."""
 
@@ -94,7 +109,8 @@ class StartMigration:
     reason: str
 
 
-Action = SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary | PowerOffForRestart
+Action = (SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary | PowerOffForRestart
+          | MarkStale)
 
 VMCP_REASON = "vmcp"  # the assignment's reason while a VM is powered off for component protection
 
@@ -156,9 +172,16 @@ def plan(view: ClusterView) -> list[Action]:
             load[t.dst] = load.get(t.dst, Load()).plus(view.vms[t.vm].spec)
             where[t.vm] = t.dst
 
+    reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
     for v in restart_order(list(view.vms.values())):
         spec, a = v.spec, v.assignment
         if spec.power != "on":
+            continue
+        if v.owner is None and reach and (dead := copies_unreachable(spec, {}, reach)):
+            disk, ds = dead[0]
+            actions.append(MarkStale(spec.name, disk, ds, mark_stale(v.diskstate, disk, ds, view.now,
+                                                                     f"no running host reaches {ds}"),
+                                     v.diskstate_rev, f"no running host reaches datastore {ds}"))
             continue
         if a is None:
             kind, avoid, why_move = "place", frozenset(), "new VM"
@@ -252,7 +275,10 @@ def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> lis
     a = v.assignment
     if a is None or states.get(a.host) is not HostState.RUNNING or a.host not in infos:
         return None
-    lost = sorted(v.spec.datastores - set(infos[a.host].datastores))
+    have = set(infos[a.host].datastores)
+    # a disk is lost when none of its copies is reachable (one lost copy of a replicated
+    # disk is the agent's to drop: the VM runs on, on the other)
+    lost = sorted({ds for d in v.spec.disks if not have & set(d.copies) for ds in d.copies})
     return lost or None
 
 

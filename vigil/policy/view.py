@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 from vigil.model import Assignment, HostInfo, HostState, Rule, Task, VMSpec, VMStatus
 
@@ -70,6 +70,10 @@ class VMView:
     owner: str | None  # holder of the leased ownership key
     status: VMStatus | None
     ft: FtView | None = None  # None: FT off
+    # replicated disks: the diskstate/<vm> value and its mod_revision (0: absent). The
+    # spec above is already without the stale copies it names (VMSpec.without_stale).
+    diskstate: Mapping[str, Any] = field(default_factory=dict)
+    diskstate_rev: int = 0
 
 
 @dataclass(frozen=True)

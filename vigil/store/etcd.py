@@ -173,6 +173,16 @@ class Store:
             [self.put_op(key, value, lease)] + list(also or []),
         )
 
+    async def update(self, key: str, change: Callable[[Any], Any], tries: int = 5) -> Any:
+        """Read-modify-write of one JSON key: ``change(old value or None)`` is written only
+        if nobody wrote the key in between (retried ``tries`` times); the value written."""
+        for _ in range(tries):
+            e = await self.get(key)
+            new = change(e.value if e else None)
+            if await self.txn([self.unchanged(key, e.mod_revision if e else 0)], [self.put_op(key, new)]):
+                return new
+        raise StoreError(f"{key}: changed under us {tries} times")
+
     def put_op(self, key: str, value: Any, lease: int = 0):  # type: ignore[no-untyped-def]
         return self.tx.put(key.encode(), _encode(value), lease=lease or None)
 

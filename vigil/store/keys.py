@@ -32,3 +32,4 @@ FT = PREFIX + "ft/"  # FT on for the VM: {"secondary": host | None, "epoch": n},
 FTRX = PREFIX + "ftrx/"  # leased, by the secondary: where the next checkpoint goes
 FTACK = PREFIX + "ftack/"  # leased, by the secondary: the newest checkpoint it holds complete
 FTSTAT = PREFIX + "ftstat/"  # by the primary: valid_from (oldest checkpoint that may run) and figures
+DISKSTATE = PREFIX + "diskstate/"  # replicated disks: {"stale": {disk: {datastore, since, why}}, "resync": {...}}
