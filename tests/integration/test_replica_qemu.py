@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -56,7 +57,14 @@ class Array:
         self.mount()
 
     def remove(self) -> None:
-        subprocess.run(["umount", str(self.mnt)], capture_output=True, check=False)
+        """Unmount (retried while the last QEMU closes its files) and detach."""
+        deadline = time.monotonic() + 15
+        while subprocess.run(["mountpoint", "-q", str(self.mnt)], check=False).returncode == 0:
+            if subprocess.run(["umount", str(self.mnt)], capture_output=True, check=False).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot unmount {self.mnt}")
+            time.sleep(0.2)
         subprocess.run(["losetup", "-d", self.dev], capture_output=True, check=False)
 
 

@@ -138,8 +138,18 @@ def create_datastore(ds: str) -> str:
     device = attach_image(ds)
     mount_store(ds, device)
     (store_path(ds) / DATASTORE_MARKER).write_text(ds + "\n")
+    _syncfs(store_path(ds))  # the marker must outlive an array failure right after `up`
     datastore_path(ds).mkdir(parents=True, exist_ok=True)
     return device
+
+
+def _syncfs(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+        run(["sync", "-f", str(path)])
+    finally:
+        os.close(fd)
 
 
 def mount_store(ds: str, device: str) -> None:

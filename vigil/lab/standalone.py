@@ -176,12 +176,16 @@ class Standalone:
         self.stopped.add(pid)
         os.kill(pid, signal.SIGSTOP)
 
-    def kill(self) -> None:
-        """SIGCONT + SIGKILL each QEMU started here that still runs, by pid only."""
-        for pid in self.pids:
-            if _is_qemu(pid):
-                Q.kill_pid(pid, signal.SIGCONT)
-                Q.kill_pid(pid)
+    def kill(self, wait_s: float = 10.0) -> None:
+        """SIGCONT + SIGKILL each QEMU started here that still runs, by pid only, and wait
+        until they are gone (their files closed: a test may unmount what they used)."""
+        left = [pid for pid in self.pids if _is_qemu(pid)]
+        for pid in left:
+            Q.kill_pid(pid, signal.SIGCONT)
+            Q.kill_pid(pid)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(_is_qemu(p) for p in left):
+            time.sleep(0.05)
 
     async def close(self) -> None:
         """Close the QMP connections, then :meth:`kill`."""
