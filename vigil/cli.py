@@ -763,6 +763,27 @@ def fault_ds_loss(host: str, datastore: str) -> None:
     console.print(f"{host}: lost datastore {datastore}")
 
 
+@fault_app.command("datastore-fail")
+@friendly
+def fault_ds_fail(datastore: str) -> None:
+    """The datastore's array dies: every I/O on it fails, on every host."""
+    from vigil.lab import faults
+
+    faults.datastore_fail(_lab(), datastore)
+    console.print(f"datastore {datastore} failed")
+
+
+@fault_app.command("datastore-return")
+@friendly
+def fault_ds_return(datastore: str) -> None:
+    """A failed datastore comes back (checked with e2fsck); refused while something still
+    holds a file on it."""
+    from vigil.lab import faults
+
+    faults.datastore_return(_lab(), datastore)
+    console.print(f"datastore {datastore} back")
+
+
 @fault_app.command("heal")
 @friendly
 def fault_heal(host: Optional[str] = typer.Argument(None)) -> None:
