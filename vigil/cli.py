@@ -185,6 +185,8 @@ def vm_create(
     guest: bool = typer.Option(True, "--lab-guest/--no-lab-guest", help="boot vigil's lab guest image"),
     workload: bool = typer.Option(False, "--workload", help="the lab guest writes numbered records to its disk"),
     dirty_mb: int = typer.Option(0, "--dirty-mb", help="the lab guest keeps rewriting this much memory"),
+    network: list[str] = typer.Option([], "--network", help="a NIC on this VM network (repeatable)"),
+    guest_ip: str = typer.Option("", "--guest-ip", help="the lab guest's address on its first network (ADDR/PREFIX)"),
     stopped: bool = typer.Option(False, "--stopped", help="create powered off"),
     etcd: Optional[str] = ETCD_OPT,
 ) -> None:
@@ -192,14 +194,17 @@ def vm_create(
     from vigil import ops
 
     disks = tuple(parse_disk(name, i, d) for i, d in enumerate(disk))
+    if guest_ip and not network:
+        raise SpecError("--guest-ip needs a --network for the guest's NIC")
     boot = None
     if guest:
         from vigil.lab.guest_image import build_guest_image
 
         img = build_guest_image(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
         cmdline = img.cmdline + (" vigil.workload=1" if workload else "") + (f" vigil.dirty_mb={dirty_mb}" if dirty_mb else "")
+        cmdline += f" vigil.ip={guest_ip}" if guest_ip else ""
         boot = BootSpec(kernel=str(img.kernel), initrd=str(img.initrd), cmdline=cmdline)
-    spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, boot=boot,
+    spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, boot=boot, networks=tuple(network),
                   restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on")
     run_store(etcd, lambda s: ops.create_vm(s, spec, host))
     console.print(f"VM [bold]{name}[/] created" + ("" if stopped else f", starting{' on ' + host if host else ''}"))

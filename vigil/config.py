@@ -28,6 +28,7 @@ class AgentConfig:
     guest_hb_timeout_s: float = 5.0
     qemu_binary: str = "qemu-system-x86_64"
     tls_dir: str = ""  # migration TLS credentials (tls-creds-x509 layout); empty: plain TCP
+    networks: dict[str, str] = field(default_factory=dict)  # VM network name -> bridge on this host
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":

@@ -5,6 +5,7 @@ pure decision code in ``vigil.policy`` works on it without any I/O.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
@@ -41,6 +42,16 @@ def check_name(kind: str, name: str) -> str:
             f"invalid {kind} name {name!r}: use 1-63 lower-case letters, digits, '.', '_' or '-'"
         )
     return name
+
+
+MAX_NICS = 4
+
+
+def mac_address(vm: str, index: int) -> str:
+    """A stable, locally administered MAC for the VM's ``index``-th NIC (QEMU's 52:54:00
+    prefix): the same on every host, so a restarted or moved VM keeps its address."""
+    h = hashlib.sha256(f"{vm}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,9 @@ class VMSpec:
     shutdown_timeout_s: float = 20.0
     # Desired power state: the controller keeps a VM with power "on" running somewhere.
     power: str = "on"
+    # One virtio NIC per entry, on that VM network (a bridge of the same name's mapping on
+    # every host, see AgentConfig.networks); its MAC follows from the VM's name.
+    networks: tuple[str, ...] = ()
 
     def validate(self) -> None:
         check_name("VM", self.name)
@@ -120,6 +134,10 @@ class VMSpec:
             raise SpecError(f"VM {self.name}: power must be 'on' or 'off'")
         if not 0 < self.shutdown_timeout_s <= 3600:
             raise SpecError(f"VM {self.name}: shutdown_timeout_s must be in (0, 3600]")
+        if len(self.networks) > MAX_NICS:
+            raise SpecError(f"VM {self.name}: at most {MAX_NICS} networks")
+        for n in self.networks:
+            check_name("network", n)
         seen: set[str] = set()
         for d in self.disks:
             d.validate()
@@ -158,6 +176,7 @@ class VMSpec:
         d = dict(data)
         try:
             d["disks"] = tuple(DiskSpec(**x) for x in d.get("disks", ()))
+            d["networks"] = tuple(d.get("networks", ()))
             if d.get("boot"):
                 d["boot"] = BootSpec(**d["boot"])
         except TypeError as e:
@@ -189,11 +208,13 @@ class HostInfo:
     datastores: tuple[str, ...] = ()
     accel: str = "tcg"
     maintenance: bool = False
+    networks: tuple[str, ...] = ()  # the VM networks this host has a bridge for
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "HostInfo":
         d = dict(data)
         d["datastores"] = tuple(d.get("datastores", ()))
+        d["networks"] = tuple(d.get("networks", ()))
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
 

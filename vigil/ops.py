@@ -41,6 +41,10 @@ async def create_vm(store: Store, spec: VMSpec, host: str | None = None) -> None
             if ds not in known_ds:
                 raise SpecError(
                     f"disk {d.name}: unknown datastore {ds!r} (known: {', '.join(sorted(known_ds)) or 'none'})")
+    nets = {n for e in _under(snap, K.HOSTS).values() for n in e.value.get("networks", ())}
+    for n in spec.networks:
+        if n not in nets:
+            raise SpecError(f"unknown network {n!r}: no host has it (known: {', '.join(sorted(nets)) or 'none'})")
     ops = [store.put_op(K.VMS + spec.name, spec.to_json()),
            event_put_op(store, make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli"))]
     compare = [store.absent(K.VMS + spec.name), store.absent(K.ASSIGN + spec.name)]

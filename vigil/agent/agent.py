@@ -20,6 +20,7 @@ from vigil.agent import dsheartbeat as dshb
 from vigil.agent import executor
 from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
+from vigil.agent.nics import NicPort
 from vigil.agent.isolation import any_answers, is_isolated, isolation_action
 from vigil.config import AgentConfig
 from vigil.hypervisor.qemu import OutputGate
@@ -49,6 +50,7 @@ class LocalVM:
     stopping: bool = False
     monitor: asyncio.Task | None = None
     gate: OutputGate | None = None  # the guest's output on its way out (held for FT)
+    nics: asyncio.Task | None = None  # carries the NICs' frames (vigil.agent.nics)
 
 
 class Agent:
@@ -89,6 +91,7 @@ class Agent:
         return HostInfo(
             name=self.me, address=self.cfg.address, memory_mb=self.cfg.memory_mb, cpus=self.cfg.cpus,
             datastores=tuple(sorted(n for n, ok in self.ds_ok.items() if ok)), accel=self.accel,
+            networks=tuple(sorted(self.cfg.networks)),
         )
 
     # -- lease -------------------------------------------------------------------------
@@ -114,7 +117,8 @@ class Agent:
                 await self.store.create(K.DATASTORES + name, {"name": name, "path": path})
                 self.published[K.DATASTORES + name] = ()
         info = self.host_info()
-        await self.store.put(K.HOSTS + self.me, info.__dict__ | {"datastores": list(info.datastores)})
+        await self.store.put(K.HOSTS + self.me, info.__dict__ | {"datastores": list(info.datastores),
+                                                                 "networks": list(info.networks)})
         await self.store.put(K.ALIVE + self.me, {"pid": os.getpid(), "boot": self.boot, "time": time.time()},
                              lease=self.lease_id)
 
@@ -252,6 +256,8 @@ class Agent:
         vm = self.vms.pop(name, None)
         if vm and vm.monitor:
             vm.monitor.cancel()
+        if vm and vm.nics:
+            vm.nics.cancel()
 
     def _adopt(self, name: str, pid: int, spec: VMSpec | None, gen: int, held: bool = False) -> LocalVM:
         """``held``: keep the guest's output back until the FT roles are known (a QEMU
@@ -260,8 +266,28 @@ class Agent:
         if held:
             vm.gate.hold()
         vm.monitor = asyncio.create_task(self._watch_guest(vm))
+        vm.nics = asyncio.create_task(self._carry_nics(vm))
         self.vms[name] = vm
         return vm
+
+    async def _carry_nics(self, vm: LocalVM) -> None:
+        """Plug the VM's NICs into this host's bridges, once its spec is known."""
+        while vm.spec is None:
+            await asyncio.sleep(0.5)
+        paths = executor.paths(self.cfg, vm.name)
+        ports = []
+        for i, network in enumerate(vm.spec.networks):
+            bridge = self.cfg.networks.get(network)
+            if bridge is None:
+                await self.event("nic-unplugged", f"{vm.name}: {self.me} has no network {network}", vm=vm.name)
+                continue
+            assert vm.gate is not None
+            ports.append(NicPort(vm.name, i, paths.net_sock(i), bridge, vm.gate, paths, lambda: vm.pid))
+        if ports:
+            try:
+                await asyncio.gather(*(p.run() for p in ports))
+            except OSError as e:
+                await self.event("nic-failed", f"{vm.name}: its NICs are not connected on {self.me}: {e}", vm=vm.name)
 
     async def _watch_guest(self, vm: LocalVM) -> None:
         """Follow the guest's heartbeat port; reconnect while the QEMU lives."""

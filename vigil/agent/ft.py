@@ -182,7 +182,7 @@ class FtRunner:
             await sb.conn.close()
         dest = Q.VMPaths.for_vm(Path(self.a.cfg.run_dir), vm)
         dest.dir.mkdir(parents=True, exist_ok=True)
-        for name in ("qmp.sock", "hb.sock", "qemu.pid", "serial.log"):
+        for name in ("qmp.sock", "hb.sock", "qemu.pid", "serial.log", *(f"net{i}.sock" for i in range(4))):
             with contextlib.suppress(FileNotFoundError):
                 os.replace(sb.paths.dir / name, dest.dir / name)
         shutil.rmtree(sb.paths.dir, ignore_errors=True)

@@ -35,7 +35,7 @@ from typing import Any
 from qemu.qmp import EventListener, QMPClient, Runstate
 from qemu.qmp import QMPError as _QMPLibError
 
-from vigil.model import DiskSpec, VMSpec
+from vigil.model import DiskSpec, VMSpec, mac_address
 
 QEMU_BIN = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
@@ -81,6 +81,10 @@ class VMPaths:
     @property
     def guest_log(self) -> Path:
         return self.dir / "guest.log"
+
+    def net_sock(self, index: int) -> Path:
+        """Where QEMU serves the frames of the VM's ``index``-th NIC (``-netdev stream``)."""
+        return self.dir / f"net{index}.sock"
 
 
 def _opt(value: str | Path) -> str:
@@ -362,6 +366,11 @@ def build_argv(
         if spec.boot is None:
             dev += f",bootindex={i}"
         argv += ["-blockdev", json.dumps(blockdev, separators=(",", ":")), "-device", dev]
+    for i, _ in enumerate(spec.networks):
+        # QEMU serves the NIC's frames on a socket; the agent carries them to the host's
+        # bridge for that network (and holds them back while FT protects the VM)
+        argv += ["-netdev", f"stream,id=net{i},server=on,addr.type=unix,addr.path={paths.net_sock(i)}",
+                 "-device", f"virtio-net-pci,netdev=net{i},id=nic{i},mac={mac_address(spec.name, i)}"]
     if spec.boot is not None:
         argv += ["-kernel", spec.boot.kernel]
         if spec.boot.initrd:
@@ -454,7 +463,7 @@ async def start(
     old = read_pid(paths.pidfile)
     if old and _is_vm_process(old, paths):
         raise QemuError(f"VM {spec.name} already runs here (pid {old})")
-    for leftover in (paths.pidfile, paths.qmp_sock, paths.hb_sock):
+    for leftover in (paths.pidfile, paths.qmp_sock, paths.hb_sock, *map(paths.net_sock, range(len(spec.networks)))):
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     await ensure_disks(spec, datastore_paths, stale)
@@ -637,13 +646,15 @@ class Heartbeat:
 
 
 class OutputGate:
-    """Where the guest's output reaches the outside world (``guest.log``).
+    """Where the guest's output reaches the outside world: its heartbeat lines
+    (``guest.log``) and its NICs' frames, each item with the sink that delivers it.
 
-    Open, every line goes out at once. Held (an FT primary, the Remus output rule), lines
-    wait until :meth:`release` is given a cut: the count of lines received when a
+    Open, every item goes out at once. Held (an FT primary, the Remus output rule), items
+    wait until :meth:`release` is given a cut: the count of items received when a
     checkpoint stopped the guest, released once that checkpoint is safe on the secondary.
-    A line counted late is only released later, never early, so a cut taken any time
-    while the guest is stopped is safe.
+    An item counted late is only released later, never early, so a cut taken any time
+    while the guest is stopped is safe. Items leave in the order they came, whatever
+    their sink.
     """
 
     def __init__(self, path: Path) -> None:
@@ -651,11 +662,15 @@ class OutputGate:
         self.held = False
         self.received = 0
         self.released = 0
-        self._pending: list[str] = []
+        self._pending: list[tuple[Callable[[list[Any]], None], Any]] = []
 
     def add(self, line: str) -> None:
+        """A line of the guest's output channel, for ``guest.log``."""
+        self.add_to(self._write_lines, line)
+
+    def add_to(self, sink: Callable[[list[Any]], None], item: Any) -> None:
         self.received += 1
-        self._pending.append(line)
+        self._pending.append((sink, item))
         if not self.held:
             self.release(self.received)
 
@@ -663,7 +678,7 @@ class OutputGate:
         self.held = True
 
     def open(self) -> None:
-        """Release everything and let lines through again (no checkpoint protects them)."""
+        """Release everything and let items through again (no checkpoint protects them)."""
         self.held = False
         self.release(self.received)
 
@@ -672,9 +687,18 @@ class OutputGate:
         if n <= 0:
             return
         out, self._pending = self._pending[:n], self._pending[n:]
-        with open(self.path, "a") as f:
-            f.write("".join(x + "\n" for x in out))
         self.released += n
+        batch: list[Any] = []
+        for i, (sink, item) in enumerate(out):
+            batch.append(item)
+            if i + 1 == len(out) or out[i + 1][0] != sink:
+                with contextlib.suppress(OSError):
+                    sink(batch)
+                batch = []
+
+    def _write_lines(self, lines: list[str]) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(x + "\n" for x in lines))
 
     @property
     def pending(self) -> int:

@@ -38,6 +38,7 @@ GUEST_MODULES = (
     "virtio_pci",
     "virtio_blk",
     "virtio_console",
+    "virtio_net",
     "button",  # ACPI power button (system_powerdown)
     "evdev",  # /dev/input/event* for busybox acpid
     "pvpanic_mmio",  # -device pvpanic (ISA) -> GUEST_PANICKED
@@ -223,6 +224,7 @@ def build_initramfs(modules: list[tuple[str, bytes]]) -> bytes:
     c.file("etc/modules.order", "".join(f"{n}\n" for n, _ in modules).encode())
     c.file("etc/acpi/PWRF/00000080", _guest_file("acpi-power"), 0o755)
     c.file("init", _guest_file("init"), 0o755)
+    c.file("bin/vigil-echo", _guest_file("echo"), 0o755)
     return gzip.compress(c.finish(), compresslevel=6, mtime=0)
 
 
@@ -234,6 +236,7 @@ def _inputs_hash(kernel_pkg: str, kernel_version: str) -> str:
         kernel_version.encode(),
         _guest_file("init"),
         _guest_file("acpi-power"),
+        _guest_file("echo"),
         ",".join(GUEST_MODULES).encode(),
         BASE_CMDLINE.encode(),
         hashlib.sha256(BUSYBOX.read_bytes()).hexdigest().encode(),

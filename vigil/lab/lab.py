@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 from . import datastores as dsmod
 from . import etcd as etcdmod
 from . import net
-from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR,
+from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE, VM_NETWORK,
                      ETCD_DATA_DIR, ETCD_DOWN_FLAG, ETCD_LOG, HOSTS_DIR, MAX_ETCD_MEMBERS,
                      MNT_NS_DIR, NETNS_PREFIX, RUN_DIR, STATE_FILE, STORE_DIR,
                      SUPERVISOR_LOG, SUPERVISOR_STATUS, WATCHDOG_FILE, LabCommandError,
@@ -316,11 +316,13 @@ class Lab:
 
         self.progress(f"network: bridge {BRIDGE} {subnet.bridge_address}/{subnet.prefixlen}")
         net.create_bridge(subnet.bridge_address, subnet.prefixlen)
+        net.create_vm_bridge()
         dsmod.prepare_mntns_dir()
         for h in hosts:
             hs = st["hosts"][h]
             self.progress(f"{h}: netns {hs['netns']}, {hs['veth']} <-> eth0 {hs['address']}")
             net.create_host_net(h, hs["address"], subnet.prefixlen)
+            net.create_host_vmnet(h)
             dsmod.create_host_mntns(h)
             d = Path(hs["dir"])
             (d / "run").mkdir(parents=True, exist_ok=True)
@@ -356,6 +358,7 @@ class Lab:
                 "isolation_addresses": [subnet.bridge_address],
                 "peers": {p: st["hosts"][p]["address"] for p in hosts if p != h},
                 "memory_mb": memory_mb, "cpus": cpus, "watchdog_s": cfg.watchdog_timeout_s,
+                "networks": {VM_NETWORK: HOST_VM_BRIDGE},
             })
         _atomic_write_json(CLUSTER_FILE, {
             "etcd_endpoints": endpoints, "hosts": {h: st["hosts"][h]["address"] for h in hosts},

@@ -39,6 +39,14 @@ NFT_FAMILY = "bridge"
 NFT_TABLE = "vigil_lab"
 DEFAULT_SUBNET = "10.77.0.0/24"
 BRIDGE_HOST_INDEX = 254               # bridge address 10.77.0.254 = isolation address
+# The VM network "vmnet": bridge vmbr0 in each host, a veth (vgl-vN, root side) to the root
+# bridge vigilvm0, which has 10.78.0.254 for the tests' clients; lab guests take .1-.253.
+VM_NETWORK = "vmnet"
+VM_BRIDGE = "vigilvm0"
+VM_VETH_PREFIX = "vgl-v"
+HOST_VM_BRIDGE = "vmbr0"
+HOST_VM_IFNAME = "vmnet0"
+VM_SUBNET = "10.78.0.0/24"
 
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
@@ -78,6 +86,10 @@ def mntns_path(host: str) -> Path:
 
 def veth_name(host: str) -> str:
     return f"{VETH_PREFIX}{host_index(host)}"
+
+
+def vm_veth_name(host: str) -> str:
+    return f"{VM_VETH_PREFIX}{host_index(host)}"
 
 
 def host_dir(host: str) -> Path:

@@ -7,14 +7,15 @@ needed: the rules see the frames switched between bridge ports).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 from typing import Iterable
 
-from .layout import (BRIDGE, BRIDGE_HOST_INDEX, HOST_IFNAME, NETNS_DIR, NETNS_PREFIX,
-                     NFT_FAMILY, NFT_TABLE, VETH_PREFIX, LabError, netns_name, netns_path,
-                     run, veth_name, wait_for)
+from .layout import (BRIDGE, BRIDGE_HOST_INDEX, HOST_IFNAME, HOST_VM_BRIDGE, HOST_VM_IFNAME, NETNS_DIR,
+                     NETNS_PREFIX, NFT_FAMILY, NFT_TABLE, VETH_PREFIX, VM_BRIDGE, VM_SUBNET, VM_VETH_PREFIX,
+                     LabError, netns_name, netns_path, run, veth_name, vm_veth_name, wait_for)
 
 
 class Subnet:
@@ -45,7 +46,7 @@ def lab_links() -> list[str]:
     """Root-namespace links that the lab created (the bridge and the vgl-h* veths)."""
     out = run(["ip", "-j", "link", "show"], check=False).stdout or "[]"
     names = [link["ifname"] for link in json.loads(out)]
-    return [n for n in names if n == BRIDGE or n.startswith(VETH_PREFIX)]
+    return [n for n in names if n in (BRIDGE, VM_BRIDGE) or n.startswith((VETH_PREFIX, VM_VETH_PREFIX))]
 
 
 def lab_netns() -> list[str]:
@@ -75,6 +76,42 @@ def create_host_net(host: str, address: str, prefixlen: int) -> None:
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
     run(["ip", "-n", ns, "addr", "add", f"{address}/{prefixlen}", "dev", HOST_IFNAME])
     run(["ip", "-n", ns, "link", "set", HOST_IFNAME, "up"])
+
+
+def vm_bridge_address() -> str:
+    """The root namespace's address on the VM network (where tests' clients talk from)."""
+    return str(ipaddress.IPv4Network(VM_SUBNET).network_address + BRIDGE_HOST_INDEX)
+
+
+def vm_address(i: int) -> str:
+    """The ``i``-th lab guest address on the VM network, with its prefix (``vigil.ip=``)."""
+    net = ipaddress.IPv4Network(VM_SUBNET)
+    if not 1 <= i < BRIDGE_HOST_INDEX:
+        raise LabError(f"VM address index {i} out of range")
+    return f"{net.network_address + i}/{net.prefixlen}"
+
+
+def create_vm_bridge() -> None:
+    """The root end of the VM network: a bridge the hosts' VM bridges hang off."""
+    if not link_exists(VM_BRIDGE):
+        run(["ip", "link", "add", VM_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+    run(["ip", "addr", "replace", f"{vm_bridge_address()}/{ipaddress.IPv4Network(VM_SUBNET).prefixlen}",
+         "dev", VM_BRIDGE])
+    run(["ip", "link", "set", VM_BRIDGE, "up"])
+
+
+def create_host_vmnet(host: str) -> None:
+    """The host's VM bridge (where the agent plugs its VMs' taps) and its uplink."""
+    ns, veth = netns_name(host), vm_veth_name(host)
+    if link_exists(veth):
+        run(["ip", "link", "del", veth])
+    run(["ip", "link", "add", veth, "type", "veth", "peer", "name", HOST_VM_IFNAME, "netns", ns])
+    run(["ip", "link", "set", veth, "master", VM_BRIDGE])
+    run(["ip", "link", "set", veth, "up"])
+    run(["ip", "-n", ns, "link", "add", HOST_VM_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+    run(["ip", "-n", ns, "link", "set", HOST_VM_IFNAME, "master", HOST_VM_BRIDGE])
+    run(["ip", "-n", ns, "link", "set", HOST_VM_IFNAME, "up"])
+    run(["ip", "-n", ns, "link", "set", HOST_VM_BRIDGE, "up"])
 
 
 def set_link(host: str, up: bool, wait: bool = True) -> None:
@@ -136,6 +173,9 @@ def delete_host_net(host_ns: str) -> None:
         veth = None
     if veth and link_exists(veth):
         run(["ip", "link", "del", veth], check=False)
+    with contextlib.suppress(ValueError):
+        if link_exists(vm_veth_name(host)):
+            run(["ip", "link", "del", vm_veth_name(host)], check=False)
     if (NETNS_DIR / host_ns).exists():
         run(["ip", "netns", "del", host_ns], check=False)
     if veth:
@@ -156,8 +196,9 @@ def release_netns_dir() -> None:
 
 
 def delete_bridge() -> None:
-    if link_exists(BRIDGE):
-        run(["ip", "link", "del", BRIDGE])
+    for b in (BRIDGE, VM_BRIDGE):
+        if link_exists(b):
+            run(["ip", "link", "del", b])
 
 
 # --- partitions: nftables bridge table ---------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Callable
 from vigil import ops
 from vigil.lab import observe
 from vigil.lab.guest_image import build_guest_image
+from vigil.lab.layout import VM_NETWORK
 from vigil.model import BootSpec, DiskSpec, VMSpec
 
 
@@ -20,10 +21,15 @@ def wait_cluster_ready(hosts: int, timeout: float = 90) -> dict:
 
 
 def lab_vm_spec(name: str, *, priority: str = "medium", isolation: str = "power-off", workload: bool = False,
-                memory_mb: int = 128, datastore: str = "ds1", disk_mb: int = 64, dirty_mb: int = 0) -> VMSpec:
+                memory_mb: int = 128, datastore: str = "ds1", disk_mb: int = 64, dirty_mb: int = 0,
+                ip: str = "") -> VMSpec:
+    """The lab guest; with ``ip`` (ADDR/PREFIX on the lab's VM network) it has a NIC there
+    and answers on TCP port 7000 (see vigil/lab/guest/init)."""
     img = build_guest_image(progress=lambda m: None)
     cmdline = img.cmdline + (" vigil.workload=1" if workload else "") + (f" vigil.dirty_mb={dirty_mb}" if dirty_mb else "")
+    cmdline += f" vigil.ip={ip}" if ip else ""
     return VMSpec(
+        networks=(VM_NETWORK,) if ip else (),
         name=name, memory_mb=memory_mb, vcpus=1,
         disks=(DiskSpec(name="disk0", datastore=datastore, path=f"{name}/disk0.qcow2", size_mb=disk_mb),),
         boot=BootSpec(kernel=str(img.kernel), initrd=str(img.initrd), cmdline=cmdline),

@@ -35,6 +35,9 @@ def fits(spec: VMSpec, info: HostInfo, load: Load) -> str | None:
     missing = sorted(spec.datastores - set(info.datastores))
     if missing:
         return f"does not reach datastore {', '.join(missing)}"
+    absent = sorted(set(spec.networks) - set(info.networks))
+    if absent:
+        return f"has no network {', '.join(absent)}"
     free_mem = info.memory_mb - load.memory_mb
     if free_mem < spec.memory_mb:
         return f"{free_mem} MiB free, needs {spec.memory_mb}"

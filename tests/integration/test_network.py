@@ -1,0 +1,74 @@
+"""VM networking on the real lab: a TCP connection to a guest survives its live
+migration; after a host failure the restarted guest answers on the same address.
+
+The client runs in the root namespace on the lab's VM network (10.78.0.0/24, made by the
+lab). Timeouts only catch hangs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from vigil.lab import faults, observe
+from vigil.lab.net import vm_address
+from vigil.lab.netcheck import EchoClient
+from vigil.lab.scenario import lab_vm_spec, wait_cluster_ready
+from vigil import ops
+
+from labcheck import vigil_cmd
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
+                       reason="needs root, QEMU and etcd (make test installs them)"),
+]
+
+
+@pytest.fixture
+def lab():
+    from vigil.lab.lab import Lab, LabConfig
+
+    lab = Lab()
+    lab.up(LabConfig(hosts=3, datastores=1, reboot_delay_s=60.0))
+    try:
+        wait_cluster_ready(3, timeout=120)
+        yield lab
+    finally:
+        lab.down()
+
+
+def test_a_tcp_connection_survives_live_migration_and_the_address_follows_a_restart(lab):
+    ip = vm_address(10)
+    spec = lab_vm_spec("w1", ip=ip)
+    observe.call(lambda s: ops.create_vm(s, spec, "host1"))
+    observe.wait_for("w1 running", lambda: observe.running_vms_ok(["w1"]), 180)
+    addr = ip.split("/")[0]
+    client = EchoClient(addr).start()
+    try:
+        observe.wait_for("answers", lambda: client.last >= 20 or client.error, 60)
+        assert client.error is None, client.error
+        r = subprocess.run(vigil_cmd() + ["vm", "migrate", "w1", "--to", "host2"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        before = client.last
+        observe.wait_for("answers after the move", lambda: client.last >= before + 20 or client.error, 60)
+    finally:
+        client.stop()
+    assert client.error is None, client.error
+    assert {v["name"]: v["host"] for v in observe.cluster()["vms"]}["w1"] == "host2"
+    print(f"vMotion: {client.last} requests on one connection, longest wait {client.longest_gap_s() * 1000:.0f} ms")
+
+    with observe.DuplicateWatch() as watch:
+        faults.power_off(lab, "host2")
+        got = observe.wait_for("w1 restarted", lambda: observe.running_vms_ok(["w1"], exclude_hosts={"host2"}), 120)
+    watch.check()
+    client = EchoClient(addr).start()
+    try:
+        observe.wait_for("the restarted guest answers", lambda: client.last >= 5 or client.error, 60)
+    finally:
+        client.stop()
+    assert client.error is None, client.error
+    print(f"restarted on {got['w1']['host']}: answering on {addr}")
