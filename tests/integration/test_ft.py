@@ -16,6 +16,8 @@ import subprocess
 import pytest
 
 from vigil.lab import faults, observe
+from vigil.lab.net import vm_address
+from vigil.lab.netcheck import EchoClient
 from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
 
 from labcheck import assert_refused, vigil_cmd
@@ -57,8 +59,8 @@ def protected(vm: str, min_checkpoints: int = 2, not_on: set[str] = frozenset())
     return f if ok else None
 
 
-def start_protected(vm: str, host: str) -> dict:
-    create_lab_vms([vm], hosts=[host], workload=True)
+def start_protected(vm: str, host: str, ip: str = "") -> dict:
+    create_lab_vms([vm], hosts=[host], workload=True, ips=[ip])
     observe.wait_for(f"{vm} running", lambda: observe.running_vms_ok([vm]), TIMEOUT)
     r = subprocess.run(vigil_cmd() + ["vm", "ft", "enable", vm], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -88,8 +90,12 @@ def failed_over(vm: str, since: float) -> bool:
 
 
 def test_primary_power_off_secondary_goes_live_without_reboot_and_protection_returns(lab):
-    start_protected("f1", "host1")
+    """Also: a TCP client streaming numbered requests to the guest sees no reset and no
+    answer lost or repeated across the failover (its packets obey the output rule too)."""
+    ip = vm_address(11)
+    start_protected("f1", "host1", ip=ip)
     secondary = ft("f1")["secondary"]
+    client = EchoClient(ip.split("/")[0]).start()
     # refused while FT is on, and bad FT input: one clear line, nothing changes
     assert_refused([
         (["vm", "ft", "enable", "nosuch"], "no VM named 'nosuch'"),
@@ -97,11 +103,20 @@ def test_primary_power_off_secondary_goes_live_without_reboot_and_protection_ret
         (["vm", "move-disk", "f1", "root", "--to", "ds1"], "Fault Tolerance on"),
     ], lambda: {k: v for k, v in vm_row("f1").items() if k in ("owner", "assigned", "gen")})
     observe.wait_for("records acked", lambda: observe.acked_by_guest("host1", "f1") >= 20, 60)
+    observe.wait_for("answers", lambda: client.last >= 10 or client.error, 60)
     t0 = observe.events()[-1].time
-    with observe.DuplicateWatch() as watch:
-        faults.power_off(lab, "host1")
-        v = wait_failover("f1", "host1")
-    watch.check()
+    try:
+        with observe.DuplicateWatch() as watch:
+            faults.power_off(lab, "host1")
+            v = wait_failover("f1", "host1")
+        watch.check()
+        before = client.last
+        observe.wait_for("answers after the failover", lambda: client.last >= before + 10 or client.error, 90)
+    finally:
+        client.stop()
+    assert client.error is None, f"{client.error} (after {client.last} answers)"
+    print(f"FT failover: {client.last} requests on one connection, longest wait "
+          f"{client.longest_gap_s() * 1000:.0f} ms")
     assert v["f1"]["host"] == secondary
     assert failed_over("f1", t0), "the VM was restarted from disk, not failed over"
     again = observe.wait_for("protected by a new secondary",

@@ -47,11 +47,14 @@ def create_lab_vms(
     memory_mb: int = 128,
     dirty_mb: int = 0,
     progress: Callable[[str], None] = lambda m: None,
+    ips: list[str] | None = None,
 ) -> None:
-    """Create VMs spread round-robin over ``hosts``, a little apart (boot storms cost TCG dearly)."""
+    """Create VMs spread round-robin over ``hosts``, a little apart (boot storms cost TCG
+    dearly); ``ips``: each VM's address on the lab's VM network (a NIC there)."""
     for i, name in enumerate(names):
         spec = lab_vm_spec(name, priority=(priorities or ["medium"] * len(names))[i], isolation=isolation,
-                           workload=workload, memory_mb=memory_mb, dirty_mb=dirty_mb)
+                           workload=workload, memory_mb=memory_mb, dirty_mb=dirty_mb,
+                           ip=(ips or [""] * len(names))[i])
         host = hosts[i % len(hosts)]
         observe.call(lambda s: ops.create_vm(s, spec, host))
         progress(f"created {name} on {host} (priority {spec.restart_priority})")
