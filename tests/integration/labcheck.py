@@ -1,11 +1,43 @@
 """Shared helpers of the lab tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from typing import Callable
+from typing import Any, Callable, Iterator
+
+import pytest
+
+# The marks of every test that runs the whole lab.
+LAB_MARKS = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
+                       reason="needs root, QEMU and etcd (make test installs them)"),
+]
+
+
+@contextlib.contextmanager
+def running_lab(**config: Any) -> Iterator[Any]:
+    """A lab of ``LabConfig(**config)``, ready (leases and a leader), torn down at the end."""
+    from vigil.lab.lab import Lab, LabConfig
+    from vigil.lab.scenario import wait_cluster_ready
+
+    lab = Lab()
+    lab.up(LabConfig(**config))
+    try:
+        wait_cluster_ready(config.get("hosts", 3), timeout=120)
+        yield lab
+    finally:
+        lab.down()
+
+
+def kinds_since(t0: float, kind: str) -> list:
+    """The events of ``kind`` since ``t0``."""
+    from vigil.lab import observe
+
+    return [e for e in observe.events() if e.time >= t0 and e.kind == kind]
 
 
 def vigil_cmd() -> list[str]:

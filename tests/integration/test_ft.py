@@ -9,8 +9,6 @@ outside is on disk. Timeouts only catch hangs; bench/ft.py measures.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import pytest
@@ -18,30 +16,19 @@ import pytest
 from vigil.lab import faults, observe
 from vigil.lab.net import vm_address
 from vigil.lab.netcheck import EchoClient
-from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
+from vigil.lab.scenario import create_lab_vms
 
-from labcheck import assert_refused, vigil_cmd
+from labcheck import LAB_MARKS, assert_refused, running_lab, vigil_cmd
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
-                       reason="needs root, QEMU and etcd (make test installs them)"),
-]
+pytestmark = LAB_MARKS
 
 TIMEOUT = 120
 
 
 @pytest.fixture
 def lab():
-    from vigil.lab.lab import Lab, LabConfig
-
-    lab = Lab()
-    lab.up(LabConfig(hosts=3, datastores=1, memory_mb=1024, reboot_delay_s=3.0))
-    try:
-        wait_cluster_ready(3, timeout=120)
+    with running_lab(hosts=3, datastores=1, memory_mb=1024, reboot_delay_s=3.0) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def ft(vm: str) -> dict:

@@ -6,8 +6,6 @@ allows. Timeouts here only catch hangs; speed is measured in bench/failover.py.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 
@@ -15,29 +13,18 @@ import pytest
 
 from vigil.lab import faults, observe
 
-from labcheck import assert_refused, vigil_cmd
-from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
+from labcheck import LAB_MARKS, assert_refused, kinds_since, running_lab, vigil_cmd
+from vigil.lab.scenario import create_lab_vms
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
-                       reason="needs root, QEMU and etcd (make test installs them)"),
-]
+pytestmark = LAB_MARKS
 
 FAILOVER_TIMEOUT = 120
 
 
 @pytest.fixture
 def lab():
-    from vigil.lab.lab import Lab, LabConfig
-
-    lab = Lab()
-    lab.up(LabConfig(hosts=3, datastores=1, reboot_delay_s=60.0))
-    try:
-        wait_cluster_ready(3, timeout=120)
+    with running_lab(hosts=3, datastores=1, reboot_delay_s=60.0) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def vms_on(host: str) -> list[str]:
@@ -48,10 +35,6 @@ def vms_on(host: str) -> list[str]:
 def qemu_pids(names: list[str]) -> dict[str, list[int]]:
     procs = observe.qemu_processes()
     return {n: procs.get(n, []) for n in names}
-
-
-def kinds_since(t0: float, kind: str) -> list:
-    return [e for e in observe.events() if e.time >= t0 and e.kind == kind]
 
 
 def start_vms(names: list[str], host: str, **kw) -> None:

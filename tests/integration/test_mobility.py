@@ -6,8 +6,6 @@ on disk afterwards, a failed or cancelled move leaves the VM running where it wa
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 
@@ -15,30 +13,19 @@ import pytest
 
 from vigil import ops
 from vigil.lab import faults, observe
-from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
+from vigil.lab.scenario import create_lab_vms
 from vigil.model import Rule
 from vigil.store import keys as K
 
-from labcheck import assert_refused, vigil_cmd
+from labcheck import LAB_MARKS, assert_refused, running_lab, vigil_cmd
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
-                       reason="needs root, QEMU and etcd (make test installs them)"),
-]
+pytestmark = LAB_MARKS
 
 
 @pytest.fixture
 def lab():
-    from vigil.lab.lab import Lab, LabConfig
-
-    lab = Lab()
-    lab.up(LabConfig(hosts=3, datastores=2, memory_mb=1536, reboot_delay_s=60.0))
-    try:
-        wait_cluster_ready(3, timeout=120)
+    with running_lab(hosts=3, datastores=2, memory_mb=1536, reboot_delay_s=60.0) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def start(names: list[str], host: str, **kw) -> None:

@@ -6,8 +6,6 @@ lab). Timeouts only catch hangs.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import pytest
@@ -15,29 +13,18 @@ import pytest
 from vigil.lab import faults, observe
 from vigil.lab.net import vm_address
 from vigil.lab.netcheck import EchoClient
-from vigil.lab.scenario import lab_vm_spec, wait_cluster_ready
+from vigil.lab.scenario import lab_vm_spec
 from vigil import ops
 
-from labcheck import vigil_cmd
+from labcheck import LAB_MARKS, running_lab, vigil_cmd
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
-                       reason="needs root, QEMU and etcd (make test installs them)"),
-]
+pytestmark = LAB_MARKS
 
 
 @pytest.fixture
 def lab():
-    from vigil.lab.lab import Lab, LabConfig
-
-    lab = Lab()
-    lab.up(LabConfig(hosts=3, datastores=1, reboot_delay_s=60.0))
-    try:
-        wait_cluster_ready(3, timeout=120)
+    with running_lab(hosts=3, datastores=1, reboot_delay_s=60.0) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def test_a_tcp_connection_survives_live_migration_and_the_address_follows_a_restart(lab):

@@ -8,8 +8,6 @@ Timeouts only catch hangs.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 
 import pytest
@@ -17,29 +15,17 @@ import pytest
 from vigil.lab import faults, observe
 from vigil.lab.layout import DS_DIR
 
-from labcheck import assert_refused, vigil_cmd
-from vigil.lab.scenario import wait_cluster_ready
+from labcheck import LAB_MARKS, assert_refused, kinds_since, running_lab, vigil_cmd
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("etcd"),
-                       reason="needs root, QEMU and etcd (make test installs them)"),
-]
+pytestmark = LAB_MARKS
 
 TIMEOUT = 120
 
 
 @pytest.fixture
 def lab():
-    from vigil.lab.lab import Lab, LabConfig
-
-    lab = Lab()
-    lab.up(LabConfig(hosts=3, datastores=2, reboot_delay_s=60.0))
-    try:
-        wait_cluster_ready(3, timeout=120)
+    with running_lab(hosts=3, datastores=2, reboot_delay_s=60.0) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def vigil(*argv: str) -> str:
@@ -52,10 +38,6 @@ def copies(vm: str) -> dict[str, str]:
     """datastore -> state of each copy of the VM's first disk (from ``vm show --json``)."""
     show = json.loads(vigil("vm", "show", vm, "--json"))
     return {c["datastore"]: c["state"] for c in show["disks"][0]["copies"]}
-
-
-def kinds_since(t0: float, kind: str) -> list:
-    return [e for e in observe.events() if e.time >= t0 and e.kind == kind]
 
 
 def test_a_replicated_disk_survives_its_datastore_and_a_host_failure_then_resyncs(lab):
