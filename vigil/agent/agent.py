@@ -379,7 +379,7 @@ class Agent:
         name = spec.name
         self.starting.add(name)
         try:
-            pid = await self.ft.promote(name, sb)
+            pid = await self.ft.promote(name, sb, spec)
         except Exception as e:
             executor.qemu.kill_pid(sb.pid)
             self.starting.discard(name)

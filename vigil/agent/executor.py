@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from vigil.config import AgentConfig
-from vigil.hypervisor import qemu
+from vigil.hypervisor import ftdisk, qemu
 from vigil.model import VMSpec
 
 
@@ -41,8 +41,10 @@ def alive(pid: int) -> bool:
 
 
 async def start(cfg: AgentConfig, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
-    """Start the VM's QEMU (without the disk copies ``stale`` names); StartError if not."""
+    """Start the VM's QEMU (without the disk copies ``stale`` names); StartError if not.
+    An FT primary's disk overlays left by its last run are merged first."""
     try:
+        await ftdisk.settle(spec, cfg.datastores, upto=None)
         return await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores),
                                 tls_dir=cfg.tls_dir or None, stale=stale)
     except qemu.QemuError as e:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vigil.hypervisor import ft as FT
+from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import qemu as Q
 from vigil.model import VMSpec
@@ -96,6 +97,7 @@ class FtRunner:
         self.secondaries: dict[str, tuple[int, "Secondary"]] = {}
         self.root = Path(agent.cfg.run_dir) / FT_DIR
         self.enabled: set[str] = set()  # VMs with FT on, as of the last sync
+        self.collapsing: dict[str, asyncio.Task] = {}  # VMs whose FT disk overlays are being merged
 
     def policy(self) -> MG.MigrationPolicy:
         return MG.MigrationPolicy(**{**FT.FT_POLICY.__dict__, "tls": bool(self.a.cfg.tls_dir)})
@@ -123,6 +125,11 @@ class FtRunner:
                 want_p[name] = (f["secondary"], int(f["epoch"]))
             elif name not in self.primaries:
                 vm.gate.open()  # no secondary to fail over to: nothing to hold back
+        for name, vm in self.a.vms.items():
+            busy = self.collapsing.get(name)
+            if (name not in ft and vm.spec is not None and not vm.stopping and (busy is None or busy.done())
+                    and FTD.has_overlays(vm.spec, self.a.cfg.datastores)):
+                self.collapsing[name] = asyncio.create_task(self._collapse(name, vm.pid, vm.spec))
         for name, (key, task) in list(self.primaries.items()):
             if want_p.get(name) != key or task.done():
                 task.cancel()
@@ -173,10 +180,13 @@ class FtRunner:
         asyncio.create_task(sec.stop())
         return sb
 
-    async def promote(self, vm: str, sb: Standby) -> int:
+    async def promote(self, vm: str, sb: Standby, spec: VMSpec) -> int:
         """Run the standby ``sb`` as the VM (its ownership key is ours already) and move its
-        files to the VM's run dir, where everything else finds a running VM. Returns the pid."""
+        files to the VM's run dir, where everything else finds a running VM. Returns the pid.
+        The disks first go back to the moment of its checkpoint (vigil.hypervisor.ftdisk)."""
         try:
+            merged = await FTD.settle(spec, self.a.cfg.datastores, upto=sb.seq)
+            log.info("%s: disk overlays up to checkpoint %d merged (%d)", vm, sb.seq, merged)
             await FT.go_live(sb.conn)
         finally:
             await sb.conn.close()
@@ -187,6 +197,17 @@ class FtRunner:
                 os.replace(sb.paths.dir / name, dest.dir / name)
         shutil.rmtree(sb.paths.dir, ignore_errors=True)
         return sb.pid
+
+    async def _collapse(self, vm: str, pid: int, spec: VMSpec) -> None:
+        """FT is off for a VM running here on disk overlays: back onto its base images."""
+        paths = Q.VMPaths.for_vm(Path(self.a.cfg.run_dir), vm)
+        try:
+            async with Q.QMPConn(paths, pid=pid, name=vm) as conn:
+                n = await FTD.collapse(conn, spec, self.a.cfg.datastores)
+            await self.a.event("ft-disk-merged", f"{vm}: FT off, {n} disk overlay(s) merged into its images", vm=vm)
+        except (Q.QemuError, OSError) as e:
+            log.warning("%s: merging its FT disk overlays: %s", vm, e)
+            await asyncio.sleep(5)
 
     async def stop_all(self) -> None:
         for _, t in self.primaries.values():
@@ -205,6 +226,9 @@ class FtRunner:
         if local is None:
             return
         gate = local.gate
+        spec = local.spec
+        if spec is None:
+            return
         paths = Q.VMPaths.for_vm(Path(a.cfg.run_dir), vm)
         st = PrimaryStats()
         last_seq = 0
@@ -273,7 +297,10 @@ class FtRunner:
                     async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
                         res = await FT.checkpoint(src, uri, self.policy())
                         cut = gate.received  # the guest is stopped: all of this precedes the checkpoint
-                        await FT.resume(src)
+                        try:  # and so does every disk write so far: later ones go to new overlays
+                            await FTD.hold_writes(src, spec, a.cfg.datastores, seq)
+                        finally:
+                            await FT.resume(src)
                         return res, cut
 
                 try:
@@ -283,6 +310,11 @@ class FtRunner:
                     st.failures += 1
                     st.last_error = str(e)[:200]
                     st.abandoned = seq
+                    if not isinstance(e, FT.CheckpointFailed):
+                        # the checkpoint may be complete on the secondary, but the disk writes
+                        # were not split there: it must never run
+                        while not await invalidate():
+                            await asyncio.sleep(0.2)
                     log.warning("%s: checkpoint %d to %s failed: %s", vm, seq, secondary, e)
                     with contextlib.suppress(StoreError):
                         await write_stat("protected" if protected else "unprotected")
@@ -295,6 +327,12 @@ class FtRunner:
                     st.last_error = f"checkpoint {seq} not acknowledged within {ACK_TIMEOUT_S:.0f}s"
                     continue
                 gate.release(cut)
+                try:  # no failover can go back before this checkpoint: merge older disk writes
+                    async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
+                        await FTD.commit_before(src, spec, a.cfg.datastores, seq)
+                except (Q.QemuError, OSError) as e:
+                    st.last_error = f"merging disk overlays: {e}"[:200]
+                    log.warning("%s: %s", vm, st.last_error)
                 now = time.monotonic()
                 st.checkpoints += 1
                 st.pause_ms, st.bytes, st.lag_ms = res.downtime_ms, res.ram_transferred, (now - t_cut) * 1000

@@ -248,4 +248,7 @@ def records_on_disk(vm: str, datastore: str = "ds1") -> list[int]:
     from vigil.lab.guest_image import read_records
     from vigil.lab.layout import DS_DIR
 
-    return read_records(DS_DIR / datastore / vm / "disk0.qcow2")
+    from vigil.hypervisor.ftdisk import chain_top
+
+    # an FT primary writes to overlays of its image: read the newest, with what is below it
+    return read_records(chain_top(DS_DIR / datastore / vm / "disk0.qcow2"))
