@@ -13,7 +13,9 @@ import subprocess
 
 import pytest
 
+from vigil.hypervisor import ftdisk as FTD
 from vigil.lab import faults, observe
+from vigil.lab.layout import DS_DIR
 from vigil.lab.net import vm_address
 from vigil.lab.netcheck import EchoClient
 from vigil.lab.scenario import create_lab_vms
@@ -91,6 +93,8 @@ def test_primary_power_off_secondary_goes_live_without_reboot_and_protection_ret
     ], lambda: {k: v for k, v in vm_row("f1").items() if k in ("owner", "assigned", "gen")})
     observe.wait_for("records acked", lambda: observe.acked_by_guest("host1", "f1") >= 20, 60)
     observe.wait_for("answers", lambda: client.last >= 10 or client.error, 60)
+    # the disk writes since the last safe checkpoint wait in overlays, merged as checkpoints go
+    assert 1 <= len(FTD.overlays(DS_DIR / "ds1" / "f1" / "disk0.qcow2")) <= 3
     t0 = observe.events()[-1].time
     try:
         with observe.DuplicateWatch() as watch:
