@@ -93,6 +93,7 @@ from pathlib import Path
 
 from vigil.agent.ft import CHECKPOINT_GAP_S
 from vigil.hypervisor import ft as FT
+from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import qemu as Q
 from vigil.lab.guest_image import GuestImage, build_guest_image
 from vigil.lab.standalone import Standalone, loopback_uri, probe_accel, standalone, unavailable, wait_serial
@@ -320,7 +321,10 @@ class Pipeline:
                         res = await FT.checkpoint(src, rx.uri)
                         cut = self.gate.received  # the guest is stopped: all of this precedes the checkpoint
                         self.phase = "resume"
-                        await FT.resume(src)
+                        try:  # as the agent: later disk writes go to new overlays
+                            await FTD.hold_writes(src, self.spec, self.s.ds, rx.seq)
+                        finally:
+                            await FT.resume(src)
                         paused = await _pause_ms(events)
                 self.phase = "ack"
                 state = await self._ack(rx)
@@ -347,6 +351,8 @@ class Pipeline:
                 continue
             failed_in_a_row = 0
             self.gate.release(cut)
+            async with Q.QMPConn(self.paths, pid=self.pid, name=self.spec.name) as src:
+                await FTD.commit_before(src, self.spec, self.s.ds, rx.seq)
             self.records.append(Ckpt(t0, time.monotonic(), res.downtime_ms, paused, res.total_time_ms,
                                      res.ram_transferred))
             self.first_ack.set()
@@ -501,6 +507,7 @@ async def failover_run(image: GuestImage, accel: str, memory: int, i: int, rng: 
             promoted = "acknowledged" if pipe.committed is sb else "complete, not yet acknowledged"
             gate2 = RecordingGate(sb.paths.guest_log)  # open: the secondary runs the VM unprotected
             watch2 = await Watch(sb.paths, gate2).start()
+            await FTD.settle(pipe.spec, pipe.s.ds, upto=sb.seq)  # the disk back to its checkpoint
             await FT.go_live(sb.conn)
             t_live = time.time()
             await watch2.wait(lambda h: True, 10)
