@@ -54,6 +54,16 @@ def test_a_replicated_disk_survives_its_datastore_and_a_host_failure_then_resync
     t0 = observe.events()[-1].time
 
     with observe.DuplicateWatch() as watch:
+        # Its host alone loses the second copy's datastore: no restart (VM component
+        # protection is for a disk with no copy left), the copy is dropped, then resynced.
+        faults.datastore_loss(lab, "host1", "ds2")
+        observe.wait_for("copy on ds2 stale", lambda: copies("q1")["ds2"] == "stale", TIMEOUT)
+        faults.datastore_restore(lab, "host1", "ds2")
+        observe.wait_for("copies in sync again", lambda: copies("q1") == {"ds1": "in-sync", "ds2": "in-sync"},
+                         TIMEOUT, explain=observe.recent_history)
+        assert observe.qemu_processes()["q1"] == pids
+        assert not kinds_since(t0, "vm-component-protection")
+
         # The array under the first copy (the one reads go to) dies, for every host.
         faults.datastore_fail(lab, "ds1")
         observe.wait_for("copy on ds1 stale", lambda: copies("q1")["ds1"] == "stale", TIMEOUT)
