@@ -3,7 +3,8 @@
 Fault Tolerance as vigil runs it (vigil.hypervisor.ft: each checkpoint one live migration
 into a fresh paused standby QEMU; vigil.agent.ft: a pre-spawned spare standby, at least
 CHECKPOINT_GAP_S between checkpoints, the guest's output held until the checkpoint that
-produced it is acknowledged), with both ends in this process: the secondary's
+produced it is acknowledged, the disk writes switched to a new overlay at each checkpoint
+and the older ones merged once it is acknowledged), with both ends in this process: the secondary's
 acknowledgement is the standby seen "committed" (polled every 10 ms, as the agent's
 secondary does), without the etcd round trips the agents add. The primary opens a QMP
 connection per checkpoint, as the agent does.
@@ -21,7 +22,7 @@ connection per checkpoint, as the agent does.
    the VM is stopped, so it shows the share of time the guest was not paused).
 3. Failover, N runs on fresh guests: the output rule as the agent applies it, the primary
    killed (SIGKILL) at a random moment 1.5-4 s into protection, the newest complete standby
-   run at once (`go_live`). There is no failure detection here: the lab adds its
+   run at once (its disk taken back to its checkpoint, then `go_live`). There is no failure detection here: the lab adds its
    host-failure detection (about 2.5-4.5 s) on top, measured by bench/failover.py. The gap
    is from the last output released from the primary (the guest's heartbeat lines, through
    the OutputGate) to the first output of the secondary; the checks: the secondary's first
@@ -43,36 +44,37 @@ CHECKPOINT_GAP_S (100 ms) after each acknowledged checkpoint, so the interval is
 guest running slower while checkpoints are copied, not by the pauses (the guest clock runs
 ~96 % of wall time). The gap goal: see the explanation printed under the failover table.
 
-Measured here (date 2026-11-23), `.venv/bin/python bench/ft.py`; no other QEMU ran at its
-start (a lab had run on the machine shortly before: load 2.9):
+Measured here (date 2026-11-24), `.venv/bin/python bench/ft.py`, with the disk writes
+split per checkpoint and merged once safe (vigil.hypervisor.ftdisk), as the agent runs
+them; no other QEMU ran at its start (load 2.5):
 
-    Fault Tolerance, tcg, QEMUs on 127.0.0.1, no lab, 2026-11-23 23:34; machine: 2 cpus, load 2.9 at start / 3.6 at end, other QEMUs running 0 / 1
+    Fault Tolerance, tcg, QEMUs on 127.0.0.1, no lab, 2026-11-24 02:41; machine: 2 cpus, load 2.5 at start / 1.9 at end, other QEMUs running 0 / 0
     checkpoints back to back as the agent runs them (pre-spawned standby, >= 100 ms between), acknowledged when the standby holds them (no etcd round trip)
     guest                ckpts  interval  migration  downtime med/max  paused med/max  MiB/ckpt  rec/s off  rec/s on  on/off  clock on
     ----------------------------------------------------------------------------------------------------------------------------------
-    128 MiB idle            57    196 ms      78 ms           4/21 ms         7/27 ms        89      135.8      95.1    0.70      0.96
-    128 MiB dirty 24 MiB    42    228 ms     118 ms          10/30 ms        12/35 ms       134      112.2      72.7    0.65      0.95
-    512 MiB idle            48    225 ms     113 ms           5/26 ms         8/29 ms        98      150.9     100.1    0.66      0.96
-    512 MiB dirty 64 MiB    23    416 ms     308 ms           8/31 ms        12/43 ms       267      112.6      61.6    0.55      0.97
+    128 MiB idle            43    233 ms      94 ms           5/39 ms        14/59 ms        90      133.7      81.8    0.61      0.94
+    128 MiB dirty 24 MiB    45    246 ms     113 ms          10/32 ms        21/43 ms       131      108.4      64.0    0.59      0.92
+    512 MiB idle            41    250 ms     115 ms           6/42 ms        16/51 ms        96      121.6      69.2    0.57      0.92
+    512 MiB dirty 64 MiB    23    410 ms     276 ms          12/22 ms        22/29 ms       249       84.9      53.9    0.64      0.96
     interval: median between consecutive acknowledged checkpoints; migration: QEMU's total time; downtime: QEMU's; paused: the guest's STOP->RESUME (adds completion poll and cont); rec/s: the workload's fsync'd records per wall second (FT off: same length of time, half before, half after); clock on: guest clock seconds per wall second with FT on
     goals: checkpoint every <= 100 ms for a 512 MiB guest that dirties little, FT-on rate >= 0.8 x FT-off, failover gap <= 200 ms
-      interval goal NOT met: 225 ms for the idle 512 MiB guest (98 MiB sent per checkpoint, the migration alone 113 ms, then the acknowledgement and the 100 ms gap). Each checkpoint copies the whole RAM (QEMU starts every migration with all pages dirty; zero pages cost little to send but are still scanned); incremental checkpoints need dirty tracking across migrations, which only COLO has
-      rate goal NOT met for 128 MiB idle (0.70), 128 MiB dirty 24 MiB (0.65), 512 MiB idle (0.66), 512 MiB dirty 64 MiB (0.55). The guest clock ran at least 95% of the wall time with FT on, so the checkpoints' pauses cost little; the rest is the guest running slower while a checkpoint is copied, which with whole-RAM checkpoints back to back is nearly all the time: the migration thread, the receiving standby and the next standby's start take CPU from the vCPU on 2 cores, and TCG tracks dirty pages on slow paths
+      interval goal NOT met: 250 ms for the idle 512 MiB guest (96 MiB sent per checkpoint, the migration alone 115 ms, then the acknowledgement and the 100 ms gap). Each checkpoint copies the whole RAM (QEMU starts every migration with all pages dirty; zero pages cost little to send but are still scanned); incremental checkpoints need dirty tracking across migrations, which only COLO has
+      rate goal NOT met for 128 MiB idle (0.61), 128 MiB dirty 24 MiB (0.59), 512 MiB idle (0.57), 512 MiB dirty 64 MiB (0.64). The guest clock ran at least 92% of the wall time with FT on, so the checkpoints' pauses cost little; the rest is the guest running slower while a checkpoint is copied, which with whole-RAM checkpoints back to back is nearly all the time: the migration thread, the receiving standby and the next standby's start take CPU from the vCPU on 2 cores, and TCG tracks dirty pages on slow paths
 
     failover, 128 MiB guest (idle + workload), 5 runs: primary killed (SIGKILL) at a random moment, newest complete standby run at once.
     NO failure detection here: the lab adds its host-failure detection (about 2.5-4.5 s) on top, measured separately (bench/failover.py).
     run    killed at       phase      gap  release->kill  kill->running  running->output  projected         seq  boot id   acked  promoted
     --------------------------------------------------------------------------------------------------------------------------------------
-    1          2.85s  checkpoint  1212 ms         115 ms         112 ms           985 ms     227 ms        7->8     same      ok  acknowledged
-    2          3.07s         gap  1222 ms         269 ms         114 ms           838 ms     183 ms        7->8     same      ok  acknowledged
-    3          2.74s         ack  1180 ms         306 ms         123 ms           751 ms     228 ms        7->8     same      ok  acknowledged
-    4          3.66s         gap   636 ms         339 ms          45 ms           252 ms      63 ms        8->9     same      ok  acknowledged
-    5          3.23s  checkpoint   948 ms         236 ms          22 ms           691 ms     258 ms        7->8     same      ok  acknowledged
-    med                           1180 ms         269 ms         112 ms           751 ms     227 ms
+    1          2.13s         ack   987 ms         500 ms          30 ms           456 ms     266 ms        6->7     same      ok  complete, not yet acknowledged
+    2          3.64s         gap   921 ms         557 ms          30 ms           334 ms      77 ms        7->8     same      ok  acknowledged
+    3          3.73s  checkpoint  1163 ms         614 ms         125 ms           425 ms     253 ms        7->8     same      ok  acknowledged
+    4          2.52s         ack   919 ms         223 ms          28 ms           669 ms     242 ms        6->7     same      ok  complete, not yet acknowledged
+    5          1.73s         ack  1113 ms          13 ms         118 ms           982 ms     220 ms        6->7     same      ok  acknowledged
+    med                            987 ms         500 ms          30 ms           456 ms     242 ms
     checks: every run: the secondary's first heartbeat seq above the last released one, same boot id (no reboot), acked records not behind
     gap: last line released by the primary -> first line of the secondary; projected: last acknowledged checkpoint -> secondary running (the gap of a guest that writes all the time)
-      gap goal NOT met: median 1180 ms. This guest writes one line a second: once the secondary runs, it waits for the guest's next line (running->output, 0-1 s), and the primary's last line went out up to a second plus a checkpoint interval before the kill (release->kill). The projected gap, 227 ms, is what FT itself costs: the time since the last acknowledged checkpoint (it grows with the checkpoint interval) plus kill->running (go_live, which retries every 100 ms while the dead primary's image locks linger); above the goal too
-    whole run: 177s
+      gap goal NOT met: median 987 ms. This guest writes one line a second: once the secondary runs, it waits for the guest's next line (running->output, 0-1 s), and the primary's last line went out up to a second plus a checkpoint interval before the kill (release->kill). The projected gap, 242 ms, is what FT itself costs: the time since the last acknowledged checkpoint (it grows with the checkpoint interval) plus kill->running (go_live, which retries every 100 ms while the dead primary's image locks linger); above the goal too
+    whole run: 173s
 """
 from __future__ import annotations
 
