@@ -251,6 +251,10 @@ def vm_show(name: str, etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT)
             for d in v:
                 t.add_row(f"disk {d['name']}", disk_summary(d))
             continue
+        if k == "nics":
+            for i, n in enumerate(v):
+                t.add_row(f"nic{i}", f"{n['network']} {n['mac']}")
+            continue
         t.add_row(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
     console.print(t)
 

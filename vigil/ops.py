@@ -9,7 +9,8 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Mapping
 
-from vigil.model import TASK_ACTIVE, Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import (TASK_ACTIVE, Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus,
+                         mac_address)
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
 from vigil.policy.replicas import mark_in_sync, stale_map
@@ -133,6 +134,7 @@ async def cluster(store: Store) -> dict[str, Any]:
             "guest": st.guest if st else "-", "acked": st.acked if st else -1,
             "message": st.message if st else "", "since": st.since if st else 0.0,
             "disks": disk_state(snap, spec),
+            "nics": [{"network": n, "mac": mac_address(spec.name, i)} for i, n in enumerate(spec.networks)],
             "ft": ft_state(snap, n),
         })
     return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": time.time()}
