@@ -92,8 +92,16 @@ def test_a_replicated_disk_survives_its_datastore_and_a_host_failure_then_resync
         observe.wait_for("q1 writing after the resync", lambda: observe.acked_by_guest(new, "q1") > acked + 3, 60)
     watch.check()
 
+    # Degraded once more, then stopped: `vigil vm repair-disk` copies the good copy offline.
+    faults.datastore_loss(lab, new, "ds2")
+    observe.wait_for("copy on ds2 stale", lambda: copies("q1")["ds2"] == "stale", TIMEOUT)
+    acked = observe.acked_by_guest(new, "q1")
+    observe.wait_for("q1 writing on ds1 alone", lambda: observe.acked_by_guest(new, "q1") > acked + 3, 60)
     vigil("vm", "stop", "q1")
     observe.wait_for("q1 stopped", lambda: "q1" not in observe.qemu_processes(), 90)
+    faults.datastore_restore(lab, new, "ds2")
+    assert "whole again" in vigil("vm", "repair-disk", "q1")
+    assert copies("q1") == {"ds1": "in-sync", "ds2": "in-sync"}
     acked = observe.acked_by_guest(new, "q1")
     for ds in ("ds1", "ds2"):
         on_disk = set(observe.records_on_disk("q1", ds))
