@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from vigil.agent import dsheartbeat as dshb
 from vigil.agent import executor
@@ -76,6 +77,7 @@ class Agent:
         self.ft = FtRunner(self)
         self.disks = DiskKeeper(self)
         self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
+        self.plugged: dict[str, tuple[OutputGate, asyncio.Task]] = {}  # incoming migrations' NICs
         self._stop = asyncio.Event()
         self._lease_file = self.run_dir / "agent-lease.json"
 
@@ -262,32 +264,48 @@ class Agent:
     def _adopt(self, name: str, pid: int, spec: VMSpec | None, gen: int, held: bool = False) -> LocalVM:
         """``held``: keep the guest's output back until the FT roles are known (a QEMU
         found running at start may be an FT primary)."""
-        vm = LocalVM(name=name, pid=pid, gen=gen, spec=spec, gate=OutputGate(executor.paths(self.cfg, name).guest_log))
+        early = self.plugged.pop(name, None)  # NICs connected before a migration's switchover
+        gate = early[0] if early else OutputGate(executor.paths(self.cfg, name).guest_log)
+        vm = LocalVM(name=name, pid=pid, gen=gen, spec=spec, gate=gate)
         if held:
             vm.gate.hold()
         vm.monitor = asyncio.create_task(self._watch_guest(vm))
-        vm.nics = asyncio.create_task(self._carry_nics(vm))
+        vm.nics = early[1] if early else asyncio.create_task(
+            self._carry_nics(name, gate, lambda: vm.spec, lambda: vm.pid, announce=True))
         self.vms[name] = vm
         return vm
 
-    async def _carry_nics(self, vm: LocalVM) -> None:
+    def plug_incoming(self, name: str, pid: int, spec: VMSpec) -> None:
+        """Connect the NICs of a migration's destination QEMU before the switchover: its
+        frames flow, and QEMU's own announcements after the switchover go out, the moment
+        it runs here. No announcement of ours: the VM still runs on the source."""
+        gate = OutputGate(executor.paths(self.cfg, name).guest_log)
+        task = asyncio.create_task(self._carry_nics(name, gate, lambda: spec, lambda: pid, announce=False))
+        self.plugged[name] = (gate, task)
+
+    def unplug_incoming(self, name: str) -> None:
+        early = self.plugged.pop(name, None)
+        if early is not None:
+            early[1].cancel()
+
+    async def _carry_nics(self, name: str, gate: OutputGate, spec: Callable[[], VMSpec | None],
+                          pid: Callable[[], int], announce: bool) -> None:
         """Plug the VM's NICs into this host's bridges, once its spec is known."""
-        while vm.spec is None:
+        while (s := spec()) is None:
             await asyncio.sleep(0.5)
-        paths = executor.paths(self.cfg, vm.name)
+        paths = executor.paths(self.cfg, name)
         ports = []
-        for i, network in enumerate(vm.spec.networks):
+        for i, network in enumerate(s.networks):
             bridge = self.cfg.networks.get(network)
             if bridge is None:
-                await self.event("nic-unplugged", f"{vm.name}: {self.me} has no network {network}", vm=vm.name)
+                await self.event("nic-unplugged", f"{name}: {self.me} has no network {network}", vm=name)
                 continue
-            assert vm.gate is not None
-            ports.append(NicPort(vm.name, i, paths.net_sock(i), bridge, vm.gate, paths, lambda: vm.pid))
+            ports.append(NicPort(name, i, paths.net_sock(i), bridge, gate, paths, pid, announce=announce))
         if ports:
             try:
                 await asyncio.gather(*(p.run() for p in ports))
             except OSError as e:
-                await self.event("nic-failed", f"{vm.name}: its NICs are not connected on {self.me}: {e}", vm=vm.name)
+                await self.event("nic-failed", f"{name}: its NICs are not connected on {self.me}: {e}", vm=name)
 
     async def _watch_guest(self, vm: LocalVM) -> None:
         """Follow the guest's heartbeat port; reconnect while the QEMU lives."""

@@ -63,9 +63,9 @@ class NicPort:
     """One NIC: QEMU's frame socket <-> a tap on ``bridge``, guest frames via ``gate``."""
 
     def __init__(self, vm: str, index: int, sock: Path, bridge: str, gate: qemu.OutputGate,
-                 qmp_paths: qemu.VMPaths, pid: Callable[[], int]) -> None:
+                 qmp_paths: qemu.VMPaths, pid: Callable[[], int], announce: bool = True) -> None:
         self.vm, self.index, self.sock, self.bridge, self.gate = vm, index, sock, bridge, gate
-        self.qmp_paths, self.pid = qmp_paths, pid
+        self.qmp_paths, self.pid, self.announce = qmp_paths, pid, announce
         self.tap = tap_name(vm, index)
         self.fd: int | None = None
         self.frames_out = self.frames_in = 0
@@ -75,7 +75,7 @@ class NicPort:
         try:
             self.fd = open_tap(self.tap)
             await _ip("link", "set", self.tap, "master", self.bridge, "up")
-            announced = False
+            announced = not self.announce
             while True:
                 try:
                     reader, writer = await asyncio.open_unix_connection(str(self.sock))

@@ -332,6 +332,7 @@ class TaskRunner:
                                    incoming=True, tls_dir=self.a.cfg.tls_dir or None,
                                    stale=self.a.disks.stale(t.vm))
             self.incoming[t.vm] = (t.id, pid)
+            self.a.plug_incoming(t.vm, pid, spec)
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=pid, name=t.vm) as conn:
                 if t.datastore:
                     await mirror.nbd_export(conn, self.a.cfg.address, port + 1,
@@ -374,6 +375,7 @@ class TaskRunner:
         entry = self.incoming.pop(vm, None)
         if entry is None:
             return
+        self.a.unplug_incoming(vm)
         await executor.power_off(self.a.cfg, vm, entry[1])
         log.info("%s: destination QEMU ended: %s", vm, why)
 
