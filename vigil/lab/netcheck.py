@@ -74,9 +74,10 @@ class EchoClient:
     def last(self) -> int:
         return self.acks[-1][0] if self.acks else 0
 
-    def longest_gap_s(self) -> float:
-        """The longest wait between two answers (the client's view of an outage)."""
-        times = [t for _, t in self.acks]
+    def longest_gap_s(self, first: int = 0, last: int | None = None) -> float:
+        """The longest wait between two answers (the client's view of an outage), among
+        the answers to requests ``first`` to ``last``."""
+        times = [t for n, t in self.acks if n >= first and (last is None or n <= last)]
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
