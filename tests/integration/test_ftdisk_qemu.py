@@ -47,11 +47,16 @@ async def _checkpoint(rig: Standalone, spec, src: Q.QMPConn, seq: int) -> tuple[
     return paths, sb
 
 
-async def test_disk_writes_follow_the_checkpoints_and_a_failover_takes_the_disk_back(rig: Standalone) -> None:
+async def _primary(rig: Standalone):  # noqa: ANN202
+    """A running workload guest: its spec, disk image, paths, QMP, last acked record, boot id."""
     spec = rig.spec()
-    image = rig.disk(spec)
     paths, src = await rig.start(spec)
     acked, boot = await _acked_past(paths, 3)
+    return spec, rig.disk(spec), paths, src, acked, boot
+
+
+async def test_disk_writes_follow_the_checkpoints_and_a_failover_takes_the_disk_back(rig: Standalone) -> None:
+    spec, image, paths, src, acked, boot = await _primary(rig)
 
     await _checkpoint(rig, spec, src, 1)
     assert [s for s, _ in FTD.overlays(image)] == [1]
@@ -82,10 +87,7 @@ async def test_disk_writes_follow_the_checkpoints_and_a_failover_takes_the_disk_
 
 
 async def test_turning_ft_off_folds_the_overlays_back(rig: Standalone) -> None:
-    spec = rig.spec()
-    image = rig.disk(spec)
-    paths, src = await rig.start(spec)
-    acked, _ = await _acked_past(paths, 3)
+    spec, image, paths, src, acked, _ = await _primary(rig)
     await _checkpoint(rig, spec, src, 1)
     await _checkpoint(rig, spec, src, 2)
     acked, _ = await _acked_past(paths, acked + 3)
