@@ -110,6 +110,7 @@ async def resync_copy(
     ``copies``: (copy index, image path, in sync) for each copy, in order. On failure the
     VM runs on its old disk, the in-sync copies untouched (MirrorFailed)."""
     t0 = time.monotonic()
+    await _drop_orphan_jobs(conn, index)
     old = await current_node(conn, index)
     size = await virtual_size(conn, old)
     files = [(j, Path(str(p) + RESYNC_SUFFIX) if good else Path(p)) for j, p, good in copies]
@@ -149,6 +150,23 @@ async def resync_copy(
         with contextlib.suppress(FileNotFoundError):
             _prev(path).unlink()
     return time.monotonic() - t0
+
+
+async def _drop_orphan_jobs(conn: QMPConn, index: int) -> None:
+    """A resync whose agent died mid-way left its mirror job running (never pivoted, its
+    target files deleted since): cancel it before starting afresh."""
+    orphans = [str(j["device"]) for j in await conn.execute("query-block-jobs")
+               if str(j.get("device", "")).startswith(f"move-disk{index}-s")]
+    for job in orphans:
+        with contextlib.suppress(QemuError):
+            await conn.execute("block-job-cancel", {"device": job, "force": True})
+    for job in orphans:
+        for _ in range(50):
+            if not any(j.get("device") == job for j in await conn.execute("query-block-jobs")):
+                break
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(QemuError):
+            await release_node(conn, job.removeprefix("move-"))
 
 
 def _prev(path: Path) -> Path:
