@@ -18,6 +18,7 @@ from vigil.policy.plan import (AssignVM, SetHostState, SetSecondary, StartMigrat
 from vigil.policy.view import ClusterView, FtView, HostView, VMView
 from vigil.store.etcd import Entry
 
+from vigil.policy.plan import FT_SUSPECT_S
 from test_policy import T, host, host_strategy, info, running, view, vm
 
 
@@ -147,7 +148,7 @@ def stat(secondary: str | None = "h2", vf: list | None = None) -> Entry:
 
 def test_ft_view_reads_the_current_secondary_and_epoch():
     f = ft_view(FT_KEY, ack(), stat())
-    assert f == FtView(secondary="h2", epoch=3, ack_seq=10, valid_from=7, rev=42)
+    assert f == FtView(secondary="h2", epoch=3, ack_seq=10, valid_from=7, rev=42, stat_rev=1)
     assert f.can_fail_over
 
 
@@ -208,6 +209,24 @@ def test_primary_failed_and_valid_checkpoint_fails_over_to_the_secondary():
     assert (x.gen, x.expect_rev, x.expect_owner) == (2, 5, "h1")  # takes the key from the failed host
     assert "checkpoint 10" in x.reason
     assert not of(SetSecondary, acts)  # re-protection waits for the next cycle (the ft key is reset)
+
+
+def test_a_stopped_primary_host_hands_over_before_its_lease_runs_out():
+    """Heartbeat silent >= FT_SUSPECT_S and no ping: the FT VM goes to its secondary while
+    the host's lease still lives (the takeover takes the ownership key from it); a plain VM
+    on the same host waits for the failure verdict."""
+    gone = host("h1", hb_age=FT_SUSPECT_S + 0.1, ping=False)
+    plain = vm("p", "h1", owner="h1")
+    a = ft(replace(vm("a", "h1", owner="h1")), "h2", ack=10, valid_from=7)
+    acts = plan(cluster([gone, host("h2"), host("h3")], [a, plain]))
+    got = of(AssignVM, acts)
+    assert [(x.vm, x.host, x.kind, x.expect_owner) for x in got] == [("a", "h2", "ft-failover", "h1")]
+    for quiet in (host("h1", hb_age=FT_SUSPECT_S + 0.1, ping=True), host("h1", hb_age=0.5, ping=False),
+                  host("h1", hb_age=FT_SUSPECT_S + 0.1, ping=None)):
+        assert not of(AssignVM, plan(cluster([quiet, host("h2"), host("h3")], [a, plain])))
+    # no valid checkpoint: no early hand-over (a restart needs the failure verdict)
+    assert not of(AssignVM, plan(cluster([gone, host("h2")], [ft(vm("a", "h1", owner="h1"), "h2", ack=5,
+                                                                    valid_from=7)])))
 
 
 def test_failover_that_would_break_an_anti_affinity_rule_is_a_restart_elsewhere():

@@ -123,8 +123,11 @@ class FtRunner:
             f = ft.get(name)
             if own.get(name) == me and not vm.stopping and f is not None and f.get("secondary") not in (None, me):
                 want_p[name] = (f["secondary"], int(f["epoch"]))
-            elif name not in self.primaries:
-                vm.gate.open()  # no secondary to fail over to: nothing to hold back
+            elif name not in self.primaries and own.get(name) == me and (assign.get(name) or {}).get("host") == me:
+                # ours, and no secondary to fail over to: nothing to hold back. (A copy that
+                # is no longer ours keeps what it holds: a secondary may run from an older
+                # checkpoint, and this copy is powered off.)
+                vm.gate.open()
         for name, vm in self.a.vms.items():
             busy = self.collapsing.get(name)
             if (name not in ft and vm.spec is not None and not vm.stopping and (busy is None or busy.done())

@@ -187,6 +187,8 @@ class Controller:
                 owner_check, release = [st.equals(own_key, action.expect_owner)], [st.delete_op(own_key)]
             if action.ft_epoch is not None:  # (FT turned off meanwhile: the check fails, next cycle redoes it)
                 owner_check.append(st.unchanged(K.FT + action.vm, action.ft_rev))
+            if action.kind == "ft-failover":  # no newer valid_from written by the primary since we looked
+                owner_check.append(st.unchanged(K.FTSTAT + action.vm, action.ft_stat_rev))
                 release.append(st.put_op(K.FT + action.vm, {"secondary": None, "epoch": action.ft_epoch + 1}))
             ok = await self._guarded(
                 [st.unchanged(K.ASSIGN + action.vm, action.expect_rev)] + owner_check,
@@ -248,4 +250,5 @@ def ft_view(ft: Entry, ack: Entry | None, stat: Entry | None) -> FtView:
     vf = stat.value.get("valid_from") if stat is not None else None
     if vf and int(vf[0]) == epoch and stat is not None and stat.value.get("secondary") == sec:
         valid_from = int(vf[1])
-    return FtView(secondary=sec, epoch=epoch, ack_seq=ack_seq, valid_from=valid_from, rev=ft.mod_revision)
+    return FtView(secondary=sec, epoch=epoch, ack_seq=ack_seq, valid_from=valid_from, rev=ft.mod_revision,
+                  stat_rev=stat.mod_revision if stat is not None else 0)

@@ -150,10 +150,14 @@ async def collapse(conn: Q.QMPConn, spec: VMSpec, datastore_paths: Mapping[str, 
     return merged
 
 
-async def settle(spec: VMSpec, datastore_paths: Mapping[str, str], upto: int | None) -> int:
-    """No QEMU runs the disks (a failover to checkpoint ``upto``, or a cold start with
-    None): merge the overlays older than ``upto`` (all with None) into the base images with
-    ``qemu-img commit``, delete the rest. Returns how many were merged."""
+async def settle(spec: VMSpec, datastore_paths: Mapping[str, str], upto: int | None,
+                 lock_wait_s: float = 15.0) -> int:
+    """No QEMU runs the disks any more (a failover to checkpoint ``upto``, or a cold start
+    with None): merge the overlays older than ``upto`` (all with None) into the base images
+    with ``qemu-img commit``, delete the rest. Returns how many were merged.
+
+    A primary handed over early may still be running for a moment: its QEMU holds the
+    image locks until it is gone, so a lock refusal is retried for ``lock_wait_s``."""
     merged = 0
     for image in _images(spec, datastore_paths):
         ovs = overlays(image)
@@ -164,14 +168,23 @@ async def settle(spec: VMSpec, datastore_paths: Mapping[str, str], upto: int | N
         if keep:
             # the newest kept overlay's chain holds everything; an older file outside that
             # chain was merged already (its deletion was cut short) and is only deleted
-            rc, msg = await Q._run([Q.QEMU_IMG, "commit", "-q", "-f", "qcow2", "-b", str(image), str(keep[-1])],
-                                   timeout=600)
-            if rc != 0:
-                raise Q.QemuError(f"qemu-img commit {keep[-1]} into {image}: {msg}")
+            await _commit_waiting_for_locks(image, keep[-1], lock_wait_s)
             for p in keep:
                 p.unlink(missing_ok=True)
             merged += len(keep)
     return merged
+
+
+async def _commit_waiting_for_locks(image: Path, top: Path, lock_wait_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + lock_wait_s
+    while True:
+        rc, msg = await Q._run([Q.QEMU_IMG, "commit", "-q", "-f", "qcow2", "-b", str(image), str(top)], timeout=600)
+        if rc == 0:
+            return
+        if "lock" not in msg or loop.time() > deadline:
+            raise Q.QemuError(f"qemu-img commit {top} into {image}: {msg}")
+        await asyncio.sleep(0.1)
 
 
 __all__ = ["overlay_path", "overlays", "chain_top", "has_overlays", "hold_writes", "commit_before", "collapse", "settle"]

@@ -13,7 +13,7 @@ from vigil.model import RESTART_PRIORITIES, Assignment, HostState, Rule
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.placement import Load, host_load, place, rule_conflict
 from vigil.policy.replicas import copies_unreachable, mark_stale
-from vigil.policy.view import ClusterView, Retry, VMView
+from vigil.policy.view import ClusterView, HostView, Retry, VMView
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class AssignVM:
     # secondary, epoch + 1, in the same transaction)
     ft_epoch: int | None = None
     ft_rev: int = 0  # mod_revision of the ft key the reset expects
+    ft_stat_rev: int = 0  # an FT failover: mod_revision of the primary's ftstat key it expects
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,11 @@ Action = (SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | Se
 
 VMCP_REASON = "vmcp"  # the assignment's reason while a VM is powered off for component protection
 
+# An FT primary's host whose datastore heartbeat has been silent this long and that answers
+# no ping is handed over to the secondary at once, without waiting out its lease (see
+# ft_primary_gone).
+FT_SUSPECT_S = 1.0
+
 # How long an FT VM whose primary host failed waits for its secondary's host to answer
 # again (its agent cut from etcd a moment, say) before it is restarted from disk instead.
 FT_SECONDARY_WAIT_S = 15.0
@@ -175,6 +181,7 @@ def plan(view: ClusterView) -> list[Action]:
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
     for v in restart_order(list(view.vms.values())):
         spec, a = v.spec, v.assignment
+        ft_fast = False  # an FT failover before the primary's host is declared failed
         if spec.power != "on":
             continue
         if v.owner is None and reach and (dead := copies_unreachable(spec, {}, reach)):
@@ -192,6 +199,11 @@ def plan(view: ClusterView) -> list[Action]:
                 actions.append(NotRestarted(spec.name, f"host {a.host} {states[a.host].value}; restart priority is disabled"))
                 continue
             kind, avoid, why_move = "restart", frozenset({a.host}), f"host {a.host} {states[a.host].value}"
+        elif (v.ft is not None and a.host in view.hosts and v.owner == a.host and ft_primary_gone(view.hosts[a.host])
+              and ft_failover_target(v, states, view.rules, where) is not None):
+            kind, avoid = "restart", frozenset({a.host})
+            why_move = f"host {a.host} silent for {view.hosts[a.host].hb_age:.1f}s and answers no ping"
+            ft_fast = True
         elif (lost := datastores_lost(v, infos, states)) is not None:
             others = [h for h, i in infos.items()
                       if h != a.host and states.get(h) is HostState.RUNNING and spec.datastores <= set(i.datastores)]
@@ -214,7 +226,7 @@ def plan(view: ClusterView) -> list[Action]:
             kind, avoid, why_move = "retry", frozenset({a.host}), f"start failed on {a.host}: {v.status.message}"
         else:
             continue
-        fenced_owner = a is not None and v.owner == a.host and states.get(a.host) is HostState.FAILED
+        fenced_owner = a is not None and v.owner == a.host and (states.get(a.host) is HostState.FAILED or ft_fast)
         if v.owner is not None and not fenced_owner:
             actions.append(Waiting(spec.name, f"still owned by {v.owner}"))
             continue
@@ -236,6 +248,7 @@ def plan(view: ClusterView) -> list[Action]:
                 vm=spec.name, host=sec, gen=(a.gen + 1) if a else 1, expect_rev=v.assign_rev, kind="ft-failover",
                 reason=f"{why_move}; the FT secondary on {sec} goes live from checkpoint {v.ft.ack_seq}",  # type: ignore[union-attr]
                 expect_owner=v.owner, ft_epoch=v.ft.epoch if v.ft else None, ft_rev=v.ft.rev if v.ft else 0,
+                ft_stat_rev=v.ft.stat_rev if v.ft else 0,
             ))
             continue
         host, why = place(spec, infos, states, load, avoid, view.rules, where)
@@ -280,6 +293,16 @@ def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> lis
     # disk is the agent's to drop: the VM runs on, on the other)
     lost = sorted({ds for d in v.spec.disks if not have & set(d.copies) for ds in d.copies})
     return lost or None
+
+
+def ft_primary_gone(h: HostView) -> bool:
+    """The host of an FT primary has stopped: its datastore heartbeat is silent and it
+    answers no ping. Its FT VMs go to their secondaries now, before its lease runs out.
+    Safe for FT VMs only: the takeover takes the primary's ownership away in the same
+    transaction, so a primary that still runs can release no more output (its output is
+    held until a checkpoint is acknowledged, and only the owner may write valid_from) and
+    powers its copy off; the standby runs only once that QEMU let go of the disk locks."""
+    return h.hb_age is not None and h.hb_age >= FT_SUSPECT_S and h.ping is False
 
 
 def standby_counted(v: VMView, view: ClusterView) -> bool:

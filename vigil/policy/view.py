@@ -55,6 +55,7 @@ class FtView:
     ack_seq: int = -1  # newest checkpoint the current secondary holds for this epoch; -1 none
     valid_from: int | None = None  # oldest checkpoint the primary allows to run (this epoch)
     rev: int = 0  # mod_revision of the ft key
+    stat_rev: int = 0  # mod_revision of the primary's ftstat key (0: absent): a failover expects it unchanged
 
     @property
     def can_fail_over(self) -> bool:
