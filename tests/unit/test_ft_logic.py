@@ -30,7 +30,8 @@ def failed(name: str, **kw) -> HostView:
 
 def ft(v: VMView, secondary: str | None, epoch: int = 3, ack: int = -1, valid_from: int | None = None,
        rev: int = 42) -> VMView:
-    return replace(v, ft=FtView(secondary=secondary, epoch=epoch, ack_seq=ack, valid_from=valid_from, rev=rev))
+    return replace(v, ft=FtView(secondary=secondary, epoch=epoch, ack_seq=ack, valid_from=valid_from, rev=rev,
+                                stat_rev=rev + 1))
 
 
 def cluster(hosts: list[HostView], vms: list[VMView], rules: tuple[Rule, ...] = ()) -> ClusterView:
@@ -207,6 +208,7 @@ def test_primary_failed_and_valid_checkpoint_fails_over_to_the_secondary():
     x = got[0]
     assert (x.vm, x.host, x.kind, x.ft_epoch) == ("a", "h2", "ft-failover", 3)
     assert (x.gen, x.expect_rev, x.expect_owner) == (2, 5, "h1")  # takes the key from the failed host
+    assert x.ft_stat_rev == 43  # and expects no newer valid_from from the primary
     assert "checkpoint 10" in x.reason
     assert not of(SetSecondary, acts)  # re-protection waits for the next cycle (the ft key is reset)
 
@@ -220,7 +222,12 @@ def test_a_stopped_primary_host_hands_over_before_its_lease_runs_out():
     a = ft(replace(vm("a", "h1", owner="h1")), "h2", ack=10, valid_from=7)
     acts = plan(cluster([gone, host("h2"), host("h3")], [a, plain]))
     got = of(AssignVM, acts)
-    assert [(x.vm, x.host, x.kind, x.expect_owner) for x in got] == [("a", "h2", "ft-failover", "h1")]
+    assert [(x.vm, x.host, x.kind, x.expect_owner, x.ft_stat_rev) for x in got] == [("a", "h2", "ft-failover", "h1", 43)]
+    # next cycle, a new secondary: never on the stopped host, though its lease still lives
+    moved = ft(vm("a", "h2", owner="h2"), None, ack=-1)
+    placed = of(SetSecondary, plan(cluster([host("h1", hb_age=FT_SUSPECT_S + 0.1, ping=False, mem=8192), host("h2"),
+                                            host("h3")], [moved])))
+    assert [x.host for x in placed] == ["h3"]
     for quiet in (host("h1", hb_age=FT_SUSPECT_S + 0.1, ping=True), host("h1", hb_age=0.5, ping=False),
                   host("h1", hb_age=FT_SUSPECT_S + 0.1, ping=None)):
         assert not of(AssignVM, plan(cluster([quiet, host("h2"), host("h3")], [a, plain])))
@@ -391,8 +398,8 @@ def test_entering_maintenance_hands_ft_vms_to_their_secondaries_and_migrates_the
     assert {a.host: a.state for a in of(SetHostState, acts)}["h1"] is HostState.ENTERING_MAINTENANCE
     migs = of(StartMigration, acts)
     assert sorted(m.vm for m in migs) == ["c", "d"]
-    handed = {a.vm: (a.host, a.kind, a.expect_owner) for a in of(AssignVM, acts)}
-    assert handed == {"a": ("h2", "ft-failover", "h1"), "b": ("h3", "ft-failover", "h1")}
+    handed = {a.vm: (a.host, a.kind, a.expect_owner, a.ft_stat_rev) for a in of(AssignVM, acts)}
+    assert handed == {"a": ("h2", "ft-failover", "h1", 43), "b": ("h3", "ft-failover", "h1", 43)}
     assert not of(SetSecondary, acts)
 
 

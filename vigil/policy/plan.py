@@ -117,7 +117,7 @@ VMCP_REASON = "vmcp"  # the assignment's reason while a VM is powered off for co
 
 # An FT primary's host whose datastore heartbeat has been silent this long and that answers
 # no ping is handed over to the secondary at once, without waiting out its lease (see
-# ft_primary_gone).
+# host_stopped).
 FT_SUSPECT_S = 1.0
 
 # How long an FT VM whose primary host failed waits for its secondary's host to answer
@@ -199,7 +199,7 @@ def plan(view: ClusterView) -> list[Action]:
                 actions.append(NotRestarted(spec.name, f"host {a.host} {states[a.host].value}; restart priority is disabled"))
                 continue
             kind, avoid, why_move = "restart", frozenset({a.host}), f"host {a.host} {states[a.host].value}"
-        elif (v.ft is not None and a.host in view.hosts and v.owner == a.host and ft_primary_gone(view.hosts[a.host])
+        elif (v.ft is not None and a.host in view.hosts and v.owner == a.host and host_stopped(view.hosts[a.host])
               and ft_failover_target(v, states, view.rules, where) is not None):
             kind, avoid = "restart", frozenset({a.host})
             why_move = f"host {a.host} silent for {view.hosts[a.host].hb_age:.1f}s and answers no ping"
@@ -295,9 +295,10 @@ def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> lis
     return lost or None
 
 
-def ft_primary_gone(h: HostView) -> bool:
-    """The host of an FT primary has stopped: its datastore heartbeat is silent and it
-    answers no ping. Its FT VMs go to their secondaries now, before its lease runs out.
+def host_stopped(h: HostView) -> bool:
+    """The host has stopped, as far as can be seen before its lease runs out: its
+    datastore heartbeat is silent and it answers no ping. Its FT VMs go to their
+    secondaries now, and no new secondary is placed there.
     Safe for FT VMs only: the takeover takes the primary's ownership away in the same
     transaction, so a primary that still runs can release no more output (its output is
     held until a checkpoint is acknowledged, and only the owner may write valid_from) and
@@ -342,7 +343,8 @@ def secondaries(view: ClusterView, states: dict[str, HostState], infos: dict, lo
             load[ft.secondary] = Load(load[ft.secondary].memory_mb - v.spec.memory_mb,
                                       load[ft.secondary].vcpus - v.spec.vcpus)
         others = {n: h for n, h in where.items() if n != name}
-        host, why = place(v.spec, infos, states, load, frozenset({primary}), view.rules, others)
+        avoid = frozenset({primary} | {h for h, hv in view.hosts.items() if host_stopped(hv)})
+        host, why = place(v.spec, infos, states, load, avoid, view.rules, others)
         if host is None:
             out.append(Waiting(name, f"FT needs a secondary: no host for it: {why}"))
             continue
@@ -372,7 +374,7 @@ def evacuate(view: ClusterView, states: dict[str, HostState], infos: dict, load:
                     out.append(AssignVM(
                         vm=v.spec.name, host=sec, gen=v.assignment.gen + 1, expect_rev=v.assign_rev,  # type: ignore[union-attr]
                         kind="ft-failover", reason=f"{h} entering maintenance; its FT secondary on {sec} takes over",
-                        expect_owner=h, ft_epoch=v.ft.epoch, ft_rev=v.ft.rev))
+                        expect_owner=h, ft_epoch=v.ft.epoch, ft_rev=v.ft.rev, ft_stat_rev=v.ft.stat_rev))
                 else:
                     out.append(Waiting(v.spec.name, f"host {h} entering maintenance: an FT VM leaves by handing over "
                                        "to its secondary, which holds no valid checkpoint yet"))
