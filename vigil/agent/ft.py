@@ -411,10 +411,14 @@ class Secondary:
         """Write ``ftrx/`` or ``ftack/``; etcd out of reach (a partition) is waited out:
         the primary waits for exactly this word."""
         a = self.r.a
+        st = a.store
         while not self.stopped:
             try:
-                await a.store.put(key + self.vm, {"host": a.me, "epoch": self.epoch, "seq": seq, "time": time.time(),
-                                                  **extra}, lease=a.lease_id)
+                # only while the ft key still names us, in this epoch: once the VM was handed
+                # over (epoch + 1), no late acknowledgement may let the old primary release output
+                await st.txn([st.equals(K.FT + self.vm, {"secondary": a.me, "epoch": self.epoch})],
+                             [st.put_op(key + self.vm, {"host": a.me, "epoch": self.epoch, "seq": seq,
+                                                        "time": time.time(), **extra}, lease=a.lease_id)])
                 return
             except StoreError as e:
                 log.warning("%s: cannot publish %s%d: %s", self.vm, key, seq, e)
