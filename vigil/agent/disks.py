@@ -58,7 +58,14 @@ class DiskKeeper:
 
     # -- a datastore lost: drop its copies ---------------------------------------------
     async def degrade(self) -> None:
-        """Drop the copies this host lost (stale in etcd first, then out of the quorum)."""
+        """Drop the copies this host lost (stale in etcd first, then out of the quorum).
+        Never raises: it runs in the loop that pets the watchdog."""
+        try:
+            await self._degrade()
+        except Exception:
+            log.exception("dropping lost disk copies")
+
+    async def _degrade(self) -> None:
         for name, pid, spec in self._running():
             for disk, ds in P.copies_to_drop(spec, self.stale(name), self.a.ds_ok):
                 why = f"datastore {ds} lost on {self.a.me}"
@@ -72,7 +79,7 @@ class DiskKeeper:
                 try:
                     async with qemu.QMPConn(executor.paths(self.a.cfg, name), pid=pid, name=name) as conn:
                         await R.drop_copy(conn, index, qemu.disk_path(d, self.a.cfg.datastores, ds))
-                except qemu.QemuError as e:
+                except (qemu.QemuError, OSError) as e:
                     log.warning("%s: dropping the copy of disk %s on %s: %s", name, disk, ds, e)
                 other = next(c for c in d.copies if c != ds)
                 await self.a.event("disk-degraded", f"{name}: disk {disk} lost its copy on {ds} ({why}); "

@@ -43,7 +43,11 @@ def overlay_path(image: Path, seq: int) -> Path:
 def overlays(image: Path) -> list[tuple[int, Path]]:
     """(seq, file) of the image's FT overlays, oldest first."""
     out = []
-    for p in Path(image).parent.glob(Path(image).name + SEP + "*"):
+    try:
+        found = list(Path(image).parent.glob(Path(image).name + SEP + "*"))
+    except OSError as e:  # a datastore gone bad: not knowing is not "none"
+        raise Q.QemuError(f"cannot list the FT overlays of {image}: {e}") from None
+    for p in found:
         m = _SEQ.search(p.name)
         if m:
             out.append((int(m.group(1)), p))
