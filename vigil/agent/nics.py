@@ -123,6 +123,10 @@ class NicPort:
                 writer.write(struct.pack(">I", len(frame)) + frame)
 
         def to_tap(frames: list[bytes]) -> None:
+            # released later by the gate: the tap may be closed by then, and its number
+            # reused by another file
+            if self.fd != fd:
+                return
             for f in frames:
                 with contextlib.suppress(BlockingIOError):
                     os.write(fd, f)
