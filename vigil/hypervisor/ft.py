@@ -121,12 +121,4 @@ async def go_live(dest: Q.QMPConn, lock_wait_s: float = 15.0) -> None:
     it. So a lock refusal is retried for ``lock_wait_s``: the disks are never shared."""
     if await standby_state(dest) != "committed":
         raise Q.QemuError(f"VM {dest.name}: the standby holds no complete checkpoint")
-    deadline = time.monotonic() + lock_wait_s
-    while True:
-        try:
-            await dest.execute("cont")
-            return
-        except Q.QemuError as e:
-            if "lock" not in str(e) or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.1)
+    await Q.retry_while_locked(lambda: dest.execute("cont"), lock_wait_s)

@@ -22,14 +22,13 @@ before anything is deleted, and only the overlays never merged are discarded.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from vigil.hypervisor import qemu as Q
-from vigil.hypervisor.mirror import JOB_EVENTS, current_node
+from vigil.hypervisor.mirror import JOB_EVENTS, _Job, current_node
 from vigil.model import VMSpec
 
 SEP = ".ft-"
@@ -91,32 +90,20 @@ async def hold_writes(conn: Q.QMPConn, spec: VMSpec, datastore_paths: Mapping[st
 
 async def _run_job(conn: Q.QMPConn, args: dict[str, Any], active: bool, timeout: float = 120.0) -> None:
     """A block-commit job to its end (an active one is completed at READY: it pivots)."""
-    job = str(args["job-id"])
+    job = _Job(conn, str(args["job-id"]))
     with conn.listener(JOB_EVENTS) as events:
         await conn.execute("block-commit", args)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                with contextlib.suppress(Q.QemuError):
-                    await conn.execute("block-job-cancel", {"device": job, "force": True})
-                raise Q.QemuError(f"VM {conn.name}: {job} did not finish within {timeout:.0f}s")
-            try:
-                msg = await asyncio.wait_for(events.get(), left)
-            except asyncio.TimeoutError:
-                continue
-            data = msg.get("data") or {}
-            if data.get("device") != job:
-                continue
-            if msg["event"] == "BLOCK_JOB_READY" and active:
-                await conn.execute("job-complete", {"id": job})
-            elif msg["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
-                if data.get("error") or msg["event"] == "BLOCK_JOB_CANCELLED":
-                    raise Q.QemuError(f"VM {conn.name}: {job}: {data.get('error') or 'cancelled'}")
-                return
-            elif msg["event"] == "BLOCK_JOB_ERROR":
-                raise Q.QemuError(f"VM {conn.name}: {job}: I/O error ({data.get('operation')})")
+        try:
+            if active:
+                await job.wait_ready(events, None, None, timeout)
+                await conn.execute("job-complete", {"id": job.job_id})
+            end = await job.wait_end(events, timeout)
+        except Q.QemuError:
+            with contextlib.suppress(Q.QemuError):
+                await job.cancel(events, force=True, timeout=30.0)
+            raise
+    if end.get("error") or end["event"] != "BLOCK_JOB_COMPLETED":
+        raise Q.QemuError(f"VM {conn.name}: {job.job_id}: {end.get('error') or end['event']}")
 
 
 async def commit_before(conn: Q.QMPConn, spec: VMSpec, datastore_paths: Mapping[str, str], seq: int) -> int:
@@ -180,15 +167,12 @@ async def settle(spec: VMSpec, datastore_paths: Mapping[str, str], upto: int | N
 
 
 async def _commit_waiting_for_locks(image: Path, top: Path, lock_wait_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + lock_wait_s
-    while True:
+    async def commit() -> None:
         rc, msg = await Q._run([Q.QEMU_IMG, "commit", "-q", "-f", "qcow2", "-b", str(image), str(top)], timeout=600)
-        if rc == 0:
-            return
-        if "lock" not in msg or loop.time() > deadline:
+        if rc != 0:
             raise Q.QemuError(f"qemu-img commit {top} into {image}: {msg}")
-        await asyncio.sleep(0.1)
+
+    await Q.retry_while_locked(commit, lock_wait_s)
 
 
 __all__ = ["overlay_path", "overlays", "chain_top", "has_overlays", "hold_writes", "commit_before", "collapse", "settle"]

@@ -132,7 +132,7 @@ async def _create_image(path: Path, size_bytes: int) -> None:
 
 
 class _Job:
-    """A running blockdev-mirror job: progress polling, READY, and its end."""
+    """A running block job (a mirror, a commit): progress polling, READY, and its end."""
 
     def __init__(self, conn: QMPConn, job_id: str) -> None:
         self.conn = conn
@@ -180,15 +180,15 @@ class _Job:
         while self.ready_at is None:
             if self.ended is not None:
                 raise MirrorFailed(
-                    f"VM {self.conn.name}: mirror {self.job_id} ended before READY: "
+                    f"VM {self.conn.name}: block job {self.job_id} ended before READY: "
                     f"{self.ended.get('error') or self.ended['event']}"
                 )
             if self.error:
-                raise MirrorFailed(f"VM {self.conn.name}: mirror {self.job_id}: {self.error}")
+                raise MirrorFailed(f"VM {self.conn.name}: block job {self.job_id}: {self.error}")
             if cancel is not None and cancel.is_set():
-                raise MirrorCancelled(f"VM {self.conn.name}: mirror {self.job_id} cancelled before the pivot")
+                raise MirrorCancelled(f"VM {self.conn.name}: block job {self.job_id} cancelled before the pivot")
             if timeout is not None and time.monotonic() - self.t0 > timeout:
-                raise MirrorFailed(f"VM {self.conn.name}: mirror {self.job_id} not READY after {timeout:.0f}s")
+                raise MirrorFailed(f"VM {self.conn.name}: block job {self.job_id} not READY after {timeout:.0f}s")
             j = await self._query()
             if j is not None:
                 if j.get("ready") and self.ready_at is None:
@@ -206,7 +206,7 @@ class _Job:
         deadline = time.monotonic() + timeout
         while self.ended is None:
             if time.monotonic() > deadline:
-                raise MirrorFailed(f"VM {self.conn.name}: mirror {self.job_id} did not end within {timeout:.0f}s")
+                raise MirrorFailed(f"VM {self.conn.name}: block job {self.job_id} did not end within {timeout:.0f}s")
             await self.pump(events, 0.5)
             if self.ended is None and await self._query() is None:
                 # ended and dismissed without us seeing the event (should not happen)

@@ -425,20 +425,42 @@ async def ensure_disks(spec: VMSpec, datastore_paths: Mapping[str, str],
         for ds, _ in missing:
             if not Path(datastore_paths[ds]).is_dir():
                 raise QemuError(f"disk {disk.name}: datastore path {datastore_paths[ds]} is not there")
-        first = missing[0][1]
-        first.parent.mkdir(parents=True, exist_ok=True)
-        opts = ["-o", "preallocation=metadata"] if disk.replica else []
-        rc, msg = await _run([QEMU_IMG, "create", "-q", "-f", "qcow2", *opts, str(first), f"{disk.size_mb}M"])
-        if rc != 0:
-            raise QemuError(f"qemu-img create {first}: {msg}")
-        created.append(first)
-        for _, path in missing[1:]:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rc, msg = await _run(["cp", "--sparse=always", str(first), str(path)])
-            if rc != 0:
-                raise QemuError(f"copying {first} to {path}: {msg}")
-            created.append(path)
+        paths = [p for _, p in missing]
+        await create_copies(paths, f"{disk.size_mb}M", preallocate=bool(disk.replica))
+        created += paths
     return created
+
+
+async def retry_while_locked(attempt: Callable[[], Awaitable[Any]], wait_s: float) -> None:
+    """Run ``attempt`` until it succeeds; a refusal over image locks (a QemuError that says
+    "lock": another QEMU, going away, still holds the disk) is retried for ``wait_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            await attempt()
+            return
+        except QemuError as e:
+            if "lock" not in str(e) or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
+async def create_copies(paths: Sequence[Path], size: str, preallocate: bool) -> None:
+    """One new qcow2 image of ``size`` (qemu-img's syntax), copied byte for byte to every
+    path: the copies of a replicated disk must be the same file. ``preallocate``: its
+    metadata preallocated, so that it keeps one fixed length (a quorum needs that)."""
+    first = paths[0]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    opts = ["-o", "preallocation=metadata"] if preallocate else []
+    rc, msg = await _run([QEMU_IMG, "create", "-q", "-f", "qcow2", *opts, str(first), size])
+    if rc != 0:
+        raise QemuError(f"qemu-img create {first}: {msg}")
+    for p in paths[1:]:
+        rc, msg = await _run(["cp", "--sparse=always", str(first), str(p)])
+        if rc != 0:
+            raise QemuError(f"copying {first} to {p}: {msg}")
 
 
 async def start(

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vigil.hypervisor.mirror import (MiB, MirrorFailed, MirrorProgress, current_node, pivot_disk, release_node,
-                                     virtual_size)
-from vigil.hypervisor.qemu import QEMU_IMG, QemuError, QMPConn, _run, quorum_blockdev
+from vigil.hypervisor.mirror import (MiB, MirrorFailed, MirrorProgress, current_node, node_info, pivot_disk,
+                                     release_node, virtual_size)
+from vigil.hypervisor.qemu import QemuError, QMPConn, _run, create_copies, quorum_blockdev
 
 RESYNC_SUFFIX = ".resync"
 
@@ -47,17 +47,10 @@ async def quorum_of(conn: QMPConn, index: int) -> str:
     for e in edges:
         if e["parent"] == ids.get(top) and e["name"] == "file":
             q = names.get(e["child"], "")
-            info = await _node(conn, q)
-            if info.get("drv") == "quorum":
-                return q
+            with contextlib.suppress(MirrorFailed):
+                if (await node_info(conn, q)).get("drv") == "quorum":
+                    return q
     raise QemuError(f"VM {conn.name}: disk {index} runs on no quorum")
-
-
-async def _node(conn: QMPConn, name: str) -> dict:
-    for n in await conn.execute("query-named-block-nodes", {"flat": True}):
-        if n.get("node-name") == name:
-            return dict(n)
-    return {}
 
 
 async def copy_children(conn: QMPConn, index: int) -> dict[str, str]:
@@ -83,19 +76,12 @@ async def drop_copy(conn: QMPConn, index: int, path: Path) -> bool:
 
 
 async def _fresh_copies(size: int, paths: Sequence[Path]) -> None:
-    """Empty qcow2 images of one fixed length (metadata preallocated) at every path."""
-    first = paths[0]
+    """Empty qcow2 images of one fixed length (metadata preallocated) at every path,
+    replacing what was there."""
     for p in paths:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
-        p.parent.mkdir(parents=True, exist_ok=True)
-    rc, msg = await _run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", str(first), str(size)])
-    if rc != 0:
-        raise MirrorFailed(f"qemu-img create {first}: {msg}")
-    for p in paths[1:]:
-        rc, msg = await _run(["cp", "--sparse=always", str(first), str(p)])
-        if rc != 0:
-            raise MirrorFailed(f"copying {first} to {p}: {msg}")
+    await create_copies(paths, str(size), preallocate=True)
 
 
 async def resync_copy(
