@@ -150,6 +150,15 @@ class VMSpec:
         """Every datastore holding a copy of one of the VM's disks."""
         return frozenset(ds for d in self.disks for ds in d.copies)
 
+    @property
+    def replicated(self) -> bool:
+        """Some disk of the VM is kept on two datastores."""
+        return any(d.replica for d in self.disks)
+
+    def disk_index(self, name: str) -> int:
+        """The position of disk ``name`` (its QEMU node is ``disk{index}``)."""
+        return next(i for i, d in enumerate(self.disks) if d.name == name)
+
     def without_stale(self, stale: Mapping[str, str]) -> "VMSpec":
         """The spec as it runs while the copies in ``stale`` (disk name -> datastore) are out
         of sync: those disks keep only their other copy, so placement asks for it alone."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
-from typing import Any, Mapping
+from typing import Any
 
 from vigil.model import (TASK_ACTIVE, Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus,
                          mac_address)
@@ -191,7 +191,7 @@ async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = N
     if state.get("resync"):
         raise SpecError(f"VM {name} is resyncing disk {state['resync'].get('disk')}; migrate it once that is done")
     spec = spec.without_stale(stale_map(state))
-    if datastore is not None and any(d.replica for d in spec.disks):
+    if datastore is not None and spec.replicated:
         raise SpecError(f"VM {name} has disks on two datastores; --datastore moves single-copy disks only")
     if datastore is not None:
         if datastore not in _under(snap, K.DATASTORES):
@@ -364,7 +364,7 @@ async def evacuation_step(store: Store, ds: str, to: str | None = None) -> dict[
     return {"queued": queued, "waiting": waiting, "blocked": blocked}
 
 
-# -- Fault Tolerance ----------------------------------------------------------------------
+# -- disks on two datastores -------------------------------------------------------------
 def _diskstate(snap: dict[str, Entry], name: str) -> dict[str, Any]:
     e = snap.get(K.DISKSTATE + name)
     return dict(e.value) if e is not None and isinstance(e.value, dict) else {}
@@ -391,7 +391,7 @@ def disk_state(snap: dict[str, Entry], spec: VMSpec) -> list[dict[str, Any]]:
     return out
 
 
-async def repair_disk(store: Store, name: str, local_paths: Mapping[str, str] | None = None) -> str:
+async def repair_disk(store: Store, name: str) -> str:
     """Resync a VM's stale disk copies. A running VM's agent resyncs them on its own once
     it reaches both datastores; this asks it to retry now. A powered-off VM's copies are
     copied here, from its good copy, when this machine mounts both datastores."""
@@ -403,7 +403,7 @@ async def repair_disk(store: Store, name: str, local_paths: Mapping[str, str] | 
     if K.VMS + name not in snap:
         raise SpecError(f"no VM named {name!r}")
     spec = VMSpec.from_json(snap[K.VMS + name].value)
-    if not any(d.replica for d in spec.disks):
+    if not spec.replicated:
         raise SpecError(f"VM {name} has no disk on two datastores")
     stale = stale_map(_diskstate(snap, name))
     if not stale:
@@ -419,8 +419,7 @@ async def repair_disk(store: Store, name: str, local_paths: Mapping[str, str] | 
         return f"{host} resyncs {', '.join(sorted(stale))} of {name} now"
     if spec.power == "on":
         raise SpecError(f"{name} is being started; try again once it runs")
-    paths = dict(local_paths or {e.key[len(K.DATASTORES):]: e.value.get("path", "")
-                                 for e in _under(snap, K.DATASTORES).values()})
+    paths = {e.key[len(K.DATASTORES):]: e.value.get("path", "") for e in _under(snap, K.DATASTORES).values()}
     done = []
     for d in spec.disks:
         bad = stale.get(d.name)
@@ -440,6 +439,7 @@ async def repair_disk(store: Store, name: str, local_paths: Mapping[str, str] | 
     return f"{name}: {', '.join(done)} whole again"
 
 
+# -- Fault Tolerance ----------------------------------------------------------------------
 def _ft_delete_ops(store: Store, name: str) -> list:
     return [store.delete_op(k + name) for k in (K.FT, K.FTRX, K.FTACK, K.FTSTAT)]
 
@@ -473,7 +473,7 @@ def ft_limits(spec: VMSpec) -> str | None:
     if spec.memory_mb > MAX_FT_MEMORY_MB:
         return (f"FT supports VMs of up to {MAX_FT_MEMORY_MB} MiB (each checkpoint copies the whole RAM); "
                 f"{spec.name} has {spec.memory_mb} MiB")
-    if any(d.replica for d in spec.disks):
+    if spec.replicated:
         return f"FT does not support disks on two datastores yet ({spec.name} has some)"
     return None
 

@@ -166,8 +166,6 @@ class Agent:
         while not self._stop.is_set():
             self.pet_watchdog()
             await self._check_datastores()
-            if self.lease_ok():
-                await self.disks.degrade()
             await self._check_processes()
             lost = self.lease_ok_until > 0 and not self.lease_ok()
             if lost and not self.isolated and (checking is None or checking.done()):
@@ -192,13 +190,15 @@ class Agent:
         changed = [n for n in now if now[n] != self.ds_ok.get(n)]
         first = not self.ds_ok
         self.ds_ok = now
+        # Replicated disks drop a lost copy (every tick, until it is recorded) before the
+        # controller learns of the loss, so that it sees a VM running on the copy it still
+        # has, not a VM to move. (Without a lease etcd is away: no stale mark, no drop.)
+        if self.lease_ok():
+            await self.disks.degrade()
         if changed and not first:
             for n in changed:
                 await self.event("datastore-" + ("back" if now[n] else "lost"),
                                  f"datastore {n} {'reachable again' if now[n] else 'lost'} on {self.me}")
-            # replicated disks drop the lost copy before the controller learns of the
-            # loss, so that it sees a VM running on the copy it still has, not a VM to move
-            await self.disks.degrade()
             if self.lease_ok():
                 try:
                     await self._publish_host()

@@ -54,7 +54,7 @@ class DiskKeeper:
 
     def _running(self) -> list[tuple[str, int, VMSpec]]:
         return [(n, v.pid, v.spec) for n, v in self.a.vms.items()
-                if v.spec is not None and not v.stopping and any(d.replica for d in v.spec.disks)]
+                if v.spec is not None and not v.stopping and v.spec.replicated]
 
     # -- a datastore lost: drop its copies ---------------------------------------------
     async def degrade(self) -> None:
@@ -74,7 +74,7 @@ class DiskKeeper:
                 except StoreError as e:
                     log.warning("%s: cannot mark disk %s stale on %s yet: %s", name, disk, ds, e)
                     continue
-                index = next(i for i, d in enumerate(spec.disks) if d.name == disk)
+                index = spec.disk_index(disk)
                 d = spec.disks[index]
                 try:
                     async with qemu.QMPConn(executor.paths(self.a.cfg, name), pid=pid, name=name) as conn:
@@ -105,7 +105,7 @@ class DiskKeeper:
     async def _resync(self, name: str, pid: int, spec: VMSpec, disks: list[str]) -> None:
         stale = self.stale(name)
         for disk in disks:
-            index = next(i for i, d in enumerate(spec.disks) if d.name == disk)
+            index = spec.disk_index(disk)
             d = spec.disks[index]
             copies = [(j, qemu.disk_path(d, self.a.cfg.datastores, ds), ds != stale[disk])
                       for j, ds in enumerate(d.copies)]

@@ -195,9 +195,11 @@ class FtRunner:
             await sb.conn.close()
         dest = Q.VMPaths.for_vm(Path(self.a.cfg.run_dir), vm)
         dest.dir.mkdir(parents=True, exist_ok=True)
-        for name in ("qmp.sock", "hb.sock", "qemu.pid", "serial.log", *(f"net{i}.sock" for i in range(4))):
+        moved = [sb.paths.qmp_sock, sb.paths.hb_sock, sb.paths.pidfile, sb.paths.serial_log,
+                 *map(sb.paths.net_sock, range(len(spec.networks)))]
+        for f in moved:
             with contextlib.suppress(FileNotFoundError):
-                os.replace(sb.paths.dir / name, dest.dir / name)
+                os.replace(f, dest.dir / f.name)
         shutil.rmtree(sb.paths.dir, ignore_errors=True)
         return sb.pid
 

@@ -68,7 +68,6 @@ class NicPort:
         self.qmp_paths, self.pid, self.announce = qmp_paths, pid, announce
         self.tap = tap_name(vm, index)
         self.fd: int | None = None
-        self.frames_out = self.frames_in = 0
 
     async def run(self) -> None:
         """Carry frames until cancelled; reconnect when QEMU's socket goes away."""
@@ -119,7 +118,6 @@ class NicPort:
                     frame = os.read(fd, MAX_FRAME)
                 except BlockingIOError:
                     return
-                self.frames_in += 1
                 writer.write(struct.pack(">I", len(frame)) + frame)
 
         def to_tap(frames: list[bytes]) -> None:
@@ -136,7 +134,6 @@ class NicPort:
             while True:
                 n = struct.unpack(">I", await reader.readexactly(4))[0]
                 frame = await reader.readexactly(n)
-                self.frames_out += 1
                 self.gate.add_to(to_tap, frame)
         finally:
             loop.remove_reader(fd)

@@ -235,7 +235,7 @@ class TaskRunner:
         if vm is None or spec is None:
             await update_task(self.store, t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
             return
-        idx = next(i for i, d in enumerate(spec.disks) if d.name == t.disk)
+        idx = spec.disk_index(t.disk)
         old: DiskSpec = spec.disks[idx]
         ds_paths = self.a.cfg.datastores
         new_path = Path(ds_paths[t.datastore]) / old.path
