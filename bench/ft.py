@@ -97,7 +97,7 @@ from vigil.agent.ft import CHECKPOINT_GAP_S
 from vigil.hypervisor import ft as FT
 from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import GuestImage, build_guest_image
+from vigil.lab.guest_image import READY_LINE, GuestImage, build_guest_image
 from vigil.lab.standalone import Standalone, loopback_uri, probe_accel, standalone, unavailable, wait_serial
 from vigil.model import VMSpec
 
@@ -411,7 +411,7 @@ async def start_guest(s: Standalone, memory: int, dirty: int) -> tuple[VMSpec, Q
     await conn.close()  # the pipeline connects per checkpoint, as the agent does
     gate = RecordingGate(paths.guest_log)
     watch = await Watch(paths, gate).start()
-    await wait_serial(paths, "vigil-guest: dirtying" if dirty else Q.READY_LINE, timeout=120)
+    await wait_serial(paths, "vigil-guest: dirtying" if dirty else READY_LINE, timeout=120)
     await watch.wait(lambda h: h.acked >= 0, 60)  # the workload writes
     check_guest(paths, pid)
     return spec, paths, pid, gate, watch

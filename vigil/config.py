@@ -8,6 +8,16 @@ from typing import Any
 
 from vigil.model import SpecError
 
+DEFAULT_CACHE_DIR = "/var/cache/vigil"
+
+
+def cache_dir() -> Path:
+    """Where vigil keeps what it can remake (the guest image, the accelerator probe's
+    answer): ``$VIGIL_CACHE_DIR`` or /var/cache/vigil. Removing it is always safe."""
+    import os
+
+    return Path(os.environ.get("VIGIL_CACHE_DIR") or DEFAULT_CACHE_DIR)
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -29,6 +39,7 @@ class AgentConfig:
     qemu_binary: str = "qemu-system-x86_64"
     tls_dir: str = ""  # migration TLS credentials (tls-creds-x509 layout); empty: plain TCP
     networks: dict[str, str] = field(default_factory=dict)  # VM network name -> bridge on this host
+    cache_dir: str = ""  # the accelerator probe's answer (and its guest); empty: cache_dir()
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":

@@ -6,10 +6,12 @@ started here is killed by pid in the fixture teardown. Timeouts are hang guards 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
+from vigil.hypervisor import accel as A
 from vigil.hypervisor import qemu as Q
 from vigil.lab.guest_image import GuestImage, read_records, record_boot_ids
 from vigil.lab.standalone import Standalone, heartbeats, unavailable
@@ -138,7 +140,12 @@ async def test_shutdown_falls_back_to_power_off(rig: Standalone) -> None:
     assert not Q.pid_alive(pid)
 
 
-def test_probe_accel_cached(image: GuestImage, accel: str, tmp_path: Path) -> None:
-    cache = tmp_path / "accel.json"
-    cache.write_text('{"accel": "%s", "host_boot_id": "%s"}' % (accel, Q._host_boot_id()))
-    assert Q.probe_accel(cache, image) == accel  # from the cache, no probe
+def test_probe_accel_cached(accel: str, tmp_path: Path) -> None:
+    (tmp_path / "accel.json").write_text('{"accel": "%s", "host_boot_id": "%s"}' % (accel, A.host_boot_id()))
+    assert A.probe_accel(tmp_path, None) == accel  # from the cache: no guest needed, no probe
+
+
+def test_probe_accel_of_another_boot_probes_again(image: GuestImage, tmp_path: Path) -> None:
+    (tmp_path / "accel.json").write_text('{"accel": "kvm", "host_boot_id": "an-older-boot"}')
+    assert A.probe_accel(tmp_path, image) in ("kvm", "tcg")
+    assert json.loads((tmp_path / "accel.json").read_text())["host_boot_id"] == A.host_boot_id()

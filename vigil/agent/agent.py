@@ -22,6 +22,7 @@ from vigil.agent import executor
 from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.nics import NicPort
+from vigil.agent.watchdog import FileWatchdog
 from vigil.agent.isolation import any_answers, is_isolated, isolation_action
 from vigil.config import AgentConfig
 from vigil.hypervisor.qemu import OutputGate
@@ -78,6 +79,8 @@ class Agent:
         self.disks = DiskKeeper(self)
         self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
         self.plugged: dict[str, tuple[OutputGate, asyncio.Task]] = {}  # incoming migrations' NICs
+        self.watchdog = FileWatchdog(cfg.watchdog_file)
+        self.connected = False  # etcd answered once: the tick may report to it
         self._stop = asyncio.Event()
         self._lease_file = self.run_dir / "agent-lease.json"
 
@@ -153,19 +156,18 @@ class Agent:
             pass
 
     # -- tick: watchdog, datastore heartbeat, process and isolation checks ---------------
-    def pet_watchdog(self) -> None:
-        if self.cfg.watchdog_file:
-            try:
-                with open(self.cfg.watchdog_file, "w") as f:
-                    f.write(f"{time.time()}\n")
-            except OSError as e:
-                log.error("watchdog: %s", e)
-
     async def tick_loop(self) -> None:
+        """Runs from the agent's first moments: the datastore heartbeats and the watchdog
+        go together (a silent heartbeat must mean an unfed watchdog). Process and isolation
+        checks wait for etcd (``self.connected``): they report there."""
         checking = None
         while not self._stop.is_set():
-            self.pet_watchdog()
+            self.watchdog.tick(holds_lease=self.lease_ok(), runs_vms=bool(self.vms))
             await self._check_datastores()
+            if not self.connected:
+                self._write_heartbeats()
+                await self._sleep(self.cfg.tick_s)
+                continue
             await self._check_processes()
             lost = self.lease_ok_until > 0 and not self.lease_ok()
             if lost and not self.isolated and (checking is None or checking.done()):
@@ -546,13 +548,16 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        self.pet_watchdog()
-        self.accel = await executor.probe_accel(self.cfg)
         await self._check_datastores()
         self.ft.clean_leftovers()
         for name, pid in executor.find_running(self.cfg).items():
             self._adopt(name, pid, None, 0, held=True)
             log.info("adopted running VM %s (pid %d)", name, pid)
+        # From here on the tick keeps the heartbeats and the watchdog going (armed now only
+        # if VMs run here or an earlier run armed it), so the slow start-up work below,
+        # the accelerator probe above all, never lets a watchdog expire.
+        tasks = [asyncio.create_task(self.tick_loop())]
+        self.accel = await executor.probe_accel(self.cfg)
         while not self._stop.is_set():
             try:
                 await self.store.connect()
@@ -560,11 +565,12 @@ class Agent:
             except StoreError as e:
                 log.warning("etcd: %s", e)
                 await self._sleep(1)
+        self.connected = True
         from vigil.agent.tasks import TaskRunner
 
         self.tasks = TaskRunner(self)
-        tasks = [asyncio.create_task(c) for c in
-                 (self.lease_loop(), self.tick_loop(), self.reconcile_loop(), self.leader_loop(), self.tasks.loop())]
+        tasks += [asyncio.create_task(c) for c in
+                  (self.lease_loop(), self.reconcile_loop(), self.leader_loop(), self.tasks.loop())]
         if self.vms:
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}"))
         await self._stop.wait()

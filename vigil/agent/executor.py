@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
-from vigil.config import AgentConfig
-from vigil.hypervisor import ftdisk, qemu
+from vigil.config import AgentConfig, cache_dir
+from vigil.hypervisor import accel, ftdisk, qemu
 from vigil.model import VMSpec
 
 
@@ -17,15 +17,24 @@ class StartError(RuntimeError):
     """QEMU did not start; the message says why (QEMU's own words where it gave some)."""
 
 
-ACCEL_CACHE = Path("/var/cache/vigil")
-
-
 def paths(cfg: AgentConfig, vm: str) -> "qemu.VMPaths":
     return qemu.VMPaths.for_vm(Path(cfg.run_dir), vm)
 
 
 async def probe_accel(cfg: AgentConfig) -> str:
-    return await asyncio.to_thread(qemu.probe_accel, ACCEL_CACHE)
+    """"kvm" or "tcg", in a thread: a probe boot takes seconds where KVM hangs, and the
+    agent's tick (datastore heartbeats, watchdog) must go on meanwhile. The lab probes
+    before it starts its hosts, so its agents find the answer cached."""
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()
+
+    def probe() -> str:
+        if accel.cached(cache) is None and accel.kvm_usable() is None:
+            from vigil.lab.guest_image import build_guest_image  # the probe's guest
+
+            return accel.probe_accel(cache, build_guest_image(cache / "guest", progress=lambda _m: None))
+        return accel.probe_accel(cache, None)
+
+    return await asyncio.to_thread(probe)
 
 
 def find_running(cfg: AgentConfig) -> dict[str, int]:

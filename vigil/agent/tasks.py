@@ -14,12 +14,13 @@ import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from vigil.agent import executor
 from vigil.hypervisor import mirror, migration
 from vigil.hypervisor import qemu
 from vigil.model import TASK_ACTIVE, Assignment, DiskSpec, Task, VMSpec
+from vigil.policy import tasks as TP
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError
 
@@ -35,8 +36,11 @@ MIGRATION_PORT_BASE = 49152
 PREPARE_TIMEOUT_S = 30.0
 
 
-async def update_task(store: Store, vm: str, task_id: str, **changes: Any) -> Task | None:
-    """Read-modify-write of a task, so a concurrent cancel request is never lost."""
+async def update_task(store: Store, vm: str, task_id: str,
+                      change: Callable[[Task], Task | None] | None = None, **changes: Any) -> Task | None:
+    """Read-modify-write of a task, so a concurrent cancel request is never lost.
+    ``change`` (vigil.policy.tasks) maps the task as read to the new one, or to None to
+    leave it as it is; otherwise the keyword changes are applied."""
     for _ in range(10):
         e = await store.get(K.TASKS + vm)
         if e is None:
@@ -44,7 +48,10 @@ async def update_task(store: Store, vm: str, task_id: str, **changes: Any) -> Ta
         t = Task.from_json(e.value)
         if t.id != task_id:
             return None
-        new = replace(t, updated=time.time(), **changes)
+        new = change(t) if change is not None else replace(t, **changes)
+        if new is None:
+            return t
+        new = replace(new, updated=time.time())
         if await store.txn([store.unchanged(e.key, e.mod_revision)], [store.put_op(e.key, asdict(new))]):
             return new
     return None
@@ -62,6 +69,7 @@ class TaskRunner:
         self.driving: dict[str, asyncio.Task] = {}  # vm -> migration/mirror driver (source side)
         self.cancels: dict[str, asyncio.Event] = {}
         self.incoming: dict[str, tuple[str, int]] = {}  # vm -> (task id, pid) on the destination
+        self.finishing: dict[str, asyncio.Task] = {}  # vm -> marks a taken-over migration done
         self._port = MIGRATION_PORT_BASE
 
     @property
@@ -166,7 +174,7 @@ class TaskRunner:
             if time.monotonic() - last[0] < 0.4:
                 return
             last[0] = time.monotonic()
-            asyncio.create_task(update_task(self.store, t.vm, t.id, progress=p))
+            asyncio.create_task(update_task(self.store, t.vm, t.id, TP.with_progress(p)))
 
         return write
 
@@ -210,7 +218,7 @@ class TaskRunner:
             return
         # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
         done = migration_progress(result)
-        await update_task(self.store, t.vm, t.id, state="switching", progress=done)
+        await update_task(self.store, t.vm, t.id, TP.switched_over(done))
         await self.a.event("migration-switchover",
                            f"{t.vm}: memory moved to {t.dst} (downtime {done.get('downtime_ms', 0):.0f} ms)", vm=t.vm)
 
@@ -288,6 +296,10 @@ class TaskRunner:
             await self._prepare(t, snap)
             return
         if vm not in self.incoming:
+            a = snap.get(K.ASSIGN + vm)
+            if t.state in ("running", "switching") and vm in self.a.vms and a is not None \
+                    and a.value.get("host") == self.a.me and a.value.get("reason") == "migrate":
+                self._finish_soon(t)  # taken over, not yet done (we restarted, or etcd was away)
             return
         tid, pid = self.incoming[vm]
         if not executor.alive(pid):
@@ -368,8 +380,38 @@ class TaskRunner:
             return
         self.incoming.pop(t.vm, None)
         self.a.adopt_migrated(t.vm, pid, new_spec, gen)
-        await update_task(self.store, t.vm, t.id, state="done")
         await self.a.event("vm-migrated", f"{t.vm} now runs on {self.a.me} (migrated from {t.src})", vm=t.vm)
+        self._finish_soon(t)
+
+    def _finish_soon(self, t: Task) -> None:
+        if t.vm not in self.finishing:
+            self.finishing[t.vm] = asyncio.create_task(self._finish(t))
+
+    async def _finish(self, t: Task) -> None:
+        """Mark the task done once the source's figures are in (or will not come), so that
+        a done migration carries its downtime."""
+        t0 = time.monotonic()
+        try:
+            while not self.a._stop.is_set():
+                try:
+                    e = await self.store.get(K.TASKS + t.vm)
+                    cur = Task.from_json(e.value) if e is not None else None
+                    if cur is None or cur.id != t.id:
+                        return
+                    alive = await self.store.get(K.ALIVE + t.src) is not None
+                    finish, why = TP.finish_after_take_over(cur, alive, time.monotonic() - t0)
+                    if cur.state == "done":
+                        return
+                    if finish:
+                        log.info("%s: migration done: %s", t.vm, why)
+                        await update_task(self.store, t.vm, t.id, state="done")
+                        return
+                except StoreError as e:  # etcd away: the tasks loop starts us again later
+                    log.warning("%s: finishing the migration task: %s", t.vm, e)
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            self.finishing.pop(t.vm, None)
 
     async def _drop_incoming(self, vm: str, why: str) -> None:
         entry = self.incoming.pop(vm, None)

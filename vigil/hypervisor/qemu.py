@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import re
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +39,6 @@ QEMU_BIN = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
 MACHINE = "q35"
 HB_PORT_NAME = "org.vigil.hb"
-READY_LINE = "vigil-guest: up"
 
 
 class QemuError(RuntimeError):
@@ -159,75 +156,6 @@ async def wait_pid_exit(pid: int, timeout: float) -> bool:
 def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-# ---------------------------------------------------------------------------------------
-# accelerator probe
-
-
-def _host_boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def probe_accel(cache: Path, image: Any = None, timeout: float = 10.0) -> str:
-    """"kvm" if a KVM guest really boots here, else "tcg". Cached per host boot.
-
-    On some machines /dev/kvm exists but KVM guests hang without a word, so the probe
-    boots the lab guest image with ``-accel kvm`` and waits for its ready line on serial.
-    ``cache`` is the result file (or a directory that gets an ``accel.json``); ``image`` is
-    a ``vigil.lab.guest_image.GuestImage`` (built in its default cache if not given).
-    """
-    cache = Path(cache)
-    if cache.is_dir():
-        cache = cache / "accel.json"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    boot_id = _host_boot_id()
-    # Several agents of a lab may start at once: one probe, the others wait for its result.
-    with open(cache.with_name(cache.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            data = json.loads(cache.read_text())
-            if data["host_boot_id"] == boot_id and data["accel"] in ("kvm", "tcg"):
-                return str(data["accel"])
-        accel, why = _probe_kvm(image, timeout)
-        tmp = cache.with_name(cache.name + ".tmp")
-        tmp.write_text(json.dumps({"accel": accel, "host_boot_id": boot_id, "why": why, "time": time.time()}))
-        os.replace(tmp, cache)
-        return accel
-
-
-def _probe_kvm(image: Any, timeout: float) -> tuple[str, str]:
-    if not os.path.exists("/dev/kvm") or not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "tcg", "no usable /dev/kvm"
-    if image is None:
-        from vigil.lab.guest_image import build_guest_image
-
-        image = build_guest_image(progress=lambda _m: None)
-    with tempfile.TemporaryDirectory(prefix="vigil-kvm-probe-") as td:
-        serial = Path(td) / "serial.log"
-        argv = [
-            QEMU_BIN, "-machine", MACHINE, "-accel", "kvm", "-m", "128", "-nodefaults",
-            "-display", "none", "-no-reboot", "-serial", f"file:{_opt(serial)}",
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", image.cmdline,
-        ]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if serial.exists() and READY_LINE in serial.read_text(errors="replace"):
-                    return "kvm", "KVM guest booted"
-                if proc.poll() is not None:
-                    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                    return "tcg", f"KVM QEMU exited: {err[-500:]}"
-                time.sleep(0.1)
-            return "tcg", f"KVM guest did not boot within {timeout:.0f}s"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
 
 
 # ---------------------------------------------------------------------------------------

@@ -48,7 +48,12 @@ GUEST_MODULES = (
 # no_timer_check: without it about 1 in 20 concurrent TCG boots panicked (timer IRQ check).
 BASE_CMDLINE = "console=ttyS0 no_timer_check panic=1 quiet loglevel=4"
 
-READY_LINE = "vigil-guest: up"
+from vigil.config import cache_dir as vigil_cache_dir
+from vigil.hypervisor.accel import READY_LINE  # the line the guest init prints once up
+
+
+def default_cache_dir() -> Path:
+    return vigil_cache_dir() / "guest"
 
 
 class GuestImageError(RuntimeError):
@@ -247,11 +252,12 @@ def _inputs_hash(kernel_pkg: str, kernel_version: str) -> str:
 
 
 def build_guest_image(
-    cache_dir: Path = Path("/var/cache/vigil/guest"),
+    cache_dir: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> GuestImage:
-    """Build (or return the cached) guest image. Safe to call from several processes."""
-    cache_dir = Path(cache_dir)
+    """Build (or return the cached) guest image, by default in ``<vigil cache>/guest``.
+    Safe to call from several processes."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not BUSYBOX.exists():
         raise GuestImageError(f"{BUSYBOX} missing: install busybox-static (scripts/install-deps.sh)")

@@ -28,9 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from vigil.config import cache_dir
+from vigil.hypervisor.accel import probe_accel, reason as accel_reason
+
 from . import datastores as dsmod
 from . import etcd as etcdmod
 from . import net
+from .guest_image import build_guest_image
 from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE, VM_NETWORK,
                      ETCD_DATA_DIR, ETCD_DOWN_FLAG, ETCD_LOG, HOSTS_DIR, MAX_ETCD_MEMBERS,
                      MNT_NS_DIR, NETNS_PREFIX, RUN_DIR, STATE_FILE, STORE_DIR,
@@ -359,6 +363,7 @@ class Lab:
                 "peers": {p: st["hosts"][p]["address"] for p in hosts if p != h},
                 "memory_mb": memory_mb, "cpus": cpus, "watchdog_s": cfg.watchdog_timeout_s,
                 "networks": {VM_NETWORK: HOST_VM_BRIDGE},
+                "cache_dir": str(cache_dir()),
             })
         _atomic_write_json(CLUSTER_FILE, {
             "etcd_endpoints": endpoints, "hosts": {h: st["hosts"][h]["address"] for h in hosts},
@@ -367,6 +372,11 @@ class Lab:
         })
         self.save_state(st)
 
+        # Slow start-up work happens here, once for all hosts, before any watchdog exists:
+        # the agents then find the accelerator's answer cached for this boot.
+        self.progress("guest image and accelerator probe (once per machine boot)")
+        accel = probe_accel(cache_dir(), build_guest_image(progress=self.progress))
+        self.progress(f"accelerator: {accel} ({accel_reason(cache_dir())})")
         self.progress(f"starting supervisors (etcd members: {', '.join(members)}; agent: "
                       f"{' '.join(agent_cmd)})")
         for h in hosts:

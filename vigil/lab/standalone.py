@@ -23,13 +23,13 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vigil.config import cache_dir
+from vigil.hypervisor import accel
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import qemu as Q
 from vigil.lab.guest_image import BUSYBOX, GuestImage
 from vigil.model import BootSpec, DiskSpec, VMSpec
 
-# The file the agents' accelerator probe caches into too: one probe per host boot for all.
-ACCEL_CACHE = Path("/var/cache/vigil/accel.json")
 
 
 def unavailable() -> str | None:
@@ -44,8 +44,8 @@ def unavailable() -> str | None:
 
 
 def probe_accel(image: GuestImage) -> str:
-    """"kvm" or "tcg" for this machine, from the shared cache (see :data:`ACCEL_CACHE`)."""
-    return Q.probe_accel(ACCEL_CACHE, image)
+    """"kvm" or "tcg" for this machine, from the cache the agents share (one probe per boot)."""
+    return accel.probe_accel(cache_dir(), image)
 
 
 def free_port() -> int:
