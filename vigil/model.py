@@ -323,3 +323,14 @@ class Task:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Task":
         return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+
+@dataclass(frozen=True)
+class HbRecord:
+    """One host's datastore heartbeat: its counter (its clock in ms), isolation flag, VMs."""
+
+    host: str
+    counter: int
+    boot: str
+    isolated: bool
+    vms: tuple[str, ...]

@@ -395,7 +395,7 @@ async def repair_disk(store: Store, name: str) -> str:
     """Resync a VM's stale disk copies. A running VM's agent resyncs them on its own once
     it reaches both datastores; this asks it to retry now. A powered-off VM's copies are
     copied here, from its good copy, when this machine mounts both datastores."""
-    from vigil.agent import dsheartbeat as dshb
+    from vigil.env import dsheartbeat as dshb
     from vigil.hypervisor import replica
     from vigil.hypervisor.qemu import disk_path
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from vigil.agent import dsheartbeat as dshb
-from vigil.agent.isolation import is_isolated, isolation_action
+from vigil.env import dsheartbeat as dshb
+from vigil.model import HbRecord
+from vigil.policy.heartbeats import CLOCK_SKEW_S, HbTracker
+from vigil.policy.isolation import is_isolated, isolation_action
 from vigil.config import AgentConfig
 from vigil.model import DiskSpec, SpecError, VMSpec
 
@@ -28,22 +30,22 @@ def test_heartbeat_files_roundtrip_and_reachability(tmp_path):
     assert not dshb.reachable("ds1", str(ds))  # an empty mountpoint is not the datastore
     (ds / dshb.MARKER).write_text("ds1\n")
     assert dshb.reachable("ds1", str(ds)) and not dshb.reachable("ds2", str(ds))
-    rec = dshb.HbRecord(host="h1", counter=5, boot="b", isolated=True, vms=("a", "b"))
+    rec = HbRecord(host="h1", counter=5, boot="b", isolated=True, vms=("a", "b"))
     assert dshb.write(str(ds), rec)
     assert dshb.read_all(str(ds)) == {"h1": rec}
 
 
 def test_tracker_measures_silence_on_its_own_clock():
-    t = dshb.HbTracker(started=100.0)
+    t = HbTracker(started=100.0)
     assert t.age("h1", 101.0) == 1.0  # never seen: silent since we started watching, at most
-    rec = lambda c: dshb.HbRecord(host="h1", counter=c, boot="b", isolated=False, vms=())  # noqa: E731
+    rec = lambda c: HbRecord(host="h1", counter=c, boot="b", isolated=False, vms=())  # noqa: E731
     t.observe(102.0, [rec(1000)])
     t.observe(103.0, [rec(1000)])
     assert t.age("h1", 104.0) == 2.0
     t.observe(105.0, [rec(900), rec(1500)])  # two datastores: the freshest counts
     assert t.age("h1", 105.5) == 0.5
     # the writer's clock can only make a silence look longer, never shorter
-    assert t.age("h1", 105.5, wall=1.5 + 10 + dshb.CLOCK_SKEW_S) == pytest.approx(10.0)
+    assert t.age("h1", 105.5, wall=1.5 + 10 + CLOCK_SKEW_S) == pytest.approx(10.0)
     assert t.age("h1", 105.5, wall=1.6) == 0.5
 
 

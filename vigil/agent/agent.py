@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from vigil.agent import dsheartbeat as dshb
+from vigil.env import dsheartbeat as dshb
 from vigil.agent import executor
 from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.nics import NicPort
 from vigil.agent.watchdog import FileWatchdog
-from vigil.agent.isolation import any_answers, is_isolated, isolation_action
+from vigil.env.net import any_answers
+from vigil.policy.heartbeats import HbTracker
+from vigil.policy.isolation import is_isolated, isolation_action
 from vigil.config import AgentConfig
 from vigil.hypervisor.qemu import OutputGate
-from vigil.model import Assignment, HostInfo, VMSpec, VMStatus
+from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
 from vigil.store.events import make_event, record
@@ -73,7 +75,7 @@ class Agent:
         self.ds_ok: dict[str, bool] = {}
         self.accel = "tcg"
         self.leader_task: asyncio.Task | None = None
-        self.leader_hb = dshb.HbTracker(time.monotonic())
+        self.leader_hb = HbTracker(time.monotonic())
         self.published: dict[str, tuple] = {}
         self.ft = FtRunner(self)
         self.disks = DiskKeeper(self)
@@ -179,7 +181,7 @@ class Agent:
             await self._sleep(self.cfg.tick_s)
 
     def _write_heartbeats(self) -> None:
-        rec = dshb.HbRecord(
+        rec = HbRecord(
             host=self.me, counter=int(time.time() * 1000), boot=self.boot, isolated=self.isolated,
             vms=tuple(sorted(self.vms)),
         )

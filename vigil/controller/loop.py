@@ -13,12 +13,13 @@ from dataclasses import asdict, replace
 from types import MappingProxyType
 from typing import Callable
 
-from vigil.agent import dsheartbeat as dshb
-from vigil.agent.isolation import ping
+from vigil.env import dsheartbeat as dshb
+from vigil.env.net import ping
 from vigil.config import AgentConfig
-from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import TASK_ACTIVE, Assignment, HbRecord, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
+from vigil.policy.heartbeats import HbTracker
 from vigil.policy.replicas import stale_map
 from vigil.policy.view import ClusterView, FtView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
@@ -42,7 +43,7 @@ class Controller:
         self.timing = Timing(
             lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s,
         )
-        self.hb = dshb.HbTracker(time.monotonic())
+        self.hb = HbTracker(time.monotonic())
         self.pings: dict[str, tuple[float, bool]] = {}
         self._pinging: set[str] = set()
         self.retries: dict[str, Retry] = {}
@@ -65,7 +66,7 @@ class Controller:
     def _read_heartbeats(self, now: float) -> bool:
         """Read every reachable datastore's heartbeat files; False when we reach none
         (then silence means nothing: our own storage is gone, not the other hosts)."""
-        records: list[dshb.HbRecord] = []
+        records: list[HbRecord] = []
         reached = False
         for name, path in self.cfg.datastores.items():
             if dshb.reachable(name, path):

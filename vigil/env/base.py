@@ -1,0 +1,62 @@
+"""The one environment interface: everything the agent and the controller touch in the world.
+
+Clock and sleep, the cluster store (etcd), datastore heartbeats, ping: the real
+implementation is vigil.env.real; the simulator (vigil.sim) gives the same interface
+over a virtual clock, an in-memory store and simulated hosts, so that the same decision
+code runs in both (Proxmox ha-manager's Env.pm does the same). Decisions themselves are
+pure functions in vigil.policy and never see an Env.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from vigil.model import HbRecord
+
+
+class Clock(Protocol):
+    def time(self) -> float:
+        """Wall-clock seconds (event times, heartbeat counters: compared across hosts)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on this host's own steady clock (timeouts, ages)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class Datastores(Protocol):
+    """The datastores as one host sees them through its own mounts."""
+
+    def reachable(self, name: str, path: str) -> bool: ...
+
+    def write_heartbeat(self, path: str, record: HbRecord) -> bool: ...
+
+    def read_heartbeats(self, path: str) -> dict[str, HbRecord]: ...
+
+
+class Network(Protocol):
+    async def ping(self, address: str, timeout_s: float = 1.0) -> bool: ...
+
+    async def any_answers(self, addresses: Sequence[str], timeout_s: float = 1.0) -> bool: ...
+
+
+class Env(Protocol):
+    """One host's view of the world (the controller runs inside a host's agent)."""
+
+    clock: Clock
+    datastores: Datastores
+    network: Network
+
+
+def read_all_heartbeats(env: Env, datastores: Mapping[str, str]) -> tuple[bool, list[HbRecord]]:
+    """Every heartbeat record on every reachable datastore; False when none is reachable
+    (then silence means nothing: our own storage is gone, not the other hosts)."""
+    records: list[HbRecord] = []
+    reached = False
+    for name, path in datastores.items():
+        if env.datastores.reachable(name, path):
+            reached = True
+            records.extend(env.datastores.read_heartbeats(path).values())
+    return reached, records

@@ -1,0 +1,48 @@
+"""The real environment: the system clock, datastore files through this host's mounts, ping."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from vigil.env import dsheartbeat, net
+from vigil.model import HbRecord
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class FileDatastores:
+    def reachable(self, name: str, path: str) -> bool:
+        return dsheartbeat.reachable(name, path)
+
+    def write_heartbeat(self, path: str, record: HbRecord) -> bool:
+        return dsheartbeat.write(path, record)
+
+    def read_heartbeats(self, path: str) -> dict[str, HbRecord]:
+        return dsheartbeat.read_all(path)
+
+
+class PingNetwork:
+    async def ping(self, address: str, timeout_s: float = 1.0) -> bool:
+        return await net.ping(address, timeout_s)
+
+    async def any_answers(self, addresses: Sequence[str], timeout_s: float = 1.0) -> bool:
+        return await net.any_answers(list(addresses), timeout_s)
+
+
+class RealEnv:
+    """What a host's agent and controller use on a real host (and in the lab)."""
+
+    def __init__(self) -> None:
+        self.clock = SystemClock()
+        self.datastores = FileDatastores()
+        self.network = PingNetwork()
