@@ -1,15 +1,17 @@
 """What every command shares: the consoles, the --etcd and --json options, and `friendly`,
-which turns errors into one clear line and an exit code."""
+which makes sure a user sees one clear error line and an exit code, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from functools import wraps
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vigil.config import cluster_endpoints
 from vigil.model import SpecError
@@ -22,26 +24,42 @@ ETCD_OPT = typer.Option(None, "--etcd", envvar="VIGIL_ETCD", help="etcd endpoint
 JSON_OPT = typer.Option(False, "--json", help="machine-readable output")
 
 
-def fail(msg: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {msg}")
+def fail(msg: str, code: int = 1) -> NoReturn:
+    """Print one error and exit. The message is escaped: log tails and paths may hold
+    text rich would take for markup (and fail on)."""
+    err.print(f"[red]error:[/red] {escape(msg)}")
     raise typer.Exit(code)
 
 
+def _describe(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn vigil's own errors into one clear line and exit code 1, never a traceback."""
+    """Turn errors into one clear line (LabError adds its log tail) and exit code 1, or 130
+    on Ctrl-C, never a traceback. VIGIL_DEBUG=1 lets an unexpected error's traceback through."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from vigil.lab.guest_image import GuestImageError
         from vigil.lab.layout import LabError
 
         try:
             return fn(*args, **kwargs)
-        except (SpecError, LabError) as e:
+        except (typer.Exit, typer.Abort):
+            raise
+        except (SpecError, LabError, GuestImageError) as e:
             fail(str(e))
         except StoreError as e:
             fail(f"cannot reach etcd: {e}\n(is the lab up? 'vigil lab up', or set --etcd)")
+        except OSError as e:  # TimeoutError included
+            fail(_describe(e))
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Exception as e:  # noqa: BLE001 - a bug: still one line, and how to see more
+            if os.environ.get("VIGIL_DEBUG"):
+                raise
+            fail(f"unexpected {type(e).__name__}: {e} (VIGIL_DEBUG=1 shows the traceback)")
 
     return wrapper
 

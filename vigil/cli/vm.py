@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any, Optional
 
 import typer
@@ -67,9 +68,11 @@ def vm_create(
     disks = tuple(parse_disk(name, i, d) for i, d in enumerate(disk))
     if guest_ip and not network:
         raise SpecError("--guest-ip needs a --network for the guest's NIC")
-    boot = lab_guest_boot(workload, dirty_mb, guest_ip) if guest else None
-    spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, boot=boot, networks=tuple(network),
+    spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, networks=tuple(network),
                   restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on")
+    spec.validate()  # a typo fails here, before the guest image is built or etcd asked
+    if guest:
+        spec = replace(spec, boot=lab_guest_boot(workload, dirty_mb, guest_ip))
     run_store(etcd, lambda s: ops.create_vm(s, spec, host))
     console.print(f"VM [bold]{name}[/] created" + ("" if stopped else f", starting{' on ' + host if host else ''}"))
 
