@@ -1,9 +1,11 @@
-"""Minimal command line for the lab, until `vigil lab ...` wires the same calls:
+"""The lab's own command line, for tests and for options `vigil lab` does not offer
+(--dummy-agent, --agent-command, --keep-data, exec); it prints JSON. Its faults are those of
+fault_table.FAULTS, as for `vigil lab fault`; names take '-' or '_'.
 
     python -m vigil.lab up [--hosts 3] [--datastores 2] [--dummy-agent] ...
     python -m vigil.lab status
-    python -m vigil.lab fault isolate host2 | partition host1 -- host2,host3 | ...
-    python -m vigil.lab fault datastore_fail ds1 | datastore_return ds1
+    python -m vigil.lab fault isolate host2 | partition host1 -- host2,host3 | blip host2 [1.5] | ...
+    python -m vigil.lab fault datastore_fail ds1 | datastore-return ds1
     python -m vigil.lab heal [host2]
     python -m vigil.lab exec host1 -- ip addr
     python -m vigil.lab down [--keep-data]
@@ -15,19 +17,27 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from . import faults as F
+from .fault_table import BY_NAME, OPTIONAL_HOST, SECONDS, SECONDS_DEFAULT, Fault
 from .lab import Lab, LabConfig, dummy_agent_command
 from .layout import LabError
 
-FAULTS = {
-    "power_off": (F.power_off, "host"), "power_on": (F.power_on, "host"),
-    "hang": (F.hang, "host"), "kill_agent": (F.kill_agent, "host"),
-    "kill_etcd": (F.kill_etcd, "host"), "isolate": (F.isolate, "host"),
-    "blip": (F.blip, "host seconds"), "partition": (F.partition, "group_a group_b"),
-    "datastore_loss": (F.datastore_loss, "host ds"),
-    "datastore_fail": (F.datastore_fail, "ds"), "datastore_return": (F.datastore_return, "ds"),
-}
+
+def fault_values(fault: Fault, texts: list[str]) -> list[Any]:
+    """The fault function's arguments from the words typed ('--' ignored); a last
+    duration or optional host may be left out."""
+    texts = [t for t in texts if t != "--"]
+    last = fault.args[-1].kind if fault.args else None
+    if len(texts) == len(fault.args) - 1 and last in (SECONDS, OPTIONAL_HOST):
+        texts.append(str(SECONDS_DEFAULT) if last == SECONDS else None)  # type: ignore[arg-type]
+    if len(texts) != len(fault.args):
+        raise LabError(f"fault {fault.name} takes: {' '.join(a.name for a in fault.args) or 'no arguments'}")
+    try:
+        return [a.parse(t) for a, t in zip(fault.args, texts)]
+    except ValueError as e:
+        raise LabError(f"fault {fault.name}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--keep-data", action="store_true")
     sub.add_parser("status")
     fault = sub.add_parser("fault")
-    fault.add_argument("kind", choices=sorted(FAULTS))
+    fault.add_argument("kind", type=lambda k: k.replace("_", "-"), choices=list(BY_NAME))
     fault.add_argument("args", nargs="*",
                        help="host [ds|seconds], a ds, or groups as host1,host2 host3")
     heal = sub.add_parser("heal")
@@ -74,13 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             args = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
             os.execvp("nsenter", lab.host_exec_argv(a.host, args or ["sh"]))
         elif a.cmd == "fault":
-            fn, _ = FAULTS[a.kind]
-            args = list(a.args)
-            if a.kind == "partition":
-                args = [x.split(",") for x in args if x != "--"]
-            elif a.kind == "blip":
-                args = [args[0], float(args[1])]
-            print(json.dumps(fn(lab, *args)))
+            f = BY_NAME[a.kind]
+            print(json.dumps(f.fn(lab, *fault_values(f, a.args))))
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

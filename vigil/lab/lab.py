@@ -252,7 +252,7 @@ class Lab:
         try:
             return self._up(cfg)
         except BaseException as e:
-            logs = self._log_tails()
+            logs = self.log_tails()
             self.progress(f"lab up failed ({e}); cleaning up")
             try:
                 self.down()
@@ -551,7 +551,9 @@ class Lab:
                                   if f["kind"] == "datastore_loss" and f["ds"] == ds),
                 "failed": any(f["kind"] == "datastore_fail" and f["ds"] == ds for f in faults)}
 
-    def _log_tails(self) -> str:
+    def log_tails(self) -> str:
+        """The last lines of every host's supervisor, etcd and agent logs: what an error
+        about the lab should show (they are gone once the lab is down)."""
         out = []
         with contextlib.suppress(OSError):
             for d in sorted(HOSTS_DIR.iterdir()):

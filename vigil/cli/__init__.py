@@ -1,0 +1,40 @@
+"""The ``vigil`` command line: readable tables, ``--json`` for machines, no tracebacks.
+
+One module per subject; this one only assembles them, so the whole command tree reads here:
+
+    vigil agent                      cli/agent.py
+    vigil events                     cli/events.py
+    vigil demo                       cli/demo.py
+    vigil vm ...                     cli/vm.py (vigil vm ft ...: cli/ft.py)
+    vigil host ... / maintenance     cli/host.py
+    vigil lab ... / lab fault ...    cli/lab.py (faults from vigil/lab/fault_table.py)
+    vigil datastore ...              cli/datastore.py
+    vigil task ...                   cli/task.py
+    vigil rule ...                   cli/rule.py
+
+Shared options, error handling and output helpers are in cli/common.py.
+"""
+from __future__ import annotations
+
+import typer
+
+from vigil.cli import agent, datastore, demo, events, host, lab, rule, task, vm
+from vigil.cli.common import fail, friendly
+from vigil.cli.vm import parse_disk
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="vigil: HA for QEMU/KVM clusters")
+app.command()(agent.agent)
+app.command()(events.events)
+app.command()(demo.demo)
+app.add_typer(vm.app, name="vm")
+app.add_typer(host.app, name="host")
+app.add_typer(lab.app, name="lab")
+app.add_typer(datastore.app, name="datastore")
+app.add_typer(task.app, name="task")
+app.add_typer(rule.app, name="rule")
+
+__all__ = ["app", "main", "fail", "friendly", "parse_disk"]
+
+
+def main() -> None:
+    app()

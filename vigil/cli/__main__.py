@@ -1,0 +1,4 @@
+"""`python -m vigil.cli`, as the `vigil` script."""
+from vigil.cli import main
+
+main()

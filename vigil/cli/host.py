@@ -1,0 +1,58 @@
+"""`vigil host ...`: hosts as the controller sees them, and maintenance mode."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from vigil.cli.common import ETCD_OPT, JSON_OPT, console, friendly, print_json, run_store
+
+app = typer.Typer(no_args_is_help=True, help="Hosts")
+maintenance_app = typer.Typer(no_args_is_help=True, help="Maintenance mode")
+app.add_typer(maintenance_app, name="maintenance")
+
+STATE_STYLE = {"running": "green", "failed": "red", "isolated": "yellow", "partitioned": "yellow",
+               "agent-down": "yellow", "unknown": "dim", "maintenance": "cyan"}
+
+
+@app.command("list")
+@friendly
+def host_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """Hosts, their state as the controller sees it, and the VMs they own."""
+    from vigil import ops
+
+    c = run_store(etcd, ops.cluster)
+    if as_json:
+        return print_json(c["hosts"])
+    t = Table(title=f"hosts (leader: {c['leader'] or 'none'})")
+    for col in ("host", "address", "state", "lease", "memory", "cpus", "datastores", "accel", "VMs"):
+        t.add_column(col)
+    for h in c["hosts"]:
+        st = h["state"]
+        t.add_row(h["name"] + (" *" if h["leader"] else ""), h["address"],
+                  f"[{STATE_STYLE.get(st, 'white')}]{st}[/]", "yes" if h["lease"] else "[red]no[/]",
+                  f"{h['memory_mb']} MiB", str(h["cpus"]), ",".join(h["datastores"]), h["accel"],
+                  ", ".join(h["vms"]) or "-")
+    console.print(t)
+
+
+@maintenance_app.command("enter")
+@friendly
+def maintenance_enter(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Move every VM off the host (live) and keep new VMs away from it."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_maintenance(s, host, True))
+    console.print(f"{host}: " + ("entering maintenance mode (its VMs are being migrated away; see 'vigil host list')"
+                                 if changed else "already in maintenance mode"))
+
+
+@maintenance_app.command("exit")
+@friendly
+def maintenance_exit(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Take the host out of maintenance mode."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_maintenance(s, host, False))
+    console.print(f"{host}: " + ("left maintenance mode" if changed else "was not in maintenance mode"))

@@ -1,0 +1,244 @@
+"""`vigil vm ...`: define, list, power and delete VMs, move them or their disks live
+(vMotion, Storage vMotion), resync their disk copies. `vigil vm ft` is in cli/ft.py."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from vigil.cli.common import ETCD_OPT, JSON_OPT, age, console, err, fail, friendly, print_json, run_store
+from vigil.cli.ft import app as ft_app
+from vigil.cli.ft import ft_summary
+from vigil.cli.task import follow_task
+from vigil.model import BootSpec, DiskSpec, SpecError, VMSpec
+
+app = typer.Typer(no_args_is_help=True, help="Virtual machines")
+app.add_typer(ft_app, name="ft")
+
+DISK_FORMAT = "DATASTORE[+REPLICA]:SIZE_MB[:PATH]"
+
+
+def parse_disk(vm: str, i: int, text: str) -> DiskSpec:
+    """DATASTORE[+REPLICA]:SIZE_MB[:PATH], PATH relative to the datastore(s); with
+    +REPLICA the disk is kept on both datastores and survives the loss of either."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit() or parts[0].count("+") > 1:
+        raise SpecError(f"--disk {text!r}: expected {DISK_FORMAT}")
+    ds, _, replica = parts[0].partition("+")
+    path = parts[2] if len(parts) == 3 else f"{vm}/disk{i}.qcow2"
+    return DiskSpec(name=f"disk{i}", datastore=ds, path=path, size_mb=int(parts[1]), replica=replica)
+
+
+def lab_guest_boot(workload: bool, dirty_mb: int, guest_ip: str) -> BootSpec:
+    """Boot vigil's lab guest image (built, or taken from its cache, here)."""
+    from vigil.lab.guest_image import build_guest_image
+
+    img = build_guest_image(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+    cmdline = img.cmdline + (" vigil.workload=1" if workload else "") + (f" vigil.dirty_mb={dirty_mb}" if dirty_mb else "")
+    cmdline += f" vigil.ip={guest_ip}" if guest_ip else ""
+    return BootSpec(kernel=str(img.kernel), initrd=str(img.initrd), cmdline=cmdline)
+
+
+@app.command("create")
+@friendly
+def vm_create(
+    name: str,
+    memory: int = typer.Option(128, "--memory", "-m", help="MiB"),
+    vcpus: int = typer.Option(1, "--vcpus"),
+    disk: list[str] = typer.Option([], "--disk", help=f"{DISK_FORMAT} (repeatable; +REPLICA keeps a "
+                                   "second copy on another datastore)"),
+    priority: str = typer.Option("medium", "--priority", help="highest|high|medium|low|lowest|disabled"),
+    isolation: str = typer.Option("power-off", "--isolation-response", help="leave-powered-on|power-off|shutdown"),
+    host: Optional[str] = typer.Option(None, "--host", help="start on this host (else the controller places it)"),
+    guest: bool = typer.Option(True, "--lab-guest/--no-lab-guest", help="boot vigil's lab guest image"),
+    workload: bool = typer.Option(False, "--workload", help="the lab guest writes numbered records to its disk"),
+    dirty_mb: int = typer.Option(0, "--dirty-mb", help="the lab guest keeps rewriting this much memory"),
+    network: list[str] = typer.Option([], "--network", help="a NIC on this VM network (repeatable)"),
+    guest_ip: str = typer.Option("", "--guest-ip", help="the lab guest's address on its first network (ADDR/PREFIX)"),
+    stopped: bool = typer.Option(False, "--stopped", help="create powered off"),
+    etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Define a VM; it starts at once unless --stopped."""
+    from vigil import ops
+
+    disks = tuple(parse_disk(name, i, d) for i, d in enumerate(disk))
+    if guest_ip and not network:
+        raise SpecError("--guest-ip needs a --network for the guest's NIC")
+    spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, networks=tuple(network),
+                  restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on")
+    spec.validate()  # a typo fails here, before the guest image is built or etcd asked
+    if guest:
+        spec = replace(spec, boot=lab_guest_boot(workload, dirty_mb, guest_ip))
+    run_store(etcd, lambda s: ops.create_vm(s, spec, host))
+    console.print(f"VM [bold]{name}[/] created" + ("" if stopped else f", starting{' on ' + host if host else ''}"))
+
+
+@app.command("list")
+@friendly
+def vm_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """VMs: where they run, their state, their guest heartbeat."""
+    from vigil import ops
+
+    c = run_store(etcd, ops.cluster)
+    if as_json:
+        return print_json(c["vms"])
+    t = Table(title="VMs")
+    for col in ("VM", "power", "host", "state", "guest", "up", "memory", "priority", "isolation", "note"):
+        t.add_column(col)
+    for v in c["vms"]:
+        gst = {"ok": "[green]ok[/]", "lost": "[red]lost[/]"}.get(v["guest"], v["guest"])
+        t.add_row(v["name"], v["power"], v["owner"] or v["assigned"] or "-", v["state"], gst,
+                  age(v["since"]) if v["state"] == "running" else "-", f"{v['memory_mb']} MiB",
+                  v["priority"], v["isolation_response"], v["message"][:40])
+    console.print(t)
+
+
+@app.command("show")
+@friendly
+def vm_show(name: str, etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+    """Everything about one VM."""
+    from vigil import ops
+
+    c = run_store(etcd, ops.cluster)
+    vm = next((v for v in c["vms"] if v["name"] == name), None)
+    if vm is None:
+        fail(f"no VM named {name!r}")
+    if as_json:
+        return print_json(vm)
+    t = Table(show_header=False, title=f"VM {name}")
+    for k, v in vm.items():
+        if k == "ft":
+            t.add_row("fault tolerance", ft_summary(v))
+            continue
+        if k == "disks":
+            for d in v:
+                t.add_row(f"disk {d['name']}", disk_summary(d))
+            continue
+        if k == "nics":
+            for i, n in enumerate(v):
+                t.add_row(f"nic{i}", f"{n['network']} {n['mac']}")
+            continue
+        t.add_row(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+    console.print(t)
+
+
+def disk_summary(d: dict[str, Any]) -> str:
+    """One line: the disk's path and size, and each copy with its state."""
+    parts = []
+    for c in d["copies"]:
+        state = c["state"]
+        if state == "resyncing" and c.get("total"):
+            state = f"resyncing {100 * c.get('done', 0) / c['total']:.0f}%"
+        colour = {"in-sync": "green", "stale": "red"}.get(c["state"], "yellow")
+        parts.append(f"{c['datastore']} [{colour}]{state}[/]" if len(d["copies"]) > 1 else c["datastore"])
+    return f"{d['path']}, {d['size_mb']} MiB on " + " + ".join(parts)
+
+
+@app.command("start")
+@friendly
+def vm_start(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Power a VM on (the controller places it if it has no host)."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_power(s, name, "on"))
+    console.print(f"{name}: " + ("starting" if changed else "already powered on"))
+
+
+@app.command("stop")
+@friendly
+def vm_stop(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+    """Shut a VM down (ACPI, then power off after its shutdown timeout)."""
+    from vigil import ops
+
+    changed = run_store(etcd, lambda s: ops.set_power(s, name, "off"))
+    console.print(f"{name}: " + ("stopping" if changed else "already powered off"))
+
+
+@app.command("delete")
+@friendly
+def vm_delete(name: str, force: bool = typer.Option(False, "--force"), etcd: Optional[str] = ETCD_OPT) -> None:
+    """Delete a stopped VM (its disks stay on the datastore)."""
+    from vigil import ops
+
+    run_store(etcd, lambda s: ops.delete_vm(s, name, force))
+    console.print(f"{name}: deleted")
+
+
+@app.command("migrate")
+@friendly
+def vm_migrate(
+    name: str,
+    to: str = typer.Option(..., "--to", help="destination host"),
+    datastore: Optional[str] = typer.Option(None, "--datastore", help="also copy the disks to this datastore"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="show progress until done"),
+    etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Live-migrate a running VM to another host (vMotion)."""
+    from vigil import ops
+
+    t = run_store(etcd, lambda s: ops.migrate_vm(s, name, to, datastore))
+    console.print(f"{name}: migration queued ({ops.task_summary(t)}), task {t.id}")
+    if wait:
+        follow_task(etcd, name, t.id)
+
+
+@app.command("move-disk")
+@friendly
+def vm_move_disk(
+    name: str, disk: str, to: str = typer.Option(..., "--to", help="target datastore"),
+    bwlimit: float = typer.Option(0.0, "--bwlimit", help="cap the copy at this many MiB/s (0: no cap)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait"), etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Move a running VM's disk to another datastore (Storage vMotion)."""
+    from vigil import ops
+
+    t = run_store(etcd, lambda s: ops.move_disk(s, name, disk, to, bwlimit))
+    console.print(f"{name}: disk move queued ({ops.task_summary(t)}), task {t.id}")
+    if wait:
+        follow_task(etcd, name, t.id)
+
+
+@app.command("repair-disk")
+@friendly
+def vm_repair_disk(
+    name: str,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="show the resync until every copy is in sync"),
+    timeout: float = typer.Option(3600.0, "--timeout", help="seconds to wait at most"),
+    etcd: Optional[str] = ETCD_OPT,
+) -> None:
+    """Resync the stale copies of a VM's disks kept on two datastores.
+
+    A running VM is resynced by its host's agent, live, as soon as that host reaches both
+    datastores again (this asks it to retry now); a powered-off VM's copy is copied here,
+    from the good copy, if this machine mounts both datastores."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vigil import ops
+
+    console.print(run_store(etcd, lambda s: ops.repair_disk(s, name)))
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
+        row = bar.add_task(name, total=100, detail="waiting")
+        while True:
+            vm = next((v for v in run_store(etcd, ops.cluster)["vms"] if v["name"] == name), None)
+            if vm is None:
+                fail(f"VM {name} disappeared")
+            copies = [c for d in vm["disks"] for c in d["copies"]]
+            behind = [c for c in copies if c["state"] != "in-sync"]
+            if not behind:
+                bar.update(row, completed=100, detail="in sync")
+                break
+            c = behind[0]
+            pct = 100.0 * c.get("done", 0) / c["total"] if c.get("total") else 0.0
+            bar.update(row, completed=min(pct, 99.0), detail=f"{c['datastore']}: {c['state']}")
+            if time.monotonic() > deadline:
+                fail(f"{name}: still not in sync after {timeout:.0f}s")
+            time.sleep(0.5)
+    console.print(f"{name}: every disk copy in sync")
