@@ -10,6 +10,7 @@ expire, whether it runs unarmed (a fresh boot) or armed by an earlier agent run.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from vigil.lab import faults, observe
 from vigil.lab.scenario import wait_cluster_ready
 
-from labcheck import LAB_MARKS
+from labcheck import LAB_MARKS, vigil_cmd
 
 pytestmark = LAB_MARKS
 
@@ -71,3 +72,13 @@ def test_an_agent_restarted_without_the_probe_answer_keeps_its_watchdog_fed(fres
     time.sleep(6)
     assert resets() == {h: 0 for h in HOSTS}
     assert lab.supervisor_status("host2").get("boots") == 1
+
+
+def test_lab_clean_refuses_while_a_lab_runs_and_removes_nothing(fresh_lab):
+    """What CI runs first: it must never take down a lab that someone is using."""
+    lab, cache = fresh_lab
+    r = subprocess.run(vigil_cmd() + ["lab", "clean"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "a lab is up" in r.stderr, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr
+    assert (cache / "accel.json").exists() and lab.is_up()
+    wait_cluster_ready(3, timeout=30)

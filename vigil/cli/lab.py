@@ -41,6 +41,16 @@ def lab_down() -> None:
     console.print("lab down")
 
 
+@app.command("clean")
+@friendly
+def lab_clean() -> None:
+    """Remove every trace vigil left on this machine (an earlier lab, caches); refuses while a lab runs."""
+    from vigil.lab.lab import Lab
+
+    removed = Lab(progress).clean()
+    console.print("removed: " + (", ".join(removed) if removed else "nothing (no vigil state here)"))
+
+
 @app.command("status")
 @friendly
 def lab_status(as_json: bool = JSON_OPT) -> None:

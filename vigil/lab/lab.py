@@ -98,6 +98,20 @@ def _machine_memory_mb() -> int:
     return 4096
 
 
+def foreign_proc() -> str:
+    """Why /proc cannot serve the lab, or "". In a new PID namespace that kept the parent's
+    /proc (a container or chroot set up without ``--mount-proc``), /proc/<our pid> is
+    another process: binding a host's mount namespace from it fails with EINVAL."""
+    try:
+        seen = int(os.readlink("/proc/self"))
+    except (OSError, ValueError) as e:
+        return f"/proc is not usable here ({e}): mount a proc file system on /proc"
+    if seen != os.getpid():
+        return (f"/proc belongs to another PID namespace (this process is PID {os.getpid()}, /proc "
+                f"says {seen}): mount a proc for this one (unshare --mount-proc, or mount -t proc proc /proc)")
+    return ""
+
+
 def _atomic_write_json(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -270,6 +284,9 @@ class Lab:
                    if not shutil.which(t)]
         if missing:
             raise LabError(f"missing tools: {', '.join(missing)} (run scripts/install-deps.sh)")
+        why = foreign_proc()
+        if why:
+            raise LabError(why)
 
     @staticmethod
     def _lab_mounts() -> list[str]:
@@ -504,6 +521,37 @@ class Lab:
             # keep store and etcd data; the mount points are recreated by up
             dsmod.remove_tree(DS_DIR)
         self.progress("lab down")
+
+    def live_processes(self) -> dict[str, list[int]]:
+        """Processes still running in the lab's host namespaces (a lab someone is using)."""
+        out: dict[str, list[int]] = {}
+        for ns in net.lab_netns():
+            host = ns[len(NETNS_PREFIX):]
+            pids = pids_in_ns(netns_path(host))
+            if pids:
+                out[host] = pids
+        return out
+
+    def clean(self) -> list[str]:
+        """Leave the machine as if vigil had never run: every trace of an earlier lab and
+        everything vigil caches. Refuses while any lab process runs (that lab is someone's).
+        Returns what was removed, for people."""
+        live = self.live_processes()
+        st = self.load_state() if STATE_FILE.exists() else None
+        sups = [h.get("supervisor_pid") for h in (st or {}).get("hosts", {}).values()]
+        if live or any(pid_alive(p) for p in sups if p):
+            hosts = ", ".join(f"{h} ({len(p)} processes)" for h, p in sorted(live.items())) or "supervisors"
+            raise LabError(f"a lab is up ({hosts}); 'vigil lab down' first, if it is yours")
+        removed = []
+        if (st is not None or net.lab_netns() or net.lab_links() or self._lab_mounts()
+                or dsmod.lab_loop_devices() or net.nft_table_exists()):
+            removed.append("an earlier lab's namespaces, links, mounts, loop devices")
+            self.down()
+        for d in (RUN_DIR, DATA_DIR, cache_dir()):
+            if d.exists():
+                dsmod.remove_tree(d)
+                removed.append(str(d))
+        return removed
 
     # --- status ------------------------------------------------------------------------
     def status(self, etcd_timeout: float = 1.0) -> dict:
