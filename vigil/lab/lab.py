@@ -112,6 +112,19 @@ def foreign_proc() -> str:
     return ""
 
 
+def root_not_a_mount() -> str:
+    """Why / cannot serve the lab, or "": `ip netns exec` makes / a slave mount, which fails
+    (EINVAL) where / is not a mount point, as in a chroot into a plain directory."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            if any(line.split()[4] == "/" for line in f):
+                return ""
+    except (OSError, IndexError):
+        return ""
+    return ("/ is not a mount point here (a chroot into a plain directory?): network namespaces "
+            "need it to be one; bind-mount the root on itself before the chroot (mount --rbind R R)")
+
+
 def _atomic_write_json(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -284,7 +297,7 @@ class Lab:
                    if not shutil.which(t)]
         if missing:
             raise LabError(f"missing tools: {', '.join(missing)} (run scripts/install-deps.sh)")
-        why = foreign_proc()
+        why = foreign_proc() or root_not_a_mount()
         if why:
             raise LabError(why)
 
