@@ -274,3 +274,20 @@ def test_datastore_lost_everywhere_leaves_the_vm_running():
     acts = plan(view(hosts, [vm("a", "h1", owner="h1")]))
     assert not [x for x in acts if isinstance(x, (PowerOffForRestart, AssignVM))]
     assert any(isinstance(x, Waiting) and "left running" in x.reason for x in acts)
+
+
+def test_disabled_priority_means_ha_never_acts_on_the_vm_on_any_path():
+    """Host failure: not restarted; datastore lost on its host: not powered off (VM
+    component protection would only stop it); isolation: left powered on."""
+    from vigil.policy.isolation import isolation_action
+    from vigil.policy.plan import PowerOffForRestart
+
+    failed = [host("h1", alive=False, hb_age=4, ping=False), host("h2")]
+    assert not assigns(plan(view(failed, [vm("a", "h1", prio="disabled")])))
+    lost = [host("h1", ds=()), host("h2")]
+    acts = plan(view(lost, [vm("a", "h1", owner="h1", prio="disabled")]))
+    assert not [x for x in acts if isinstance(x, (PowerOffForRestart, AssignVM))]
+    assert any(isinstance(x, NotRestarted) and "left running" in x.reason for x in acts)
+    for resp in ("power-off", "shutdown", "leave-powered-on"):
+        spec = VMSpec(name="a", isolation_response=resp, restart_priority="disabled")
+        assert isolation_action(spec) == "leave-powered-on"

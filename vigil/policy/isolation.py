@@ -14,7 +14,12 @@ def is_isolated(lease_lost: bool, peers_answer: bool, isolation_address_answers:
 
 
 def isolation_action(spec: VMSpec | None) -> str:
-    """What to do with a running VM when the host finds itself isolated."""
-    if spec is None:
+    """What to do with a running VM when the host finds itself isolated.
+
+    A VM whose restart priority is "disabled" is one HA never acts on (vSphere: "no host
+    isolation response is made"): powering it off would only stop it, since nothing
+    restarts it elsewhere. An FT primary is the exception, decided by the agent: its
+    secondary takes over, so the primary must not run on."""
+    if spec is None or spec.restart_priority == "disabled":
         return "leave-powered-on"
     return spec.isolation_response

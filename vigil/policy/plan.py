@@ -209,6 +209,10 @@ def plan(view: ClusterView) -> list[Action]:
                       if h != a.host and states.get(h) is HostState.RUNNING and spec.datastores <= set(i.datastores)]
             if v.owner != a.host:
                 continue
+            if spec.restart_priority == "disabled":  # HA never acts on it: no power-off to restart it
+                actions.append(NotRestarted(spec.name, f"{a.host} lost datastore {', '.join(lost)}; restart "
+                                            "priority is disabled: left running"))
+                continue
             if not others:
                 actions.append(Waiting(spec.name, f"{a.host} lost datastore {', '.join(lost)} and no other host "
                                        "reaches it: left running"))
