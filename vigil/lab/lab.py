@@ -125,6 +125,23 @@ def root_not_a_mount() -> str:
             "need it to be one; bind-mount the root on itself before the chroot (mount --rbind R R)")
 
 
+def chrooted() -> str:
+    """Why this mount namespace cannot serve the lab, or "": in a chroot inside a mount
+    namespace (rather than a container's pivot_root), entering a host's mount namespace
+    (nsenter --mount) lands at the namespace's real root, outside the chroot."""
+    st = os.stat("/")
+    try:
+        out = subprocess.run(["nsenter", f"--mount=/proc/{os.getpid()}/ns/mnt", "stat", "-c", "%d:%i", "/"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if out.returncode == 0 and out.stdout.strip() != f"{st.st_dev}:{st.st_ino}":
+        return ("this process runs in a chroot inside its mount namespace: entering a lab host's "
+                "mount namespace would leave it; make the root the namespace's own (pivot_root, as "
+                "containers do)")
+    return ""
+
+
 def _atomic_write_json(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -297,7 +314,7 @@ class Lab:
                    if not shutil.which(t)]
         if missing:
             raise LabError(f"missing tools: {', '.join(missing)} (run scripts/install-deps.sh)")
-        why = foreign_proc() or root_not_a_mount()
+        why = foreign_proc() or root_not_a_mount() or chrooted()
         if why:
             raise LabError(why)
 
