@@ -547,7 +547,7 @@ async def failover_run(image: GuestImage, accel: str, memory: int, i: int, rng: 
 def machine() -> dict:
     others = 0
     for d in Path("/proc").iterdir():
-        if d.name.isdigit() and "qemu-system" in " ".join(Q._cmdline(int(d.name))[:1]):
+        if d.name.isdigit() and "qemu-system" in " ".join(Q.cmdline(int(d.name))[:1]):
             others += 1
     return {"cpus": os.cpu_count(), "load": os.getloadavg(), "other_qemus": others}
 

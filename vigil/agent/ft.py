@@ -63,7 +63,7 @@ def _kill_qemus(pidfiles: list[Path], keep: Path | None = None) -> None:
         if keep is not None and pidfile.parent == keep:
             continue
         pid = Q.read_pid(pidfile)
-        if pid and Q._is_vm_process(pid, Q.VMPaths(pidfile.parent)):
+        if pid and Q.is_vm_process(pid, Q.VMPaths(pidfile.parent)):
             Q.kill_pid(pid)
 
 

@@ -2,7 +2,7 @@
 
 - `/run/vigil-lab/mnt` is bind-mounted on itself and made private, so that a mount
   namespace can be kept alive by binding `/proc/<pid>/ns/mnt` on a file in it
-  (`unshare --mount=/run/vigil-lab/mnt/host1 --propagation private true`).
+  (`bind_new_mount_namespace`).
 - Datastore `dsN` is its own ext4 filesystem: the sparse 8 GiB image
   `/var/lib/vigil-lab/arrays/dsN.img` (made once, so `down --keep-data` keeps its data) on
   a loop device (`losetup --find --show`, recorded as state["datastores"][ds]["device"]).
@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -59,6 +60,41 @@ def prepare_mntns_dir() -> None:
     prepare_private_dir(MNT_NS_DIR)
 
 
+def bind_new_mount_namespace(path: Path, timeout: float = 10.0) -> None:
+    """Make a new private mount namespace and keep it alive as ``path`` (a bind mount of
+    its nsfs file). A helper process enters it (``unshare --mount``) and waits on stdin
+    while this process binds ``/proc/<helper>/ns/mnt``. ``unshare --mount=FILE`` does the
+    same with a child of its own, and failed (EINVAL) now and then inside containers."""
+    helper = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "cat"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        # `cat` runs once the namespace exists and its propagation is private
+        while _comm(helper.pid) != "cat":
+            if helper.poll() is not None:
+                err = helper.stderr.read().decode(errors="replace").strip() if helper.stderr else ""
+                raise LabError(f"cannot make a mount namespace for {path}: {err}")
+            if time.monotonic() > deadline:
+                raise LabError(f"cannot make a mount namespace for {path}: unshare did not start")
+            time.sleep(0.005)
+        run(["mount", "--bind", f"/proc/{helper.pid}/ns/mnt", str(path)])
+    finally:
+        if helper.stdin:
+            helper.stdin.close()
+        try:
+            helper.wait(5)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def create_host_mntns(host: str) -> None:
     """A persistent private mount namespace for `host`, without the copies of the other
     namespaces' files (they would keep those namespaces alive after `down`)."""
@@ -66,7 +102,7 @@ def create_host_mntns(host: str) -> None:
     if path.exists() and str(path) in read_mounts():
         return
     path.touch()
-    run(["unshare", f"--mount={path}", "--propagation", "private", "true"])
+    bind_new_mount_namespace(path)
     # The new namespace got a copy of every mount, including the nsfs bind mounts of the
     # other hosts' namespaces (/run/netns/*, /run/vigil-lab/mnt/*): drop those copies.
     points = [p for p, _, _ in host_mounts(host)]

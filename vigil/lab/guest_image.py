@@ -49,7 +49,7 @@ GUEST_MODULES = (
 BASE_CMDLINE = "console=ttyS0 no_timer_check panic=1 quiet loglevel=4"
 
 from vigil.config import cache_dir as vigil_cache_dir
-from vigil.hypervisor.accel import READY_LINE  # the line the guest init prints once up
+from vigil.hypervisor.accel import READY_LINE  # noqa: F401  (the line the guest prints once up)
 
 
 def default_cache_dir() -> Path:

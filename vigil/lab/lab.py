@@ -19,7 +19,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from vigil.hypervisor.accel import probe_accel, reason as accel_reason
 
 from . import datastores as dsmod
 from . import etcd as etcdmod
-from . import net
+from . import net, preflight
 from .guest_image import build_guest_image
 from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE, VM_NETWORK,
                      ETCD_DATA_DIR, ETCD_DOWN_FLAG, ETCD_LOG, HOSTS_DIR, MAX_ETCD_MEMBERS,
@@ -98,48 +97,10 @@ def _machine_memory_mb() -> int:
     return 4096
 
 
-def foreign_proc() -> str:
-    """Why /proc cannot serve the lab, or "". In a new PID namespace that kept the parent's
-    /proc (a container or chroot set up without ``--mount-proc``), /proc/<our pid> is
-    another process: binding a host's mount namespace from it fails with EINVAL."""
-    try:
-        seen = int(os.readlink("/proc/self"))
-    except (OSError, ValueError) as e:
-        return f"/proc is not usable here ({e}): mount a proc file system on /proc"
-    if seen != os.getpid():
-        return (f"/proc belongs to another PID namespace (this process is PID {os.getpid()}, /proc "
-                f"says {seen}): mount a proc for this one (unshare --mount-proc, or mount -t proc proc /proc)")
-    return ""
 
 
-def root_not_a_mount() -> str:
-    """Why / cannot serve the lab, or "": `ip netns exec` makes / a slave mount, which fails
-    (EINVAL) where / is not a mount point, as in a chroot into a plain directory."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            if any(line.split()[4] == "/" for line in f):
-                return ""
-    except (OSError, IndexError):
-        return ""
-    return ("/ is not a mount point here (a chroot into a plain directory?): network namespaces "
-            "need it to be one; bind-mount the root on itself before the chroot (mount --rbind R R)")
 
 
-def chrooted() -> str:
-    """Why this mount namespace cannot serve the lab, or "": in a chroot inside a mount
-    namespace (rather than a container's pivot_root), entering a host's mount namespace
-    (nsenter --mount) lands at the namespace's real root, outside the chroot."""
-    st = os.stat("/")
-    try:
-        out = subprocess.run(["nsenter", f"--mount=/proc/{os.getpid()}/ns/mnt", "stat", "-c", "%d:%i", "/"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    if out.returncode == 0 and out.stdout.strip() != f"{st.st_dev}:{st.st_ino}":
-        return ("this process runs in a chroot inside its mount namespace: entering a lab host's "
-                "mount namespace would leave it; make the root the namespace's own (pivot_root, as "
-                "containers do)")
-    return ""
 
 
 def _atomic_write_json(path: Path, data) -> None:
@@ -307,14 +268,7 @@ class Lab:
             raise LabError(f"lab up failed: {e}{logs}") from e
 
     def _preflight(self) -> None:
-        if os.geteuid() != 0:
-            raise LabError("the lab needs root")
-        missing = [t for t in ("ip", "nft", "nsenter", "unshare", "mount", "umount", "setsid",
-                               "etcd", "ping", "losetup", "mkfs.ext4", "e2fsck")
-                   if not shutil.which(t)]
-        if missing:
-            raise LabError(f"missing tools: {', '.join(missing)} (run scripts/install-deps.sh)")
-        why = foreign_proc() or root_not_a_mount() or chrooted()
+        why = preflight.problems()
         if why:
             raise LabError(why)
 

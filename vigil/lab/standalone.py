@@ -88,7 +88,7 @@ async def wait_serial(paths: Q.VMPaths, text: str, timeout: float = 60.0) -> Non
 
 def _is_qemu(pid: int) -> bool:
     """The pid still is a QEMU (not gone, not reused by another process since)."""
-    return Q.pid_alive(pid) and "qemu" in " ".join(Q._cmdline(pid))
+    return Q.pid_alive(pid) and "qemu" in " ".join(Q.cmdline(pid))
 
 
 class Standalone:
