@@ -60,7 +60,24 @@ def prepare_mntns_dir() -> None:
     prepare_private_dir(MNT_NS_DIR)
 
 
-def bind_new_mount_namespace(path: Path, timeout: float = 10.0) -> None:
+def bind_new_mount_namespace(path: Path, timeout: float = 10.0, tries: int = 3) -> None:
+    """Make a new private mount namespace and keep it alive as ``path``; see
+    :func:`_bind_new_mount_namespace`. Inside some container roots the bind fails now and
+    then with EINVAL and succeeds when tried again; a last failure says how the mount
+    under ``path`` propagates, the usual cause of that EINVAL."""
+    for attempt in range(1, tries + 1):
+        try:
+            _bind_new_mount_namespace(path, timeout)
+            return
+        except LabCommandError as e:
+            if attempt == tries:
+                lines = [line.strip() for line in open("/proc/self/mountinfo")
+                         if line.split()[4] in (str(path.parent), str(path))]
+                raise LabError(f"{e} (tried {tries} times; mounts there: {lines})") from None
+            time.sleep(0.2 * attempt)
+
+
+def _bind_new_mount_namespace(path: Path, timeout: float) -> None:
     """Make a new private mount namespace and keep it alive as ``path`` (a bind mount of
     its nsfs file). A helper process enters it (``unshare --mount``) and waits on stdin
     while this process binds ``/proc/<helper>/ns/mnt``. ``unshare --mount=FILE`` does the
