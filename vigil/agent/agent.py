@@ -12,18 +12,16 @@ import json
 import logging
 import os
 import signal
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from vigil.env import dsheartbeat as dshb
 from vigil.agent import executor
 from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.nics import NicPort
 from vigil.agent.watchdog import FileWatchdog
-from vigil.env.net import any_answers
+from vigil.env.base import Env
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.isolation import is_isolated, isolation_action
 from vigil.config import AgentConfig
@@ -46,7 +44,7 @@ class LocalVM:
     pid: int
     gen: int = 0
     spec: VMSpec | None = None
-    started: float = field(default_factory=time.time)
+    started: float = 0.0  # wall-clock seconds, set when adopted
     guest: str = "unknown"  # unknown (booting) | ok | lost
     guest_seq: int = -1
     acked: int = -1
@@ -58,12 +56,17 @@ class LocalVM:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, env: Env | None = None, store: Store | None = None) -> None:
+        """``env`` and ``store``: the world this agent acts on; by default the real one
+        (a real host's clock, mounts and ping; etcd, the host's own member first)."""
         self.cfg = cfg
         self.me = cfg.host
-        local = [e for e in cfg.etcd_endpoints if e.rpartition(":")[0] == cfg.address]
-        others = [e for e in cfg.etcd_endpoints if e not in local]
-        self.store = Store(local + others, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True)
+        if env is None:
+            from vigil.env.real import RealEnv
+
+            env = RealEnv()
+        self.env: Env = env
+        self.store = store if store is not None else self._default_store(cfg)
         self.run_dir = Path(cfg.run_dir)
         self.lease_id = 0
         self.lease_ok_until = 0.0
@@ -75,7 +78,7 @@ class Agent:
         self.ds_ok: dict[str, bool] = {}
         self.accel = "tcg"
         self.leader_task: asyncio.Task | None = None
-        self.leader_hb = HbTracker(time.monotonic())
+        self.leader_hb = HbTracker(env.clock.monotonic())
         self.published: dict[str, tuple] = {}
         self.ft = FtRunner(self)
         self.disks = DiskKeeper(self)
@@ -86,9 +89,15 @@ class Agent:
         self._stop = asyncio.Event()
         self._lease_file = self.run_dir / "agent-lease.json"
 
+    @staticmethod
+    def _default_store(cfg: AgentConfig) -> Store:
+        local = [e for e in cfg.etcd_endpoints if e.rpartition(":")[0] == cfg.address]
+        others = [e for e in cfg.etcd_endpoints if e not in local]
+        return Store(local + others, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True)
+
     # -- small helpers -----------------------------------------------------------------
     def lease_ok(self) -> bool:
-        return self.lease_id != 0 and time.monotonic() < self.lease_ok_until
+        return self.lease_id != 0 and self.env.clock.monotonic() < self.lease_ok_until
 
     async def event(self, kind: str, message: str, vm: str = "", **data: object) -> None:
         log.info("%s: %s", kind, message)
@@ -109,7 +118,7 @@ class Agent:
             old = int(json.loads(self._lease_file.read_text())["lease"])
         except (OSError, ValueError, KeyError):
             pass
-        t0 = time.monotonic()
+        t0 = self.env.clock.monotonic()
         if old and await self.store.lease_ttl(old) > 0 and await self.store.keepalive(old) > 0:
             self.lease_id = old
         else:
@@ -126,12 +135,12 @@ class Agent:
         info = self.host_info()
         await self.store.put(K.HOSTS + self.me, info.__dict__ | {"datastores": list(info.datastores),
                                                                  "networks": list(info.networks)})
-        await self.store.put(K.ALIVE + self.me, {"pid": os.getpid(), "boot": self.boot, "time": time.time()},
+        await self.store.put(K.ALIVE + self.me, {"pid": os.getpid(), "boot": self.boot, "time": self.env.clock.time()},
                              lease=self.lease_id)
 
     async def lease_loop(self) -> None:
         while not self._stop.is_set():
-            t0 = time.monotonic()
+            t0 = self.env.clock.monotonic()
             try:
                 if self.lease_id == 0:
                     await self._obtain_lease()
@@ -152,10 +161,16 @@ class Agent:
             await self._sleep(self.cfg.lease_ttl / 6)
 
     async def _sleep(self, s: float) -> None:
+        """Sleep ``s`` on the environment's clock, or until the agent is told to stop."""
+        if self._stop.is_set():
+            return
+        nap = asyncio.ensure_future(self.env.clock.sleep(s))
+        stop = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.wait_for(self._stop.wait(), s)
-        except asyncio.TimeoutError:
-            pass
+            await asyncio.wait((nap, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            stop.cancel()
 
     # -- tick: watchdog, datastore heartbeat, process and isolation checks ---------------
     async def tick_loop(self) -> None:
@@ -182,15 +197,15 @@ class Agent:
 
     def _write_heartbeats(self) -> None:
         rec = HbRecord(
-            host=self.me, counter=int(time.time() * 1000), boot=self.boot, isolated=self.isolated,
+            host=self.me, counter=int(self.env.clock.time() * 1000), boot=self.boot, isolated=self.isolated,
             vms=tuple(sorted(self.vms)),
         )
         for name, path in self.cfg.datastores.items():
             if self.ds_ok.get(name):
-                dshb.write(path, rec)
+                self.env.datastores.write_heartbeat(path, rec)
 
     async def _check_datastores(self) -> None:
-        now = {n: dshb.reachable(n, p) for n, p in self.cfg.datastores.items()}
+        now = {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
         changed = [n for n in now if now[n] != self.ds_ok.get(n)]
         first = not self.ds_ok
         self.ds_ok = now
@@ -231,15 +246,16 @@ class Agent:
 
     def _guest_went_silent(self, vm: LocalVM) -> bool:
         """True once, when a guest that was heartbeating stops for the timeout."""
-        if vm.guest == "ok" and time.time() - vm.last_hb > self.cfg.guest_hb_timeout_s:
+        if vm.guest == "ok" and self.env.clock.time() - vm.last_hb > self.cfg.guest_hb_timeout_s:
             vm.guest = "lost"
             return True
         return False
 
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())
+        net = self.env.network
         peer_ok, iso_ok = await asyncio.gather(
-            any_answers(peers), any_answers(list(self.cfg.isolation_addresses)))
+            net.any_answers(peers), net.any_answers(list(self.cfg.isolation_addresses)))
         if self.lease_ok() or self.isolated:
             return
         if not is_isolated(True, peer_ok, iso_ok):
@@ -270,7 +286,7 @@ class Agent:
         found running at start may be an FT primary)."""
         early = self.plugged.pop(name, None)  # NICs connected before a migration's switchover
         gate = early[0] if early else OutputGate(executor.paths(self.cfg, name).guest_log)
-        vm = LocalVM(name=name, pid=pid, gen=gen, spec=spec, gate=gate)
+        vm = LocalVM(name=name, pid=pid, gen=gen, spec=spec, gate=gate, started=self.env.clock.time())
         if held:
             vm.gate.hold()
         vm.monitor = asyncio.create_task(self._watch_guest(vm))
@@ -296,7 +312,7 @@ class Agent:
                           pid: Callable[[], int], announce: bool) -> None:
         """Plug the VM's NICs into this host's bridges, once its spec is known."""
         while (s := spec()) is None:
-            await asyncio.sleep(0.5)
+            await self.env.clock.sleep(0.5)
         paths = executor.paths(self.cfg, name)
         ports = []
         for i, network in enumerate(s.networks):
@@ -317,7 +333,7 @@ class Agent:
             try:
                 async for hb in executor.guest_heartbeats(self.cfg, vm.name, vm.gate):
                     first = vm.guest != "ok"
-                    vm.guest, vm.last_hb = "ok", time.time()
+                    vm.guest, vm.last_hb = "ok", self.env.clock.time()
                     vm.guest_seq, vm.acked = hb.seq, hb.acked
                     if first:
                         await self.event("guest-heartbeat", f"{vm.name}: guest heartbeat on {self.me}",
@@ -327,12 +343,12 @@ class Agent:
                 raise
             except Exception as e:  # the socket goes away with QEMU; try again shortly
                 log.debug("guest channel %s: %s", vm.name, e)
-            await asyncio.sleep(0.5)
+            await self.env.clock.sleep(0.5)
 
     async def _status(self, name: str, state: str, message: str = "") -> None:
         vm = self.vms.get(name)
         st = VMStatus(
-            host=self.me, state=state, pid=vm.pid if vm else 0, since=vm.started if vm else time.time(),
+            host=self.me, state=state, pid=vm.pid if vm else 0, since=vm.started if vm else self.env.clock.time(),
             guest=vm.guest if vm else "unknown", guest_seq=vm.guest_seq if vm else -1,
             acked=vm.acked if vm else -1, message=message,
         )
@@ -534,15 +550,16 @@ class Agent:
     async def _leader_dead(self, leader: str) -> bool:
         """The same test the controller applies to any host (silent datastore heartbeat and
         no ping), so a dead leader's lease is not waited out before another one takes over."""
-        now = time.monotonic()
-        records = [r for n, p in self.cfg.datastores.items() if self.ds_ok.get(n) for r in dshb.read_all(p).values()]
+        now = self.env.clock.monotonic()
+        records = [r for n, p in self.cfg.datastores.items() if self.ds_ok.get(n)
+                   for r in self.env.datastores.read_heartbeats(p).values()]
         if not records:
             return False
         self.leader_hb.observe(now, records)
-        if self.leader_hb.age(leader, now, time.time()) < self.cfg.hb_grace_s:
+        if self.leader_hb.age(leader, now, self.env.clock.time()) < self.cfg.hb_grace_s:
             return False
         address = self.cfg.peers.get(leader)
-        return address is not None and not await any_answers([address], 0.5)
+        return address is not None and not await self.env.network.any_answers([address], 0.5)
 
     # -- main --------------------------------------------------------------------------
     async def run(self) -> None:

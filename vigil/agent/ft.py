@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +92,7 @@ class PrimaryStats:
 class FtRunner:
     def __init__(self, agent: "Agent") -> None:
         self.a = agent
+        self.clock = agent.env.clock
         self.primaries: dict[str, tuple[tuple[str, int], asyncio.Task]] = {}
         self.secondaries: dict[str, tuple[int, "Secondary"]] = {}
         self.root = Path(agent.cfg.run_dir) / FT_DIR
@@ -212,7 +212,7 @@ class FtRunner:
             await self.a.event("ft-disk-merged", f"{vm}: FT off, {n} disk overlay(s) merged into its images", vm=vm)
         except (Q.QemuError, OSError) as e:
             log.warning("%s: merging its FT disk overlays: %s", vm, e)
-            await asyncio.sleep(5)
+            await self.clock.sleep(5)
 
     async def stop_all(self) -> None:
         for _, t in self.primaries.values():
@@ -237,7 +237,7 @@ class FtRunner:
         paths = Q.VMPaths.for_vm(Path(a.cfg.run_dir), vm)
         st = PrimaryStats()
         last_seq = 0
-        last_ok = time.monotonic()
+        last_ok = self.clock.monotonic()
         last_ack_t = 0.0
         last_stat = 0.0
         valid_from: tuple[int, int] | None = None
@@ -246,13 +246,13 @@ class FtRunner:
         async def write_stat(state: str) -> bool:
             """Written only while we own the VM (False otherwise)."""
             nonlocal last_stat
-            last_stat = time.monotonic()
+            last_stat = self.clock.monotonic()
             return await store.txn([store.equals(K.OWN + vm, a.me)], [store.put_op(K.FTSTAT + vm, {
                 "host": a.me, "secondary": secondary, "epoch": epoch, "state": state,
                 "valid_from": list(valid_from) if valid_from else None, "checkpoints": st.checkpoints,
                 "failures": st.failures, "interval_ms": round(st.interval_ms, 1), "pause_ms": round(st.pause_ms, 1),
                 "bytes": st.bytes, "lag_ms": round(st.lag_ms, 1), "last_error": st.last_error,
-                "abandoned": st.abandoned, "time": time.time(),
+                "abandoned": st.abandoned, "time": self.clock.time(),
             })])
 
         async def invalidate() -> bool:
@@ -273,11 +273,11 @@ class FtRunner:
         try:
             gate.hold()
             while not await invalidate():
-                await asyncio.sleep(0.5)
+                await self.clock.sleep(0.5)
             gate.open()
             await a.event("ft-starting", f"{vm}: FT checkpoints from {a.me} to {secondary} (epoch {epoch})", vm=vm)
             while a.vms.get(vm) is local and not local.stopping:
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 if protected and now - last_ok > UNPROTECTED_AFTER_S:
                     if await invalidate():
                         protected = False
@@ -288,16 +288,16 @@ class FtRunner:
                 try:
                     rx = await self._get(K.FTRX + vm)
                 except StoreError:
-                    await asyncio.sleep(0.2)
+                    await self.clock.sleep(0.2)
                     continue
                 if not rx or rx.get("epoch") != epoch or rx.get("host") != secondary or int(rx["seq"]) <= last_seq \
                         or (valid_from and int(rx["seq"]) < valid_from[1]):
-                    await asyncio.sleep(POLL_S * 5)
+                    await self.clock.sleep(POLL_S * 5)
                     continue
                 seq = int(rx["seq"])
                 last_seq = seq
                 gate.hold()
-                t0 = time.monotonic()
+                t0 = self.clock.monotonic()
                 async def one(uri: str) -> tuple[MG.MigrationResult, int]:
                     async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
                         res = await FT.checkpoint(src, uri, self.policy())
@@ -319,13 +319,13 @@ class FtRunner:
                         # the checkpoint may be complete on the secondary, but the disk writes
                         # were not split there: it must never run
                         while not await invalidate():
-                            await asyncio.sleep(0.2)
+                            await self.clock.sleep(0.2)
                     log.warning("%s: checkpoint %d to %s failed: %s", vm, seq, secondary, e)
                     with contextlib.suppress(StoreError):
                         await write_stat("protected" if protected else "unprotected")
-                    await asyncio.sleep(0.3)
+                    await self.clock.sleep(0.3)
                     continue
-                t_cut = time.monotonic()
+                t_cut = self.clock.monotonic()
                 acked = await self._wait_ack(vm, secondary, epoch, seq)
                 if not acked:
                     st.failures += 1
@@ -338,7 +338,7 @@ class FtRunner:
                 except (Q.QemuError, OSError) as e:
                     st.last_error = f"merging disk overlays: {e}"[:200]
                     log.warning("%s: %s", vm, st.last_error)
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 st.checkpoints += 1
                 st.pause_ms, st.bytes, st.lag_ms = res.downtime_ms, res.ram_transferred, (now - t_cut) * 1000
                 if last_ack_t:
@@ -351,20 +351,20 @@ class FtRunner:
                 if now - last_stat > STAT_EVERY_S:
                     with contextlib.suppress(StoreError):
                         await write_stat("protected")
-                await asyncio.sleep(CHECKPOINT_GAP_S)
+                await self.clock.sleep(CHECKPOINT_GAP_S)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("%s: FT primary loop", vm)
 
     async def _wait_ack(self, vm: str, secondary: str, epoch: int, seq: int) -> bool:
-        deadline = time.monotonic() + ACK_TIMEOUT_S
-        while time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + ACK_TIMEOUT_S
+        while self.clock.monotonic() < deadline:
             with contextlib.suppress(StoreError):
                 ack = await self._get(K.FTACK + vm)
                 if ack and ack.get("host") == secondary and ack.get("epoch") == epoch and int(ack["seq"]) >= seq:
                     return True
-            await asyncio.sleep(POLL_S)
+            await self.clock.sleep(POLL_S)
         return False
 
 
@@ -420,11 +420,11 @@ class Secondary:
                 # over (epoch + 1), no late acknowledgement may let the old primary release output
                 await st.txn([st.equals(K.FT + self.vm, {"secondary": a.me, "epoch": self.epoch})],
                              [st.put_op(key + self.vm, {"host": a.me, "epoch": self.epoch, "seq": seq,
-                                                        "time": time.time(), **extra}, lease=a.lease_id)])
+                                                        "time": self.r.clock.time(), **extra}, lease=a.lease_id)])
                 return
             except StoreError as e:
                 log.warning("%s: cannot publish %s%d: %s", self.vm, key, seq, e)
-                await asyncio.sleep(0.3)
+                await self.r.clock.sleep(0.3)
 
     async def run(self) -> None:
         a = self.r.a
@@ -433,7 +433,7 @@ class Secondary:
                 if self.committed is None or d != self.committed.paths.dir:
                     shutil.rmtree(d, ignore_errors=True)
             # numbered from the clock, so a restarted agent never reuses a number
-            rx = await self._spawn(int(time.time() * 1000))
+            rx = await self._spawn(int(self.r.clock.time() * 1000))
             await self._publish(K.FTRX, rx.seq, uri=rx.uri)
             self.spare = asyncio.create_task(self._spawn(rx.seq + 1))
             await a.event("ft-secondary", f"{self.vm}: standby ready on {a.me} (epoch {self.epoch})", vm=self.vm)
@@ -445,17 +445,17 @@ class Secondary:
                     log.warning("%s: standby %d does not answer: %s", self.vm, rx.seq, e)
                     state = "failed"
                 if state == "receiving" and not active_since:
-                    active_since = time.monotonic()
+                    active_since = self.r.clock.monotonic()
                 if state in ("listening", "receiving"):
                     # a checkpoint whose stream stopped (the primary cancels it after a stall
                     # and goes on) leaves its receiver waiting for ever: give up on it
                     # (one the primary gave up on may never have seen a byte: a dropped connection)
-                    stuck = (active_since and time.monotonic() - active_since > RECEIVE_TIMEOUT_S
+                    stuck = (active_since and self.r.clock.monotonic() - active_since > RECEIVE_TIMEOUT_S
                              or await self._abandoned(rx.seq))
                     if not Q.pid_alive(rx.pid) or stuck:
                         state = "failed"
                     else:
-                        await asyncio.sleep(POLL_S)
+                        await self.r.clock.sleep(POLL_S)
                         continue
                 active_since = 0.0
                 if state == "committed":
@@ -475,7 +475,7 @@ class Secondary:
 
     async def _abandoned(self, seq: int) -> bool:
         """The primary gave up on checkpoint ``seq`` (asked at most twice a second)."""
-        now = time.monotonic()
+        now = self.r.clock.monotonic()
         if now - self._asked < 0.5:
             return False
         self._asked = now

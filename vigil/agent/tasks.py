@@ -22,6 +22,7 @@ from vigil.hypervisor import qemu
 from vigil.model import TASK_ACTIVE, Assignment, DiskSpec, Task, VMSpec
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
+from vigil.env.base import Clock
 from vigil.store.etcd import Store, StoreError
 
 if TYPE_CHECKING:
@@ -37,10 +38,12 @@ PREPARE_TIMEOUT_S = 30.0
 
 
 async def update_task(store: Store, vm: str, task_id: str,
-                      change: Callable[[Task], Task | None] | None = None, **changes: Any) -> Task | None:
+                      change: Callable[[Task], Task | None] | None = None, *, clock: Clock | None = None,
+                      **changes: Any) -> Task | None:
     """Read-modify-write of a task, so a concurrent cancel request is never lost.
     ``change`` (vigil.policy.tasks) maps the task as read to the new one, or to None to
-    leave it as it is; otherwise the keyword changes are applied."""
+    leave it as it is; otherwise the keyword changes are applied. ``clock`` stamps the
+    update (the system clock when not given)."""
     for _ in range(10):
         e = await store.get(K.TASKS + vm)
         if e is None:
@@ -51,7 +54,7 @@ async def update_task(store: Store, vm: str, task_id: str,
         new = change(t) if change is not None else replace(t, **changes)
         if new is None:
             return t
-        new = replace(new, updated=time.time())
+        new = replace(new, updated=clock.time() if clock is not None else time.time())
         if await store.txn([store.unchanged(e.key, e.mod_revision)], [store.put_op(e.key, asdict(new))]):
             return new
     return None
@@ -66,6 +69,7 @@ def moved_spec(spec: VMSpec, datastore: str, only_disk: str | None = None) -> VM
 class TaskRunner:
     def __init__(self, agent: "Agent") -> None:
         self.a = agent
+        self.clock = agent.env.clock
         self.driving: dict[str, asyncio.Task] = {}  # vm -> migration/mirror driver (source side)
         self.cancels: dict[str, asyncio.Event] = {}
         self.incoming: dict[str, tuple[str, int]] = {}  # vm -> (task id, pid) on the destination
@@ -75,6 +79,10 @@ class TaskRunner:
     @property
     def store(self) -> Store:
         return self.a.store
+
+    async def _update(self, vm: str, task_id: str, change: Callable[[Task], Task | None] | None = None,
+                      **changes: Any) -> Task | None:
+        return await self._update(vm, task_id, change, clock=self.clock, **changes)
 
     def _next_port(self) -> int:
         self._port = MIGRATION_PORT_BASE + (self._port - MIGRATION_PORT_BASE + 1) % 4096
@@ -114,15 +122,15 @@ class TaskRunner:
         if t.state not in TASK_ACTIVE:
             return
         if t.cancel and t.state in ("queued", "preparing", "ready") and t.vm not in self.driving:
-            await update_task(self.store, t.vm, t.id, state="cancelled", error="cancelled before it started")
+            await self._update(t.vm, t.id, state="cancelled", error="cancelled before it started")
             await self.a.event("task-cancelled", f"{t.vm}: {t.kind} cancelled", vm=t.vm)
             return
         if t.vm in self.driving:
             if t.cancel:
                 self.cancels[t.vm].set()
             return
-        if t.state in ("preparing", "ready") and time.time() - t.updated > PREPARE_TIMEOUT_S:
-            await update_task(self.store, t.vm, t.id, state="failed",
+        if t.state in ("preparing", "ready") and self.clock.time() - t.updated > PREPARE_TIMEOUT_S:
+            await self._update(t.vm, t.id, state="failed",
                               error=f"the destination did not get ready within {PREPARE_TIMEOUT_S:.0f}s")
             return
         if t.state == "queued":
@@ -131,7 +139,7 @@ class TaskRunner:
             limit = MAX_MIGRATIONS_PER_HOST if t.kind == "migrate" else MAX_DISK_MOVES_PER_HOST
             if len(running) >= limit:
                 return  # stays queued; `vigil task list` shows it
-            await update_task(self.store, t.vm, t.id, state="preparing" if t.kind == "migrate" else "running")
+            await self._update(t.vm, t.id, state="preparing" if t.kind == "migrate" else "running")
             if t.kind == "move-disk":
                 self._drive(t, self._move_disk(t))
         elif t.state == "ready" and t.kind == "migrate":
@@ -147,13 +155,13 @@ class TaskRunner:
         try:
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=vm.pid, name=t.vm) as conn:
                 if await conn.status() == "postmigrate":
-                    await update_task(self.store, t.vm, t.id, state="switching")
+                    await self._update(t.vm, t.id, state="switching")
                     return
                 if t.kind == "migrate":
                     await conn.execute("migrate_cancel")
         except qemu.QemuError as e:
             log.warning("%s: orphaned task: %s", t.vm, e)
-        await update_task(self.store, t.vm, t.id, state="failed", error=f"the agent on {self.a.me} restarted mid-task")
+        await self._update(t.vm, t.id, state="failed", error=f"the agent on {self.a.me} restarted mid-task")
 
     def _drive(self, t: Task, coro: Any) -> None:
         self.cancels[t.vm] = asyncio.Event()
@@ -171,19 +179,19 @@ class TaskRunner:
         last = [0.0]
 
         def write(p: dict[str, Any]) -> None:
-            if time.monotonic() - last[0] < 0.4:
+            if self.clock.monotonic() - last[0] < 0.4:
                 return
-            last[0] = time.monotonic()
-            asyncio.create_task(update_task(self.store, t.vm, t.id, TP.with_progress(p)))
+            last[0] = self.clock.monotonic()
+            asyncio.create_task(self._update(t.vm, t.id, TP.with_progress(p)))
 
         return write
 
     async def _migrate(self, t: Task) -> None:
         vm = self.a.vms.get(t.vm)
         if vm is None:
-            await update_task(self.store, t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
+            await self._update(t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
             return
-        await update_task(self.store, t.vm, t.id, state="running")
+        await self._update(t.vm, t.id, state="running")
         await self.a.event("migration-started", f"{t.vm}: live migration {t.src} -> {t.dst} started", vm=t.vm)
         write = self._progress_writer(t)
         policy = migration.MigrationPolicy(tls=bool(self.a.cfg.tls_dir))
@@ -201,11 +209,11 @@ class TaskRunner:
                         await mirror.abort_mirrors(mirrors)
                     raise
         except migration.MigrationCancelled as e:
-            await update_task(self.store, t.vm, t.id, state="cancelled", error=str(e))
+            await self._update(t.vm, t.id, state="cancelled", error=str(e))
             await self.a.event("migration-cancelled", f"{t.vm}: migration cancelled; it runs on {self.a.me}", vm=t.vm)
             return
         except (migration.MigrationFailed, mirror.MirrorFailed, qemu.QemuError) as e:
-            await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
+            await self._update(t.vm, t.id, state="failed", error=str(e))
             if (await self._status(t.vm, vm.pid)).startswith("running"):
                 await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me}",
                                    vm=t.vm)
@@ -218,7 +226,7 @@ class TaskRunner:
             return
         # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
         done = migration_progress(result)
-        await update_task(self.store, t.vm, t.id, TP.switched_over(done))
+        await self._update(t.vm, t.id, TP.switched_over(done))
         await self.a.event("migration-switchover",
                            f"{t.vm}: memory moved to {t.dst} (downtime {done.get('downtime_ms', 0):.0f} ms)", vm=t.vm)
 
@@ -241,7 +249,7 @@ class TaskRunner:
         vm = self.a.vms.get(t.vm)
         spec = vm.spec if vm else None
         if vm is None or spec is None:
-            await update_task(self.store, t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
+            await self._update(t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
             return
         idx = spec.disk_index(t.disk)
         old: DiskSpec = spec.disks[idx]
@@ -260,11 +268,11 @@ class TaskRunner:
                     raise mirror.MirrorFailed("the VM's spec changed during the move")
                 await mirror.release_node(conn, result.old_node)
         except mirror.MirrorCancelled as e:
-            await update_task(self.store, t.vm, t.id, state="cancelled", error=str(e))
+            await self._update(t.vm, t.id, state="cancelled", error=str(e))
             await self.a.event("disk-move-cancelled", f"{t.vm}: disk move cancelled; the old image stays", vm=t.vm)
             return
         except (mirror.MirrorFailed, qemu.QemuError) as e:
-            await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
+            await self._update(t.vm, t.id, state="failed", error=str(e))
             await self.a.event("disk-move-failed", f"{t.vm}: disk move failed: {e}", vm=t.vm)
             return
         try:
@@ -273,7 +281,7 @@ class TaskRunner:
             log.warning("could not remove %s: %s", old_path, e)
         vm.spec = moved_spec(spec, t.datastore, t.disk)
         mb_s = result.bytes / 2**20 / max(result.time_to_ready_s, 1e-6)
-        await update_task(self.store, t.vm, t.id, state="done",
+        await self._update(t.vm, t.id, state="done",
                           progress={"offset": result.bytes, "total": result.bytes, "mb_s": mb_s,
                                     "pivot_ms": result.pivot_s * 1000})
         await self.a.event("disk-moved", f"{t.vm}: disk {t.disk} now on {t.datastore} ({mb_s:.0f} MiB/s)", vm=t.vm)
@@ -304,7 +312,7 @@ class TaskRunner:
         tid, pid = self.incoming[vm]
         if not executor.alive(pid):
             self.incoming.pop(vm, None)
-            await update_task(self.store, vm, t.id, state="failed", error=f"the destination QEMU on {t.dst} exited")
+            await self._update(vm, t.id, state="failed", error=f"the destination QEMU on {t.dst} exited")
             return
         status = await self._status(vm, pid)
         if status == "running:completed":
@@ -313,7 +321,7 @@ class TaskRunner:
             # The source is gone before the move finished (in post-copy, part of the memory
             # went with it): this copy cannot be completed; HA restarts the VM from disk.
             await self._drop_incoming(vm, f"source host {t.src} lost")
-            await update_task(self.store, vm, t.id, state="failed", error=f"source host {t.src} was lost")
+            await self._update(vm, t.id, state="failed", error=f"source host {t.src} was lost")
 
     async def _status(self, vm: str, pid: int) -> str:
         """The incoming copy's run state, and once it runs, the migration's state: in
@@ -332,7 +340,7 @@ class TaskRunner:
     async def _prepare(self, t: Task, snap: dict) -> None:
         e = snap.get(K.VMS + t.vm)
         if e is None:
-            await update_task(self.store, t.vm, t.id, state="failed", error="the VM was deleted")
+            await self._update(t.vm, t.id, state="failed", error="the VM was deleted")
             return
         spec = VMSpec.from_json(e.value)
         if t.datastore:
@@ -353,9 +361,9 @@ class TaskRunner:
                 await migration.prepare_incoming(conn, uri, migration.MigrationPolicy(tls=bool(self.a.cfg.tls_dir)))
         except Exception as e:  # whatever went wrong, the task must not stay "preparing"
             await self._drop_incoming(t.vm, str(e))
-            await update_task(self.store, t.vm, t.id, state="failed", error=f"destination {t.dst}: {e}")
+            await self._update(t.vm, t.id, state="failed", error=f"destination {t.dst}: {e}")
             return
-        await update_task(self.store, t.vm, t.id, state="ready", uri=uri)
+        await self._update(t.vm, t.id, state="ready", uri=uri)
 
     async def _take_over(self, t: Task, pid: int, snap: dict) -> None:
         """Our copy runs: own the VM now (only one side can win: compare-and-swap)."""
@@ -376,7 +384,7 @@ class TaskRunner:
              st.put_op(spec_e.key, new_spec.to_json())])
         if not ok:
             await self._drop_incoming(t.vm, "the VM changed hands during the switchover")
-            await update_task(self.store, t.vm, t.id, state="failed", error="ownership changed during switchover")
+            await self._update(t.vm, t.id, state="failed", error="ownership changed during switchover")
             return
         self.incoming.pop(t.vm, None)
         self.a.adopt_migrated(t.vm, pid, new_spec, gen)
@@ -390,7 +398,7 @@ class TaskRunner:
     async def _finish(self, t: Task) -> None:
         """Mark the task done once the source's figures are in (or will not come), so that
         a done migration carries its downtime."""
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         try:
             while not self.a._stop.is_set():
                 try:
@@ -399,17 +407,17 @@ class TaskRunner:
                     if cur is None or cur.id != t.id:
                         return
                     alive = await self.store.get(K.ALIVE + t.src) is not None
-                    finish, why = TP.finish_after_take_over(cur, alive, time.monotonic() - t0)
+                    finish, why = TP.finish_after_take_over(cur, alive, self.clock.monotonic() - t0)
                     if cur.state == "done":
                         return
                     if finish:
                         log.info("%s: migration done: %s", t.vm, why)
-                        await update_task(self.store, t.vm, t.id, state="done")
+                        await self._update(t.vm, t.id, state="done")
                         return
                 except StoreError as e:  # etcd away: the tasks loop starts us again later
                     log.warning("%s: finishing the migration task: %s", t.vm, e)
                     return
-                await asyncio.sleep(0.05)
+                await self.clock.sleep(0.05)
         finally:
             self.finishing.pop(t.vm, None)
 
