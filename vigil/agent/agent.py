@@ -23,7 +23,9 @@ from vigil.agent.nics import NicPort
 from vigil.agent.watchdog import FileWatchdog
 from vigil.env.base import Env
 from vigil.policy.heartbeats import HbTracker
-from vigil.policy.isolation import is_isolated, isolation_action
+from vigil.policy import host as HP
+from vigil.policy.crashes import Crashes, after_exit, start_failed
+from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict, tick_step
 from vigil.config import AgentConfig
 from vigil.hypervisor.qemu import OutputGate
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
@@ -32,8 +34,6 @@ from vigil.store.etcd import Entry, Store, StoreError
 from vigil.store.events import make_event, record
 
 log = logging.getLogger("vigil.agent")
-
-LOCAL_RESTARTS = 3  # crashes of one assignment restarted here before the controller is asked
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Agent:
         self.isolated = False
         self.boot = os.urandom(4).hex()
         self.vms: dict[str, LocalVM] = {}
-        self.failed: dict[str, tuple[int, int, str]] = {}  # vm -> (gen, crashes, message)
+        self.failed: dict[str, Crashes] = {}  # vm -> its crashes here (vigil.policy.crashes)
         self.starting: set[str] = set()
         self.ds_ok: dict[str, bool] = {}
         self.accel = "tcg"
@@ -186,10 +186,11 @@ class Agent:
                 await self._sleep(self.cfg.tick_s)
                 continue
             await self._check_processes()
-            lost = self.lease_ok_until > 0 and not self.lease_ok()
-            if lost and not self.isolated and (checking is None or checking.done()):
+            step = tick_step(self.lease_ok_until > 0, self.lease_ok(), self.isolated,
+                             checking is not None and not checking.done())
+            if step == "check":
                 checking = asyncio.create_task(self._check_isolation())
-            elif self.lease_ok() and self.isolated:
+            elif step == "end":
                 self.isolated = False
                 await self.event("isolation-ended", f"{self.me} reaches the cluster again")
             self._write_heartbeats()
@@ -225,52 +226,44 @@ class Agent:
                     pass
 
     async def _check_processes(self) -> None:
+        """Each VM in turn: a guest gone silent is reported; a QEMU that exited is counted
+        and reported, and handed back once its restarts here are used up (policy.crashes)."""
         for name, vm in list(self.vms.items()):
             if vm.stopping or executor.alive(vm.pid):
-                if self._guest_went_silent(vm):
+                if HP.guest_went_silent(vm.guest, vm.last_hb, self.env.clock.time(), self.cfg.guest_hb_timeout_s):
+                    vm.guest = "lost"
                     await self.event("guest-heartbeat-lost",
                                      f"{name}: no guest heartbeat for {self.cfg.guest_hb_timeout_s:.0f}s on {self.me}",
                                      vm=name)
                     await self._status(name, "running", message="guest heartbeat lost")
                 continue
             self._forget(name)
-            gen, crashes, _ = self.failed.get(name, (vm.gen, 0, ""))
-            crashes = crashes + 1 if gen == vm.gen else 1
-            self.failed[name] = (vm.gen, crashes, "QEMU exited")
+            out = after_exit(vm.gen, self.failed.get(name))
+            self.failed[name] = out.crashes
+            log.info("%s: %s", name, out.reason)
             await self.event("vm-exited", f"{name}: QEMU (pid {vm.pid}) exited on {self.me}", vm=name)
-            if crashes >= LOCAL_RESTARTS:
-                await self._status(name, "failed", message=f"QEMU exited {crashes} times")
+            await self._status(name, out.state, message=out.message)
+            if out.release:
                 await self._release(name)
-            else:
-                await self._status(name, "stopped", message="QEMU exited")
-
-    def _guest_went_silent(self, vm: LocalVM) -> bool:
-        """True once, when a guest that was heartbeating stops for the timeout."""
-        if vm.guest == "ok" and self.env.clock.time() - vm.last_hb > self.cfg.guest_hb_timeout_s:
-            vm.guest = "lost"
-            return True
-        return False
 
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())
         net = self.env.network
         peer_ok, iso_ok = await asyncio.gather(
             net.any_answers(peers), net.any_answers(list(self.cfg.isolation_addresses)))
-        if self.lease_ok() or self.isolated:
-            return
-        if not is_isolated(True, peer_ok, iso_ok):
-            log.warning("lease lost but %s answers: partitioned, VMs keep running",
-                        "a peer" if peer_ok else "an isolation address")
+        verdict, why = isolation_verdict(self.lease_ok(), self.isolated, peer_ok, iso_ok)
+        if verdict == "partitioned":
+            log.warning(why)
+        if verdict != "isolated":
             return
         self.isolated = True
         log.warning("%s is isolated: applying isolation responses", self.me)
-        for name, vm in list(self.vms.items()):
-            # an FT VM's secondary takes over: the primary must not run on
-            action = "power-off" if name in self.ft.enabled else isolation_action(vm.spec)
-            if action == "power-off":
-                await self._power_off(name, "isolation response: power off")
-            elif action == "shutdown":
-                asyncio.create_task(self._shutdown(name, "isolation response: shut down"))
+        running = {n: RunningVM(vm.spec, n in self.ft.enabled) for n, vm in list(self.vms.items())}
+        for act in isolation_actions(running):
+            if isinstance(act, HP.PowerOff):
+                await self._power_off(act.vm, act.reason, report=act.report)
+            elif isinstance(act, HP.Shutdown):
+                asyncio.create_task(self._shutdown(act.vm, act.reason))
         self._write_heartbeats()
 
     # -- VM execution ------------------------------------------------------------------
@@ -401,7 +394,7 @@ class Agent:
             await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
             pid = await executor.start(self.cfg, spec, self.accel, stale=self.disks.stale(name))
         except executor.StartError as e:
-            self.failed[name] = (a.gen, LOCAL_RESTARTS, str(e))
+            self.failed[name] = start_failed(a.gen, str(e))
             await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
             await self._release(name)
             await self._status(name, "failed", message=str(e))
@@ -449,16 +442,21 @@ class Agent:
             await self._sleep(self.cfg.tick_s / 2)
 
     async def reconcile(self, snap: dict[str, Entry]) -> None:
+        """Gather what etcd says and what this host knows, one VM at a time, ask
+        vigil.policy.host, and carry out its answer (each VM decided right before it is
+        acted on: the actions await, and the host's state moves meanwhile)."""
         specs = {K.name_of(k, K.VMS): VMSpec.from_json(e.value) for k, e in snap.items() if k.startswith(K.VMS)}
         assign = {K.name_of(k, K.ASSIGN): e for k, e in snap.items() if k.startswith(K.ASSIGN)}
         own = {K.name_of(k, K.OWN): e for k, e in snap.items() if k.startswith(K.OWN)}
-        mine = {
-            vm: Assignment(**e.value)
-            for vm, e in assign.items()
-            if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"
+        facts = {
+            name: HP.VMFacts(spec=specs.get(name), assignment=_assignment(assign[name].value) if name in assign else None,
+                             owner=own[name].value if name in own else None)
+            for name in set(specs) | set(assign) | set(own)
         }
-        for name, a in mine.items():  # FT failovers: keep the standby before sync drops the role
-            if a.reason == "ft-failover" and name not in self.vms and name not in self.promoting:
+        nothing = HP.VMFacts()
+        mine = [name for name in assign if HP.is_mine(self.me, facts[name])]  # in etcd's order
+        for name in mine:  # FT failovers: keep the standby before sync drops the role
+            if HP.take_standby(self.me, name, facts[name], self._here(name)) is not None:
                 sb = self.ft.take_committed(name)
                 if sb is not None:
                     self.promoting[name] = sb
@@ -467,47 +465,54 @@ class Agent:
         self.disks.sync()
         # VMs running here that should not: stopped, deleted, or handed to another host.
         for name, vm in list(self.vms.items()):
-            if vm.stopping or name in mine:
+            f = facts.get(name, nothing)
+            if name in mine:
                 continue
-            spec = specs.get(name)
-            a = assign.get(name)
-            if spec is not None and a is not None and a.value.get("host") != self.me:
-                if self.isolated or not self.lease_ok():
-                    continue
-                why = {"migrate": f"migrated to {a.value.get('host')}",
-                       "vmcp": "its host lost a datastore of the VM: restarted where the disks are reachable",
-                       "ft-failover": f"its FT secondary on {a.value.get('host')} took over",
-                       }.get(a.value.get("reason", ""), f"assigned to {a.value.get('host')}: this copy must not run")
-                await self._power_off(name, why, report=False)
-                await self._release(name)
-            elif spec is None or spec.power == "off" or a is None:
-                asyncio.create_task(self._shutdown(name, "powered off by request" if spec else "VM deleted"))
-        for name, a in mine.items():
-            o = own.get(name)
-            owner = o.value if o else None
+            act = HP.stray_action(self._host_facts(), name, f, HP.HereFacts(running=True, stopping=vm.stopping))
+            await self._carry_out(act, facts, assign)
+        for name in mine:
+            a = facts[name].assignment
+            assert a is not None
             vm = self.vms.get(name)
-            if vm is not None:
+            if vm is not None:  # the spec and generation the assignment gives it
                 vm.spec, vm.gen = specs[name], a.gen
-                if owner is None:
-                    await self._claim(name, assign[name])
-                elif owner != self.me:
-                    await self._power_off(name, f"owned by {owner}: this copy must not run", report=False)
-                else:
-                    await self._status(name, "running")
-                continue
-            if name in self.starting:
-                continue
-            gen, crashes, _ = self.failed.get(name, (-1, 0, ""))
-            if gen == a.gen and crashes >= LOCAL_RESTARTS:
-                continue  # the controller retries with a new generation
-            if owner not in (None, self.me):
-                continue  # the old copy may still run: wait for its owner to let go
-            if owner == self.me or await self._claim(name, assign[name]):
-                sb = self.promoting.pop(name, None)
-                if sb is not None:
-                    asyncio.create_task(self._promote(specs[name], a, sb))
-                else:
-                    asyncio.create_task(self._start(specs[name], a))
+            await self._carry_out(HP.assigned_action(self._host_facts(), name, facts[name], self._here(name)),
+                                  facts, assign)
+
+    def _host_facts(self) -> HP.HostFacts:
+        return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
+
+    def _here(self, name: str) -> HP.HereFacts:
+        vm = self.vms.get(name)
+        return HP.HereFacts(running=vm is not None, stopping=vm is not None and vm.stopping,
+                            starting=name in self.starting, has_standby=name in self.promoting,
+                            crashes=self.failed.get(name))
+
+    async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts], assign: dict[str, Entry]) -> None:
+        """One reconcile action (vigil.policy.host), with the ownership claim it needs."""
+        name = act.vm
+        if isinstance(act, HP.PowerOff):
+            await self._power_off(name, act.reason, report=act.report)
+            if act.release:
+                await self._release(name)
+        elif isinstance(act, HP.Shutdown):
+            asyncio.create_task(self._shutdown(name, act.reason))
+        elif isinstance(act, HP.Claim):
+            await self._claim(name, assign[name])
+        elif isinstance(act, HP.ReportRunning):
+            await self._status(name, "running")
+        elif isinstance(act, HP.Start):
+            if act.claim and not await self._claim(name, assign[name]):
+                return
+            spec, a = facts[name].spec, facts[name].assignment
+            assert spec is not None and a is not None
+            sb = self.promoting.pop(name, None)
+            if sb is not None:
+                asyncio.create_task(self._promote(spec, a, sb))
+            else:
+                asyncio.create_task(self._start(spec, a))
+        elif isinstance(act, HP.Wait):
+            log.debug("%s: %s", name, act.reason)
 
     async def _claim(self, name: str, assign_entry: Entry) -> bool:
         """Take the VM's ownership key, bound to our lease, if the assignment is unchanged."""
@@ -600,6 +605,15 @@ class Agent:
                 vm.monitor.cancel()
         await self.ft.stop_all()
         await self.store.close()
+
+
+def _assignment(value: dict) -> Assignment:
+    """An ``assign/`` value (the controller writes whole Assignments; a VM component
+    protection power-off names no host)."""
+    try:
+        return Assignment(**value)
+    except TypeError:
+        return Assignment(host=value.get("host"), gen=int(value.get("gen", 0)), reason=str(value.get("reason", "")))
 
 
 def main(config_path: str) -> None:
