@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from vigil.model import Assignment, VMSpec
 from vigil.policy import host as HP
 from vigil.policy.crashes import LOCAL_RESTARTS, Crashes, after_exit, may_start, start_failed
+from vigil.policy.leader import leader_failed, ping_needed
 from vigil.policy.isolation import (RunningVM, isolation_actions, isolation_verdict, tick_step,
                                     vm_isolation_action)
 
@@ -235,3 +236,23 @@ def test_an_isolated_hosts_ft_primaries_are_always_powered_off(vms):
     for act in acts:
         if vms[act.vm].ft:
             assert isinstance(act, HP.PowerOff) and act.report
+
+
+# -- the leader's death, by the controller's classification ---------------------------------
+@given(st.one_of(st.none(), st.floats(0, 20)), st.booleans(), st.booleans(), st.floats(0.5, 5))
+def test_leader_death_is_the_rule_the_agent_applied_before(age, has_address, answers, grace):
+    """Dead: heartbeat records readable, silent for the grace time, an address, no ping answer."""
+    before = age is not None and age >= grace and has_address and not answers
+    pinged = has_address and ping_needed("h2", age, grace)
+    ping = answers if pinged else None
+    assert leader_failed("h2", age, ping, grace)[0] == before
+    if before:
+        assert ping_needed("h2", age, grace)  # its silence alone asks for the ping
+
+
+def test_a_leader_answering_ping_or_heartbeating_is_not_dead():
+    assert not ping_needed("h2", 1.0, 2.5)
+    assert not ping_needed("h2", None, 2.5)  # no datastore readable here
+    assert not leader_failed("h2", 3.0, True, 2.5)[0]
+    dead, why = leader_failed("h2", 3.0, False, 2.5)
+    assert dead and "no ping" in why

@@ -25,6 +25,7 @@ from vigil.env.base import Env
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy import host as HP
 from vigil.policy.crashes import Crashes, after_exit, start_failed
+from vigil.policy.leader import leader_failed, ping_needed
 from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict, tick_step
 from vigil.config import AgentConfig
 from vigil.hypervisor.qemu import OutputGate
@@ -553,18 +554,21 @@ class Agent:
             await self._sleep(0.5)
 
     async def _leader_dead(self, leader: str) -> bool:
-        """The same test the controller applies to any host (silent datastore heartbeat and
-        no ping), so a dead leader's lease is not waited out before another one takes over."""
+        """The controller's own classification (vigil.policy.leader over hoststate): silent
+        datastore heartbeat and no ping, so a dead leader's lease is not waited out before
+        another one takes over. It is pinged only once its heartbeat is silent."""
         now = self.env.clock.monotonic()
         records = [r for n, p in self.cfg.datastores.items() if self.ds_ok.get(n)
                    for r in self.env.datastores.read_heartbeats(p).values()]
-        if not records:
-            return False
-        self.leader_hb.observe(now, records)
-        if self.leader_hb.age(leader, now, self.env.clock.time()) < self.cfg.hb_grace_s:
+        age = None  # no record readable here: the leader's silence means nothing
+        if records:
+            self.leader_hb.observe(now, records)
+            age = self.leader_hb.age(leader, now, self.env.clock.time())
+        if not ping_needed(leader, age, self.cfg.hb_grace_s):
             return False
         address = self.cfg.peers.get(leader)
-        return address is not None and not await self.env.network.any_answers([address], 0.5)
+        answered = None if address is None else await self.env.network.any_answers([address], 0.5)
+        return leader_failed(leader, age, answered, self.cfg.hb_grace_s)[0]
 
     # -- main --------------------------------------------------------------------------
     async def run(self) -> None:
