@@ -12,14 +12,15 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from vigil.agent import executor
+from vigil.agent.context import LocalVM
 from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.nics import NicPort
+from vigil.agent.tasks import TaskRunner
 from vigil.agent.watchdog import FileWatchdog
 from vigil.env.base import Env
 from vigil.policy.heartbeats import HbTracker
@@ -35,25 +36,6 @@ from vigil.store.etcd import Entry, Store, StoreError
 from vigil.store.events import make_event, record
 
 log = logging.getLogger("vigil.agent")
-
-
-@dataclass
-class LocalVM:
-    """A QEMU this agent runs (or adopted)."""
-
-    name: str
-    pid: int
-    gen: int = 0
-    spec: VMSpec | None = None
-    started: float = 0.0  # wall-clock seconds, set when adopted
-    guest: str = "unknown"  # unknown (booting) | ok | lost
-    guest_seq: int = -1
-    acked: int = -1
-    last_hb: float = 0.0
-    stopping: bool = False
-    monitor: asyncio.Task | None = None
-    gate: OutputGate | None = None  # the guest's output on its way out (held for FT)
-    nics: asyncio.Task | None = None  # carries the NICs' frames (vigil.agent.nics)
 
 
 class Agent:
@@ -87,7 +69,7 @@ class Agent:
         self.plugged: dict[str, tuple[OutputGate, asyncio.Task]] = {}  # incoming migrations' NICs
         self.watchdog = FileWatchdog(cfg.watchdog_file)
         self.connected = False  # etcd answered once: the tick may report to it
-        self._stop = asyncio.Event()
+        self.stopped = asyncio.Event()
         self._lease_file = self.run_dir / "agent-lease.json"
 
     @staticmethod
@@ -99,6 +81,10 @@ class Agent:
     # -- small helpers -----------------------------------------------------------------
     def lease_ok(self) -> bool:
         return self.lease_id != 0 and self.env.clock.monotonic() < self.lease_ok_until
+
+    def stale_disks(self, vm: str) -> dict[str, str]:
+        """The VM's disk copies known stale (left out when it starts here)."""
+        return self.disks.stale(vm)
 
     async def event(self, kind: str, message: str, vm: str = "", **data: object) -> None:
         log.info("%s: %s", kind, message)
@@ -140,7 +126,7 @@ class Agent:
                              lease=self.lease_id)
 
     async def lease_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             t0 = self.env.clock.monotonic()
             try:
                 if self.lease_id == 0:
@@ -159,14 +145,14 @@ class Agent:
                         continue
             except StoreError as e:
                 log.warning("lease: %s", e)
-            await self._sleep(self.cfg.lease_ttl / 6)
+            await self.sleep(self.cfg.lease_ttl / 6)
 
-    async def _sleep(self, s: float) -> None:
+    async def sleep(self, s: float) -> None:
         """Sleep ``s`` on the environment's clock, or until the agent is told to stop."""
-        if self._stop.is_set():
+        if self.stopped.is_set():
             return
         nap = asyncio.ensure_future(self.env.clock.sleep(s))
-        stop = asyncio.ensure_future(self._stop.wait())
+        stop = asyncio.ensure_future(self.stopped.wait())
         try:
             await asyncio.wait((nap, stop), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -179,12 +165,12 @@ class Agent:
         go together (a silent heartbeat must mean an unfed watchdog). Process and isolation
         checks wait for etcd (``self.connected``): they report there."""
         checking = None
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             self.watchdog.tick(holds_lease=self.lease_ok(), runs_vms=bool(self.vms))
             await self._check_datastores()
             if not self.connected:
                 self._write_heartbeats()
-                await self._sleep(self.cfg.tick_s)
+                await self.sleep(self.cfg.tick_s)
                 continue
             await self._check_processes()
             step = tick_step(self.lease_ok_until > 0, self.lease_ok(), self.isolated,
@@ -195,7 +181,7 @@ class Agent:
                 self.isolated = False
                 await self.event("isolation-ended", f"{self.me} reaches the cluster again")
             self._write_heartbeats()
-            await self._sleep(self.cfg.tick_s)
+            await self.sleep(self.cfg.tick_s)
 
     def _write_heartbeats(self) -> None:
         rec = HbRecord(
@@ -262,7 +248,7 @@ class Agent:
         running = {n: RunningVM(vm.spec, n in self.ft.enabled) for n, vm in list(self.vms.items())}
         for act in isolation_actions(running):
             if isinstance(act, HP.PowerOff):
-                await self._power_off(act.vm, act.reason, report=act.report)
+                await self.power_off(act.vm, act.reason, report=act.report)
             elif isinstance(act, HP.Shutdown):
                 asyncio.create_task(self._shutdown(act.vm, act.reason))
         self._write_heartbeats()
@@ -355,7 +341,7 @@ class Agent:
         except StoreError:
             pass
 
-    async def _power_off(self, name: str, why: str, report: bool = True) -> None:
+    async def power_off(self, name: str, why: str, report: bool = True) -> None:
         """``report``: write the VM's status; not when another host runs it now (the status
         is that host's to write)."""
         vm = self.vms.get(name)
@@ -393,7 +379,7 @@ class Agent:
         try:
             await self._status(name, "starting")
             await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
-            pid = await executor.start(self.cfg, spec, self.accel, stale=self.disks.stale(name))
+            pid = await executor.start(self.cfg, spec, self.accel, stale=self.stale_disks(name))
         except executor.StartError as e:
             self.failed[name] = start_failed(a.gen, str(e))
             await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
@@ -434,13 +420,13 @@ class Agent:
 
     # -- reconcile ---------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             if self.lease_ok():
                 try:
                     await self.reconcile(await self.store.snapshot())
                 except StoreError as e:
                     log.warning("reconcile: %s", e)
-            await self._sleep(self.cfg.tick_s / 2)
+            await self.sleep(self.cfg.tick_s / 2)
 
     async def reconcile(self, snap: dict[str, Entry]) -> None:
         """Gather what etcd says and what this host knows, one VM at a time, ask
@@ -493,7 +479,7 @@ class Agent:
         """One reconcile action (vigil.policy.host), with the ownership claim it needs."""
         name = act.vm
         if isinstance(act, HP.PowerOff):
-            await self._power_off(name, act.reason, report=act.report)
+            await self.power_off(name, act.reason, report=act.report)
             if act.release:
                 await self._release(name)
         elif isinstance(act, HP.Shutdown):
@@ -527,7 +513,7 @@ class Agent:
         from vigil.controller.loop import Controller
 
         controller: Controller | None = None
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             leading = False
             if self.lease_ok():
                 try:
@@ -551,7 +537,7 @@ class Agent:
                 self.leader_task.cancel()
                 self.leader_task = None
                 log.warning("no longer the leader")
-            await self._sleep(0.5)
+            await self.sleep(0.5)
 
     async def _leader_dead(self, leader: str) -> bool:
         """The controller's own classification (vigil.policy.leader over hoststate): silent
@@ -575,7 +561,7 @@ class Agent:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self.stopped.set)
         await self._check_datastores()
         self.ft.clean_leftovers()
         for name, pid in executor.find_running(self.cfg).items():
@@ -586,22 +572,20 @@ class Agent:
         # the accelerator probe above all, never lets a watchdog expire.
         tasks = [asyncio.create_task(self.tick_loop())]
         self.accel = await executor.probe_accel(self.cfg)
-        while not self._stop.is_set():
+        while not self.stopped.is_set():
             try:
                 await self.store.connect()
                 break
             except StoreError as e:
                 log.warning("etcd: %s", e)
-                await self._sleep(1)
+                await self.sleep(1)
         self.connected = True
-        from vigil.agent.tasks import TaskRunner
-
         self.tasks = TaskRunner(self)
         tasks += [asyncio.create_task(c) for c in
                   (self.lease_loop(), self.reconcile_loop(), self.leader_loop(), self.tasks.loop())]
         if self.vms:
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}"))
-        await self._stop.wait()
+        await self.stopped.wait()
         for t in tasks + ([self.leader_task] if self.leader_task else []):
             t.cancel()
         for vm in self.vms.values():

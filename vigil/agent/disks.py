@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vigil.hypervisor import qemu
 from vigil.hypervisor import replica as R
@@ -22,9 +22,7 @@ from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 
 from . import executor
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from .context import HostContext
 
 log = logging.getLogger("vigil.agent.disks")
 
@@ -33,9 +31,9 @@ PROGRESS_EVERY_S = 1.0
 
 
 class DiskKeeper:
-    def __init__(self, agent: Agent) -> None:
-        self.a = agent
-        self.clock = agent.env.clock
+    def __init__(self, host: HostContext) -> None:
+        self.a = host
+        self.clock = host.env.clock
         self.state: dict[str, dict[str, Any]] = {}  # vm -> its diskstate value
         self.resyncing: dict[str, asyncio.Task] = {}
         self.retry_at: dict[str, float] = {}

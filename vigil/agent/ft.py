@@ -25,8 +25,9 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vigil.agent.context import HostContext
 from vigil.hypervisor import ft as FT
 from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import migration as MG
@@ -34,9 +35,6 @@ from vigil.hypervisor import qemu as Q
 from vigil.model import VMSpec
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
-
-if TYPE_CHECKING:
-    from vigil.agent.agent import Agent
 
 log = logging.getLogger("vigil.agent.ft")
 
@@ -90,12 +88,12 @@ class PrimaryStats:
 
 
 class FtRunner:
-    def __init__(self, agent: "Agent") -> None:
-        self.a = agent
-        self.clock = agent.env.clock
+    def __init__(self, host: HostContext) -> None:
+        self.a = host
+        self.clock = host.env.clock
         self.primaries: dict[str, tuple[tuple[str, int], asyncio.Task]] = {}
         self.secondaries: dict[str, tuple[int, "Secondary"]] = {}
-        self.root = Path(agent.cfg.run_dir) / FT_DIR
+        self.root = Path(host.cfg.run_dir) / FT_DIR
         self.enabled: set[str] = set()  # VMs with FT on, as of the last sync
         self.collapsing: dict[str, asyncio.Task] = {}  # VMs whose FT disk overlays are being merged
 

@@ -14,9 +14,10 @@ import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from vigil.agent import executor
+from vigil.agent.context import MigrationHost
 from vigil.hypervisor import mirror, migration
 from vigil.hypervisor import qemu
 from vigil.model import TASK_ACTIVE, Assignment, DiskSpec, Task, VMSpec
@@ -24,9 +25,6 @@ from vigil.policy import tasks as TP
 from vigil.store import keys as K
 from vigil.env.base import Clock
 from vigil.store.etcd import Store, StoreError
-
-if TYPE_CHECKING:
-    from vigil.agent.agent import Agent
 
 log = logging.getLogger("vigil.tasks")
 
@@ -67,9 +65,9 @@ def moved_spec(spec: VMSpec, datastore: str, only_disk: str | None = None) -> VM
 
 
 class TaskRunner:
-    def __init__(self, agent: "Agent") -> None:
-        self.a = agent
-        self.clock = agent.env.clock
+    def __init__(self, host: MigrationHost) -> None:
+        self.a = host
+        self.clock = host.env.clock
         self.driving: dict[str, asyncio.Task] = {}  # vm -> migration/mirror driver (source side)
         self.cancels: dict[str, asyncio.Event] = {}
         self.incoming: dict[str, tuple[str, int]] = {}  # vm -> (task id, pid) on the destination
@@ -89,7 +87,7 @@ class TaskRunner:
         return self._port
 
     async def loop(self) -> None:
-        while not self.a._stop.is_set():
+        while not self.a.stopped.is_set():
             if self.a.lease_ok():
                 try:
                     await self.step()
@@ -97,7 +95,7 @@ class TaskRunner:
                     log.warning("tasks: %s", e)
                 except Exception:  # one bad task must not stop the others
                     log.exception("tasks step failed")
-            await self.a._sleep(0.25)
+            await self.a.sleep(0.25)
 
     async def step(self) -> None:
         snap = await self.store.snapshot()
@@ -222,7 +220,7 @@ class TaskRunner:
                 # this copy can never run again. Restart the VM from its disk, here.
                 await self.a.event("migration-failed", f"{t.vm}: migration failed in post-copy ({e}); "
                                    f"restarting it from disk on {self.a.me}", vm=t.vm)
-                await self.a._power_off(t.vm, "lost in post-copy")
+                await self.a.power_off(t.vm, "lost in post-copy")
             return
         # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
         done = migration_progress(result)
@@ -350,7 +348,7 @@ class TaskRunner:
         try:
             pid = await qemu.start(spec, executor.paths(self.a.cfg, t.vm), self.a.accel, dict(self.a.cfg.datastores),
                                    incoming=True, tls_dir=self.a.cfg.tls_dir or None,
-                                   stale=self.a.disks.stale(t.vm))
+                                   stale=self.a.stale_disks(t.vm))
             self.incoming[t.vm] = (t.id, pid)
             self.a.plug_incoming(t.vm, pid, spec)
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=pid, name=t.vm) as conn:
@@ -400,7 +398,7 @@ class TaskRunner:
         a done migration carries its downtime."""
         t0 = self.clock.monotonic()
         try:
-            while not self.a._stop.is_set():
+            while not self.a.stopped.is_set():
                 try:
                     e = await self.store.get(K.TASKS + t.vm)
                     cur = Task.from_json(e.value) if e is not None else None
