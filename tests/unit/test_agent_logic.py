@@ -91,7 +91,7 @@ def test_the_agent_provides_the_host_context_its_helpers_see(tmp_path):
                       run_dir=str(tmp_path), datastores={})
     agent = Agent(cfg, env=RealEnv(), store=object())  # type: ignore[arg-type]
     for proto in (HostContext, MigrationHost):
-        wanted = set(proto.__annotations__) | {n for n, v in vars(proto).items()
-                                                if inspect.isfunction(v) and not n.startswith("_")}
+        wanted = set(proto.__annotations__) | {n for n, v in vars(proto).items() if not n.startswith("_")
+                                                and (inspect.isfunction(v) or isinstance(v, property))}
         missing = sorted(n for n in wanted if not hasattr(agent, n))
         assert not missing, f"{proto.__name__}: the Agent lacks {missing}"

@@ -48,8 +48,12 @@ class HostContext(Protocol):
     vms: dict[str, LocalVM]  # the QEMUs running here, by VM name
     accel: str  # "kvm" or "tcg"
     ds_ok: dict[str, bool]  # datastores this host reaches now
-    lease_id: int  # the host's lease; keys bound to it vanish with the host
     stopped: asyncio.Event  # set when the agent is told to stop
+
+    @property
+    def lease_id(self) -> int:
+        """The host's lease (0: none yet); keys bound to it vanish with the host."""
+        ...
 
     def lease_ok(self) -> bool: ...
 
