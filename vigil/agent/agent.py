@@ -32,13 +32,15 @@ from vigil.config import AgentConfig
 from vigil.env.base import Env
 from vigil.model import Assignment, HbRecord, VMSpec
 from vigil.policy import host as HP
-from vigil.policy.crashes import after_exit
+from vigil.policy.crashes import LOCAL_RESTARTS, after_exit
 from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict, tick_step
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
 from vigil.store.events import make_event, record
 
 log = logging.getLogger("vigil.agent")
+
+__all__ = ["Agent", "LocalVM", "LOCAL_RESTARTS", "main"]  # LOCAL_RESTARTS: its home is policy.crashes
 
 
 class Agent:
