@@ -19,7 +19,6 @@ import os
 import signal
 from pathlib import Path
 
-from vigil.agent import executor
 from vigil.agent.context import LocalVM
 from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
@@ -30,6 +29,7 @@ from vigil.agent.tasks import TaskRunner
 from vigil.agent.watchdog import FileWatchdog
 from vigil.config import AgentConfig
 from vigil.env.base import Env
+from vigil.env.hypervisor import Hypervisor, QemuHypervisor
 from vigil.model import Assignment, HbRecord, VMSpec
 from vigil.policy import host as HP
 from vigil.policy.crashes import LOCAL_RESTARTS, after_exit
@@ -46,9 +46,11 @@ __all__ = ["Agent", "LocalVM", "LOCAL_RESTARTS", "main"]  # LOCAL_RESTARTS: its 
 class Agent:
     """One host's agent; to its helpers it is a vigil.agent.context.MigrationHost."""
 
-    def __init__(self, cfg: AgentConfig, env: Env | None = None, store: Store | None = None) -> None:
-        """``env`` and ``store``: the world this agent acts on; by default the real one
-        (a real host's clock, mounts and ping; etcd, the host's own member first)."""
+    def __init__(self, cfg: AgentConfig, env: Env | None = None, store: Store | None = None,
+                 hypervisor: Hypervisor | None = None) -> None:
+        """``env``, ``store`` and ``hypervisor``: the world this agent acts on; by default
+        the real one (a real host's clock, mounts and ping; etcd, the host's own member
+        first; QEMU through vigil.agent.executor)."""
         self.cfg = cfg
         self.me = cfg.host
         if env is None:
@@ -57,6 +59,7 @@ class Agent:
             env = RealEnv()
         self.env: Env = env
         self.store = store if store is not None else self._default_store(cfg)
+        self.hypervisor: Hypervisor = hypervisor if hypervisor is not None else QemuHypervisor(cfg)
         self.run_dir = Path(cfg.run_dir)
         self.isolated = False
         self.boot = os.urandom(4).hex()
@@ -164,7 +167,7 @@ class Agent:
         """Each VM in turn: a guest gone silent is reported; a QEMU that exited is counted
         and reported, and handed back once its restarts here are used up (policy.crashes)."""
         for name, vm in list(self.vms.items()):
-            if vm.stopping or executor.alive(vm.pid):
+            if vm.stopping or self.hypervisor.alive(vm.pid):
                 if HP.guest_went_silent(vm.guest, vm.last_hb, self.env.clock.time(), self.cfg.guest_hb_timeout_s):
                     vm.guest = "lost"
                     await self.event("guest-heartbeat-lost",
@@ -312,14 +315,14 @@ class Agent:
             loop.add_signal_handler(sig, self.stopped.set)
         await self._check_datastores()
         self.ft.clean_leftovers()
-        for name, pid in executor.find_running(self.cfg).items():
+        for name, pid in self.hypervisor.find_running().items():
             self.guests.adopt(name, pid, None, 0, held=True)
             log.info("adopted running VM %s (pid %d)", name, pid)
         # From here on the tick keeps the heartbeats and the watchdog going (armed now only
         # if VMs run here or an earlier run armed it), so the slow start-up work below,
         # the accelerator probe above all, never lets a watchdog expire.
         tasks = [asyncio.create_task(self.tick_loop())]
-        self.accel = await executor.probe_accel(self.cfg)
+        self.accel = await self.hypervisor.probe_accel()
         while not self.stopped.is_set():
             try:
                 await self.store.connect()

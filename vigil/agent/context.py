@@ -14,6 +14,7 @@ from typing import Protocol
 
 from vigil.config import AgentConfig
 from vigil.env.base import Env
+from vigil.env.hypervisor import Hypervisor
 from vigil.hypervisor.qemu import OutputGate
 from vigil.model import VMSpec
 from vigil.store.etcd import Store
@@ -44,6 +45,7 @@ class HostContext(Protocol):
     me: str
     cfg: AgentConfig
     env: Env
+    hypervisor: Hypervisor  # its QEMUs: start, find, alive, power off, shut down
     store: Store
     vms: dict[str, LocalVM]  # the QEMUs running here, by VM name
     accel: str  # "kvm" or "tcg"

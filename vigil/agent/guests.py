@@ -14,6 +14,7 @@ from vigil.agent import executor
 from vigil.agent.context import HostContext, LocalVM
 from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.nics import NicPort
+from vigil.env.hypervisor import StartError
 from vigil.hypervisor.qemu import OutputGate
 from vigil.model import Assignment, VMSpec, VMStatus
 from vigil.policy.crashes import Crashes, start_failed
@@ -133,7 +134,7 @@ class Guests:
         if not vm:
             return
         vm.stopping = True
-        await executor.power_off(self.cfg, name, vm.pid)
+        await self.host.hypervisor.power_off(name, vm.pid)
         self.forget(name)
         await self.host.event("vm-powered-off", f"{name} powered off on {self.me}: {why}", vm=name)
         if report:
@@ -145,7 +146,7 @@ class Guests:
             return
         vm.stopping = True
         timeout = vm.spec.shutdown_timeout_s if vm.spec else 20.0
-        clean = await executor.shutdown(self.cfg, name, vm.pid, timeout)
+        clean = await self.host.hypervisor.shutdown(name, vm.pid, timeout)
         self.forget(name)
         how = "shut down" if clean else f"powered off after {timeout:.0f}s shutdown timeout"
         await self.host.event("vm-stopped", f"{name} {how} on {self.me}: {why}", vm=name)
@@ -164,8 +165,8 @@ class Guests:
         try:
             await self.status(name, "starting")
             await self.host.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
-            pid = await executor.start(self.cfg, spec, self.host.accel, stale=self.host.stale_disks(name))
-        except executor.StartError as e:
+            pid = await self.host.hypervisor.start(spec, self.host.accel, stale=self.host.stale_disks(name))
+        except StartError as e:
             self.failed[name] = start_failed(a.gen, str(e))
             await self.host.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
             await self.release(name)

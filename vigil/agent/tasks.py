@@ -308,7 +308,7 @@ class TaskRunner:
                 self._finish_soon(t)  # taken over, not yet done (we restarted, or etcd was away)
             return
         tid, pid = self.incoming[vm]
-        if not executor.alive(pid):
+        if not self.a.hypervisor.alive(pid):
             self.incoming.pop(vm, None)
             await self._update(vm, t.id, state="failed", error=f"the destination QEMU on {t.dst} exited")
             return
@@ -424,7 +424,7 @@ class TaskRunner:
         if entry is None:
             return
         self.a.unplug_incoming(vm)
-        await executor.power_off(self.a.cfg, vm, entry[1])
+        await self.a.hypervisor.power_off(vm, entry[1])
         log.info("%s: destination QEMU ended: %s", vm, why)
 
 
