@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 from vigil.agent.context import LocalVM
@@ -95,8 +96,10 @@ class Agent:
         return self.disks.stale(vm)
 
     async def event(self, kind: str, message: str, vm: str = "", **data: object) -> None:
+        """Log and record an event, stamped by the environment's clock."""
         log.info("%s: %s", kind, message)
-        await record(self.store, make_event(kind, message, host=self.me, vm=vm, source=self.me, **data))
+        ev = make_event(kind, message, host=self.me, vm=vm, source=self.me, **data)
+        await record(self.store, replace(ev, time=self.env.clock.time()))
 
     async def sleep(self, s: float) -> None:
         """Sleep ``s`` on the environment's clock, or until the agent is told to stop."""
