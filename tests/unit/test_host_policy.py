@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vigil.model import Assignment, VMSpec
+from vigil.policy import ftroles as FR
 from vigil.policy import host as HP
 from vigil.policy.crashes import LOCAL_RESTARTS, Crashes, after_exit, may_start, start_failed
 from vigil.policy.leader import leader_failed, ping_needed
@@ -256,3 +257,48 @@ def test_a_leader_answering_ping_or_heartbeating_is_not_dead():
     assert not leader_failed("h2", 3.0, True, 2.5)[0]
     dead, why = leader_failed("h2", 3.0, False, 2.5)
     assert dead and "no ping" in why
+
+
+# -- FT roles ---------------------------------------------------------------------------------
+def test_the_owner_of_a_running_ft_vm_is_its_primary_and_the_named_host_its_secondary():
+    ft = {"a": FR.FtKey("h2", 4)}
+    assert FR.primary_roles(ME, {"a": False}, ft, {"a": ME}) == {"a": ("h2", 4)}
+    assert FR.primary_roles(ME, {"a": True}, ft, {"a": ME}) == {}  # being stopped
+    assert FR.primary_roles(ME, {"a": False}, ft, {"a": "h2"}) == {}  # not ours
+    specs = {"a": spec()}
+    assert FR.secondary_roles("h2", ft, specs, {"a": ME}) == {"a": 4}
+    assert FR.secondary_roles("h2", ft, specs, {"a": "h2"}) == {}  # handed to us: no standby of itself
+    assert FR.secondary_roles("h2", ft, specs, {"a": None}) == {}
+    assert FR.secondary_roles("h2", ft, {"a": spec(power="off")}, {"a": ME}) == {}
+
+
+def test_output_flows_for_our_vms_with_no_secondary_and_stays_held_for_a_copy_not_ours():
+    ft = {"a": FR.FtKey(None, 1)}
+    assert FR.gates_to_open(ME, {"a": False, "b": False}, ft, {"a": ME, "b": ME}, {"a": ME, "b": ME},
+                            frozenset()) == ["a", "b"]
+    assert FR.gates_to_open(ME, {"a": False}, ft, {"a": ME}, {"a": "h2"}, frozenset()) == []  # handed over
+    assert FR.gates_to_open(ME, {"a": False}, ft, {"a": ME}, {"a": ME}, frozenset({"a"})) == []  # its loop ends first
+    assert FR.gates_to_open(ME, {"a": False}, {"a": FR.FtKey("h2", 1)}, {"a": ME}, {"a": ME}, frozenset()) == []
+
+
+def test_ft_keys_read_like_the_controller_reads_them():
+    assert FR.FtKey.from_json({"secondary": "h2", "epoch": 3}) == FR.FtKey("h2", 3)
+    assert FR.FtKey.from_json({"secondary": None}) == FR.FtKey(None, 0)
+
+
+ft_keys = st.dictionaries(names, st.builds(FR.FtKey, secondary=HOSTS, epoch=st.integers(0, 3)))
+host_names = st.dictionaries(names, HOSTS)
+
+
+@given(ft_keys, st.dictionaries(names, st.booleans()), host_names, host_names,
+       st.dictionaries(names, st.builds(spec, power=st.sampled_from(["on", "off"]))))
+def test_a_host_is_never_primary_and_secondary_of_one_vm(ft, stopping, owners, assigned, specs):
+    primary = FR.primary_roles(ME, stopping, ft, owners)
+    secondary = FR.secondary_roles(ME, ft, specs, assigned)
+    assert not set(primary) & set(secondary)
+    for name, (sec, epoch) in primary.items():
+        assert owners[name] == ME and not stopping[name] and sec != ME and (sec, epoch) == (ft[name].secondary, ft[name].epoch)
+    for name in secondary:
+        assert specs[name].power == "on" and assigned.get(name) not in (None, ME)
+    opened = FR.gates_to_open(ME, stopping, ft, owners, assigned, frozenset())
+    assert not set(opened) & set(primary)  # a primary's output waits for its checkpoints

@@ -33,6 +33,7 @@ from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import qemu as Q
 from vigil.model import VMSpec
+from vigil.policy import ftroles as FR
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 
@@ -112,20 +113,17 @@ class FtRunner:
     def sync(self, snap: dict[str, Entry], specs: dict[str, VMSpec]) -> None:
         """Start and stop the FT roles this host has in ``snap``."""
         me = self.a.me
-        ft = {K.name_of(k, K.FT): e.value for k, e in snap.items() if k.startswith(K.FT)}
+        ft = {K.name_of(k, K.FT): FR.FtKey.from_json(e.value) for k, e in snap.items() if k.startswith(K.FT)}
         own = {K.name_of(k, K.OWN): e.value for k, e in snap.items() if k.startswith(K.OWN)}
-        assign = {K.name_of(k, K.ASSIGN): e.value for k, e in snap.items() if k.startswith(K.ASSIGN)}
-        want_p: dict[str, tuple[str, int]] = {}
+        assigned = {K.name_of(k, K.ASSIGN): (e.value or {}).get("host") for k, e in snap.items()
+                    if k.startswith(K.ASSIGN)}
         self.enabled = set(ft)
-        for name, vm in self.a.vms.items():
-            f = ft.get(name)
-            if own.get(name) == me and not vm.stopping and f is not None and f.get("secondary") not in (None, me):
-                want_p[name] = (f["secondary"], int(f["epoch"]))
-            elif name not in self.primaries and own.get(name) == me and (assign.get(name) or {}).get("host") == me:
-                # ours, and no secondary to fail over to: nothing to hold back. (A copy that
-                # is no longer ours keeps what it holds: a secondary may run from an older
-                # checkpoint, and this copy is powered off.)
-                vm.gate.open()
+        stopping = {name: vm.stopping for name, vm in self.a.vms.items()}
+        want_p = FR.primary_roles(me, stopping, ft, own)
+        for name in FR.gates_to_open(me, stopping, ft, own, assigned, frozenset(self.primaries)):
+            gate = self.a.vms[name].gate
+            if gate is not None:
+                gate.open()
         for name, vm in self.a.vms.items():
             busy = self.collapsing.get(name)
             if (name not in ft and vm.spec is not None and not vm.stopping and (busy is None or busy.done())
@@ -138,12 +136,7 @@ class FtRunner:
         for name, key in want_p.items():
             if name not in self.primaries:
                 self.primaries[name] = (key, asyncio.create_task(self._primary(name, *key)))
-        want_s: dict[str, int] = {}
-        for name, f in ft.items():
-            spec = specs.get(name)
-            a = assign.get(name) or {}
-            if f.get("secondary") == me and spec is not None and spec.power == "on" and a.get("host") not in (None, me):
-                want_s[name] = int(f["epoch"])
+        want_s = FR.secondary_roles(me, ft, specs, assigned)
         for name, (epoch, sec) in list(self.secondaries.items()):
             if want_s.get(name) == epoch and sec.task is not None and sec.task.done():
                 # its loop died: start it again, keeping the checkpoint it holds
