@@ -238,7 +238,8 @@ class Agent:
         assign = {K.name_of(k, K.ASSIGN): e for k, e in snap.items() if k.startswith(K.ASSIGN)}
         own = {K.name_of(k, K.OWN): e for k, e in snap.items() if k.startswith(K.OWN)}
         facts = {
-            name: HP.VMFacts(spec=specs.get(name), assignment=_assignment(assign[name].value) if name in assign else None,
+            name: HP.VMFacts(spec=specs.get(name),
+                             assignment=_assignment(assign[name].value) if name in assign else None,
                              owner=own[name].value if name in own else None)
             for name in set(specs) | set(assign) | set(own)
         }
@@ -254,11 +255,11 @@ class Agent:
         self.disks.sync()
         # VMs running here that should not: stopped, deleted, or handed to another host.
         for name, vm in list(self.vms.items()):
-            f = facts.get(name, nothing)
             if name in mine:
                 continue
-            act = HP.stray_action(self._host_facts(), name, f, HP.HereFacts(running=True, stopping=vm.stopping))
-            await self._carry_out(act, facts, assign)
+            here = HP.HereFacts(running=True, stopping=vm.stopping)
+            await self._carry_out(HP.stray_action(self._host_facts(), name, facts.get(name, nothing), here),
+                                  facts, assign)
         for name in mine:
             a = facts[name].assignment
             assert a is not None
@@ -338,7 +339,8 @@ class Agent:
         tasks += [asyncio.create_task(c) for c in
                   (self.lease.loop(), self.reconcile_loop(), self.leadership.loop(), self.tasks.loop())]
         if self.vms:
-            asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}"))
+            adopted = ", ".join(sorted(self.vms))
+            asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))
         await self.stopped.wait()
         for t in tasks + ([self.leadership.task] if self.leadership.task else []):
             t.cancel()

@@ -41,6 +41,7 @@ class Guests:
         self.plugged: dict[str, tuple[OutputGate, asyncio.Task]] = {}  # incoming migrations' NICs
 
     def forget(self, name: str) -> None:
+        """Stop tracking the VM (its QEMU is gone or going): its watchers end."""
         vm = self.vms.pop(name, None)
         if vm and vm.monitor:
             vm.monitor.cancel()
@@ -103,7 +104,7 @@ class Guests:
                     vm.guest_seq, vm.acked = hb.seq, hb.acked
                     if first:
                         await self.host.event("guest-heartbeat", f"{vm.name}: guest heartbeat on {self.me}",
-                                         vm=vm.name, seq=hb.seq)
+                                              vm=vm.name, seq=hb.seq)
                         await self.status(vm.name, "running")
             except asyncio.CancelledError:
                 raise
@@ -112,6 +113,7 @@ class Guests:
             await self.clock.sleep(0.5)
 
     async def status(self, name: str, state: str, message: str = "") -> None:
+        """Write ``vmstatus/<vm>`` when it says something new (progress in steps of 20)."""
         vm = self.vms.get(name)
         st = VMStatus(
             host=self.me, state=state, pid=vm.pid if vm else 0, since=vm.started if vm else self.clock.time(),
@@ -154,6 +156,7 @@ class Guests:
         await self.release(name)
 
     async def release(self, name: str) -> None:
+        """Give up the VM's ownership key, if it is still ours."""
         try:
             await self.store.txn([self.store.equals(K.OWN + name, self.me)], [self.store.delete_op(K.OWN + name)])
         except StoreError:
@@ -188,14 +191,14 @@ class Guests:
             executor.qemu.kill_pid(sb.pid)
             self.starting.discard(name)
             await self.host.event("ft-failover-failed", f"{name}: the standby on {self.me} could not go live ({e}); "
-                             "starting it from disk", vm=name)
+                                  "starting it from disk", vm=name)
             await self.start(spec, a)
             return
         finally:
             self.starting.discard(name)
         self.adopt(name, pid, spec, a.gen)
         await self.host.event("ft-failover", f"{name}: live on {self.me} from checkpoint {sb.seq}, without a restart",
-                         vm=name, pid=pid, seq=sb.seq)
+                              vm=name, pid=pid, seq=sb.seq)
         await self.status(name, "running")
 
     def adopt_migrated(self, name: str, pid: int, spec: VMSpec, gen: int) -> None:
