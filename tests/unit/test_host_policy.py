@@ -1,14 +1,16 @@
 """Host-side decisions (vigil.policy.host, .crashes, .isolation): plain values in, actions out."""
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vigil.model import Assignment, VMSpec
+from vigil.model import Assignment, Task, VMSpec
 from vigil.policy import ftroles as FR
 from vigil.policy import host as HP
+from vigil.policy import tasks as TP
 from vigil.policy.crashes import LOCAL_RESTARTS, Crashes, after_exit, may_start, start_failed
 from vigil.policy.leader import leader_failed, ping_needed
 from vigil.policy.isolation import (RunningVM, isolation_actions, isolation_verdict, tick_step,
@@ -302,3 +304,64 @@ def test_a_host_is_never_primary_and_secondary_of_one_vm(ft, stopping, owners, a
         assert specs[name].power == "on" and assigned.get(name) not in (None, ME)
     opened = FR.gates_to_open(ME, stopping, ft, owners, assigned, frozenset())
     assert not set(opened) & set(primary)  # a primary's output waits for its checkpoints
+
+
+# -- the two ends of a task -------------------------------------------------------------------
+def mig(**kw) -> Task:
+    return Task(**({"id": "t1", "kind": "migrate", "vm": "a", "src": ME, "dst": "h2"} | kw))
+
+
+def test_a_queued_task_is_admitted_within_the_per_host_limit():
+    t = mig(state="queued")
+    assert TP.source_step(t, [t], ME, 0.0, driving=False, runs_here=True)[0] == "admit"
+    busy = [mig(id=f"x{i}", vm=f"x{i}", state="running") for i in range(TP.MAX_MIGRATIONS_PER_HOST)]
+    step, why = TP.source_step(t, [t, *busy], ME, 0.0, driving=False, runs_here=True)
+    assert step == "none" and "queued" in why
+    disk = mig(kind="move-disk", state="queued")  # disk moves have their own, smaller limit
+    assert TP.source_step(disk, [disk, *busy], ME, 0.0, driving=False, runs_here=True)[0] == "admit"
+
+
+def test_cancels_timeouts_and_orphans_at_the_source():
+    assert TP.source_step(mig(state="ready", cancel=True), [], ME, 0.0, False, True) == (
+        "cancel", "cancelled before it started")
+    assert TP.source_step(mig(state="running", cancel=True), [], ME, 0.0, True, True)[0] == "signal-cancel"
+    assert TP.source_step(mig(state="running"), [], ME, 0.0, True, True)[0] == "none"
+    late = mig(state="preparing", updated=0.0)
+    assert TP.source_step(late, [], ME, TP.PREPARE_TIMEOUT_S + 1, False, True)[0] == "prepare-timeout"
+    assert TP.source_step(late, [], ME, TP.PREPARE_TIMEOUT_S - 1, False, True)[0] == "none"
+    assert TP.source_step(mig(state="ready"), [], ME, 0.0, False, True)[0] == "drive"
+    assert TP.source_step(mig(state="running"), [], ME, 0.0, False, True)[0] == "orphaned"
+    assert TP.source_step(mig(state="running"), [], ME, 0.0, False, False)[0] == "none"
+    assert TP.source_step(mig(state="done"), [], ME, 0.0, False, True)[0] == "none"
+
+
+def test_the_destination_prepares_follows_finishes_and_drops():
+    t = mig(src="h2", dst=ME)
+    took = Assignment(host=ME, gen=2, reason="migrate")
+    assert TP.destination_step(replace(t, state="preparing"), ME, None, False, None)[0] == "prepare"
+    assert TP.destination_step(replace(t, state="running"), ME, "t1", False, None)[0] == "follow"
+    assert TP.destination_step(replace(t, state="failed"), ME, "t1", False, None) == ("drop", "migration failed")
+    assert TP.destination_step(replace(t, state="done"), ME, "t1", True, took)[0] == "none"
+    assert TP.destination_step(replace(t, state="failed"), ME, "t0", False, None)[0] == "none"  # another task's
+    assert TP.destination_step(replace(t, state="switching"), ME, None, True, took)[0] == "finish"
+    assert TP.destination_step(replace(t, state="switching"), ME, None, True, replace(took, reason="restart"))[0] == "none"
+
+
+def test_the_incoming_copy_takes_over_only_with_all_its_memory():
+    t = mig(src="h2", dst=ME, state="running")
+    assert TP.incoming_outcome(t, False, "gone", True) == ("failed", f"the destination QEMU on {ME} exited")
+    assert TP.incoming_outcome(t, True, "running:completed", False)[0] == "take-over"
+    assert TP.incoming_outcome(t, True, "running:postcopy-active", False) == ("source-lost", "source host h2 was lost")
+    assert TP.incoming_outcome(t, True, "running:postcopy-active", True)[0] == "wait"
+
+
+@given(st.sampled_from(["queued", "preparing", "ready", "running", "switching", "done", "failed", "cancelled"]),
+       st.booleans(), st.booleans(), st.booleans(), st.floats(0, 100))
+def test_a_source_never_starts_a_second_driver_nor_admits_a_cancelled_task(state, cancel, driving, here, now):
+    t = mig(state=state, cancel=cancel, updated=0.0)
+    step, why = TP.source_step(t, [t], ME, now, driving, here)
+    if driving:
+        assert step in ("none", "signal-cancel")
+    if cancel:
+        assert step not in ("admit", "drive")
+    assert why

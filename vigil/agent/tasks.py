@@ -20,19 +20,18 @@ from vigil.agent import executor
 from vigil.agent.context import MigrationHost
 from vigil.hypervisor import mirror, migration
 from vigil.hypervisor import qemu
-from vigil.model import TASK_ACTIVE, Assignment, DiskSpec, Task, VMSpec
+from vigil.model import Assignment, DiskSpec, Task, VMSpec
+from vigil.env.base import Clock
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
-from vigil.env.base import Clock
 from vigil.store.etcd import Store, StoreError
 
 log = logging.getLogger("vigil.tasks")
 
-MAX_MIGRATIONS_PER_HOST = 8  # vSphere: 8 concurrent vMotions per host
-MAX_DISK_MOVES_PER_HOST = 2  # vSphere: 2 concurrent Storage vMotions per host
+MAX_MIGRATIONS_PER_HOST = TP.MAX_MIGRATIONS_PER_HOST  # the limits are policy's; named here too
+MAX_DISK_MOVES_PER_HOST = TP.MAX_DISK_MOVES_PER_HOST
+PREPARE_TIMEOUT_S = TP.PREPARE_TIMEOUT_S
 MIGRATION_PORT_BASE = 49152
-# A task the destination has not made ready by then is failed (the VM stays where it is).
-PREPARE_TIMEOUT_S = 30.0
 
 
 async def update_task(store: Store, vm: str, task_id: str,
@@ -116,33 +115,21 @@ class TaskRunner:
 
     # -- source -------------------------------------------------------------------------
     async def _as_source(self, t: Task, tasks: list[Task], snap: dict) -> None:
-        me = self.a.me
-        if t.state not in TASK_ACTIVE:
-            return
-        if t.cancel and t.state in ("queued", "preparing", "ready") and t.vm not in self.driving:
-            await self._update(t.vm, t.id, state="cancelled", error="cancelled before it started")
+        step, why = TP.source_step(t, tasks, self.a.me, self.clock.time(), t.vm in self.driving, t.vm in self.a.vms)
+        if step == "cancel":
+            await self._update(t.vm, t.id, state="cancelled", error=why)
             await self.a.event("task-cancelled", f"{t.vm}: {t.kind} cancelled", vm=t.vm)
-            return
-        if t.vm in self.driving:
-            if t.cancel:
-                self.cancels[t.vm].set()
-            return
-        if t.state in ("preparing", "ready") and self.clock.time() - t.updated > PREPARE_TIMEOUT_S:
-            await self._update(t.vm, t.id, state="failed",
-                              error=f"the destination did not get ready within {PREPARE_TIMEOUT_S:.0f}s")
-            return
-        if t.state == "queued":
-            running = [x for x in tasks if x.src == me and x.kind == t.kind and x.state in TASK_ACTIVE
-                       and x.state != "queued"]
-            limit = MAX_MIGRATIONS_PER_HOST if t.kind == "migrate" else MAX_DISK_MOVES_PER_HOST
-            if len(running) >= limit:
-                return  # stays queued; `vigil task list` shows it
+        elif step == "signal-cancel":
+            self.cancels[t.vm].set()
+        elif step == "prepare-timeout":
+            await self._update(t.vm, t.id, state="failed", error=why)
+        elif step == "admit":
             await self._update(t.vm, t.id, state="preparing" if t.kind == "migrate" else "running")
             if t.kind == "move-disk":
                 self._drive(t, self._move_disk(t))
-        elif t.state == "ready" and t.kind == "migrate":
+        elif step == "drive":
             self._drive(t, self._migrate(t))
-        elif t.state == "running" and t.vm not in self.driving and t.vm in self.a.vms:
+        elif step == "orphaned":
             await self._orphaned(t)
 
     async def _orphaned(self, t: Task) -> None:
@@ -280,8 +267,8 @@ class TaskRunner:
         vm.spec = moved_spec(spec, t.datastore, t.disk)
         mb_s = result.bytes / 2**20 / max(result.time_to_ready_s, 1e-6)
         await self._update(t.vm, t.id, state="done",
-                          progress={"offset": result.bytes, "total": result.bytes, "mb_s": mb_s,
-                                    "pivot_ms": result.pivot_s * 1000})
+                           progress={"offset": result.bytes, "total": result.bytes, "mb_s": mb_s,
+                                     "pivot_ms": result.pivot_s * 1000})
         await self.a.event("disk-moved", f"{t.vm}: disk {t.disk} now on {t.datastore} ({mb_s:.0f} MiB/s)", vm=t.vm)
 
     async def _commit_spec(self, vm: str, spec: VMSpec) -> bool:
@@ -294,32 +281,30 @@ class TaskRunner:
     # -- destination --------------------------------------------------------------------
     async def _as_destination(self, t: Task, snap: dict, alive: dict[str, int]) -> None:
         vm = t.vm
-        if t.state in ("failed", "cancelled", "done"):
-            if vm in self.incoming and self.incoming[vm][0] == t.id and t.state != "done":
-                await self._drop_incoming(vm, f"migration {t.state}")
-            return
-        if t.state == "preparing" and vm not in self.incoming:
+        a = snap.get(K.ASSIGN + vm)
+        assignment = Assignment(host=a.value.get("host"), gen=a.value.get("gen", 0),
+                                reason=a.value.get("reason", "")) if a is not None else None
+        incoming = self.incoming[vm][0] if vm in self.incoming else None
+        step, why = TP.destination_step(t, self.a.me, incoming, vm in self.a.vms, assignment)
+        if step == "drop":
+            await self._drop_incoming(vm, why)
+        elif step == "prepare":
             await self._prepare(t, snap)
-            return
-        if vm not in self.incoming:
-            a = snap.get(K.ASSIGN + vm)
-            if t.state in ("running", "switching") and vm in self.a.vms and a is not None \
-                    and a.value.get("host") == self.a.me and a.value.get("reason") == "migrate":
-                self._finish_soon(t)  # taken over, not yet done (we restarted, or etcd was away)
-            return
-        tid, pid = self.incoming[vm]
-        if not self.a.hypervisor.alive(pid):
-            self.incoming.pop(vm, None)
-            await self._update(vm, t.id, state="failed", error=f"the destination QEMU on {t.dst} exited")
-            return
-        status = await self._status(vm, pid)
-        if status == "running:completed":
-            await self._take_over(t, pid, snap)
-        elif t.src not in alive:
-            # The source is gone before the move finished (in post-copy, part of the memory
-            # went with it): this copy cannot be completed; HA restarts the VM from disk.
-            await self._drop_incoming(vm, f"source host {t.src} lost")
-            await self._update(vm, t.id, state="failed", error=f"source host {t.src} was lost")
+        elif step == "finish":
+            self._finish_soon(t)
+        elif step == "follow":
+            _, pid = self.incoming[vm]
+            qemu_alive = self.a.hypervisor.alive(pid)
+            status = await self._status(vm, pid) if qemu_alive else "gone"
+            outcome, why = TP.incoming_outcome(t, qemu_alive, status, t.src in alive)
+            if outcome == "failed":
+                self.incoming.pop(vm, None)
+                await self._update(vm, t.id, state="failed", error=why)
+            elif outcome == "take-over":
+                await self._take_over(t, pid, snap)
+            elif outcome == "source-lost":
+                await self._drop_incoming(vm, f"source host {t.src} lost")
+                await self._update(vm, t.id, state="failed", error=why)
 
     async def _status(self, vm: str, pid: int) -> str:
         """The incoming copy's run state, and once it runs, the migration's state: in
