@@ -299,7 +299,8 @@ def test_a_host_is_never_primary_and_secondary_of_one_vm(ft, stopping, owners, a
     secondary = FR.secondary_roles(ME, ft, specs, assigned)
     assert not set(primary) & set(secondary)
     for name, (sec, epoch) in primary.items():
-        assert owners[name] == ME and not stopping[name] and sec != ME and (sec, epoch) == (ft[name].secondary, ft[name].epoch)
+        assert owners[name] == ME and not stopping[name] and sec != ME
+        assert (sec, epoch) == (ft[name].secondary, ft[name].epoch)
     for name in secondary:
         assert specs[name].power == "on" and assigned.get(name) not in (None, ME)
     opened = FR.gates_to_open(ME, stopping, ft, owners, assigned, frozenset())
@@ -344,7 +345,8 @@ def test_the_destination_prepares_follows_finishes_and_drops():
     assert TP.destination_step(replace(t, state="done"), ME, "t1", True, took)[0] == "none"
     assert TP.destination_step(replace(t, state="failed"), ME, "t0", False, None)[0] == "none"  # another task's
     assert TP.destination_step(replace(t, state="switching"), ME, None, True, took)[0] == "finish"
-    assert TP.destination_step(replace(t, state="switching"), ME, None, True, replace(took, reason="restart"))[0] == "none"
+    restarted = replace(took, reason="restart")
+    assert TP.destination_step(replace(t, state="switching"), ME, None, True, restarted)[0] == "none"
 
 
 def test_the_incoming_copy_takes_over_only_with_all_its_memory():
