@@ -14,7 +14,7 @@ decision over the whole host at once, for tests and the simulator.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping, Union
 
@@ -208,17 +208,11 @@ def reconcile(obs: HostObservation) -> tuple[HostAction, ...]:
     taken = tuple(t for n in names if (t := take_standby(me, n, facts[n], here[n])) is not None)
     strays = tuple(stray_action(obs.host, n, facts[n], here[n]) for n in names
                    if here[n].running and not is_mine(me, facts[n]))
-    took = {t.vm for t in taken}
-    assigned = tuple(assigned_action(obs.host, n, facts[n],
-                                     _with_standby(here[n]) if n in took else here[n])
-                     for n in names if is_mine(me, facts[n]))
+    took = {t.vm for t in taken}  # assumed taken: the failover then starts from it
+    assigned = tuple(
+        assigned_action(obs.host, n, facts[n], replace(here[n], has_standby=n in took or here[n].has_standby))
+        for n in names if is_mine(me, facts[n]))
     return taken + strays + assigned
-
-
-def _with_standby(h: HereFacts) -> HereFacts:
-    """As if the standby were taken (``reconcile`` assumes the taking succeeds)."""
-    return HereFacts(running=h.running, stopping=h.stopping, starting=h.starting, has_standby=True,
-                     crashes=h.crashes)
 
 
 # -- watching a running VM ------------------------------------------------------------------
