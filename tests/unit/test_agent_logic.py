@@ -77,3 +77,21 @@ def test_agent_config_errors_are_clear(tmp_path):
     (tmp_path / "c.json").write_text('{"host": "h1"}')
     with pytest.raises(SpecError, match="agent config"):
         AgentConfig.load(tmp_path / "c.json")
+
+
+def test_the_agent_provides_the_host_context_its_helpers_see(tmp_path):
+    """FT, disk and task helpers get only vigil.agent.context's surface; the Agent has all of it."""
+    import inspect
+
+    from vigil.agent.agent import Agent
+    from vigil.agent.context import HostContext, MigrationHost
+    from vigil.env.real import RealEnv
+
+    cfg = AgentConfig(host="h1", address="10.0.0.1", etcd_endpoints=("10.0.0.1:2379",),
+                      run_dir=str(tmp_path), datastores={})
+    agent = Agent(cfg, env=RealEnv(), store=object())  # type: ignore[arg-type]
+    for proto in (HostContext, MigrationHost):
+        wanted = set(proto.__annotations__) | {n for n, v in vars(proto).items() if not n.startswith("_")
+                                                and (inspect.isfunction(v) or isinstance(v, property))}
+        missing = sorted(n for n in wanted if not hasattr(agent, n))
+        assert not missing, f"{proto.__name__}: the Agent lacks {missing}"

@@ -14,7 +14,7 @@ from vigil.controller.loop import ft_view
 from vigil.hypervisor.qemu import OutputGate
 from vigil.model import HostState, Rule, VMStatus
 from vigil.policy.hoststate import classify_host, vm_lost_on
-from vigil.policy.plan import (AssignVM, SetHostState, SetSecondary, StartMigration, Waiting, plan)
+from vigil.policy.plan import (AssignVM, SetHostState, SetSecondary, StartMigration, Waiting, host_stopped, plan)
 from vigil.policy.view import ClusterView, FtView, HostView, VMView
 from vigil.store.etcd import Entry
 
@@ -459,9 +459,10 @@ def test_plan_with_ft_vms_keeps_its_promises(hosts, vmdefs, maintenance):
         if a is not None:
             assert a.ft_epoch == (f.epoch if f else None)
             assert states[a.host] is HostState.RUNNING
-            if a.kind == "ft-failover":  # a lost primary, or a handover off a host entering maintenance
-                assert can and a.host == f.secondary
-                assert lost(x) or states.get(x.assignment.host) is HostState.ENTERING_MAINTENANCE
+            if a.kind == "ft-failover":  # a lost or stopped primary, or a handover off a host entering maintenance
+                assert can and a.host == f.secondary and a.host != x.assignment.host
+                stopped = x.owner == x.assignment.host and host_stopped(v.hosts[x.assignment.host])
+                assert lost(x) or stopped or states.get(x.assignment.host) is HostState.ENTERING_MAINTENANCE
             elif lost(x):
                 assert a.kind == "restart" and not can
         elif lost(x) and can and x.spec.restart_priority != "disabled" and (

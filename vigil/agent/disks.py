@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vigil.hypervisor import qemu
 from vigil.hypervisor import replica as R
@@ -23,9 +22,7 @@ from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 
 from . import executor
-
-if TYPE_CHECKING:
-    from .agent import Agent
+from .context import HostContext
 
 log = logging.getLogger("vigil.agent.disks")
 
@@ -34,8 +31,9 @@ PROGRESS_EVERY_S = 1.0
 
 
 class DiskKeeper:
-    def __init__(self, agent: Agent) -> None:
-        self.a = agent
+    def __init__(self, host: HostContext) -> None:
+        self.a = host
+        self.clock = host.env.clock
         self.state: dict[str, dict[str, Any]] = {}  # vm -> its diskstate value
         self.resyncing: dict[str, asyncio.Task] = {}
         self.retry_at: dict[str, float] = {}
@@ -70,7 +68,7 @@ class DiskKeeper:
             for disk, ds in P.copies_to_drop(spec, self.stale(name), self.a.ds_ok):
                 why = f"datastore {ds} lost on {self.a.me}"
                 try:
-                    await self._write(name, lambda st, d=disk, s=ds: P.mark_stale(st, d, s, time.time(), why))
+                    await self._write(name, lambda st, d=disk, s=ds: P.mark_stale(st, d, s, self.clock.time(), why))
                 except StoreError as e:
                     log.warning("%s: cannot mark disk %s stale on %s yet: %s", name, disk, ds, e)
                     continue
@@ -92,7 +90,7 @@ class DiskKeeper:
         for name in list(self.resyncing):
             if self.resyncing[name].done():
                 del self.resyncing[name]
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for name, pid, spec in self._running():
             st = self.state.get(name, {})
             if st.get("repair", 0) > st.get("resync_failed", 0):
@@ -110,7 +108,7 @@ class DiskKeeper:
             copies = [(j, qemu.disk_path(d, self.a.cfg.datastores, ds), ds != stale[disk])
                       for j, ds in enumerate(d.copies)]
             latest: dict[str, Any] = {}
-            t0 = time.time()
+            t0 = self.clock.time()
 
             def progress(p: MirrorProgress, latest: dict[str, Any] = latest) -> None:
                 latest.update(done=p.offset, total=p.len)
@@ -120,7 +118,7 @@ class DiskKeeper:
                     info = {"disk": disk, "host": self.a.me, "started": t0, **latest}
                     with contextlib.suppress(StoreError):
                         await self._write(name, lambda st: {**(st or {}), "resync": info})
-                    await asyncio.sleep(PROGRESS_EVERY_S)
+                    await self.clock.sleep(PROGRESS_EVERY_S)
 
             await self.a.event("disk-resync-started", f"{name}: resyncing disk {disk}'s copy on {stale[disk]}",
                                vm=name, disk=disk, datastore=stale[disk])
@@ -130,10 +128,10 @@ class DiskKeeper:
                     took = await R.resync_copy(conn, index, copies, progress=progress)
             except (qemu.QemuError, OSError) as e:
                 err = str(e)
-                self.retry_at[name] = time.monotonic() + RESYNC_RETRY_S
+                self.retry_at[name] = self.clock.monotonic() + RESYNC_RETRY_S
                 with contextlib.suppress(StoreError):
                     await self._write(name, lambda st: {k: v for k, v in (st or {}).items() if k != "resync"}
-                                      | {"resync_failed": time.time(), "last_error": err})
+                                      | {"resync_failed": self.clock.time(), "last_error": err})
                 await self.a.event("disk-resync-failed", f"{name}: resync of disk {disk} failed: {err}; "
                                    f"retrying in {RESYNC_RETRY_S:.0f}s", vm=name, disk=disk)
                 return
@@ -146,7 +144,7 @@ class DiskKeeper:
                 await self._write(name, lambda st, dd=disk: P.mark_in_sync(st, [dd]))
             except StoreError as e:
                 log.warning("%s: disk %s resynced but not yet recorded: %s", name, disk, e)
-                self.retry_at[name] = time.monotonic() + RESYNC_RETRY_S
+                self.retry_at[name] = self.clock.monotonic() + RESYNC_RETRY_S
                 return
             await self.a.event("disk-resynced", f"{name}: disk {disk} whole again, copy on {stale[disk]} "
                                f"resynced in {took:.1f}s ({mib / took if took > 0 else 0:.0f} MiB/s of "

@@ -22,22 +22,20 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vigil.agent.context import HostContext
+from vigil.agent.ftstandby import POLL_S, Secondary, Standby, kill_qemus
 from vigil.hypervisor import ft as FT
 from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import qemu as Q
 from vigil.model import VMSpec
+from vigil.policy import ftroles as FR
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
-
-if TYPE_CHECKING:
-    from vigil.agent.agent import Agent
 
 log = logging.getLogger("vigil.agent.ft")
 
@@ -45,35 +43,7 @@ FT_DIR = ".ft"  # standbys live in run_dir/.ft/<vm>/<seq>/
 CHECKPOINT_GAP_S = 0.1  # the primary runs at least this long between checkpoints
 UNPROTECTED_AFTER_S = 3.0  # no checkpoint acknowledged for this long: output flows again
 ACK_TIMEOUT_S = 5.0
-RECEIVE_TIMEOUT_S = 30.0  # a checkpoint still coming in after this long has stalled
-POLL_S = 0.01
 STAT_EVERY_S = 1.0
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
-
-
-def _kill_qemus(pidfiles: list[Path], keep: Path | None = None) -> None:
-    """Kill the standby QEMUs whose pidfiles are given (by pid, checked to be that QEMU),
-    except the one living in dir ``keep``."""
-    for pidfile in pidfiles:
-        if keep is not None and pidfile.parent == keep:
-            continue
-        pid = Q.read_pid(pidfile)
-        if pid and Q.is_vm_process(pid, Q.VMPaths(pidfile.parent)):
-            Q.kill_pid(pid)
-
-
-@dataclass
-class Standby:
-    seq: int
-    pid: int
-    paths: Q.VMPaths
-    conn: Q.QMPConn
-    uri: str
 
 
 @dataclass
@@ -91,11 +61,12 @@ class PrimaryStats:
 
 
 class FtRunner:
-    def __init__(self, agent: "Agent") -> None:
-        self.a = agent
+    def __init__(self, host: HostContext) -> None:
+        self.a = host
+        self.clock = host.env.clock
         self.primaries: dict[str, tuple[tuple[str, int], asyncio.Task]] = {}
         self.secondaries: dict[str, tuple[int, "Secondary"]] = {}
-        self.root = Path(agent.cfg.run_dir) / FT_DIR
+        self.root = Path(host.cfg.run_dir) / FT_DIR
         self.enabled: set[str] = set()  # VMs with FT on, as of the last sync
         self.collapsing: dict[str, asyncio.Task] = {}  # VMs whose FT disk overlays are being merged
 
@@ -104,7 +75,7 @@ class FtRunner:
 
     def clean_leftovers(self) -> None:
         """Standbys of a previous agent run: their checkpoints are unknown now, quit them."""
-        _kill_qemus([*self.root.glob("*/*/qemu.pid"), *self.root.glob("*/qemu.pid")])
+        kill_qemus([*self.root.glob("*/*/qemu.pid"), *self.root.glob("*/qemu.pid")])
         shutil.rmtree(self.root, ignore_errors=True)
 
     def is_primary(self, vm: str) -> bool:
@@ -114,20 +85,17 @@ class FtRunner:
     def sync(self, snap: dict[str, Entry], specs: dict[str, VMSpec]) -> None:
         """Start and stop the FT roles this host has in ``snap``."""
         me = self.a.me
-        ft = {K.name_of(k, K.FT): e.value for k, e in snap.items() if k.startswith(K.FT)}
+        ft = {K.name_of(k, K.FT): FR.FtKey.from_json(e.value) for k, e in snap.items() if k.startswith(K.FT)}
         own = {K.name_of(k, K.OWN): e.value for k, e in snap.items() if k.startswith(K.OWN)}
-        assign = {K.name_of(k, K.ASSIGN): e.value for k, e in snap.items() if k.startswith(K.ASSIGN)}
-        want_p: dict[str, tuple[str, int]] = {}
+        assigned = {K.name_of(k, K.ASSIGN): (e.value or {}).get("host") for k, e in snap.items()
+                    if k.startswith(K.ASSIGN)}
         self.enabled = set(ft)
-        for name, vm in self.a.vms.items():
-            f = ft.get(name)
-            if own.get(name) == me and not vm.stopping and f is not None and f.get("secondary") not in (None, me):
-                want_p[name] = (f["secondary"], int(f["epoch"]))
-            elif name not in self.primaries and own.get(name) == me and (assign.get(name) or {}).get("host") == me:
-                # ours, and no secondary to fail over to: nothing to hold back. (A copy that
-                # is no longer ours keeps what it holds: a secondary may run from an older
-                # checkpoint, and this copy is powered off.)
-                vm.gate.open()
+        stopping = {name: vm.stopping for name, vm in self.a.vms.items()}
+        want_p = FR.primary_roles(me, stopping, ft, own)
+        for name in FR.gates_to_open(me, stopping, ft, own, assigned, frozenset(self.primaries)):
+            gate = self.a.vms[name].gate
+            if gate is not None:
+                gate.open()
         for name, vm in self.a.vms.items():
             busy = self.collapsing.get(name)
             if (name not in ft and vm.spec is not None and not vm.stopping and (busy is None or busy.done())
@@ -140,12 +108,7 @@ class FtRunner:
         for name, key in want_p.items():
             if name not in self.primaries:
                 self.primaries[name] = (key, asyncio.create_task(self._primary(name, *key)))
-        want_s: dict[str, int] = {}
-        for name, f in ft.items():
-            spec = specs.get(name)
-            a = assign.get(name) or {}
-            if f.get("secondary") == me and spec is not None and spec.power == "on" and a.get("host") not in (None, me):
-                want_s[name] = int(f["epoch"])
+        want_s = FR.secondary_roles(me, ft, specs, assigned)
         for name, (epoch, sec) in list(self.secondaries.items()):
             if want_s.get(name) == epoch and sec.task is not None and sec.task.done():
                 # its loop died: start it again, keeping the checkpoint it holds
@@ -154,7 +117,7 @@ class FtRunner:
                     sec.standbys.remove(kept)
                 del self.secondaries[name]
                 asyncio.create_task(sec.stop(keep=kept))
-                fresh = Secondary(self, name, epoch, specs[name], committed=kept)
+                fresh = Secondary(self.a, self.root, self.policy, name, epoch, specs[name], committed=kept)
                 fresh.start()
                 self.secondaries[name] = (epoch, fresh)
             elif want_s.get(name) != epoch:
@@ -162,7 +125,7 @@ class FtRunner:
                 asyncio.create_task(sec.stop())
         for name, epoch in want_s.items():
             if name not in self.secondaries:
-                sec = Secondary(self, name, epoch, specs[name])
+                sec = Secondary(self.a, self.root, self.policy, name, epoch, specs[name])
                 sec.start()
                 self.secondaries[name] = (epoch, sec)
 
@@ -212,7 +175,7 @@ class FtRunner:
             await self.a.event("ft-disk-merged", f"{vm}: FT off, {n} disk overlay(s) merged into its images", vm=vm)
         except (Q.QemuError, OSError) as e:
             log.warning("%s: merging its FT disk overlays: %s", vm, e)
-            await asyncio.sleep(5)
+            await self.clock.sleep(5)
 
     async def stop_all(self) -> None:
         for _, t in self.primaries.values():
@@ -237,7 +200,7 @@ class FtRunner:
         paths = Q.VMPaths.for_vm(Path(a.cfg.run_dir), vm)
         st = PrimaryStats()
         last_seq = 0
-        last_ok = time.monotonic()
+        last_ok = self.clock.monotonic()
         last_ack_t = 0.0
         last_stat = 0.0
         valid_from: tuple[int, int] | None = None
@@ -246,13 +209,13 @@ class FtRunner:
         async def write_stat(state: str) -> bool:
             """Written only while we own the VM (False otherwise)."""
             nonlocal last_stat
-            last_stat = time.monotonic()
+            last_stat = self.clock.monotonic()
             return await store.txn([store.equals(K.OWN + vm, a.me)], [store.put_op(K.FTSTAT + vm, {
                 "host": a.me, "secondary": secondary, "epoch": epoch, "state": state,
                 "valid_from": list(valid_from) if valid_from else None, "checkpoints": st.checkpoints,
                 "failures": st.failures, "interval_ms": round(st.interval_ms, 1), "pause_ms": round(st.pause_ms, 1),
                 "bytes": st.bytes, "lag_ms": round(st.lag_ms, 1), "last_error": st.last_error,
-                "abandoned": st.abandoned, "time": time.time(),
+                "abandoned": st.abandoned, "time": self.clock.time(),
             })])
 
         async def invalidate() -> bool:
@@ -273,11 +236,11 @@ class FtRunner:
         try:
             gate.hold()
             while not await invalidate():
-                await asyncio.sleep(0.5)
+                await self.clock.sleep(0.5)
             gate.open()
             await a.event("ft-starting", f"{vm}: FT checkpoints from {a.me} to {secondary} (epoch {epoch})", vm=vm)
             while a.vms.get(vm) is local and not local.stopping:
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 if protected and now - last_ok > UNPROTECTED_AFTER_S:
                     if await invalidate():
                         protected = False
@@ -288,16 +251,16 @@ class FtRunner:
                 try:
                     rx = await self._get(K.FTRX + vm)
                 except StoreError:
-                    await asyncio.sleep(0.2)
+                    await self.clock.sleep(0.2)
                     continue
                 if not rx or rx.get("epoch") != epoch or rx.get("host") != secondary or int(rx["seq"]) <= last_seq \
                         or (valid_from and int(rx["seq"]) < valid_from[1]):
-                    await asyncio.sleep(POLL_S * 5)
+                    await self.clock.sleep(POLL_S * 5)
                     continue
                 seq = int(rx["seq"])
                 last_seq = seq
                 gate.hold()
-                t0 = time.monotonic()
+                t0 = self.clock.monotonic()
                 async def one(uri: str) -> tuple[MG.MigrationResult, int]:
                     async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
                         res = await FT.checkpoint(src, uri, self.policy())
@@ -319,13 +282,13 @@ class FtRunner:
                         # the checkpoint may be complete on the secondary, but the disk writes
                         # were not split there: it must never run
                         while not await invalidate():
-                            await asyncio.sleep(0.2)
+                            await self.clock.sleep(0.2)
                     log.warning("%s: checkpoint %d to %s failed: %s", vm, seq, secondary, e)
                     with contextlib.suppress(StoreError):
                         await write_stat("protected" if protected else "unprotected")
-                    await asyncio.sleep(0.3)
+                    await self.clock.sleep(0.3)
                     continue
-                t_cut = time.monotonic()
+                t_cut = self.clock.monotonic()
                 acked = await self._wait_ack(vm, secondary, epoch, seq)
                 if not acked:
                     st.failures += 1
@@ -338,7 +301,7 @@ class FtRunner:
                 except (Q.QemuError, OSError) as e:
                     st.last_error = f"merging disk overlays: {e}"[:200]
                     log.warning("%s: %s", vm, st.last_error)
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 st.checkpoints += 1
                 st.pause_ms, st.bytes, st.lag_ms = res.downtime_ms, res.ram_transferred, (now - t_cut) * 1000
                 if last_ack_t:
@@ -351,151 +314,18 @@ class FtRunner:
                 if now - last_stat > STAT_EVERY_S:
                     with contextlib.suppress(StoreError):
                         await write_stat("protected")
-                await asyncio.sleep(CHECKPOINT_GAP_S)
+                await self.clock.sleep(CHECKPOINT_GAP_S)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("%s: FT primary loop", vm)
 
     async def _wait_ack(self, vm: str, secondary: str, epoch: int, seq: int) -> bool:
-        deadline = time.monotonic() + ACK_TIMEOUT_S
-        while time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + ACK_TIMEOUT_S
+        while self.clock.monotonic() < deadline:
             with contextlib.suppress(StoreError):
                 ack = await self._get(K.FTACK + vm)
                 if ack and ack.get("host") == secondary and ack.get("epoch") == epoch and int(ack["seq"]) >= seq:
                     return True
-            await asyncio.sleep(POLL_S)
+            await self.clock.sleep(POLL_S)
         return False
-
-
-class Secondary:
-    """The standbys of one VM on this host, for one FT epoch."""
-
-    def __init__(self, runner: FtRunner, vm: str, epoch: int, spec: VMSpec, committed: Standby | None = None) -> None:
-        self.r = runner
-        self.vm = vm
-        self.epoch = epoch
-        self.spec = spec
-        self.dir = runner.root / vm
-        self.committed: Standby | None = committed
-        self.standbys: list[Standby] = [committed] if committed else []
-        self.task: asyncio.Task | None = None
-        self.spare: asyncio.Task | None = None
-        self.stopped = False  # checked by the loop too: a cancel lost in a race must not keep it spawning
-        self._asked = 0.0
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.run())
-
-    async def _spawn(self, seq: int) -> Standby:
-        a = self.r.a
-        paths = Q.VMPaths(self.dir / str(seq))
-        shutil.rmtree(paths.dir, ignore_errors=True)
-        pid = await FT.start_standby(self.spec, paths, a.accel, dict(a.cfg.datastores), a.cfg.tls_dir or None)
-        sb = Standby(seq, pid, paths, Q.QMPConn(paths, pid=pid, name=self.vm), "")
-        self.standbys.append(sb)
-        await sb.conn.connect()
-        sb.uri = f"tcp:{a.cfg.address}:{_free_port(a.cfg.address)}"
-        await FT.prepare_standby(sb.conn, sb.uri, self.r.policy())
-        return sb
-
-    async def _quit(self, sb: Standby | None) -> None:
-        if sb is None:
-            return
-        with contextlib.suppress(Exception):
-            await sb.conn.close()
-        Q.kill_pid(sb.pid)
-        if sb in self.standbys:
-            self.standbys.remove(sb)
-        shutil.rmtree(sb.paths.dir, ignore_errors=True)
-
-    async def _publish(self, key: str, seq: int, **extra: object) -> None:
-        """Write ``ftrx/`` or ``ftack/``; etcd out of reach (a partition) is waited out:
-        the primary waits for exactly this word."""
-        a = self.r.a
-        st = a.store
-        while not self.stopped:
-            try:
-                # only while the ft key still names us, in this epoch: once the VM was handed
-                # over (epoch + 1), no late acknowledgement may let the old primary release output
-                await st.txn([st.equals(K.FT + self.vm, {"secondary": a.me, "epoch": self.epoch})],
-                             [st.put_op(key + self.vm, {"host": a.me, "epoch": self.epoch, "seq": seq,
-                                                        "time": time.time(), **extra}, lease=a.lease_id)])
-                return
-            except StoreError as e:
-                log.warning("%s: cannot publish %s%d: %s", self.vm, key, seq, e)
-                await asyncio.sleep(0.3)
-
-    async def run(self) -> None:
-        a = self.r.a
-        try:
-            for d in self.dir.glob("*"):
-                if self.committed is None or d != self.committed.paths.dir:
-                    shutil.rmtree(d, ignore_errors=True)
-            # numbered from the clock, so a restarted agent never reuses a number
-            rx = await self._spawn(int(time.time() * 1000))
-            await self._publish(K.FTRX, rx.seq, uri=rx.uri)
-            self.spare = asyncio.create_task(self._spawn(rx.seq + 1))
-            await a.event("ft-secondary", f"{self.vm}: standby ready on {a.me} (epoch {self.epoch})", vm=self.vm)
-            active_since = 0.0
-            while not self.stopped:
-                try:
-                    state = await FT.standby_state(rx.conn)
-                except Q.QemuError as e:  # this receiver is unusable; the committed one is not
-                    log.warning("%s: standby %d does not answer: %s", self.vm, rx.seq, e)
-                    state = "failed"
-                if state == "receiving" and not active_since:
-                    active_since = time.monotonic()
-                if state in ("listening", "receiving"):
-                    # a checkpoint whose stream stopped (the primary cancels it after a stall
-                    # and goes on) leaves its receiver waiting for ever: give up on it
-                    # (one the primary gave up on may never have seen a byte: a dropped connection)
-                    stuck = (active_since and time.monotonic() - active_since > RECEIVE_TIMEOUT_S
-                             or await self._abandoned(rx.seq))
-                    if not Q.pid_alive(rx.pid) or stuck:
-                        state = "failed"
-                    else:
-                        await asyncio.sleep(POLL_S)
-                        continue
-                active_since = 0.0
-                if state == "committed":
-                    old, self.committed = self.committed, rx
-                    await self._publish(K.FTACK, rx.seq)
-                    await self._quit(old)
-                else:
-                    log.warning("%s: standby %d failed to receive its checkpoint", self.vm, rx.seq)
-                    await self._quit(rx)
-                rx = await self.spare
-                await self._publish(K.FTRX, rx.seq, uri=rx.uri)
-                self.spare = asyncio.create_task(self._spawn(rx.seq + 1))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: FT secondary loop", self.vm)
-
-    async def _abandoned(self, seq: int) -> bool:
-        """The primary gave up on checkpoint ``seq`` (asked at most twice a second)."""
-        now = time.monotonic()
-        if now - self._asked < 0.5:
-            return False
-        self._asked = now
-        with contextlib.suppress(StoreError):
-            e = await self.r.a.store.get(K.FTSTAT + self.vm)
-            return e is not None and int(e.value.get("abandoned", 0)) >= seq
-        return False
-
-    async def stop(self, keep: Standby | None = None) -> None:
-        """Quit every standby of this VM here (a committed one taken for a failover, or
-        ``keep``, handed to a restarted loop, is no longer in the list)."""
-        self.stopped = True
-        for t in (self.task, self.spare):
-            if t is not None:
-                t.cancel()
-                with contextlib.suppress(BaseException):
-                    await t
-        for sb in list(self.standbys):
-            await self._quit(sb)
-        # one started while we were cancelled
-        _kill_qemus(list(self.dir.glob("*/qemu.pid")), keep.paths.dir if keep else None)
-        if keep is None:
-            shutil.rmtree(self.dir, ignore_errors=True)

@@ -14,33 +14,33 @@ import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from vigil.agent import executor
+from vigil.agent.context import MigrationHost
 from vigil.hypervisor import mirror, migration
 from vigil.hypervisor import qemu
-from vigil.model import TASK_ACTIVE, Assignment, DiskSpec, Task, VMSpec
+from vigil.model import Assignment, DiskSpec, Task, VMSpec
+from vigil.env.base import Clock
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError
 
-if TYPE_CHECKING:
-    from vigil.agent.agent import Agent
-
 log = logging.getLogger("vigil.tasks")
 
-MAX_MIGRATIONS_PER_HOST = 8  # vSphere: 8 concurrent vMotions per host
-MAX_DISK_MOVES_PER_HOST = 2  # vSphere: 2 concurrent Storage vMotions per host
+MAX_MIGRATIONS_PER_HOST = TP.MAX_MIGRATIONS_PER_HOST  # the limits are policy's; named here too
+MAX_DISK_MOVES_PER_HOST = TP.MAX_DISK_MOVES_PER_HOST
+PREPARE_TIMEOUT_S = TP.PREPARE_TIMEOUT_S
 MIGRATION_PORT_BASE = 49152
-# A task the destination has not made ready by then is failed (the VM stays where it is).
-PREPARE_TIMEOUT_S = 30.0
 
 
 async def update_task(store: Store, vm: str, task_id: str,
-                      change: Callable[[Task], Task | None] | None = None, **changes: Any) -> Task | None:
+                      change: Callable[[Task], Task | None] | None = None, *, clock: Clock | None = None,
+                      **changes: Any) -> Task | None:
     """Read-modify-write of a task, so a concurrent cancel request is never lost.
     ``change`` (vigil.policy.tasks) maps the task as read to the new one, or to None to
-    leave it as it is; otherwise the keyword changes are applied."""
+    leave it as it is; otherwise the keyword changes are applied. ``clock`` stamps the
+    update (the system clock when not given)."""
     for _ in range(10):
         e = await store.get(K.TASKS + vm)
         if e is None:
@@ -51,7 +51,7 @@ async def update_task(store: Store, vm: str, task_id: str,
         new = change(t) if change is not None else replace(t, **changes)
         if new is None:
             return t
-        new = replace(new, updated=time.time())
+        new = replace(new, updated=clock.time() if clock is not None else time.time())
         if await store.txn([store.unchanged(e.key, e.mod_revision)], [store.put_op(e.key, asdict(new))]):
             return new
     return None
@@ -64,8 +64,9 @@ def moved_spec(spec: VMSpec, datastore: str, only_disk: str | None = None) -> VM
 
 
 class TaskRunner:
-    def __init__(self, agent: "Agent") -> None:
-        self.a = agent
+    def __init__(self, host: MigrationHost) -> None:
+        self.a = host
+        self.clock = host.env.clock
         self.driving: dict[str, asyncio.Task] = {}  # vm -> migration/mirror driver (source side)
         self.cancels: dict[str, asyncio.Event] = {}
         self.incoming: dict[str, tuple[str, int]] = {}  # vm -> (task id, pid) on the destination
@@ -76,12 +77,16 @@ class TaskRunner:
     def store(self) -> Store:
         return self.a.store
 
+    async def _update(self, vm: str, task_id: str, change: Callable[[Task], Task | None] | None = None,
+                      **changes: Any) -> Task | None:
+        return await self._update(vm, task_id, change, clock=self.clock, **changes)
+
     def _next_port(self) -> int:
         self._port = MIGRATION_PORT_BASE + (self._port - MIGRATION_PORT_BASE + 1) % 4096
         return self._port
 
     async def loop(self) -> None:
-        while not self.a._stop.is_set():
+        while not self.a.stopped.is_set():
             if self.a.lease_ok():
                 try:
                     await self.step()
@@ -89,7 +94,7 @@ class TaskRunner:
                     log.warning("tasks: %s", e)
                 except Exception:  # one bad task must not stop the others
                     log.exception("tasks step failed")
-            await self.a._sleep(0.25)
+            await self.a.sleep(0.25)
 
     async def step(self) -> None:
         snap = await self.store.snapshot()
@@ -110,33 +115,21 @@ class TaskRunner:
 
     # -- source -------------------------------------------------------------------------
     async def _as_source(self, t: Task, tasks: list[Task], snap: dict) -> None:
-        me = self.a.me
-        if t.state not in TASK_ACTIVE:
-            return
-        if t.cancel and t.state in ("queued", "preparing", "ready") and t.vm not in self.driving:
-            await update_task(self.store, t.vm, t.id, state="cancelled", error="cancelled before it started")
+        step, why = TP.source_step(t, tasks, self.a.me, self.clock.time(), t.vm in self.driving, t.vm in self.a.vms)
+        if step == "cancel":
+            await self._update(t.vm, t.id, state="cancelled", error=why)
             await self.a.event("task-cancelled", f"{t.vm}: {t.kind} cancelled", vm=t.vm)
-            return
-        if t.vm in self.driving:
-            if t.cancel:
-                self.cancels[t.vm].set()
-            return
-        if t.state in ("preparing", "ready") and time.time() - t.updated > PREPARE_TIMEOUT_S:
-            await update_task(self.store, t.vm, t.id, state="failed",
-                              error=f"the destination did not get ready within {PREPARE_TIMEOUT_S:.0f}s")
-            return
-        if t.state == "queued":
-            running = [x for x in tasks if x.src == me and x.kind == t.kind and x.state in TASK_ACTIVE
-                       and x.state != "queued"]
-            limit = MAX_MIGRATIONS_PER_HOST if t.kind == "migrate" else MAX_DISK_MOVES_PER_HOST
-            if len(running) >= limit:
-                return  # stays queued; `vigil task list` shows it
-            await update_task(self.store, t.vm, t.id, state="preparing" if t.kind == "migrate" else "running")
+        elif step == "signal-cancel":
+            self.cancels[t.vm].set()
+        elif step == "prepare-timeout":
+            await self._update(t.vm, t.id, state="failed", error=why)
+        elif step == "admit":
+            await self._update(t.vm, t.id, state="preparing" if t.kind == "migrate" else "running")
             if t.kind == "move-disk":
                 self._drive(t, self._move_disk(t))
-        elif t.state == "ready" and t.kind == "migrate":
+        elif step == "drive":
             self._drive(t, self._migrate(t))
-        elif t.state == "running" and t.vm not in self.driving and t.vm in self.a.vms:
+        elif step == "orphaned":
             await self._orphaned(t)
 
     async def _orphaned(self, t: Task) -> None:
@@ -147,13 +140,13 @@ class TaskRunner:
         try:
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=vm.pid, name=t.vm) as conn:
                 if await conn.status() == "postmigrate":
-                    await update_task(self.store, t.vm, t.id, state="switching")
+                    await self._update(t.vm, t.id, state="switching")
                     return
                 if t.kind == "migrate":
                     await conn.execute("migrate_cancel")
         except qemu.QemuError as e:
             log.warning("%s: orphaned task: %s", t.vm, e)
-        await update_task(self.store, t.vm, t.id, state="failed", error=f"the agent on {self.a.me} restarted mid-task")
+        await self._update(t.vm, t.id, state="failed", error=f"the agent on {self.a.me} restarted mid-task")
 
     def _drive(self, t: Task, coro: Any) -> None:
         self.cancels[t.vm] = asyncio.Event()
@@ -171,19 +164,19 @@ class TaskRunner:
         last = [0.0]
 
         def write(p: dict[str, Any]) -> None:
-            if time.monotonic() - last[0] < 0.4:
+            if self.clock.monotonic() - last[0] < 0.4:
                 return
-            last[0] = time.monotonic()
-            asyncio.create_task(update_task(self.store, t.vm, t.id, TP.with_progress(p)))
+            last[0] = self.clock.monotonic()
+            asyncio.create_task(self._update(t.vm, t.id, TP.with_progress(p)))
 
         return write
 
     async def _migrate(self, t: Task) -> None:
         vm = self.a.vms.get(t.vm)
         if vm is None:
-            await update_task(self.store, t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
+            await self._update(t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
             return
-        await update_task(self.store, t.vm, t.id, state="running")
+        await self._update(t.vm, t.id, state="running")
         await self.a.event("migration-started", f"{t.vm}: live migration {t.src} -> {t.dst} started", vm=t.vm)
         write = self._progress_writer(t)
         policy = migration.MigrationPolicy(tls=bool(self.a.cfg.tls_dir))
@@ -201,11 +194,11 @@ class TaskRunner:
                         await mirror.abort_mirrors(mirrors)
                     raise
         except migration.MigrationCancelled as e:
-            await update_task(self.store, t.vm, t.id, state="cancelled", error=str(e))
+            await self._update(t.vm, t.id, state="cancelled", error=str(e))
             await self.a.event("migration-cancelled", f"{t.vm}: migration cancelled; it runs on {self.a.me}", vm=t.vm)
             return
         except (migration.MigrationFailed, mirror.MirrorFailed, qemu.QemuError) as e:
-            await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
+            await self._update(t.vm, t.id, state="failed", error=str(e))
             if (await self._status(t.vm, vm.pid)).startswith("running"):
                 await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me}",
                                    vm=t.vm)
@@ -214,11 +207,11 @@ class TaskRunner:
                 # this copy can never run again. Restart the VM from its disk, here.
                 await self.a.event("migration-failed", f"{t.vm}: migration failed in post-copy ({e}); "
                                    f"restarting it from disk on {self.a.me}", vm=t.vm)
-                await self.a._power_off(t.vm, "lost in post-copy")
+                await self.a.power_off(t.vm, "lost in post-copy")
             return
         # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
         done = migration_progress(result)
-        await update_task(self.store, t.vm, t.id, TP.switched_over(done))
+        await self._update(t.vm, t.id, TP.switched_over(done))
         await self.a.event("migration-switchover",
                            f"{t.vm}: memory moved to {t.dst} (downtime {done.get('downtime_ms', 0):.0f} ms)", vm=t.vm)
 
@@ -241,7 +234,7 @@ class TaskRunner:
         vm = self.a.vms.get(t.vm)
         spec = vm.spec if vm else None
         if vm is None or spec is None:
-            await update_task(self.store, t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
+            await self._update(t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
             return
         idx = spec.disk_index(t.disk)
         old: DiskSpec = spec.disks[idx]
@@ -260,11 +253,11 @@ class TaskRunner:
                     raise mirror.MirrorFailed("the VM's spec changed during the move")
                 await mirror.release_node(conn, result.old_node)
         except mirror.MirrorCancelled as e:
-            await update_task(self.store, t.vm, t.id, state="cancelled", error=str(e))
+            await self._update(t.vm, t.id, state="cancelled", error=str(e))
             await self.a.event("disk-move-cancelled", f"{t.vm}: disk move cancelled; the old image stays", vm=t.vm)
             return
         except (mirror.MirrorFailed, qemu.QemuError) as e:
-            await update_task(self.store, t.vm, t.id, state="failed", error=str(e))
+            await self._update(t.vm, t.id, state="failed", error=str(e))
             await self.a.event("disk-move-failed", f"{t.vm}: disk move failed: {e}", vm=t.vm)
             return
         try:
@@ -273,9 +266,9 @@ class TaskRunner:
             log.warning("could not remove %s: %s", old_path, e)
         vm.spec = moved_spec(spec, t.datastore, t.disk)
         mb_s = result.bytes / 2**20 / max(result.time_to_ready_s, 1e-6)
-        await update_task(self.store, t.vm, t.id, state="done",
-                          progress={"offset": result.bytes, "total": result.bytes, "mb_s": mb_s,
-                                    "pivot_ms": result.pivot_s * 1000})
+        await self._update(t.vm, t.id, state="done",
+                           progress={"offset": result.bytes, "total": result.bytes, "mb_s": mb_s,
+                                     "pivot_ms": result.pivot_s * 1000})
         await self.a.event("disk-moved", f"{t.vm}: disk {t.disk} now on {t.datastore} ({mb_s:.0f} MiB/s)", vm=t.vm)
 
     async def _commit_spec(self, vm: str, spec: VMSpec) -> bool:
@@ -288,32 +281,30 @@ class TaskRunner:
     # -- destination --------------------------------------------------------------------
     async def _as_destination(self, t: Task, snap: dict, alive: dict[str, int]) -> None:
         vm = t.vm
-        if t.state in ("failed", "cancelled", "done"):
-            if vm in self.incoming and self.incoming[vm][0] == t.id and t.state != "done":
-                await self._drop_incoming(vm, f"migration {t.state}")
-            return
-        if t.state == "preparing" and vm not in self.incoming:
+        a = snap.get(K.ASSIGN + vm)
+        assignment = Assignment(host=a.value.get("host"), gen=a.value.get("gen", 0),
+                                reason=a.value.get("reason", "")) if a is not None else None
+        incoming = self.incoming[vm][0] if vm in self.incoming else None
+        step, why = TP.destination_step(t, self.a.me, incoming, vm in self.a.vms, assignment)
+        if step == "drop":
+            await self._drop_incoming(vm, why)
+        elif step == "prepare":
             await self._prepare(t, snap)
-            return
-        if vm not in self.incoming:
-            a = snap.get(K.ASSIGN + vm)
-            if t.state in ("running", "switching") and vm in self.a.vms and a is not None \
-                    and a.value.get("host") == self.a.me and a.value.get("reason") == "migrate":
-                self._finish_soon(t)  # taken over, not yet done (we restarted, or etcd was away)
-            return
-        tid, pid = self.incoming[vm]
-        if not executor.alive(pid):
-            self.incoming.pop(vm, None)
-            await update_task(self.store, vm, t.id, state="failed", error=f"the destination QEMU on {t.dst} exited")
-            return
-        status = await self._status(vm, pid)
-        if status == "running:completed":
-            await self._take_over(t, pid, snap)
-        elif t.src not in alive:
-            # The source is gone before the move finished (in post-copy, part of the memory
-            # went with it): this copy cannot be completed; HA restarts the VM from disk.
-            await self._drop_incoming(vm, f"source host {t.src} lost")
-            await update_task(self.store, vm, t.id, state="failed", error=f"source host {t.src} was lost")
+        elif step == "finish":
+            self._finish_soon(t)
+        elif step == "follow":
+            _, pid = self.incoming[vm]
+            qemu_alive = self.a.hypervisor.alive(pid)
+            status = await self._status(vm, pid) if qemu_alive else "gone"
+            outcome, why = TP.incoming_outcome(t, qemu_alive, status, t.src in alive)
+            if outcome == "failed":
+                self.incoming.pop(vm, None)
+                await self._update(vm, t.id, state="failed", error=why)
+            elif outcome == "take-over":
+                await self._take_over(t, pid, snap)
+            elif outcome == "source-lost":
+                await self._drop_incoming(vm, f"source host {t.src} lost")
+                await self._update(vm, t.id, state="failed", error=why)
 
     async def _status(self, vm: str, pid: int) -> str:
         """The incoming copy's run state, and once it runs, the migration's state: in
@@ -332,7 +323,7 @@ class TaskRunner:
     async def _prepare(self, t: Task, snap: dict) -> None:
         e = snap.get(K.VMS + t.vm)
         if e is None:
-            await update_task(self.store, t.vm, t.id, state="failed", error="the VM was deleted")
+            await self._update(t.vm, t.id, state="failed", error="the VM was deleted")
             return
         spec = VMSpec.from_json(e.value)
         if t.datastore:
@@ -342,7 +333,7 @@ class TaskRunner:
         try:
             pid = await qemu.start(spec, executor.paths(self.a.cfg, t.vm), self.a.accel, dict(self.a.cfg.datastores),
                                    incoming=True, tls_dir=self.a.cfg.tls_dir or None,
-                                   stale=self.a.disks.stale(t.vm))
+                                   stale=self.a.stale_disks(t.vm))
             self.incoming[t.vm] = (t.id, pid)
             self.a.plug_incoming(t.vm, pid, spec)
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=pid, name=t.vm) as conn:
@@ -353,9 +344,9 @@ class TaskRunner:
                 await migration.prepare_incoming(conn, uri, migration.MigrationPolicy(tls=bool(self.a.cfg.tls_dir)))
         except Exception as e:  # whatever went wrong, the task must not stay "preparing"
             await self._drop_incoming(t.vm, str(e))
-            await update_task(self.store, t.vm, t.id, state="failed", error=f"destination {t.dst}: {e}")
+            await self._update(t.vm, t.id, state="failed", error=f"destination {t.dst}: {e}")
             return
-        await update_task(self.store, t.vm, t.id, state="ready", uri=uri)
+        await self._update(t.vm, t.id, state="ready", uri=uri)
 
     async def _take_over(self, t: Task, pid: int, snap: dict) -> None:
         """Our copy runs: own the VM now (only one side can win: compare-and-swap)."""
@@ -376,7 +367,7 @@ class TaskRunner:
              st.put_op(spec_e.key, new_spec.to_json())])
         if not ok:
             await self._drop_incoming(t.vm, "the VM changed hands during the switchover")
-            await update_task(self.store, t.vm, t.id, state="failed", error="ownership changed during switchover")
+            await self._update(t.vm, t.id, state="failed", error="ownership changed during switchover")
             return
         self.incoming.pop(t.vm, None)
         self.a.adopt_migrated(t.vm, pid, new_spec, gen)
@@ -390,26 +381,26 @@ class TaskRunner:
     async def _finish(self, t: Task) -> None:
         """Mark the task done once the source's figures are in (or will not come), so that
         a done migration carries its downtime."""
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         try:
-            while not self.a._stop.is_set():
+            while not self.a.stopped.is_set():
                 try:
                     e = await self.store.get(K.TASKS + t.vm)
                     cur = Task.from_json(e.value) if e is not None else None
                     if cur is None or cur.id != t.id:
                         return
                     alive = await self.store.get(K.ALIVE + t.src) is not None
-                    finish, why = TP.finish_after_take_over(cur, alive, time.monotonic() - t0)
+                    finish, why = TP.finish_after_take_over(cur, alive, self.clock.monotonic() - t0)
                     if cur.state == "done":
                         return
                     if finish:
                         log.info("%s: migration done: %s", t.vm, why)
-                        await update_task(self.store, t.vm, t.id, state="done")
+                        await self._update(t.vm, t.id, state="done")
                         return
                 except StoreError as e:  # etcd away: the tasks loop starts us again later
                     log.warning("%s: finishing the migration task: %s", t.vm, e)
                     return
-                await asyncio.sleep(0.05)
+                await self.clock.sleep(0.05)
         finally:
             self.finishing.pop(t.vm, None)
 
@@ -418,7 +409,7 @@ class TaskRunner:
         if entry is None:
             return
         self.a.unplug_incoming(vm)
-        await executor.power_off(self.a.cfg, vm, entry[1])
+        await self.a.hypervisor.power_off(vm, entry[1])
         log.info("%s: destination QEMU ended: %s", vm, why)
 
 

@@ -1,7 +1,13 @@
 """Isolation: is this host cut off, and what to do with each VM then (pure decisions)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
 from vigil.model import VMSpec
+from vigil.policy.host import PowerOff, Shutdown, Wait
+
+IsolationAction = PowerOff | Shutdown | Wait
 
 
 def is_isolated(lease_lost: bool, peers_answer: bool, isolation_address_answers: bool) -> bool:
@@ -23,3 +29,52 @@ def isolation_action(spec: VMSpec | None) -> str:
     if spec is None or spec.restart_priority == "disabled":
         return "leave-powered-on"
     return spec.isolation_response
+
+
+def tick_step(had_lease: bool, lease_ok: bool, isolated: bool, checking: bool) -> Literal["check", "end", "none"]:
+    """Each tick: start an isolation check once the lease is lost (one at a time), or end
+    the isolation once the lease is back."""
+    if had_lease and not lease_ok and not isolated and not checking:
+        return "check"
+    if lease_ok and isolated:
+        return "end"
+    return "none"
+
+
+def isolation_verdict(lease_ok: bool, isolated: bool, peers_answer: bool,
+                      isolation_address_answers: bool) -> tuple[Literal["none", "partitioned", "isolated"], str]:
+    """After the pings: isolated, partitioned, or nothing to do (the lease came back
+    meanwhile, or another check got there first)."""
+    if lease_ok:
+        return "none", "the lease is back"
+    if isolated:
+        return "none", "already isolated"
+    if not is_isolated(True, peers_answer, isolation_address_answers):
+        who = "a peer" if peers_answer else "an isolation address"
+        return "partitioned", f"lease lost but {who} answers: partitioned, VMs keep running"
+    return "isolated", "lease lost and nothing answers: isolated, applying isolation responses"
+
+
+@dataclass(frozen=True)
+class RunningVM:
+    """A VM running on the isolated host: its spec (None: adopted, not known yet) and
+    whether FT is on for it (then a secondary elsewhere takes over)."""
+
+    spec: VMSpec | None
+    ft: bool = False
+
+
+def vm_isolation_action(vm: str, r: RunningVM) -> IsolationAction:
+    """The isolation response for one VM. An FT VM's primary always powers off: its
+    secondary takes over, so the primary must not run on, whatever the spec says."""
+    action = "power-off" if r.ft else isolation_action(r.spec)
+    if action == "power-off":
+        return PowerOff(vm, "isolation response: power off", report=True)
+    if action == "shutdown":
+        return Shutdown(vm, "isolation response: shut down")
+    return Wait(vm, "isolation response: leave powered on")
+
+
+def isolation_actions(vms: Mapping[str, RunningVM]) -> tuple[IsolationAction, ...]:
+    """The isolation response of every VM running here, in the order given."""
+    return tuple(vm_isolation_action(n, r) for n, r in vms.items())

@@ -326,6 +326,9 @@ def ft_failover_target(v: VMView, states: dict[str, HostState], rules: Sequence[
     ft = v.ft
     if ft is None or not ft.can_fail_over or states.get(ft.secondary or "") is not HostState.RUNNING:
         return None
+    if v.assignment is not None and ft.secondary == v.assignment.host:
+        return None  # a secondary on the VM's own host (a hand-over not yet re-protected) is no failover
+
     others = {n: h for n, h in (where or {}).items() if n != v.spec.name}
     if rule_conflict(v.spec.name, ft.secondary or "", rules, others):
         return None

@@ -1,0 +1,75 @@
+"""Leadership: the agent holding the leader key runs the controller loop.
+
+Every agent with a lease campaigns for the key (bound to its lease, so it goes with the
+host); the holder runs vigil.controller.loop. A leader that is silent on every datastore
+and answers no ping is judged by the controller's own host classification
+(vigil.policy.leader) and its lease revoked, instead of waited out.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from vigil.agent.context import HostContext
+from vigil.policy.heartbeats import HbTracker
+from vigil.policy.leader import leader_failed, ping_needed
+from vigil.store import keys as K
+from vigil.store.etcd import StoreError
+
+log = logging.getLogger("vigil.agent")
+
+
+class Leadership:
+    def __init__(self, host: HostContext) -> None:
+        self.host = host
+        self.task: asyncio.Task | None = None  # the controller, while this host leads
+        self.hb = HbTracker(host.env.clock.monotonic())  # the leader's datastore heartbeat
+
+    async def loop(self) -> None:
+        from vigil.controller.loop import Controller
+
+        h, store = self.host, self.host.store
+        controller: Controller | None = None
+        while not h.stopped.is_set():
+            leading = False
+            if h.lease_ok():
+                try:
+                    e = await store.get(K.LEADER)
+                    if e is None:
+                        leading = await store.create(K.LEADER, h.me, lease=h.lease_id)
+                        if leading:
+                            await h.event("leader-elected", f"{h.me} is the leader; its controller is active")
+                    else:
+                        leading = e.value == h.me and e.lease == h.lease_id
+                        if not leading and e.value != h.me and await self._leader_dead(e.value):
+                            await store.revoke(e.lease)
+                            await h.event("leader-fenced", f"{h.me}: leader {e.value} is silent on every "
+                                          "datastore and answers no ping; its lease is revoked")
+                except StoreError:
+                    leading = self.task is not None and h.lease_ok()
+            if leading and self.task is None:
+                controller = Controller(store, h.me, h.cfg, is_leader=h.lease_ok)
+                self.task = asyncio.create_task(controller.run())
+            elif not leading and self.task is not None:
+                self.task.cancel()
+                self.task = None
+                log.warning("no longer the leader")
+            await h.sleep(0.5)
+
+    async def _leader_dead(self, leader: str) -> bool:
+        """The controller's own classification (vigil.policy.leader over hoststate): silent
+        datastore heartbeat and no ping, so a dead leader's lease is not waited out before
+        another one takes over. It is pinged only once its heartbeat is silent."""
+        h, clock = self.host, self.host.env.clock
+        now = clock.monotonic()
+        records = [r for n, p in h.cfg.datastores.items() if h.ds_ok.get(n)
+                   for r in h.env.datastores.read_heartbeats(p).values()]
+        age = None  # no record readable here: the leader's silence means nothing
+        if records:
+            self.hb.observe(now, records)
+            age = self.hb.age(leader, now, clock.time())
+        if not ping_needed(leader, age, h.cfg.hb_grace_s):
+            return False
+        address = h.cfg.peers.get(leader)
+        answered = None if address is None else await h.env.network.any_answers([address], 0.5)
+        return leader_failed(leader, age, answered, h.cfg.hb_grace_s)[0]

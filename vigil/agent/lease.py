@@ -1,0 +1,94 @@
+"""The host's lease, and the keys that say the host is here.
+
+The lease is the host's membership: ``alive/<host>`` and every ownership key the host
+holds are bound to it, so they vanish when the host stops renewing it. A restarted agent
+reuses the lease of its previous run when it is still alive (the lease file in the run
+dir), so that its VMs' ownership keys survive the restart. ``hosts/<host>`` (what the
+host offers) and ``datastores/<name>`` (first seen) are published along with it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from vigil.agent.context import HostContext
+from vigil.model import HostInfo
+from vigil.store import keys as K
+from vigil.store.etcd import StoreError
+
+log = logging.getLogger("vigil.agent")
+
+
+class HostLease:
+    def __init__(self, host: HostContext, boot: str) -> None:
+        self.host = host
+        self.boot = boot  # this agent run's id, in alive/ and the heartbeat files
+        self.id = 0
+        self.ok_until = 0.0  # on the host's monotonic clock
+        self.file = Path(host.cfg.run_dir) / "agent-lease.json"
+        self.published: set[str] = set()  # datastores/ keys this host created
+
+    def ok(self) -> bool:
+        return self.id != 0 and self.host.env.clock.monotonic() < self.ok_until
+
+    def info(self) -> HostInfo:
+        h = self.host
+        return HostInfo(
+            name=h.me, address=h.cfg.address, memory_mb=h.cfg.memory_mb, cpus=h.cfg.cpus,
+            datastores=tuple(sorted(n for n, ok in h.ds_ok.items() if ok)), accel=h.accel,
+            networks=tuple(sorted(h.cfg.networks)),
+        )
+
+    async def obtain(self) -> None:
+        """Reuse the lease of a previous agent run if it is still alive, else grant a new one."""
+        store = self.host.store
+        old = 0
+        try:
+            old = int(json.loads(self.file.read_text())["lease"])
+        except (OSError, ValueError, KeyError):
+            pass
+        t0 = self.host.env.clock.monotonic()
+        if old and await store.lease_ttl(old) > 0 and await store.keepalive(old) > 0:
+            self.id = old
+        else:
+            self.id = await store.grant(self.host.cfg.lease_ttl)
+            self.file.write_text(json.dumps({"lease": self.id}))
+        self.ok_until = t0 + self.host.cfg.lease_ttl
+        await self.publish()
+
+    async def publish(self) -> None:
+        h, store = self.host, self.host.store
+        for name, path in h.cfg.datastores.items():
+            if h.ds_ok.get(name) and (K.DATASTORES + name) not in self.published:
+                await store.create(K.DATASTORES + name, {"name": name, "path": path})
+                self.published.add(K.DATASTORES + name)
+        info = self.info()
+        await store.put(K.HOSTS + h.me, info.__dict__ | {"datastores": list(info.datastores),
+                                                         "networks": list(info.networks)})
+        await store.put(K.ALIVE + h.me, {"pid": os.getpid(), "boot": self.boot, "time": h.env.clock.time()},
+                        lease=self.id)
+
+    async def loop(self) -> None:
+        h = self.host
+        while not h.stopped.is_set():
+            t0 = h.env.clock.monotonic()
+            try:
+                if self.id == 0:
+                    await self.obtain()
+                    await h.event("host-joined", f"{h.me} has a lease (accel {h.accel})")
+                else:
+                    ttl = await h.store.keepalive(self.id)
+                    if ttl > 0:
+                        was_lost = not self.ok()
+                        self.ok_until = t0 + h.cfg.lease_ttl
+                        if was_lost:
+                            await self.publish()
+                    else:
+                        log.warning("lease %x expired; asking for a new one", self.id)
+                        self.id = 0
+                        continue
+            except StoreError as e:
+                log.warning("lease: %s", e)
+            await h.sleep(h.cfg.lease_ttl / 6)

@@ -1,0 +1,66 @@
+"""One host's hypervisor as the agent sees it: the QEMUs it starts, finds, watches and ends.
+
+A protocol of its own beside vigil.env.base.Env (whose interface stays as it is), so that
+the agent's core (reconcile, crash watch, isolation responses, migrations' end) reaches
+QEMU through one seam: the real implementation wraps vigil.agent.executor; a simulated
+one can stand in for it. The deeper QEMU work (QMP, FT checkpoints, disk mirrors, NICs)
+stays in vigil.hypervisor and the agent's helpers.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from vigil.agent import executor
+from vigil.config import AgentConfig
+from vigil.model import VMSpec
+
+StartError = executor.StartError  # raised by Hypervisor.start when QEMU does not start
+
+
+class Hypervisor(Protocol):
+    async def probe_accel(self) -> str:
+        """"kvm" or "tcg"; may take seconds (the agent's tick goes on meanwhile)."""
+        ...
+
+    def find_running(self) -> dict[str, int]:
+        """The VMs whose QEMU runs here already (daemonized: they outlive the agent), by pid."""
+        ...
+
+    def alive(self, pid: int) -> bool: ...
+
+    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
+        """Start the VM's QEMU without the disk copies ``stale`` names; its pid, or StartError."""
+        ...
+
+    async def power_off(self, vm: str, pid: int) -> None:
+        """Stop it now, no guest shutdown."""
+        ...
+
+    async def shutdown(self, vm: str, pid: int, timeout_s: float) -> bool:
+        """Guest shutdown, then power off after ``timeout_s``; True when the guest shut down."""
+        ...
+
+
+class QemuHypervisor:
+    """The real one: QEMU processes under the agent's run dir (vigil.agent.executor)."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+
+    async def probe_accel(self) -> str:
+        return await executor.probe_accel(self.cfg)
+
+    def find_running(self) -> dict[str, int]:
+        return executor.find_running(self.cfg)
+
+    def alive(self, pid: int) -> bool:
+        return executor.alive(pid)
+
+    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
+        return await executor.start(self.cfg, spec, accel, stale=stale)
+
+    async def power_off(self, vm: str, pid: int) -> None:
+        await executor.power_off(self.cfg, vm, pid)
+
+    async def shutdown(self, vm: str, pid: int, timeout_s: float) -> bool:
+        return await executor.shutdown(self.cfg, vm, pid, timeout_s)
