@@ -1,0 +1,414 @@
+"""A simulated host's agent: the protocol of ``vigil agent``, over a ``SimEnv``.
+
+Its protocol steps mirror vigil.agent.agent (lease_loop, tick_loop, reconcile, _claim,
+_start, _power_off, _shutdown, _check_isolation, leader_loop, _leader_dead) one for one,
+in the same order, with the same keys, values and transactions, so that the REAL
+controller it runs when leading sees what it sees on the lab. Decisions come from the
+real pure functions (vigil.policy.isolation, vigil.policy.watchdog, HbTracker); the
+controller is the real ``vigil.controller.loop.Controller``. The agent's own remaining
+decisions are being moved into pure policy functions; this agent will call them once they
+land, instead of mirroring them. Not simulated: guest heartbeats, NICs, FT, replicated
+disks (their DiskKeeper), the accelerator probe.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Coroutine
+
+from vigil.agent.agent import LOCAL_RESTARTS
+from vigil.config import AgentConfig
+from vigil.controller.loop import Controller
+from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
+from vigil.policy.heartbeats import HbTracker
+from vigil.policy.isolation import is_isolated, isolation_action
+from vigil.policy.watchdog import watchdog_step
+from vigil.sim.env import SimEnv
+from vigil.sim.migrate import SimTasks
+from vigil.sim.store import HostStore
+from vigil.sim.world import GATEWAY, StartFailed, World
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, StoreError
+from vigil.store.events import event_put_op, make_event
+
+START_S = 0.5  # QEMU's start-up until it runs
+GUEST_SHUTDOWN_S = 1.0  # a guest's clean ACPI shutdown
+
+
+@dataclass
+class LocalVM:
+    name: str
+    spec: VMSpec | None
+    gen: int = 0
+    stopping: bool = False
+
+
+def agent_config(world: World, host: str) -> AgentConfig:
+    h = world.hosts[host]
+    return AgentConfig(
+        host=host, address=h.address, etcd_endpoints=("memory",), run_dir=f"/sim/{host}",
+        datastores={ds: f"/sim/ds/{ds}" for ds in h.datastores}, watchdog_file="sim",
+        isolation_addresses=(GATEWAY,), peers={o.name: o.address for o in world.hosts.values() if o.name != host},
+        memory_mb=h.memory_mb, cpus=h.cpus, networks={n: "br-" + n for n in h.networks})
+
+
+class SimAgent:
+    def __init__(self, world: World, host: str) -> None:
+        self.w, self.h, self.me = world, world.hosts[host], host
+        self.env = SimEnv(world, host)
+        self.clock = self.env.clock
+        self.cfg = agent_config(world, host)
+        self.store = HostStore(world.store, lambda: world.reaches_etcd(host), self.clock.sleep,
+                               timeout=min(2.0, self.cfg.lease_ttl / 2))
+        self.lease_id = 0
+        self.lease_ok_until = 0.0
+        self.isolated = False
+        self.boot = f"{host}-boot{self.h.boots}"
+        self.vms: dict[str, LocalVM] = {}
+        self.failed: dict[str, tuple[int, int, str]] = {}
+        self.starting: set[str] = set()
+        self.ds_ok: dict[str, bool] = {}
+        self.published: dict[str, Any] = {}
+        self.leader_task: asyncio.Task | None = None
+        self.leader_hb = HbTracker(self.clock.monotonic())
+        self.tasks: list[asyncio.Task] = []
+        self.migrations = SimTasks(self)
+        self.connected = False  # etcd answered once: the tick may report to it
+
+    # -- process life --------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        t = asyncio.get_running_loop().create_task(coro)
+        self.tasks.append(t)
+        return t
+
+    def start(self) -> None:
+        self.spawn(self.run())
+
+    def kill(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+
+    async def run(self) -> None:
+        self._check_datastores_now()
+        for name, q in sorted(self.h.qemus.items()):  # QEMU is daemonized: adopt what runs
+            if q.state == "running":
+                self.vms[name] = LocalVM(name, None)
+        self.spawn(self.tick_loop())
+        while True:  # the first etcd connection
+            try:
+                await self.store.get(K.LEADER)
+                break
+            except StoreError:
+                await self.clock.sleep(1.0)
+        self.connected = True
+        for loop in (self.lease_loop(), self.reconcile_loop(), self.leader_loop(), self.tasks_loop()):
+            self.spawn(loop)
+        if self.vms:
+            await self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}")
+
+    # -- helpers -------------------------------------------------------------------------------
+    def lease_ok(self) -> bool:
+        return self.lease_id != 0 and self.clock.monotonic() < self.lease_ok_until
+
+    async def event(self, kind: str, message: str, vm: str = "") -> None:
+        ev = make_event(kind, message, host=self.me, vm=vm, source=self.me, at=self.clock.time())
+        try:
+            await self.store.txn([], [event_put_op(self.store, ev)])
+        except StoreError:  # the real agent logs it locally; so does the simulator, marked
+            self.w.log(self.w.clock.virtual(ev.time), kind, vm or self.me, message + " [agent log only: etcd unreachable]")
+
+    def host_info(self) -> HostInfo:
+        return HostInfo(name=self.me, address=self.cfg.address, memory_mb=self.cfg.memory_mb, cpus=self.cfg.cpus,
+                        datastores=tuple(sorted(n for n, ok in self.ds_ok.items() if ok)), accel="kvm",
+                        networks=tuple(sorted(self.cfg.networks)))
+
+    # -- lease ---------------------------------------------------------------------------------
+    async def _obtain_lease(self) -> None:
+        old = self.h.lease_file
+        t0 = self.clock.monotonic()
+        if old and await self.store.lease_ttl(old) > 0 and await self.store.keepalive(old) > 0:
+            self.lease_id = old
+        else:
+            self.lease_id = await self.store.grant(self.cfg.lease_ttl)
+            self.h.lease_file = self.lease_id
+        self.lease_ok_until = t0 + self.cfg.lease_ttl
+        await self._publish_host()
+
+    async def _publish_host(self) -> None:
+        for name, path in self.cfg.datastores.items():
+            if self.ds_ok.get(name) and (K.DATASTORES + name) not in self.published:
+                await self.store.create(K.DATASTORES + name, {"name": name, "path": path})
+                self.published[K.DATASTORES + name] = ()
+        info = self.host_info()
+        await self.store.put(K.HOSTS + self.me, info.__dict__ | {"datastores": list(info.datastores),
+                                                                 "networks": list(info.networks)})
+        await self.store.put(K.ALIVE + self.me, {"pid": 1, "boot": self.boot, "time": self.clock.time()},
+                             lease=self.lease_id)
+
+    async def lease_loop(self) -> None:
+        while True:
+            t0 = self.clock.monotonic()
+            try:
+                if self.lease_id == 0:
+                    await self._obtain_lease()
+                    await self.event("host-joined", f"{self.me} has a lease")
+                else:
+                    ttl = await self.store.keepalive(self.lease_id)
+                    if ttl > 0:
+                        was_lost = not self.lease_ok()
+                        self.lease_ok_until = t0 + self.cfg.lease_ttl
+                        if was_lost:
+                            await self._publish_host()
+                    else:
+                        self.lease_id = 0
+                        continue
+            except StoreError:
+                pass
+            await self.clock.sleep(self.cfg.lease_ttl / 6)
+
+    # -- tick ----------------------------------------------------------------------------------
+    async def tick_loop(self) -> None:
+        checking: asyncio.Task | None = None
+        while True:
+            action, _ = watchdog_step(self.h.watchdog_fed is not None, self.lease_ok(), bool(self.vms))
+            if action != "wait":
+                self.w.feed_watchdog(self.me)
+            await self._check_datastores()
+            if self.connected:
+                await self._check_processes()
+                lost = self.lease_ok_until > 0 and not self.lease_ok()
+                if lost and not self.isolated and (checking is None or checking.done()):
+                    checking = self.spawn(self._check_isolation())
+                elif self.lease_ok() and self.isolated:
+                    self.isolated = False
+                    await self.event("isolation-ended", f"{self.me} reaches the cluster again")
+            self._write_heartbeats()
+            await self.clock.sleep(self.cfg.tick_s)
+
+    def _write_heartbeats(self) -> None:
+        rec = HbRecord(host=self.me, counter=int(self.clock.time() * 1000), boot=self.boot, isolated=self.isolated,
+                       vms=tuple(sorted(self.vms)))
+        for name, path in self.cfg.datastores.items():
+            if self.ds_ok.get(name):
+                self.env.datastores.write_heartbeat(path, rec)
+
+    def _check_datastores_now(self) -> list[str]:
+        now = {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
+        changed = [n for n in now if self.ds_ok and now[n] != self.ds_ok.get(n)]
+        self.ds_ok = now
+        return changed
+
+    async def _check_datastores(self) -> None:
+        changed = self._check_datastores_now()
+        for n in changed:
+            ok = self.ds_ok[n]
+            await self.event("datastore-" + ("back" if ok else "lost"),
+                             f"datastore {n} {'reachable again' if ok else 'lost'} on {self.me}")
+        if changed and self.lease_ok():
+            try:
+                await self._publish_host()
+            except StoreError:
+                pass
+
+    async def _check_processes(self) -> None:
+        for name, vm in list(self.vms.items()):
+            if vm.stopping or name in self.h.qemus:
+                continue
+            self.vms.pop(name, None)
+            gen, crashes, _ = self.failed.get(name, (vm.gen, 0, ""))
+            crashes = crashes + 1 if gen == vm.gen else 1
+            self.failed[name] = (vm.gen, crashes, "QEMU exited")
+            await self.event("vm-exited", f"{name}: QEMU exited on {self.me}", vm=name)
+            if crashes >= LOCAL_RESTARTS:
+                await self._status(name, "failed", message=f"QEMU exited {crashes} times")
+                await self._release(name)
+            else:
+                await self._status(name, "stopped", message="QEMU exited")
+
+    async def _check_isolation(self) -> None:
+        peers = list(self.cfg.peers.values())
+        peer_ok, iso_ok = await asyncio.gather(self.env.network.any_answers(peers),
+                                               self.env.network.any_answers(self.cfg.isolation_addresses))
+        if self.lease_ok() or self.isolated or not is_isolated(True, peer_ok, iso_ok):
+            return
+        self.isolated = True
+        for name, vm in list(self.vms.items()):
+            action = isolation_action(vm.spec)
+            if action == "power-off":
+                await self._power_off(name, "isolation response: power off")
+            elif action == "shutdown":
+                self.spawn(self._shutdown(name, "isolation response: shut down"))
+        self._write_heartbeats()
+
+    # -- VM execution --------------------------------------------------------------------------
+    async def _status(self, name: str, state: str, message: str = "") -> None:
+        vm = self.vms.get(name)
+        q = self.h.qemus.get(name)
+        st = VMStatus(host=self.me, state=state, pid=q.pid if q and vm else 0, message=message)
+        key = (st.state, st.pid, st.message)
+        if self.published.get(name) == key:
+            return
+        try:
+            await self.store.put(K.VMSTATUS + name, st.__dict__)
+            self.published[name] = key
+        except StoreError:
+            pass
+
+    async def _power_off(self, name: str, why: str, report: bool = True) -> None:
+        vm = self.vms.get(name)
+        if not vm:
+            return
+        vm.stopping = True
+        self.w.stop_qemu(self.me, name)
+        self.vms.pop(name, None)
+        await self.event("vm-powered-off", f"{name} powered off on {self.me}: {why}", vm=name)
+        if report:
+            await self._status(name, "stopped", message=why)
+
+    async def _shutdown(self, name: str, why: str) -> None:
+        vm = self.vms.get(name)
+        if not vm or vm.stopping:
+            return
+        vm.stopping = True
+        timeout = vm.spec.shutdown_timeout_s if vm.spec else 20.0
+        await self.clock.sleep(min(GUEST_SHUTDOWN_S, timeout))
+        self.w.stop_qemu(self.me, name)
+        self.vms.pop(name, None)
+        how = "shut down" if GUEST_SHUTDOWN_S <= timeout else f"powered off after {timeout:.0f}s shutdown timeout"
+        await self.event("vm-stopped", f"{name} {how} on {self.me}: {why}", vm=name)
+        await self._status(name, "stopped", message=why)
+        await self._release(name)
+
+    async def _release(self, name: str) -> None:
+        try:
+            await self.store.txn([self.store.equals(K.OWN + name, self.me)], [self.store.delete_op(K.OWN + name)])
+        except StoreError:
+            pass
+
+    async def _start(self, spec: VMSpec, a: Assignment) -> None:
+        name = spec.name
+        self.starting.add(name)
+        try:
+            await self._status(name, "starting")
+            await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
+            await self.clock.sleep(START_S)
+            q = self.w.start_qemu(self.me, spec)
+        except StartFailed as e:
+            self.failed[name] = (a.gen, LOCAL_RESTARTS, str(e))
+            await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
+            await self._release(name)
+            await self._status(name, "failed", message=str(e))
+            return
+        finally:
+            self.starting.discard(name)
+        self.vms[name] = LocalVM(name, spec, a.gen)
+        await self.event("vm-started", f"{name} started on {self.me} (pid {q.pid})", vm=name)
+        await self._status(name, "running")
+
+    # -- reconcile -----------------------------------------------------------------------------
+    async def reconcile_loop(self) -> None:
+        while True:
+            if self.lease_ok():
+                try:
+                    await self.reconcile(await self.store.snapshot())
+                except StoreError:
+                    pass
+            await self.clock.sleep(self.cfg.tick_s / 2)
+
+    async def reconcile(self, snap: dict[str, Entry]) -> None:
+        specs = {K.name_of(k, K.VMS): VMSpec.from_json(e.value) for k, e in snap.items() if k.startswith(K.VMS)}
+        assign = {K.name_of(k, K.ASSIGN): e for k, e in snap.items() if k.startswith(K.ASSIGN)}
+        own = {K.name_of(k, K.OWN): e for k, e in snap.items() if k.startswith(K.OWN)}
+        mine = {vm: Assignment(**e.value) for vm, e in assign.items()
+                if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"}
+        for name, vm in list(self.vms.items()):
+            if vm.stopping or name in mine:
+                continue
+            spec, a = specs.get(name), assign.get(name)
+            if spec is not None and a is not None and a.value.get("host") != self.me:
+                if self.isolated or not self.lease_ok():
+                    continue
+                why = {"migrate": f"migrated to {a.value.get('host')}",
+                       "vmcp": "its host lost a datastore of the VM: restarted where the disks are reachable",
+                       }.get(a.value.get("reason", ""), f"assigned to {a.value.get('host')}: this copy must not run")
+                await self._power_off(name, why, report=False)
+                await self._release(name)
+            elif spec is None or spec.power == "off" or a is None:
+                self.spawn(self._shutdown(name, "powered off by request" if spec else "VM deleted"))
+        for name, a in mine.items():
+            o = own.get(name)
+            owner = o.value if o else None
+            vm = self.vms.get(name)
+            if vm is not None:
+                vm.spec, vm.gen = specs[name], a.gen
+                if owner is None:
+                    await self._claim(name, assign[name])
+                elif owner != self.me:
+                    await self._power_off(name, f"owned by {owner}: this copy must not run", report=False)
+                else:
+                    await self._status(name, "running")
+                continue
+            if name in self.starting or name in self.migrations.incoming:
+                continue
+            gen, crashes, _ = self.failed.get(name, (-1, 0, ""))
+            if gen == a.gen and crashes >= LOCAL_RESTARTS:
+                continue
+            if owner not in (None, self.me):
+                continue
+            if owner == self.me or await self._claim(name, assign[name]):
+                self.spawn(self._start(specs[name], a))
+
+    async def _claim(self, name: str, assign_entry: Entry) -> bool:
+        return await self.store.txn(
+            [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assign_entry.mod_revision)],
+            [self.store.put_op(K.OWN + name, self.me, self.lease_id)])
+
+    async def tasks_loop(self) -> None:
+        while True:
+            if self.lease_ok():
+                try:
+                    await self.migrations.step()
+                except StoreError:
+                    pass
+            await self.clock.sleep(0.25)
+
+    # -- leadership ----------------------------------------------------------------------------
+    async def leader_loop(self) -> None:
+        while True:
+            leading = False
+            if self.lease_ok():
+                try:
+                    e = await self.store.get(K.LEADER)
+                    if e is None:
+                        leading = await self.store.create(K.LEADER, self.me, lease=self.lease_id)
+                        if leading:
+                            await self.event("leader-elected", f"{self.me} is the leader; its controller is active")
+                    else:
+                        leading = e.value == self.me and e.lease == self.lease_id
+                        if not leading and e.value != self.me and await self._leader_dead(e.value):
+                            await self.store.revoke(e.lease)
+                            await self.event("leader-fenced", f"{self.me}: leader {e.value} is silent on every "
+                                             "datastore and answers no ping; its lease is revoked")
+                except StoreError:
+                    leading = self.leader_task is not None and self.lease_ok()
+            if leading and self.leader_task is None:
+                controller = Controller(self.store, self.me, self.cfg, is_leader=self.lease_ok,  # type: ignore[arg-type]
+                                        env=self.env)
+                self.leader_task = self.spawn(controller.run())
+            elif not leading and self.leader_task is not None:
+                self.leader_task.cancel()
+                self.leader_task = None
+            await self.clock.sleep(0.5)
+
+    async def _leader_dead(self, leader: str) -> bool:
+        now = self.clock.monotonic()
+        records = [r for n, p in self.cfg.datastores.items() if self.ds_ok.get(n)
+                   for r in self.env.datastores.read_heartbeats(p).values()]
+        if not records:
+            return False
+        self.leader_hb.observe(now, records)
+        if self.leader_hb.age(leader, now, self.clock.time()) < self.cfg.hb_grace_s:
+            return False
+        address = self.cfg.peers.get(leader)
+        return address is not None and not await self.env.network.any_answers([address], 0.5)
+
