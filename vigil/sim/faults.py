@@ -81,10 +81,7 @@ async def apply(w: World, a: dict[str, Any]) -> None:
     elif f in ("maintenance-enter", "maintenance-exit"):
         await _maintenance(w, _name(w, a), f == "maintenance-enter")
     elif f == "vm-power":
-        e = await w.store.get(K.VMS + a["vm"])
-        if e is not None:
-            spec = VMSpec.from_json(e.value)
-            await w.store.put(e.key, spec.to_json() | {"power": a["power"]})
+        await _set_power(w, a["vm"], a["power"])
     else:
         raise ScenarioError(f"unknown fault {f!r}")
     if "for" in a and f in UNDO:
@@ -113,3 +110,16 @@ async def _maintenance(w: World, host: str, enter: bool) -> None:
                     at=w.clock.time())
     op = st.put_op(key, {"since": w.clock.time()}) if enter else st.delete_op(key)
     await st.txn([st.absent(key) if enter else st.tx.version(key.encode()) > 0], [op, event_put_op(st, ev)])
+
+
+async def _set_power(w: World, vm: str, power: str) -> None:
+    """What ``vigil vm start|stop`` writes (vigil.ops.set_power): the spec, not the assignment."""
+    st = w.store
+    e = await st.get(K.VMS + vm)
+    if e is None:
+        raise ScenarioError(f"vm-power: unknown VM {vm!r}")
+    if e.value.get("power") == power:
+        return
+    ev = make_event(f"vm-power-{power}", f"{vm}: power {power} requested", vm=vm, source="cli", at=w.clock.time())
+    await st.txn([st.unchanged(e.key, e.mod_revision)],
+                 [st.put_op(e.key, VMSpec.from_json(e.value).to_json() | {"power": power}), event_put_op(st, ev)])

@@ -17,6 +17,7 @@ its lease first, who leads); the same seed gives the same log, byte for byte.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import tomllib
 from dataclasses import dataclass, field
@@ -168,6 +169,9 @@ class Run:
 def run(path: str | Path, seed: int | None = None) -> str:
     """Run the scenario at ``path``; its event log. Raises InvariantError on a broken promise."""
     sc = load(path)
+    quiet = logging.getLogger("vigil")
+    if not quiet.handlers:  # the controller's warnings (etcd away...) are the log's business here
+        quiet.addHandler(logging.NullHandler())
     r = Run(sc, sc.seed if seed is None else seed)
     vclock.run(r.clock, r.main())
     problems = r.final()
