@@ -74,6 +74,7 @@ class SimAgent:
         self.tasks: list[asyncio.Task] = []
         self.migrations = SimTasks(self)
         self.connected = False  # etcd answered once: the tick may report to it
+        self._specs: dict[str, tuple[int, VMSpec]] = {}
 
     # -- process life --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -310,13 +311,28 @@ class SimAgent:
         while True:
             if self.lease_ok():
                 try:
-                    await self.reconcile(await self.store.snapshot())
+                    await self.reconcile(await self._read())
                 except StoreError:
                     pass
             await self.clock.sleep(self.cfg.tick_s / 2)
 
+    async def _read(self) -> dict[str, Entry]:
+        """The keys reconcile reads (the real agent takes a whole snapshot; these prefixes
+        are all of it that reconcile looks at, and MemoryStore reads them at one revision)."""
+        snap: dict[str, Entry] = {}
+        for prefix in (K.VMS, K.ASSIGN, K.OWN):
+            snap.update(await self.store.get_prefix(prefix))
+        return snap
+
+    def _spec(self, e: Entry) -> VMSpec:
+        """Parsed once per revision of the spec key: the same VMSpec as from_json gives."""
+        hit = self._specs.get(e.key)
+        if hit is None or hit[0] != e.mod_revision:
+            hit = self._specs[e.key] = (e.mod_revision, VMSpec.from_json(e.value))
+        return hit[1]
+
     async def reconcile(self, snap: dict[str, Entry]) -> None:
-        specs = {K.name_of(k, K.VMS): VMSpec.from_json(e.value) for k, e in snap.items() if k.startswith(K.VMS)}
+        specs = {K.name_of(k, K.VMS): self._spec(e) for k, e in snap.items() if k.startswith(K.VMS)}
         assign = {K.name_of(k, K.ASSIGN): e for k, e in snap.items() if k.startswith(K.ASSIGN)}
         own = {K.name_of(k, K.OWN): e for k, e in snap.items() if k.startswith(K.OWN)}
         mine = {vm: Assignment(**e.value) for vm, e in assign.items()

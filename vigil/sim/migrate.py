@@ -51,8 +51,11 @@ class SimTasks:
         return None
 
     async def step(self) -> None:
+        found = await self.a.store.get_prefix(K.TASKS)
+        if not found and not self.incoming:
+            return
         snap = await self.a.store.snapshot()
-        tasks = [Task.from_json(e.value) for k, e in snap.items() if k.startswith(K.TASKS)]
+        tasks = [Task.from_json(e.value) for e in found.values()]
         alive = {K.name_of(k, K.ALIVE) for k in snap if k.startswith(K.ALIVE)}
         for t in tasks:
             if t.src == self.a.me:

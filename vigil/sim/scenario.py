@@ -87,8 +87,11 @@ class Run:
 
     def __init__(self, sc: Scenario, seed: int) -> None:
         self.sc, self.seed = sc, seed
+        quiet = logging.getLogger("vigil")
+        if not quiet.handlers:  # the controller's warnings (etcd away...) are the log's business here
+            quiet.addHandler(logging.NullHandler())
         self.clock = vclock.VirtualClock()
-        self.store = MemoryStore(self.clock.monotonic)
+        self.store = MemoryStore(self.clock.monotonic, sink=(K.EVENTS,))
         self.lines: list[tuple[float, int, str]] = []
         self.world = World(self.clock, self.store, self.log, boot_s=float(sc.sim.get("boot_s", 2.0)),
                            agent_factory=SimAgent)
@@ -169,9 +172,6 @@ class Run:
 def run(path: str | Path, seed: int | None = None) -> str:
     """Run the scenario at ``path``; its event log. Raises InvariantError on a broken promise."""
     sc = load(path)
-    quiet = logging.getLogger("vigil")
-    if not quiet.handlers:  # the controller's warnings (etcd away...) are the log's business here
-        quiet.addHandler(logging.NullHandler())
     r = Run(sc, sc.seed if seed is None else seed)
     vclock.run(r.clock, r.main())
     problems = r.final()

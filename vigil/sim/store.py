@@ -82,8 +82,12 @@ class MemoryStore:
 
     tx = _Tx()
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float], sink: tuple[str, ...] = ()) -> None:
+        """``sink``: prefixes whose puts go to the watchers only and are not kept (the
+        simulator keeps the event log itself, as if it were trimmed at once: nothing in
+        vigil decides on past events, and a long log would make every snapshot slow)."""
         self.now = now
+        self.sink = sink
         self.revision = 1
         self._kv: dict[str, Entry] = {}
         self._enc: dict[str, str] = {}
@@ -122,6 +126,12 @@ class MemoryStore:
             self._lease_keys.get(e.lease, set()).discard(key)
 
     def _put(self, key: str, value: Any, lease: int) -> None:
+        if self.sink and key.startswith(self.sink):
+            e = Entry(key, value, self.revision, 1, lease)
+            for prefix, fn in self.watchers:
+                if key.startswith(prefix):
+                    fn(e)
+            return
         old = self._kv.get(key)
         if old is None:
             bisect.insort(self._keys, key)

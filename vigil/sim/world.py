@@ -136,7 +136,12 @@ class World:
                   if q.vm == spec.name]
         if spec.disks and others and not incoming:
             holder = others[0].host
-            self.lock_refusals.append(f"{self.clock.now:.2f}: {spec.name} on {host} (held on {holder})")
+            ho = self.hosts[holder]
+            # a holder whose agent runs should have stopped its copy before losing its lease:
+            # DESIGN counts on the locks only while the holder's agent is hung or dead
+            agent = "hung" if ho.hung else "dead" if ho.agent is None else "running"
+            self.lock_refusals.append(f"{self.clock.now:.2f}: {spec.name} on {host} (held on {holder}, "
+                                      f"whose agent is {agent})")
             self.log(self.clock.now, "disk-lock-held", spec.name,
                      f"QEMU on {host} refused {spec.name}'s disk: its image is locked by the copy on {holder}")
             raise StartFailed(f'Failed to get "write" lock (held by the copy on {holder})')
