@@ -79,6 +79,7 @@ class SimAgent:
     # -- process life --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         t = asyncio.get_running_loop().create_task(coro)
+        t.add_done_callback(self.w.task_done)
         self.tasks.append(t)
         return t
 
@@ -316,13 +317,11 @@ class SimAgent:
                     pass
             await self.clock.sleep(self.cfg.tick_s / 2)
 
-    async def _read(self) -> dict[str, Entry]:
-        """The keys reconcile reads (the real agent takes a whole snapshot; these prefixes
+    async def _read(self) -> tuple[dict[str, Entry], ...]:
+        """The keys reconcile reads, by prefix (the real agent takes a whole snapshot; these
         are all of it that reconcile looks at, and MemoryStore reads them at one revision)."""
-        snap: dict[str, Entry] = {}
-        for prefix in (K.VMS, K.ASSIGN, K.OWN):
-            snap.update(await self.store.get_prefix(prefix))
-        return snap
+        return (await self.store.get_prefix(K.VMS), await self.store.get_prefix(K.ASSIGN),
+                await self.store.get_prefix(K.OWN))
 
     def _spec(self, e: Entry) -> VMSpec:
         """Parsed once per revision of the spec key: the same VMSpec as from_json gives."""
@@ -331,10 +330,12 @@ class SimAgent:
             hit = self._specs[e.key] = (e.mod_revision, VMSpec.from_json(e.value))
         return hit[1]
 
-    async def reconcile(self, snap: dict[str, Entry]) -> None:
-        specs = {K.name_of(k, K.VMS): self._spec(e) for k, e in snap.items() if k.startswith(K.VMS)}
-        assign = {K.name_of(k, K.ASSIGN): e for k, e in snap.items() if k.startswith(K.ASSIGN)}
-        own = {K.name_of(k, K.OWN): e for k, e in snap.items() if k.startswith(K.OWN)}
+    async def reconcile(self, keys: tuple[dict[str, Entry], ...]) -> None:
+        vms, assigned, owned = keys
+        n_vms, n_assign, n_own = len(K.VMS), len(K.ASSIGN), len(K.OWN)
+        specs = {k[n_vms:]: self._spec(e) for k, e in vms.items()}
+        assign = {k[n_assign:]: e for k, e in assigned.items()}
+        own = {k[n_own:]: e for k, e in owned.items()}
         mine = {vm: Assignment(**e.value) for vm, e in assign.items()
                 if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"}
         for name, vm in list(self.vms.items()):

@@ -149,6 +149,7 @@ class Run:
     def final(self) -> list[str]:
         """The final state as log lines, and the invariant problems."""
         problems = [f"two running copies: {v}" for v in self.world.violations]
+        problems += [f"a simulated process crashed: {c}" for c in self.world.crashes]
         if self.world.lock_refusals and not self.sc.expect.get("lock_refusals", False):
             problems += [f"start refused by a disk lock: {r}" for r in self.world.lock_refusals]
         down = set(self.sc.expect.get("down", []))

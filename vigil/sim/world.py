@@ -68,9 +68,16 @@ class World:
         self.groups: list[list[str]] | None = None  # a partition: etcd's quorum is with the first group
         self.violations: list[str] = []
         self.lock_refusals: list[str] = []
+        self.crashes: list[str] = []
         self.disk_vms: set[str] = set()  # VMs with disks: QEMU locks their images
         self.agent_factory = agent_factory
         self._pid = 1000
+
+    def task_done(self, t: asyncio.Task) -> None:
+        """A simulated process's task ended: an exception in it is a simulator (or vigil) bug."""
+        if not t.cancelled() and t.exception() is not None:
+            e = t.exception()
+            self.crashes.append(f"{self.clock.now:.2f}: {t.get_coro().__qualname__}: {type(e).__name__}: {e}")
 
     # -- topology ----------------------------------------------------------------------------
     def add_host(self, h: SimHost) -> None:
