@@ -7,8 +7,8 @@ controller it runs when leading sees what it sees on the lab. Decisions come fro
 real pure functions (vigil.policy.isolation, vigil.policy.watchdog, HbTracker); the
 controller is the real ``vigil.controller.loop.Controller``. The agent's own remaining
 decisions are being moved into pure policy functions; this agent will call them once they
-land, instead of mirroring them. Not simulated: guest heartbeats, NICs, FT, replicated
-disks (their DiskKeeper), the accelerator probe.
+land, instead of mirroring them. Not simulated: guest heartbeats, NICs, replicated
+disks (their DiskKeeper), the accelerator probe; FT at the protocol level only (vigil.sim.ft).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from vigil.policy.heartbeats import HbTracker
 from vigil.policy.isolation import is_isolated, isolation_action
 from vigil.policy.watchdog import watchdog_step
 from vigil.sim.env import SimEnv
+from vigil.sim.ft import SimFt
 from vigil.sim.migrate import SimTasks
 from vigil.sim.store import HostStore
 from vigil.sim.world import GATEWAY, StartFailed, World
@@ -73,6 +74,8 @@ class SimAgent:
         self.leader_hb = HbTracker(self.clock.monotonic())
         self.tasks: list[asyncio.Task] = []
         self.migrations = SimTasks(self)
+        self.ft = SimFt(self)
+        self.promoting: dict[str, int] = {}  # FT failovers whose standby is taken: its checkpoint
         self.connected = False  # etcd answered once: the tick may report to it
         self._specs: dict[str, tuple[int, VMSpec]] = {}
 
@@ -235,7 +238,8 @@ class SimAgent:
             return
         self.isolated = True
         for name, vm in list(self.vms.items()):
-            action = isolation_action(vm.spec)
+            # an FT VM's secondary takes over: the primary must not run on
+            action = "power-off" if name in self.ft.enabled else isolation_action(vm.spec)
             if action == "power-off":
                 await self._power_off(name, "isolation response: power off")
             elif action == "shutdown":
@@ -321,7 +325,7 @@ class SimAgent:
         """The keys reconcile reads, by prefix (the real agent takes a whole snapshot; these
         are all of it that reconcile looks at, and MemoryStore reads them at one revision)."""
         return (await self.store.get_prefix(K.VMS), await self.store.get_prefix(K.ASSIGN),
-                await self.store.get_prefix(K.OWN))
+                await self.store.get_prefix(K.OWN), await self.store.get_prefix(K.FT))
 
     def _spec(self, e: Entry) -> VMSpec:
         """Parsed once per revision of the spec key: the same VMSpec as from_json gives."""
@@ -331,13 +335,20 @@ class SimAgent:
         return hit[1]
 
     async def reconcile(self, keys: tuple[dict[str, Entry], ...]) -> None:
-        vms, assigned, owned = keys
+        vms, assigned, owned, ftkeys = keys
         n_vms, n_assign, n_own = len(K.VMS), len(K.ASSIGN), len(K.OWN)
         specs = {k[n_vms:]: self._spec(e) for k, e in vms.items()}
         assign = {k[n_assign:]: e for k, e in assigned.items()}
         own = {k[n_own:]: e for k, e in owned.items()}
         mine = {vm: Assignment(**e.value) for vm, e in assign.items()
                 if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"}
+        for name, a in mine.items():  # FT failovers: keep the standby before sync drops the role
+            if a.reason == "ft-failover" and name not in self.vms and name not in self.promoting:
+                seq = self.ft.take(name)
+                if seq is not None:
+                    self.promoting[name] = seq
+        if ftkeys or self.ft.standby:
+            await self.ft.sync(assigned | owned | ftkeys, specs)
         for name, vm in list(self.vms.items()):
             if vm.stopping or name in mine:
                 continue
@@ -373,7 +384,11 @@ class SimAgent:
             if owner not in (None, self.me):
                 continue
             if owner == self.me or await self._claim(name, assign[name]):
-                self.spawn(self._start(specs[name], a))
+                seq = self.promoting.pop(name, None)
+                if seq is not None:
+                    self.spawn(self.ft.promote(specs[name], a.gen, seq))
+                else:
+                    self.spawn(self._start(specs[name], a))
 
     async def _claim(self, name: str, assign_entry: Entry) -> bool:
         return await self.store.txn(

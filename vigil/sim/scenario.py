@@ -118,6 +118,10 @@ class Run:
                 self.world.disk_vms.add(spec.name)
             ev = make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli", at=self.clock.time())
             ops = [st.put_op(K.VMS + spec.name, spec.to_json()), event_put_op(st, ev)]
+            if v.get("ft"):  # vigil vm ft enable (vigil.ops.ft_enable)
+                ops += [st.put_op(K.FT + spec.name, {"secondary": None, "epoch": 1}),
+                        event_put_op(st, make_event("ft-enabled", f"{spec.name}: Fault Tolerance on", vm=spec.name,
+                                                    source="cli", at=self.clock.time()))]
             if v.get("on"):
                 ops.append(st.put_op(K.ASSIGN + spec.name, Assignment(host=v["on"], gen=1, reason="place").__dict__))
             await st.txn([st.absent(K.VMS + spec.name)], ops)

@@ -139,8 +139,10 @@ class World:
         missing = sorted(ds for ds in spec.datastores if not self.ds_reachable(host, ds))
         if missing:
             raise StartFailed(f"datastore {', '.join(missing)} not reachable")
+        # an incoming (or migrated-away, paused) QEMU has its images inactive: only a
+        # running copy, frozen on a hung host or not, holds the lock
         others = [q for o in self.hosts.values() if o.powered and o.name != host for q in o.qemus.values()
-                  if q.vm == spec.name]
+                  if q.vm == spec.name and q.state == "running"]
         if spec.disks and others and not incoming:
             holder = others[0].host
             ho = self.hosts[holder]
@@ -214,8 +216,9 @@ class World:
     def power_off(self, host: str, why: str) -> None:
         h = self.hosts[host]
         self.stop_agent(host)
-        for vm in sorted(h.qemus):
-            self.log(self.clock.now, "qemu-killed", vm, f"{vm}'s QEMU on {host} is gone: {why}")
+        for vm, q in sorted(h.qemus.items()):
+            what = "QEMU" if q.state == "running" else f"{q.state} QEMU"
+            self.log(self.clock.now, "qemu-killed", vm, f"{vm}'s {what} on {host} is gone: {why}")
         h.qemus.clear()
         h.powered, h.hung, h.watchdog_fed, h.lease_file = False, False, None, 0
         h.resumed.set()
