@@ -1,14 +1,15 @@
 """A simulated host's agent: the protocol of ``vigil agent``, over a ``SimEnv``.
 
 Its protocol steps mirror vigil.agent.agent (lease_loop, tick_loop, reconcile, _claim,
-_start, _power_off, _shutdown, _check_isolation, leader_loop, _leader_dead) one for one,
+_start, _power_off, _shutdown, _check_isolation; leader_loop and _leader_dead in
+vigil.sim.leader, FT in vigil.sim.ft, replicated disks in vigil.sim.disks) one for one,
 in the same order, with the same keys, values and transactions, so that the REAL
 controller it runs when leading sees what it sees on the lab. Decisions come from the
 real pure functions (vigil.policy.isolation, vigil.policy.watchdog, HbTracker); the
 controller is the real ``vigil.controller.loop.Controller``. The agent's own remaining
 decisions are being moved into pure policy functions; this agent will call them once they
-land, instead of mirroring them. Not simulated: guest heartbeats, NICs, replicated
-disks (their DiskKeeper), the accelerator probe; FT at the protocol level only (vigil.sim.ft).
+land, instead of mirroring them. Not simulated: guest heartbeats, NICs, the
+accelerator probe; FT at the protocol level only (vigil.sim.ft).
 """
 from __future__ import annotations
 
@@ -17,17 +18,17 @@ from dataclasses import dataclass
 from typing import Any, Coroutine
 
 from vigil.agent.agent import LOCAL_RESTARTS
-from vigil.config import AgentConfig
-from vigil.controller.loop import Controller
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.isolation import is_isolated, isolation_action
 from vigil.policy.watchdog import watchdog_step
-from vigil.sim.env import SimEnv
+from vigil.sim.env import SimEnv, agent_config
+from vigil.sim.disks import SimDisks
 from vigil.sim.ft import SimFt
+from vigil.sim.leader import leader_loop
 from vigil.sim.migrate import SimTasks
 from vigil.sim.store import HostStore
-from vigil.sim.world import GATEWAY, StartFailed, World
+from vigil.sim.world import StartFailed, World
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 from vigil.store.events import event_put_op, make_event
@@ -42,15 +43,6 @@ class LocalVM:
     spec: VMSpec | None
     gen: int = 0
     stopping: bool = False
-
-
-def agent_config(world: World, host: str) -> AgentConfig:
-    h = world.hosts[host]
-    return AgentConfig(
-        host=host, address=h.address, etcd_endpoints=("memory",), run_dir=f"/sim/{host}",
-        datastores={ds: f"/sim/ds/{ds}" for ds in h.datastores}, watchdog_file="sim",
-        isolation_addresses=(GATEWAY,), peers={o.name: o.address for o in world.hosts.values() if o.name != host},
-        memory_mb=h.memory_mb, cpus=h.cpus, networks={n: "br-" + n for n in h.networks})
 
 
 class SimAgent:
@@ -70,11 +62,11 @@ class SimAgent:
         self.starting: set[str] = set()
         self.ds_ok: dict[str, bool] = {}
         self.published: dict[str, Any] = {}
-        self.leader_task: asyncio.Task | None = None
         self.leader_hb = HbTracker(self.clock.monotonic())
         self.tasks: list[asyncio.Task] = []
         self.migrations = SimTasks(self)
         self.ft = SimFt(self)
+        self.disks = SimDisks(self)
         self.promoting: dict[str, int] = {}  # FT failovers whose standby is taken: its checkpoint
         self.connected = False  # etcd answered once: the tick may report to it
         self._specs: dict[str, tuple[int, VMSpec]] = {}
@@ -106,7 +98,7 @@ class SimAgent:
             except StoreError:
                 await self.clock.sleep(1.0)
         self.connected = True
-        for loop in (self.lease_loop(), self.reconcile_loop(), self.leader_loop(), self.tasks_loop()):
+        for loop in (self.lease_loop(), self.reconcile_loop(), leader_loop(self), self.migrations.loop()):
             self.spawn(loop)
         if self.vms:
             await self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}")
@@ -205,6 +197,8 @@ class SimAgent:
 
     async def _check_datastores(self) -> None:
         changed = self._check_datastores_now()
+        if self.lease_ok():  # a lost copy is marked stale before the controller hears of the loss
+            await self.disks.degrade()
         for n in changed:
             ok = self.ds_ok[n]
             await self.event("datastore-" + ("back" if ok else "lost"),
@@ -298,7 +292,7 @@ class SimAgent:
             await self._status(name, "starting")
             await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
             await self.clock.sleep(START_S)
-            q = self.w.start_qemu(self.me, spec)
+            q = self.w.start_qemu(self.me, spec.without_stale(self.disks.stale(name)))
         except StartFailed as e:
             self.failed[name] = (a.gen, LOCAL_RESTARTS, str(e))
             await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
@@ -325,7 +319,8 @@ class SimAgent:
         """The keys reconcile reads, by prefix (the real agent takes a whole snapshot; these
         are all of it that reconcile looks at, and MemoryStore reads them at one revision)."""
         return (await self.store.get_prefix(K.VMS), await self.store.get_prefix(K.ASSIGN),
-                await self.store.get_prefix(K.OWN), await self.store.get_prefix(K.FT))
+                await self.store.get_prefix(K.OWN), await self.store.get_prefix(K.FT),
+                await self.store.get_prefix(K.DISKSTATE))
 
     def _spec(self, e: Entry) -> VMSpec:
         """Parsed once per revision of the spec key: the same VMSpec as from_json gives."""
@@ -335,7 +330,7 @@ class SimAgent:
         return hit[1]
 
     async def reconcile(self, keys: tuple[dict[str, Entry], ...]) -> None:
-        vms, assigned, owned, ftkeys = keys
+        vms, assigned, owned, ftkeys, diskstate = keys
         n_vms, n_assign, n_own = len(K.VMS), len(K.ASSIGN), len(K.OWN)
         specs = {k[n_vms:]: self._spec(e) for k, e in vms.items()}
         assign = {k[n_assign:]: e for k, e in assigned.items()}
@@ -349,6 +344,8 @@ class SimAgent:
                     self.promoting[name] = seq
         if ftkeys or self.ft.standby:
             await self.ft.sync(assigned | owned | ftkeys, specs)
+        self.disks.update(diskstate)
+        self.disks.sync()
         for name, vm in list(self.vms.items()):
             if vm.stopping or name in mine:
                 continue
@@ -394,53 +391,3 @@ class SimAgent:
         return await self.store.txn(
             [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assign_entry.mod_revision)],
             [self.store.put_op(K.OWN + name, self.me, self.lease_id)])
-
-    async def tasks_loop(self) -> None:
-        while True:
-            if self.lease_ok():
-                try:
-                    await self.migrations.step()
-                except StoreError:
-                    pass
-            await self.clock.sleep(0.25)
-
-    # -- leadership ----------------------------------------------------------------------------
-    async def leader_loop(self) -> None:
-        while True:
-            leading = False
-            if self.lease_ok():
-                try:
-                    e = await self.store.get(K.LEADER)
-                    if e is None:
-                        leading = await self.store.create(K.LEADER, self.me, lease=self.lease_id)
-                        if leading:
-                            await self.event("leader-elected", f"{self.me} is the leader; its controller is active")
-                    else:
-                        leading = e.value == self.me and e.lease == self.lease_id
-                        if not leading and e.value != self.me and await self._leader_dead(e.value):
-                            await self.store.revoke(e.lease)
-                            await self.event("leader-fenced", f"{self.me}: leader {e.value} is silent on every "
-                                             "datastore and answers no ping; its lease is revoked")
-                except StoreError:
-                    leading = self.leader_task is not None and self.lease_ok()
-            if leading and self.leader_task is None:
-                controller = Controller(self.store, self.me, self.cfg, is_leader=self.lease_ok,  # type: ignore[arg-type]
-                                        env=self.env)
-                self.leader_task = self.spawn(controller.run())
-            elif not leading and self.leader_task is not None:
-                self.leader_task.cancel()
-                self.leader_task = None
-            await self.clock.sleep(0.5)
-
-    async def _leader_dead(self, leader: str) -> bool:
-        now = self.clock.monotonic()
-        records = [r for n, p in self.cfg.datastores.items() if self.ds_ok.get(n)
-                   for r in self.env.datastores.read_heartbeats(p).values()]
-        if not records:
-            return False
-        self.leader_hb.observe(now, records)
-        if self.leader_hb.age(leader, now, self.clock.time()) < self.cfg.hb_grace_s:
-            return False
-        address = self.cfg.peers.get(leader)
-        return address is not None and not await self.env.network.any_answers([address], 0.5)
-

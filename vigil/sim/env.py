@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from vigil.config import AgentConfig
 from vigil.model import HbRecord
-from vigil.sim.world import World
+from vigil.sim.world import GATEWAY, World
 
 PING_RTT_S = 0.001
 
@@ -74,3 +75,12 @@ class SimEnv:
         self.clock = HostClock(world, host)
         self.datastores = SimDatastores(world, host)
         self.network = SimNetwork(world, host, self.clock)
+
+
+def agent_config(world: World, host: str) -> AgentConfig:
+    h = world.hosts[host]
+    return AgentConfig(
+        host=host, address=h.address, etcd_endpoints=("memory",), run_dir=f"/sim/{host}",
+        datastores={ds: f"/sim/ds/{ds}" for ds in h.datastores}, watchdog_file="sim",
+        isolation_addresses=(GATEWAY,), peers={o.name: o.address for o in world.hosts.values() if o.name != host},
+        memory_mb=h.memory_mb, cpus=h.cpus, networks={n: "br-" + n for n in h.networks})

@@ -18,7 +18,7 @@ from vigil.model import TASK_ACTIVE, Assignment, Task, VMSpec
 from vigil.policy import tasks as TP
 from vigil.sim.world import StartFailed
 from vigil.store import keys as K
-from vigil.store.etcd import Entry
+from vigil.store.etcd import Entry, StoreError
 
 if TYPE_CHECKING:
     from vigil.sim.agent import SimAgent
@@ -31,6 +31,16 @@ class SimTasks:
         self.a = agent
         self.incoming: dict[str, str] = {}  # vm -> task id of its incoming copy here
         self.driving: set[str] = set()
+
+    async def loop(self) -> None:
+        """The agent's task loop (vigil.agent.tasks.TaskRunner.loop)."""
+        while True:
+            if self.a.lease_ok():
+                try:
+                    await self.step()
+                except StoreError:
+                    pass
+            await self.a.clock.sleep(0.25)
 
     async def update(self, vm: str, task_id: str, change: Any = None, **changes: Any) -> Task | None:
         """vigil.agent.tasks.update_task, on the simulated clock."""
