@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/sim.py [--runs 40] [--seed 1]
 
-Each run is a random cluster (6-8 hosts, 8-16 VMs) with a random fault every 0.5-3 virtual
+Each run is a random cluster (6-8 hosts, 8-16 VMs, a fifth with FT, some
+disks on two datastores) with a random fault every 0.5-3 virtual
 seconds for 100 s (power loss, hang, isolation, agent crash, partition, datastore loss, each undone
 later), the real controller deciding. Prints failures per real second, the virtual-to-
 real time ratio, and what the runs' final checks found (two running copies must be 0).
@@ -29,7 +30,8 @@ def random_scenario(rnd: random.Random, i: int) -> Scenario:
     vms = [{"name": f"vm{v + 1}", "memory": rnd.choice((256, 512, 1024)),
             "priority": rnd.choice(("high", "medium", "low")),
             "isolation": rnd.choice(("power-off", "shutdown", "leave-powered-on")),
-            "disks": [rnd.choice(("ds1", "ds2"))], "on": f"host{rnd.randint(1, n)}"}
+            "disks": [rnd.choice(("ds1", "ds2", "ds1+ds2"))], "on": f"host{rnd.randint(1, n)}",
+            "ft": rnd.random() < 0.2}
            for v in range(rnd.randint(8, 16))]
     actions, t = [], 5.0
     while t < 100.0:
@@ -56,7 +58,7 @@ def main() -> int:
     args = ap.parse_args()
     rnd = random.Random(args.seed)
     faults = virtual = 0.0
-    copies = refusals = unfinished = live_holder = 0
+    copies = refusals = unfinished = live_holder = crashes = 0
     t0 = time.perf_counter()
     for i in range(args.runs):
         sc = random_scenario(rnd, i)
@@ -66,6 +68,7 @@ def main() -> int:
         faults += len(sc.actions)
         virtual += sc.duration
         copies += len(r.world.violations)
+        crashes += len(r.world.crashes)
         refusals += len(r.world.lock_refusals)
         live_holder += sum(1 for x in r.world.lock_refusals if "agent is running" in x)
         unfinished += sum(1 for p in problems if "should run once" in p)
@@ -77,8 +80,9 @@ def main() -> int:
     print(f"  {faults / real:.0f} simulated failures per second, virtual/real time {virtual / real:.0f}x")
     print(f"  two running copies: {copies}; starts refused by a disk lock: {refusals}; "
           f"VMs not running at the end: {unfinished}")
-    print(f"  refusals where the lock holder's agent was running (not hung or dead): {live_holder}")
-    return 1 if copies else 0
+    print(f"  refusals where the lock holder's agent was running (not hung or dead): {live_holder}; "
+          f"simulated processes crashed: {crashes}")
+    return 1 if copies or crashes else 0
 
 
 if __name__ == "__main__":
