@@ -271,10 +271,11 @@ class SimAgent:
             return
         vm.stopping = True
         timeout = vm.spec.shutdown_timeout_s if vm.spec else 20.0
-        await self.clock.sleep(min(GUEST_SHUTDOWN_S, timeout))
+        guest = self.w.guest_shutdown_s.get(name, GUEST_SHUTDOWN_S)
+        await self.clock.sleep(min(guest, timeout))
         self.w.stop_qemu(self.me, name)
         self.vms.pop(name, None)
-        how = "shut down" if GUEST_SHUTDOWN_S <= timeout else f"powered off after {timeout:.0f}s shutdown timeout"
+        how = "shut down" if guest <= timeout else f"powered off after {timeout:.0f}s shutdown timeout"
         await self.event("vm-stopped", f"{name} {how} on {self.me}: {why}", vm=name)
         await self._status(name, "stopped", message=why)
         await self._release(name)

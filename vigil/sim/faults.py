@@ -11,6 +11,7 @@ Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
     datastore-loss host datastore / datastore-back host datastore   one host's path to it
     datastore-fail datastore / datastore-return datastore           the datastore for everyone
     start-fails host [vm] / start-works host                         QEMU fails to start there
+    vm-crash host vm                    the VM's QEMU on that host exits (the agent notices)
 
 Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power.
 """
@@ -76,6 +77,10 @@ async def apply(w: World, a: dict[str, Any]) -> None:
         w.ds_up[a["datastore"]] = f == "datastore-return"
     elif f == "start-fails":
         _h(w, a).fail_start.add(a.get("vm", "*"))
+    elif f == "vm-crash":
+        if a.get("vm") in _h(w, a).qemus:
+            w.log(w.clock.now, "qemu-killed", a["vm"], f"{a['vm']}'s QEMU on {a['host']} exited (crash)")
+            w.stop_qemu(a["host"], a["vm"])
     elif f == "start-works":
         _h(w, a).fail_start.clear()
     elif f in ("maintenance-enter", "maintenance-exit"):

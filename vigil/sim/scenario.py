@@ -114,8 +114,8 @@ class Run:
         st = self.store
         for v in self.sc.vms:
             spec = vm_spec(v)
-            if spec.disks:
-                self.world.disk_vms.add(spec.name)
+            if "guest_shutdown" in v:
+                self.world.guest_shutdown_s[spec.name] = float(v["guest_shutdown"])
             ev = make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli", at=self.clock.time())
             ops = [st.put_op(K.VMS + spec.name, spec.to_json()), event_put_op(st, ev)]
             if v.get("ft"):  # vigil vm ft enable (vigil.ops.ft_enable)

@@ -69,7 +69,7 @@ class World:
         self.violations: list[str] = []
         self.lock_refusals: list[str] = []
         self.crashes: list[str] = []
-        self.disk_vms: set[str] = set()  # VMs with disks: QEMU locks their images
+        self.guest_shutdown_s: dict[str, float] = {}  # how long a guest's ACPI shutdown takes, if not 1 s
         self.agent_factory = agent_factory
         self._pid = 1000
 
