@@ -70,6 +70,7 @@ class SimAgent:
         self.promoting: dict[str, int] = {}  # FT failovers whose standby is taken: its checkpoint
         self.connected = False  # etcd answered once: the tick may report to it
         self._specs: dict[str, tuple[int, VMSpec]] = {}
+        self._pids: dict[str, int] = {}  # pid of each QEMU this agent started (vm-exited names it)
 
     # -- process life --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -90,6 +91,7 @@ class SimAgent:
         for name, q in sorted(self.h.qemus.items()):  # QEMU is daemonized: adopt what runs
             if q.state == "running":
                 self.vms[name] = LocalVM(name, None)
+                self._pids[name] = q.pid
         self.spawn(self.tick_loop())
         while True:  # the first etcd connection
             try:
@@ -148,7 +150,7 @@ class SimAgent:
             try:
                 if self.lease_id == 0:
                     await self._obtain_lease()
-                    await self.event("host-joined", f"{self.me} has a lease")
+                    await self.event("host-joined", f"{self.me} has a lease (accel kvm)")
                 else:
                     ttl = await self.store.keepalive(self.lease_id)
                     if ttl > 0:
@@ -214,10 +216,11 @@ class SimAgent:
             if vm.stopping or name in self.h.qemus:
                 continue
             self.vms.pop(name, None)
+            pid = self._pids.pop(name, 0)
             gen, crashes, _ = self.failed.get(name, (vm.gen, 0, ""))
             crashes = crashes + 1 if gen == vm.gen else 1
             self.failed[name] = (vm.gen, crashes, "QEMU exited")
-            await self.event("vm-exited", f"{name}: QEMU exited on {self.me}", vm=name)
+            await self.event("vm-exited", f"{name}: QEMU (pid {pid}) exited on {self.me}", vm=name)
             if crashes >= LOCAL_RESTARTS:
                 await self._status(name, "failed", message=f"QEMU exited {crashes} times")
                 await self._release(name)
@@ -303,6 +306,7 @@ class SimAgent:
         finally:
             self.starting.discard(name)
         self.vms[name] = LocalVM(name, spec, a.gen)
+        self._pids[name] = q.pid
         await self.event("vm-started", f"{name} started on {self.me} (pid {q.pid})", vm=name)
         await self._status(name, "running")
 
@@ -356,6 +360,7 @@ class SimAgent:
                     continue
                 why = {"migrate": f"migrated to {a.value.get('host')}",
                        "vmcp": "its host lost a datastore of the VM: restarted where the disks are reachable",
+                       "ft-failover": f"its FT secondary on {a.value.get('host')} took over",
                        }.get(a.value.get("reason", ""), f"assigned to {a.value.get('host')}: this copy must not run")
                 await self._power_off(name, why, report=False)
                 await self._release(name)

@@ -99,7 +99,7 @@ class SimTasks:
             await self.a.clock.sleep(MIGRATE_S)
             self.a.w.switch_over(t.src, t.dst, t.vm)
             await self.update(t.vm, t.id, TP.switched_over({}))
-            await self.a.event("migration-switchover", f"{t.vm}: switched over to {t.dst}", vm=t.vm)
+            await self.a.event("migration-switchover", f"{t.vm}: memory moved to {t.dst} (downtime 0 ms)", vm=t.vm)
         finally:
             self.driving.discard(t.vm)
 
