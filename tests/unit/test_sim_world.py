@@ -55,9 +55,14 @@ def test_two_running_copies_are_seen_and_disk_locks_refuse_them() -> None:
     except StartFailed:
         pass
     assert len(w.lock_refusals) == 1 and len(w.violations) == 1
+    try:
+        w.start_qemu("host1", disk)  # a second QEMU on the same host: the same lock
+        raise AssertionError("the lock should refuse it")
+    except StartFailed:
+        pass
     w.start_qemu("host2", disk, incoming=True)  # a migration's destination holds no lock
     w.switch_over("host1", "host2", "b")
-    assert len(w.violations) == 1
+    assert len(w.violations) == 1 and len(w.lock_refusals) == 2
 
 
 def test_cli_diff_update_and_typer_registration(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -140,8 +140,8 @@ class World:
         if missing:
             raise StartFailed(f"datastore {', '.join(missing)} not reachable")
         # an incoming (or migrated-away, paused) QEMU has its images inactive: only a
-        # running copy, frozen on a hung host or not, holds the lock
-        others = [q for o in self.hosts.values() if o.powered and o.name != host for q in o.qemus.values()
+        # running copy, frozen on a hung host or not, holds the lock (on this host too)
+        others = [q for o in self.hosts.values() if o.powered for q in o.qemus.values()
                   if q.vm == spec.name and q.state == "running"]
         if spec.disks and others and not incoming:
             holder = others[0].host
@@ -195,7 +195,11 @@ class World:
             await asyncio.sleep(due - self.clock.now)
 
     def boot(self, host: str) -> None:
+        """Power on and start the agent; a host already up is left alone (two power-ons
+        pending at once must not give it two agents)."""
         h = self.hosts[host]
+        if h.powered:
+            return
         h.powered, h.hung = True, False
         h.resumed.set()
         h.boots += 1
