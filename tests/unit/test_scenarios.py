@@ -50,3 +50,10 @@ OPEN = sorted(p.parent for p in (ROOT / "_open").glob("*/scenario.toml"))
                    "record its expected.log and move it up into tests/scenarios/")
 def test_open_scenario_is_fixed(path: Path) -> None:
     run(path)
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_promises_hold_under_other_seeds(path: Path) -> None:
+    """Other boot orders give other logs, never a broken promise (run raises on one)."""
+    for seed in (2, 3):
+        run(path, seed)
