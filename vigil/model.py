@@ -5,12 +5,20 @@ pure decision code in ``vigil.policy`` works on it without any I/O.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import Any, Mapping
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    """A dataclass's field names, computed once per class (from_json runs for every key
+    of every snapshot)."""
+    return frozenset(f.name for f in fields(cls))
 
 
 class SpecError(ValueError):
@@ -178,7 +186,7 @@ class VMSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VMSpec":
-        known = {f.name for f in fields(cls)}
+        known = _field_names(cls)
         unknown = set(data) - known
         if unknown:
             raise SpecError(f"unknown VM field(s): {', '.join(sorted(unknown))}")
@@ -224,7 +232,7 @@ class HostInfo:
         d = dict(data)
         d["datastores"] = tuple(d.get("datastores", ()))
         d["networks"] = tuple(d.get("networks", ()))
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+        return cls(**{k: v for k, v in d.items() if k in _field_names(cls)})
 
 
 @dataclass(frozen=True)
@@ -251,7 +259,7 @@ class VMStatus:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VMStatus":
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+        return cls(**{k: v for k, v in data.items() if k in _field_names(cls)})
 
 
 @dataclass(frozen=True)
@@ -322,7 +330,7 @@ class Task:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Task":
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+        return cls(**{k: v for k, v in data.items() if k in _field_names(cls)})
 
 
 @dataclass(frozen=True)

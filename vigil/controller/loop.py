@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import asdict, replace
 from types import MappingProxyType
 from typing import Callable
 
-from vigil.env import dsheartbeat as dshb
-from vigil.env.net import ping
+from vigil.env.base import Env, read_all_heartbeats
+from vigil.env.real import RealEnv
 from vigil.config import AgentConfig
-from vigil.model import TASK_ACTIVE, Assignment, HbRecord, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
 from vigil.policy.heartbeats import HbTracker
@@ -35,7 +34,10 @@ PING_AFTER_S = 1.0
 
 
 class Controller:
-    def __init__(self, store: Store, me: str, cfg: AgentConfig, is_leader: Callable[[], bool]) -> None:
+    def __init__(self, store: Store, me: str, cfg: AgentConfig, is_leader: Callable[[], bool],
+                 env: Env | None = None) -> None:
+        """``env``: the clock, datastores and network it sees (the simulator passes its own)."""
+        self.env: Env = env if env is not None else RealEnv()
         self.store = store
         self.me = me
         self.cfg = cfg
@@ -43,7 +45,7 @@ class Controller:
         self.timing = Timing(
             lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s,
         )
-        self.hb = HbTracker(time.monotonic())
+        self.hb = HbTracker(self.env.clock.monotonic())
         self.pings: dict[str, tuple[float, bool]] = {}
         self._pinging: set[str] = set()
         self.retries: dict[str, Retry] = {}
@@ -61,17 +63,12 @@ class Controller:
                 log.warning("controller: %s", e)
             except Exception:  # a bug must not kill the leader's agent; log and go on
                 log.exception("controller cycle failed")
-            await asyncio.sleep(CYCLE_S)
+            await self.env.clock.sleep(CYCLE_S)
 
     def _read_heartbeats(self, now: float) -> bool:
         """Read every reachable datastore's heartbeat files; False when we reach none
         (then silence means nothing: our own storage is gone, not the other hosts)."""
-        records: list[HbRecord] = []
-        reached = False
-        for name, path in self.cfg.datastores.items():
-            if dshb.reachable(name, path):
-                reached = True
-                records.extend(dshb.read_all(path).values())
+        reached, records = read_all_heartbeats(self.env, self.cfg.datastores)
         self.hb.observe(now, records)
         return reached
 
@@ -82,8 +79,8 @@ class Controller:
 
         async def go() -> None:
             try:
-                ok = await ping(address, 0.5)
-                self.pings[host] = (time.monotonic(), ok)
+                ok = await self.env.network.ping(address, 0.5)
+                self.pings[host] = (self.env.clock.monotonic(), ok)
             finally:
                 self._pinging.discard(host)
 
@@ -93,7 +90,7 @@ class Controller:
         def under(prefix: str) -> dict[str, Entry]:
             return {K.name_of(k, prefix): e for k, e in snap.items() if k.startswith(prefix)}
 
-        wall = time.time()
+        wall = self.env.clock.time()
         infos = {h: HostInfo.from_json(e.value) for h, e in under(K.HOSTS).items()}
         alive = {h: e.lease for h, e in under(K.ALIVE).items()}
         prev = {h: e.value.get("state") for h, e in under(K.HOSTSTATE).items()}
@@ -144,7 +141,7 @@ class Controller:
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
-        now = time.monotonic()
+        now = self.env.clock.monotonic()
         view = self.build_view(snap, now, self._read_heartbeats(now))
         for name, v in view.vms.items():  # a VM that runs again starts its backoff afresh
             if v.status is not None and v.status.state == "running":
@@ -162,12 +159,13 @@ class Controller:
 
     async def apply(self, action: object) -> None:
         st = self.store
+        wall = self.env.clock.time()
         if isinstance(action, SetHostState):
             ev = make_event("host-" + action.state.value, f"host {action.host} is {action.state.value}: {action.reason}",
-                            host=action.host, source="controller")
+                            host=action.host, source="controller", at=wall)
             await self._guarded([], [
                 st.put_op(K.HOSTSTATE + action.host,
-                          {"state": action.state.value, "since": time.time(), "reason": action.reason}),
+                          {"state": action.state.value, "since": wall, "reason": action.reason}),
                 event_put_op(st, ev),
             ])
             log.info("host %s -> %s (%s)", action.host, action.state.value, action.reason)
@@ -180,7 +178,7 @@ class Controller:
         elif isinstance(action, AssignVM):
             a = next_assignment(action)
             ev = make_event(f"vm-{action.kind}", f"{action.vm}: {action.kind} on {action.host} ({action.reason})",
-                            vm=action.vm, host=action.host, source="controller", gen=action.gen)
+                            vm=action.vm, host=action.host, source="controller", at=wall, gen=action.gen)
             own_key = K.OWN + action.vm
             if action.expect_owner is None:
                 owner_check, release = [st.absent(own_key)], []
@@ -201,10 +199,10 @@ class Controller:
                     self.retries[action.vm] = action.retry
                 log.info("%s -> %s (%s)", action.vm, action.host, action.reason)
         elif isinstance(action, StartMigration):
-            task = Task(id=f"{action.vm}-{int(time.time() * 1000)}", kind="migrate", vm=action.vm, src=action.src,
-                        dst=action.dst, reason="maintenance", created=time.time(), updated=time.time())
+            task = Task(id=f"{action.vm}-{int(wall * 1000)}", kind="migrate", vm=action.vm, src=action.src,
+                        dst=action.dst, reason="maintenance", created=wall, updated=wall)
             ev = make_event("task-migrate", f"{action.vm}: migration {action.src} -> {action.dst} ({action.reason})",
-                            vm=action.vm, host=action.src, source="controller", task=task.id)
+                            vm=action.vm, host=action.src, source="controller", at=wall, task=task.id)
             prev = await st.get(K.TASKS + action.vm)
             if prev is not None and Task.from_json(prev.value).state in TASK_ACTIVE:
                 return
@@ -214,7 +212,8 @@ class Controller:
                 [st.put_op(K.TASKS + action.vm, asdict(task)), event_put_op(st, ev)])
         elif isinstance(action, PowerOffForRestart):
             ev = make_event("vm-component-protection", f"{action.vm}: powered off on {action.host} to restart it "
-                            f"elsewhere ({action.reason})", vm=action.vm, host=action.host, source="controller")
+                            f"elsewhere ({action.reason})", vm=action.vm, host=action.host, source="controller",
+                            at=wall)
             await self._guarded(
                 [st.unchanged(K.ASSIGN + action.vm, action.expect_rev), st.equals(K.OWN + action.vm, action.host)],
                 [st.put_op(K.ASSIGN + action.vm, Assignment(host="", gen=action.gen, reason=VMCP_REASON).__dict__),
@@ -222,12 +221,12 @@ class Controller:
         elif isinstance(action, MarkStale):
             ev = make_event("disk-degraded", f"{action.vm}: disk {action.disk}'s copy on {action.datastore} marked "
                             f"stale ({action.reason}); the VM starts on its other copy", vm=action.vm,
-                            disk=action.disk, datastore=action.datastore, source="controller")
+                            disk=action.disk, datastore=action.datastore, source="controller", at=wall)
             await self._guarded([st.unchanged(K.DISKSTATE + action.vm, action.expect_rev)],
                                 [st.put_op(K.DISKSTATE + action.vm, dict(action.state)), event_put_op(st, ev)])
         elif isinstance(action, SetSecondary):
             ev = make_event("ft-secondary-placed", f"{action.vm}: FT secondary on {action.host} ({action.reason})",
-                            vm=action.vm, host=action.host, source="controller", epoch=action.epoch)
+                            vm=action.vm, host=action.host, source="controller", at=wall, epoch=action.epoch)
             await self._guarded([st.unchanged(K.FT + action.vm, action.expect_rev)], [
                 st.put_op(K.FT + action.vm, {"secondary": action.host, "epoch": action.epoch}), event_put_op(st, ev)])
         elif isinstance(action, (Waiting, NotRestarted)):
@@ -236,7 +235,7 @@ class Controller:
             if self.notes.get(action.vm) != action.reason:
                 self.notes[action.vm] = action.reason
                 kind = "vm-waiting" if isinstance(action, Waiting) else "vm-not-restarted"
-                ev = make_event(kind, f"{action.vm}: {action.reason}", vm=action.vm, source="controller")
+                ev = make_event(kind, f"{action.vm}: {action.reason}", vm=action.vm, source="controller", at=wall)
                 await self._guarded([], [event_put_op(st, ev)])
 
 

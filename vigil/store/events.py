@@ -12,8 +12,11 @@ from vigil.store.etcd import Entry, Store, StoreError
 KEEP_EVENTS = 2000
 
 
-def make_event(kind: str, message: str, *, host: str = "", vm: str = "", source: str = "", **data: Any) -> Event:
-    return Event(time=time.time(), kind=kind, message=message, host=host, vm=vm, source=source, data=data)
+def make_event(kind: str, message: str, *, host: str = "", vm: str = "", source: str = "", at: float | None = None,
+               **data: Any) -> Event:
+    """``at``: the event's wall-clock time, from the caller's clock (the simulator's is
+    virtual); by default the system's."""
+    return Event(time=time.time() if at is None else at, kind=kind, message=message, host=host, vm=vm, source=source, data=data)
 
 
 async def record(store: Store, event: Event) -> None:

@@ -1,0 +1,399 @@
+"""A simulated host's agent: the protocol of ``vigil agent``, over a ``SimEnv``.
+
+Its protocol steps mirror vigil.agent.agent (lease_loop, tick_loop, reconcile, _claim,
+_start, _power_off, _shutdown, _check_isolation; leader_loop and _leader_dead in
+vigil.sim.leader, FT in vigil.sim.ft, replicated disks in vigil.sim.disks) one for one,
+in the same order, with the same keys, values and transactions, so that the REAL
+controller it runs when leading sees what it sees on the lab. Decisions come from the
+real pure functions (vigil.policy.isolation, vigil.policy.watchdog, HbTracker); the
+controller is the real ``vigil.controller.loop.Controller``. The agent's own remaining
+decisions are being moved into pure policy functions; this agent will call them once they
+land, instead of mirroring them. Not simulated: guest heartbeats, NICs, the
+accelerator probe; FT at the protocol level only (vigil.sim.ft).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Coroutine
+
+from vigil.agent.agent import LOCAL_RESTARTS
+from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
+from vigil.policy.heartbeats import HbTracker
+from vigil.policy.isolation import is_isolated, isolation_action
+from vigil.policy.watchdog import watchdog_step
+from vigil.sim.env import SimEnv, agent_config
+from vigil.sim.disks import SimDisks
+from vigil.sim.ft import SimFt
+from vigil.sim.leader import leader_loop
+from vigil.sim.migrate import SimTasks
+from vigil.sim.store import HostStore
+from vigil.sim.world import StartFailed, World
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, StoreError
+from vigil.store.events import event_put_op, make_event
+
+START_S = 0.5  # QEMU's start-up until it runs
+GUEST_SHUTDOWN_S = 1.0  # a guest's clean ACPI shutdown
+
+
+@dataclass
+class LocalVM:
+    name: str
+    spec: VMSpec | None
+    gen: int = 0
+    stopping: bool = False
+
+
+class SimAgent:
+    def __init__(self, world: World, host: str) -> None:
+        self.w, self.h, self.me = world, world.hosts[host], host
+        self.env = SimEnv(world, host)
+        self.clock = self.env.clock
+        self.cfg = agent_config(world, host)
+        self.store = HostStore(world.store, lambda: world.reaches_etcd(host), self.clock.sleep,
+                               timeout=min(2.0, self.cfg.lease_ttl / 2))
+        self.lease_id = 0
+        self.lease_ok_until = 0.0
+        self.isolated = False
+        self.boot = f"{host}-boot{self.h.boots}"
+        self.vms: dict[str, LocalVM] = {}
+        self.failed: dict[str, tuple[int, int, str]] = {}
+        self.starting: set[str] = set()
+        self.ds_ok: dict[str, bool] = {}
+        self.published: dict[str, Any] = {}
+        self.leader_hb = HbTracker(self.clock.monotonic())
+        self.tasks: list[asyncio.Task] = []
+        self.migrations = SimTasks(self)
+        self.ft = SimFt(self)
+        self.disks = SimDisks(self)
+        self.promoting: dict[str, int] = {}  # FT failovers whose standby is taken: its checkpoint
+        self.connected = False  # etcd answered once: the tick may report to it
+        self._specs: dict[str, tuple[int, VMSpec]] = {}
+        self._pids: dict[str, int] = {}  # pid of each QEMU this agent started (vm-exited names it)
+
+    # -- process life --------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        t = asyncio.get_running_loop().create_task(coro)
+        t.add_done_callback(self.w.task_done)
+        self.tasks.append(t)
+        return t
+
+    def start(self) -> None:
+        self.spawn(self.run())
+
+    def kill(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+
+    async def run(self) -> None:
+        self._check_datastores_now()
+        for name, q in sorted(self.h.qemus.items()):  # QEMU is daemonized: adopt what runs
+            if q.state == "running":
+                self.vms[name] = LocalVM(name, None)
+                self._pids[name] = q.pid
+        self.spawn(self.tick_loop())
+        while True:  # the first etcd connection
+            try:
+                await self.store.get(K.LEADER)
+                break
+            except StoreError:
+                await self.clock.sleep(1.0)
+        self.connected = True
+        for loop in (self.lease_loop(), self.reconcile_loop(), leader_loop(self), self.migrations.loop()):
+            self.spawn(loop)
+        if self.vms:
+            await self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}")
+
+    # -- helpers -------------------------------------------------------------------------------
+    def lease_ok(self) -> bool:
+        return self.lease_id != 0 and self.clock.monotonic() < self.lease_ok_until
+
+    async def event(self, kind: str, message: str, vm: str = "") -> None:
+        ev = make_event(kind, message, host=self.me, vm=vm, source=self.me, at=self.clock.time())
+        try:
+            await self.store.txn([], [event_put_op(self.store, ev)])
+        except StoreError:  # the real agent logs it locally; so does the simulator, marked
+            self.w.log(self.w.clock.virtual(ev.time), kind, vm or self.me, message + " [agent log only: etcd unreachable]")
+
+    def host_info(self) -> HostInfo:
+        return HostInfo(name=self.me, address=self.cfg.address, memory_mb=self.cfg.memory_mb, cpus=self.cfg.cpus,
+                        datastores=tuple(sorted(n for n, ok in self.ds_ok.items() if ok)), accel="kvm",
+                        networks=tuple(sorted(self.cfg.networks)))
+
+    # -- lease ---------------------------------------------------------------------------------
+    async def _obtain_lease(self) -> None:
+        old = self.h.lease_file
+        t0 = self.clock.monotonic()
+        if old and await self.store.lease_ttl(old) > 0 and await self.store.keepalive(old) > 0:
+            self.lease_id = old
+        else:
+            self.lease_id = await self.store.grant(self.cfg.lease_ttl)
+            self.h.lease_file = self.lease_id
+        self.lease_ok_until = t0 + self.cfg.lease_ttl
+        await self._publish_host()
+
+    async def _publish_host(self) -> None:
+        for name, path in self.cfg.datastores.items():
+            if self.ds_ok.get(name) and (K.DATASTORES + name) not in self.published:
+                await self.store.create(K.DATASTORES + name, {"name": name, "path": path})
+                self.published[K.DATASTORES + name] = ()
+        info = self.host_info()
+        await self.store.put(K.HOSTS + self.me, info.__dict__ | {"datastores": list(info.datastores),
+                                                                 "networks": list(info.networks)})
+        await self.store.put(K.ALIVE + self.me, {"pid": 1, "boot": self.boot, "time": self.clock.time()},
+                             lease=self.lease_id)
+
+    async def lease_loop(self) -> None:
+        while True:
+            t0 = self.clock.monotonic()
+            try:
+                if self.lease_id == 0:
+                    await self._obtain_lease()
+                    await self.event("host-joined", f"{self.me} has a lease (accel kvm)")
+                else:
+                    ttl = await self.store.keepalive(self.lease_id)
+                    if ttl > 0:
+                        was_lost = not self.lease_ok()
+                        self.lease_ok_until = t0 + self.cfg.lease_ttl
+                        if was_lost:
+                            await self._publish_host()
+                    else:
+                        self.lease_id = 0
+                        continue
+            except StoreError:
+                pass
+            await self.clock.sleep(self.cfg.lease_ttl / 6)
+
+    # -- tick ----------------------------------------------------------------------------------
+    async def tick_loop(self) -> None:
+        checking: asyncio.Task | None = None
+        while True:
+            action, _ = watchdog_step(self.h.watchdog_fed is not None, self.lease_ok(), bool(self.vms))
+            if action != "wait":
+                self.w.feed_watchdog(self.me)
+            await self._check_datastores()
+            if self.connected:
+                await self._check_processes()
+                lost = self.lease_ok_until > 0 and not self.lease_ok()
+                if lost and not self.isolated and (checking is None or checking.done()):
+                    checking = self.spawn(self._check_isolation())
+                elif self.lease_ok() and self.isolated:
+                    self.isolated = False
+                    await self.event("isolation-ended", f"{self.me} reaches the cluster again")
+            self._write_heartbeats()
+            await self.clock.sleep(self.cfg.tick_s)
+
+    def _write_heartbeats(self) -> None:
+        rec = HbRecord(host=self.me, counter=int(self.clock.time() * 1000), boot=self.boot, isolated=self.isolated,
+                       vms=tuple(sorted(self.vms)))
+        for name, path in self.cfg.datastores.items():
+            if self.ds_ok.get(name):
+                self.env.datastores.write_heartbeat(path, rec)
+
+    def _check_datastores_now(self) -> list[str]:
+        now = {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
+        changed = [n for n in now if self.ds_ok and now[n] != self.ds_ok.get(n)]
+        self.ds_ok = now
+        return changed
+
+    async def _check_datastores(self) -> None:
+        changed = self._check_datastores_now()
+        if self.lease_ok():  # a lost copy is marked stale before the controller hears of the loss
+            await self.disks.degrade()
+        for n in changed:
+            ok = self.ds_ok[n]
+            await self.event("datastore-" + ("back" if ok else "lost"),
+                             f"datastore {n} {'reachable again' if ok else 'lost'} on {self.me}")
+        if changed and self.lease_ok():
+            try:
+                await self._publish_host()
+            except StoreError:
+                pass
+
+    async def _check_processes(self) -> None:
+        for name, vm in list(self.vms.items()):
+            if vm.stopping or name in self.h.qemus:
+                continue
+            self.vms.pop(name, None)
+            pid = self._pids.pop(name, 0)
+            gen, crashes, _ = self.failed.get(name, (vm.gen, 0, ""))
+            crashes = crashes + 1 if gen == vm.gen else 1
+            self.failed[name] = (vm.gen, crashes, "QEMU exited")
+            await self.event("vm-exited", f"{name}: QEMU (pid {pid}) exited on {self.me}", vm=name)
+            if crashes >= LOCAL_RESTARTS:
+                await self._status(name, "failed", message=f"QEMU exited {crashes} times")
+                await self._release(name)
+            else:
+                await self._status(name, "stopped", message="QEMU exited")
+
+    async def _check_isolation(self) -> None:
+        peers = list(self.cfg.peers.values())
+        peer_ok, iso_ok = await asyncio.gather(self.env.network.any_answers(peers),
+                                               self.env.network.any_answers(self.cfg.isolation_addresses))
+        if self.lease_ok() or self.isolated or not is_isolated(True, peer_ok, iso_ok):
+            return
+        self.isolated = True
+        for name, vm in list(self.vms.items()):
+            # an FT VM's secondary takes over: the primary must not run on
+            action = "power-off" if name in self.ft.enabled else isolation_action(vm.spec)
+            if action == "power-off":
+                await self._power_off(name, "isolation response: power off")
+            elif action == "shutdown":
+                self.spawn(self._shutdown(name, "isolation response: shut down"))
+        self._write_heartbeats()
+
+    # -- VM execution --------------------------------------------------------------------------
+    async def _status(self, name: str, state: str, message: str = "") -> None:
+        vm = self.vms.get(name)
+        q = self.h.qemus.get(name)
+        st = VMStatus(host=self.me, state=state, pid=q.pid if q and vm else 0, message=message)
+        key = (st.state, st.pid, st.message)
+        if self.published.get(name) == key:
+            return
+        try:
+            await self.store.put(K.VMSTATUS + name, st.__dict__)
+            self.published[name] = key
+        except StoreError:
+            pass
+
+    async def _power_off(self, name: str, why: str, report: bool = True) -> None:
+        vm = self.vms.get(name)
+        if not vm:
+            return
+        vm.stopping = True
+        self.w.stop_qemu(self.me, name)
+        self.vms.pop(name, None)
+        await self.event("vm-powered-off", f"{name} powered off on {self.me}: {why}", vm=name)
+        if report:
+            await self._status(name, "stopped", message=why)
+
+    async def _shutdown(self, name: str, why: str) -> None:
+        vm = self.vms.get(name)
+        if not vm or vm.stopping:
+            return
+        vm.stopping = True
+        timeout = vm.spec.shutdown_timeout_s if vm.spec else 20.0
+        guest = self.w.guest_shutdown_s.get(name, GUEST_SHUTDOWN_S)
+        await self.clock.sleep(min(guest, timeout))
+        self.w.stop_qemu(self.me, name)
+        self.vms.pop(name, None)
+        how = "shut down" if guest <= timeout else f"powered off after {timeout:.0f}s shutdown timeout"
+        await self.event("vm-stopped", f"{name} {how} on {self.me}: {why}", vm=name)
+        await self._status(name, "stopped", message=why)
+        await self._release(name)
+
+    async def _release(self, name: str) -> None:
+        try:
+            await self.store.txn([self.store.equals(K.OWN + name, self.me)], [self.store.delete_op(K.OWN + name)])
+        except StoreError:
+            pass
+
+    async def _start(self, spec: VMSpec, a: Assignment) -> None:
+        name = spec.name
+        self.starting.add(name)
+        try:
+            await self._status(name, "starting")
+            await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
+            await self.clock.sleep(START_S)
+            q = self.w.start_qemu(self.me, spec.without_stale(self.disks.stale(name)))
+        except StartFailed as e:
+            self.failed[name] = (a.gen, LOCAL_RESTARTS, str(e))
+            await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
+            await self._release(name)
+            await self._status(name, "failed", message=str(e))
+            return
+        finally:
+            self.starting.discard(name)
+        self.vms[name] = LocalVM(name, spec, a.gen)
+        self._pids[name] = q.pid
+        await self.event("vm-started", f"{name} started on {self.me} (pid {q.pid})", vm=name)
+        await self._status(name, "running")
+
+    # -- reconcile -----------------------------------------------------------------------------
+    async def reconcile_loop(self) -> None:
+        while True:
+            if self.lease_ok():
+                try:
+                    await self.reconcile(await self._read())
+                except StoreError:
+                    pass
+            await self.clock.sleep(self.cfg.tick_s / 2)
+
+    async def _read(self) -> tuple[dict[str, Entry], ...]:
+        """The keys reconcile reads, by prefix (the real agent takes a whole snapshot; these
+        are all of it that reconcile looks at, and MemoryStore reads them at one revision)."""
+        return (await self.store.get_prefix(K.VMS), await self.store.get_prefix(K.ASSIGN),
+                await self.store.get_prefix(K.OWN), await self.store.get_prefix(K.FT),
+                await self.store.get_prefix(K.DISKSTATE))
+
+    def _spec(self, e: Entry) -> VMSpec:
+        """Parsed once per revision of the spec key: the same VMSpec as from_json gives."""
+        hit = self._specs.get(e.key)
+        if hit is None or hit[0] != e.mod_revision:
+            hit = self._specs[e.key] = (e.mod_revision, VMSpec.from_json(e.value))
+        return hit[1]
+
+    async def reconcile(self, keys: tuple[dict[str, Entry], ...]) -> None:
+        vms, assigned, owned, ftkeys, diskstate = keys
+        n_vms, n_assign, n_own = len(K.VMS), len(K.ASSIGN), len(K.OWN)
+        specs = {k[n_vms:]: self._spec(e) for k, e in vms.items()}
+        assign = {k[n_assign:]: e for k, e in assigned.items()}
+        own = {k[n_own:]: e for k, e in owned.items()}
+        mine = {vm: Assignment(**e.value) for vm, e in assign.items()
+                if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"}
+        for name, a in mine.items():  # FT failovers: keep the standby before sync drops the role
+            if a.reason == "ft-failover" and name not in self.vms and name not in self.promoting:
+                seq = self.ft.take(name)
+                if seq is not None:
+                    self.promoting[name] = seq
+        if ftkeys or self.ft.standby:
+            await self.ft.sync(assigned | owned | ftkeys, specs)
+        self.disks.update(diskstate)
+        self.disks.sync()
+        for name, vm in list(self.vms.items()):
+            if vm.stopping or name in mine:
+                continue
+            spec, a = specs.get(name), assign.get(name)
+            if spec is not None and a is not None and a.value.get("host") != self.me:
+                if self.isolated or not self.lease_ok():
+                    continue
+                why = {"migrate": f"migrated to {a.value.get('host')}",
+                       "vmcp": "its host lost a datastore of the VM: restarted where the disks are reachable",
+                       "ft-failover": f"its FT secondary on {a.value.get('host')} took over",
+                       }.get(a.value.get("reason", ""), f"assigned to {a.value.get('host')}: this copy must not run")
+                await self._power_off(name, why, report=False)
+                await self._release(name)
+            elif spec is None or spec.power == "off" or a is None:
+                self.spawn(self._shutdown(name, "powered off by request" if spec else "VM deleted"))
+        for name, a in mine.items():
+            o = own.get(name)
+            owner = o.value if o else None
+            vm = self.vms.get(name)
+            if vm is not None:
+                vm.spec, vm.gen = specs[name], a.gen
+                if owner is None:
+                    await self._claim(name, assign[name])
+                elif owner != self.me:
+                    await self._power_off(name, f"owned by {owner}: this copy must not run", report=False)
+                else:
+                    await self._status(name, "running")
+                continue
+            if name in self.starting or name in self.migrations.incoming:
+                continue
+            gen, crashes, _ = self.failed.get(name, (-1, 0, ""))
+            if gen == a.gen and crashes >= LOCAL_RESTARTS:
+                continue
+            if owner not in (None, self.me):
+                continue
+            if owner == self.me or await self._claim(name, assign[name]):
+                seq = self.promoting.pop(name, None)
+                if seq is not None:
+                    self.spawn(self.ft.promote(specs[name], a.gen, seq))
+                else:
+                    self.spawn(self._start(specs[name], a))
+
+    async def _claim(self, name: str, assign_entry: Entry) -> bool:
+        return await self.store.txn(
+            [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assign_entry.mod_revision)],
+            [self.store.put_op(K.OWN + name, self.me, self.lease_id)])

@@ -1,0 +1,86 @@
+"""``SimEnv``: ``vigil.env.base.Env`` for one simulated host.
+
+The clock is the world's virtual one; a hung host's sleeps do not end until it is
+resumed (a SIGSTOPped agent, like the lab's hang fault), so every loop of its agent and
+of its controller freezes at its next wait. Datastores are the world's in-memory
+heartbeat files as this host reaches them; ping is answered by powered hosts with a link
+in the same partition group.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from vigil.config import AgentConfig
+from vigil.model import HbRecord
+from vigil.sim.world import GATEWAY, World
+
+PING_RTT_S = 0.001
+
+
+class HostClock:
+    def __init__(self, world: World, host: str) -> None:
+        self.w, self.h = world, world.hosts[host]
+
+    def time(self) -> float:
+        return self.w.clock.time()
+
+    def monotonic(self) -> float:
+        return self.w.clock.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        while self.h.hung:
+            await self.h.resumed.wait()
+
+
+class SimDatastores:
+    def __init__(self, world: World, host: str) -> None:
+        self.w, self.host = world, host
+
+    @staticmethod
+    def name_of(path: str) -> str:
+        return path.rsplit("/", 1)[-1]
+
+    def reachable(self, name: str, path: str) -> bool:
+        return self.w.ds_reachable(self.host, name)
+
+    def write_heartbeat(self, path: str, record: HbRecord) -> bool:
+        return self.w.write_hb(self.host, self.name_of(path), record)
+
+    def read_heartbeats(self, path: str) -> dict[str, HbRecord]:
+        name = self.name_of(path)
+        return dict(self.w.hb.get(name, {})) if self.w.ds_reachable(self.host, name) else {}
+
+
+class SimNetwork:
+    def __init__(self, world: World, host: str, clock: HostClock) -> None:
+        self.w, self.host, self.clock = world, host, clock
+
+    async def ping(self, address: str, timeout_s: float = 1.0) -> bool:
+        ok = self.w.answers(self.host, address)
+        await self.clock.sleep(PING_RTT_S if ok else timeout_s)
+        return ok
+
+    async def any_answers(self, addresses: Sequence[str], timeout_s: float = 1.0) -> bool:
+        ok = any(self.w.answers(self.host, a) for a in addresses)
+        await self.clock.sleep(PING_RTT_S if ok else timeout_s)
+        return ok
+
+
+class SimEnv:
+    """What one simulated host's agent and controller see of the world."""
+
+    def __init__(self, world: World, host: str) -> None:
+        self.clock = HostClock(world, host)
+        self.datastores = SimDatastores(world, host)
+        self.network = SimNetwork(world, host, self.clock)
+
+
+def agent_config(world: World, host: str) -> AgentConfig:
+    h = world.hosts[host]
+    return AgentConfig(
+        host=host, address=h.address, etcd_endpoints=("memory",), run_dir=f"/sim/{host}",
+        datastores={ds: f"/sim/ds/{ds}" for ds in h.datastores}, watchdog_file="sim",
+        isolation_addresses=(GATEWAY,), peers={o.name: o.address for o in world.hosts.values() if o.name != host},
+        memory_mb=h.memory_mb, cpus=h.cpus, networks={n: "br-" + n for n in h.networks})

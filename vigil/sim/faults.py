@@ -1,0 +1,130 @@
+"""The scenario's timed actions: the lab's faults (vigil.lab.faults) and operator commands,
+applied to the simulated world. Each logs one ``fault`` (or ``operator``) line.
+
+Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
+
+    power-off host / power-on host      the host loses power / boots again (``boot_s`` later)
+    hang host / unhang host             every process stopped but the watchdog (lab: SIGSTOP)
+    agent-kill host / agent-start host  the agent dies; QEMUs run on (``for``: restarted then)
+    isolate host / reconnect host       the host's network link down / up (storage stays)
+    partition groups=[[..],[..]] / heal hosts split; etcd's quorum is with the first group
+    datastore-loss host datastore / datastore-back host datastore   one host's path to it
+    datastore-fail datastore / datastore-return datastore           the datastore for everyone
+    start-fails host [vm] / start-works host                         QEMU fails to start there
+    vm-crash host vm                    the VM's QEMU on that host exits (the agent notices)
+
+Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from vigil.model import VMSpec
+from vigil.sim.world import SimHost, World
+from vigil.store import keys as K
+from vigil.store.events import event_put_op, make_event
+
+UNDO = {"power-off": "power-on", "hang": "unhang", "agent-kill": "agent-start", "isolate": "reconnect",
+        "partition": "heal", "datastore-loss": "datastore-back", "datastore-fail": "datastore-return",
+        "start-fails": "start-works", "maintenance-enter": "maintenance-exit"}
+OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power")
+
+
+class ScenarioError(ValueError):
+    """The scenario file asks for something the simulator does not know."""
+
+
+def describe(a: dict[str, Any]) -> tuple[str, str]:
+    """(subject, text) of an action's log line."""
+    f = a["fault"]
+    if f == "partition":
+        return "-", "partition " + " | ".join(",".join(g) for g in a["groups"])
+    subject = a.get("host") or a.get("vm") or a.get("datastore") or "-"
+    extra = [f"{k}={a[k]}" for k in ("datastore", "vm", "power", "for") if k in a and a[k] != subject]
+    return subject, " ".join([f] + extra)
+
+
+async def apply(w: World, a: dict[str, Any]) -> None:
+    f = a["fault"]
+    subject, text = describe(a)
+    w.log(w.clock.now, "operator" if f in OPERATOR else "fault", subject, text)
+    if f in ("power-off",):
+        w.power_off(_name(w, a), "host powered off")
+    elif f == "power-on":
+        if not _h(w, a).powered:
+            await asyncio.sleep(w.boot_s)
+            w.boot(a["host"])
+    elif f == "hang":
+        w.hang(_name(w, a))
+    elif f == "unhang":
+        w.unhang(_name(w, a))
+    elif f == "agent-kill":
+        w.stop_agent(_name(w, a))
+    elif f == "agent-start":
+        if _h(w, a).powered and _h(w, a).agent is None:
+            w.start_agent(a["host"])
+    elif f in ("isolate", "reconnect"):
+        _h(w, a).link_up = f == "reconnect"
+    elif f == "partition":
+        w.groups = [list(g) for g in a["groups"]]
+    elif f == "heal":
+        w.groups = None
+    elif f in ("datastore-loss", "datastore-back"):
+        lost = _h(w, a).lost_ds
+        (lost.add if f == "datastore-loss" else lost.discard)(a["datastore"])
+    elif f in ("datastore-fail", "datastore-return"):
+        w.ds_up[a["datastore"]] = f == "datastore-return"
+    elif f == "start-fails":
+        _h(w, a).fail_start.add(a.get("vm", "*"))
+    elif f == "vm-crash":
+        if a.get("vm") in _h(w, a).qemus:
+            w.log(w.clock.now, "qemu-killed", a["vm"], f"{a['vm']}'s QEMU on {a['host']} exited (crash)")
+            w.stop_qemu(a["host"], a["vm"])
+    elif f == "start-works":
+        _h(w, a).fail_start.clear()
+    elif f in ("maintenance-enter", "maintenance-exit"):
+        await _maintenance(w, _name(w, a), f == "maintenance-enter")
+    elif f == "vm-power":
+        await _set_power(w, a["vm"], a["power"])
+    else:
+        raise ScenarioError(f"unknown fault {f!r}")
+    if "for" in a and f in UNDO:
+        await asyncio.sleep(float(a["for"]))
+        undo = {k: v for k, v in a.items() if k not in ("for", "at")} | {"fault": UNDO[f]}
+        await apply(w, undo)
+
+
+def _name(w: World, a: dict[str, Any]) -> str:
+    name = a.get("host")
+    if name not in w.hosts:
+        raise ScenarioError(f"fault {a['fault']}: unknown host {name!r}")
+    return str(name)
+
+
+def _h(w: World, a: dict[str, Any]) -> SimHost:
+    return w.hosts[_name(w, a)]
+
+
+async def _maintenance(w: World, host: str, enter: bool) -> None:
+    """What ``vigil host maintenance enter|exit`` writes (vigil.ops.set_maintenance)."""
+    key = K.MAINTENANCE + host
+    st = w.store
+    ev = make_event("maintenance-" + ("enter" if enter else "exit"),
+                    f"{host} {'enters' if enter else 'leaves'} maintenance mode", host=host, source="cli",
+                    at=w.clock.time())
+    op = st.put_op(key, {"since": w.clock.time()}) if enter else st.delete_op(key)
+    await st.txn([st.absent(key) if enter else st.tx.version(key.encode()) > 0], [op, event_put_op(st, ev)])
+
+
+async def _set_power(w: World, vm: str, power: str) -> None:
+    """What ``vigil vm start|stop`` writes (vigil.ops.set_power): the spec, not the assignment."""
+    st = w.store
+    e = await st.get(K.VMS + vm)
+    if e is None:
+        raise ScenarioError(f"vm-power: unknown VM {vm!r}")
+    if e.value.get("power") == power:
+        return
+    ev = make_event(f"vm-power-{power}", f"{vm}: power {power} requested", vm=vm, source="cli", at=w.clock.time())
+    await st.txn([st.unchanged(e.key, e.mod_revision)],
+                 [st.put_op(e.key, VMSpec.from_json(e.value).to_json() | {"power": power}), event_put_op(st, ev)])

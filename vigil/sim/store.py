@@ -1,0 +1,335 @@
+"""An in-memory etcd: a test double for pure logic and the simulator, never for production.
+
+``MemoryStore`` offers the methods of ``vigil.store.etcd.Store`` that the controller and
+the agents use, with etcd's semantics as far as they rely on them: one global revision
+that every write (or write transaction) raises by one; per key its create and mod
+revision and a version that counts puts since creation; leases with a TTL that run out on
+the simulator's virtual clock and delete every key attached when they expire or are
+revoked; transactions over the same compares (``equals``, ``unchanged``, ``absent``) and
+operations (``put_op``, ``delete_op``) as the real facade; snapshots of ``Entry`` objects.
+Values are JSON-encoded like etcd's and compared on that encoding; stored values are
+shared with readers, who must not change them (vigil's code never does).
+
+``HostStore`` is one host's connection to it: every call fails with ``StoreError`` after
+the client's timeout while the host cannot reach etcd (a partition, isolation), as a real
+call to an unreachable member would.
+"""
+from __future__ import annotations
+
+import bisect
+import heapq
+import json
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, StoreError
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Compare:
+    key: str
+    target: str  # "version" | "mod" | "value"
+    op: str  # "==" | ">"
+    arg: Any
+
+    def holds(self, store: "MemoryStore") -> bool:
+        e = store._kv.get(self.key)
+        if self.target == "value":
+            if e is None:
+                return False
+            got: Any = store._enc[self.key]
+        elif self.target == "version":
+            got = e.version if e else 0
+        else:
+            got = e.mod_revision if e else 0
+        return got == self.arg if self.op == "==" else got > self.arg
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # "put" | "delete"
+    key: str
+    value: Any = None
+    lease: int = 0
+
+
+class _VersionTarget:
+    """``store.tx.version(key) > 0`` as ``vigil.ops`` writes it against aetcd."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __eq__(self, n: object) -> Compare:  # type: ignore[override]
+        return Compare(self.key, "version", "==", n)
+
+    def __gt__(self, n: int) -> Compare:
+        return Compare(self.key, "version", ">", n)
+
+
+class _Tx:
+    @staticmethod
+    def version(key: bytes) -> _VersionTarget:
+        return _VersionTarget(key.decode())
+
+
+class MemoryStore:
+    """etcd in a dict, on a virtual clock (``now()`` gives its seconds)."""
+
+    tx = _Tx()
+
+    def __init__(self, now: Callable[[], float], sink: tuple[str, ...] = ()) -> None:
+        """``sink``: prefixes whose puts go to the watchers only and are not kept (the
+        simulator keeps the event log itself, as if it were trimmed at once: nothing in
+        vigil decides on past events, and a long log would make every snapshot slow)."""
+        self.now = now
+        self.sink = sink
+        self.revision = 1
+        self._kv: dict[str, Entry] = {}
+        self._enc: dict[str, str] = {}
+        self._created: dict[str, int] = {}
+        self._keys: list[str] = []  # sorted, as etcd returns ranges
+        self._leases: dict[int, tuple[int, float]] = {}  # id -> (ttl, expires at)
+        self._lease_keys: dict[int, set[str]] = {}
+        self._expiry: list[tuple[float, int]] = []
+        self._next_lease = 0x7E57_0000
+        self.watchers: list[tuple[str, Callable[[Entry], None]]] = []  # (prefix, on put)
+
+    # -- internals -------------------------------------------------------------------------
+    def _expire(self) -> None:
+        now = self.now()
+        while self._expiry and self._expiry[0][0] <= now:
+            at, lid = heapq.heappop(self._expiry)
+            cur = self._leases.get(lid)
+            if cur is not None and cur[1] == at:
+                self._drop_lease(lid)
+
+    def _drop_lease(self, lid: int) -> None:
+        self._leases.pop(lid, None)
+        keys = sorted(self._lease_keys.pop(lid, ()))
+        if keys:
+            self.revision += 1
+            for k in keys:
+                self._remove(k)
+
+    def _remove(self, key: str) -> None:
+        e = self._kv.pop(key, None)
+        if e is None:
+            return
+        del self._enc[key], self._created[key]
+        self._keys.pop(bisect.bisect_left(self._keys, key))
+        if e.lease:
+            self._lease_keys.get(e.lease, set()).discard(key)
+
+    def _put(self, key: str, value: Any, lease: int) -> None:
+        if self.sink and key.startswith(self.sink):
+            e = Entry(key, value, self.revision, 1, lease)
+            for prefix, fn in self.watchers:
+                if key.startswith(prefix):
+                    fn(e)
+            return
+        old = self._kv.get(key)
+        if old is None:
+            bisect.insort(self._keys, key)
+            self._created[key] = self.revision
+        elif old.lease and old.lease != lease:
+            self._lease_keys.get(old.lease, set()).discard(key)
+        enc = _encode(value)
+        e = Entry(key, json.loads(enc), self.revision, (old.version if old else 0) + 1, lease)
+        self._kv[key], self._enc[key] = e, enc
+        if lease:
+            self._lease_keys[lease].add(key)
+        for prefix, fn in self.watchers:
+            if key.startswith(prefix):
+                fn(e)
+
+    def _apply(self, ops: list[Op]) -> None:
+        for op in ops:
+            if op.kind == "put" and op.lease and op.lease not in self._leases:
+                raise StoreError(f"etcd (memory): lease {op.lease:x} not found")
+        if all(op.kind == "delete" and op.key not in self._kv for op in ops):
+            return  # nothing changes: etcd keeps its revision
+        self.revision += 1
+        for op in ops:
+            if op.kind == "put":
+                self._put(op.key, op.value, op.lease)
+            else:
+                self._remove(op.key)
+
+    def create_revision(self, key: str) -> int:
+        self._expire()
+        return self._created.get(key, 0)
+
+    # -- reads ---------------------------------------------------------------------------
+    async def get(self, key: str) -> Entry | None:
+        self._expire()
+        return self._kv.get(key)
+
+    async def get_prefix(self, prefix: str) -> dict[str, Entry]:
+        self._expire()
+        i = bisect.bisect_left(self._keys, prefix)
+        out: dict[str, Entry] = {}
+        for k in self._keys[i:]:
+            if not k.startswith(prefix):
+                break
+            out[k] = self._kv[k]
+        return out
+
+    async def snapshot(self) -> dict[str, Entry]:
+        return await self.get_prefix(K.PREFIX)
+
+    # -- writes --------------------------------------------------------------------------
+    async def put(self, key: str, value: Any, lease: int = 0) -> None:
+        self._expire()
+        self._apply([Op("put", key, value, lease)])
+
+    async def delete(self, key: str) -> bool:
+        self._expire()
+        if key not in self._kv:
+            return False
+        self._apply([Op("delete", key)])
+        return True
+
+    async def delete_prefix(self, prefix: str) -> None:
+        for k in list(await self.get_prefix(prefix)):
+            await self.delete(k)
+
+    async def txn(self, compare: list, success: list, failure: list | None = None) -> bool:
+        self._expire()
+        ok = all(c.holds(self) for c in compare)
+        self._apply(list(success if ok else failure or []))
+        return ok
+
+    async def create(self, key: str, value: Any, lease: int = 0, also: list | None = None) -> bool:
+        return await self.txn([self.absent(key)], [self.put_op(key, value, lease)] + list(also or []))
+
+    async def update(self, key: str, change: Callable[[Any], Any], tries: int = 5) -> Any:
+        for _ in range(tries):
+            e = await self.get(key)
+            new = change(e.value if e else None)
+            if await self.txn([self.unchanged(key, e.mod_revision if e else 0)], [self.put_op(key, new)]):
+                return new
+        raise StoreError(f"{key}: changed under us {tries} times")
+
+    def put_op(self, key: str, value: Any, lease: int = 0) -> Op:
+        return Op("put", key, value, lease)
+
+    def delete_op(self, key: str) -> Op:
+        return Op("delete", key)
+
+    def absent(self, key: str) -> Compare:
+        return Compare(key, "version", "==", 0)
+
+    def unchanged(self, key: str, mod_revision: int) -> Compare:
+        return Compare(key, "mod", "==", mod_revision)
+
+    def equals(self, key: str, value: Any) -> Compare:
+        return Compare(key, "value", "==", _encode(value))
+
+    # -- leases --------------------------------------------------------------------------
+    async def grant(self, ttl: int) -> int:
+        self._expire()
+        self._next_lease += 1
+        lid = self._next_lease
+        self._leases[lid] = (ttl, self.now() + ttl)
+        self._lease_keys[lid] = set()
+        heapq.heappush(self._expiry, (self.now() + ttl, lid))
+        return lid
+
+    async def keepalive(self, lease_id: int) -> int:
+        """Like etcd: the remaining TTL after the refresh, 0 for a lease that is gone."""
+        self._expire()
+        cur = self._leases.get(lease_id)
+        if cur is None:
+            return 0
+        at = self.now() + cur[0]
+        self._leases[lease_id] = (cur[0], at)
+        heapq.heappush(self._expiry, (at, lease_id))
+        return cur[0]
+
+    async def lease_ttl(self, lease_id: int) -> int:
+        """Seconds left (rounded down, like etcd), -1 for a lease that is gone."""
+        self._expire()
+        cur = self._leases.get(lease_id)
+        return -1 if cur is None else int(cur[1] - self.now())
+
+    async def revoke(self, lease_id: int) -> None:
+        self._expire()
+        if lease_id not in self._leases:
+            raise StoreError(f"etcd (memory): lease {lease_id:x} not found")
+        self._drop_lease(lease_id)
+
+    async def close(self) -> None:
+        pass
+
+
+class HostStore:
+    """One host's client of a ``MemoryStore``: while ``reachable()`` is False every call
+    waits out ``timeout`` (virtual) and raises ``StoreError``, as a real call would."""
+
+    def __init__(self, mem: MemoryStore, reachable: Callable[[], bool], sleep: Callable[[float], Awaitable[None]],
+                 timeout: float = 1.5) -> None:
+        self.mem, self.reachable, self._sleep, self.timeout = mem, reachable, sleep, timeout
+        self.tx = mem.tx
+        self.put_op, self.delete_op, self.absent = mem.put_op, mem.delete_op, mem.absent
+        self.unchanged, self.equals = mem.unchanged, mem.equals
+
+    async def _check(self) -> None:
+        if not self.reachable():
+            await self._sleep(self.timeout)
+            raise StoreError("etcd (memory): unreachable from this host")
+
+    async def get(self, key: str) -> Entry | None:
+        await self._check()
+        return await self.mem.get(key)
+
+    async def get_prefix(self, prefix: str) -> dict[str, Entry]:
+        await self._check()
+        return await self.mem.get_prefix(prefix)
+
+    async def snapshot(self) -> dict[str, Entry]:
+        await self._check()
+        return await self.mem.snapshot()
+
+    async def put(self, key: str, value: Any, lease: int = 0) -> None:
+        await self._check()
+        await self.mem.put(key, value, lease)
+
+    async def delete(self, key: str) -> bool:
+        await self._check()
+        return await self.mem.delete(key)
+
+    async def txn(self, compare: list, success: list, failure: list | None = None) -> bool:
+        await self._check()
+        return await self.mem.txn(compare, success, failure)
+
+    async def create(self, key: str, value: Any, lease: int = 0, also: list | None = None) -> bool:
+        await self._check()
+        return await self.mem.create(key, value, lease, also)
+
+    async def update(self, key: str, change: Callable[[Any], Any], tries: int = 5) -> Any:
+        await self._check()
+        return await self.mem.update(key, change, tries)
+
+    async def grant(self, ttl: int) -> int:
+        await self._check()
+        return await self.mem.grant(ttl)
+
+    async def keepalive(self, lease_id: int) -> int:
+        await self._check()
+        return await self.mem.keepalive(lease_id)
+
+    async def lease_ttl(self, lease_id: int) -> int:
+        await self._check()
+        return await self.mem.lease_ttl(lease_id)
+
+    async def revoke(self, lease_id: int) -> None:
+        await self._check()
+        await self.mem.revoke(lease_id)
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,238 @@
+"""The simulated world: hosts, their links and datastores, QEMU processes, watchdogs.
+
+Everything the real environment touches is state here, changed only by the scenario's
+faults and by the simulated agents, on the virtual clock. The world also watches the one
+safety property that matters most (DESIGN.md, "Never two running copies of a VM"): it
+sees every QEMU process of every VM at every instant, and records a violation whenever a
+VM runs twice, and a lock refusal whenever a second copy is tried while QEMU's disk locks
+(DESIGN rule 4, the last line) are still held by another.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from vigil.model import HbRecord, VMSpec
+from vigil.sim.clock import VirtualClock
+from vigil.sim.store import MemoryStore
+
+if TYPE_CHECKING:
+    from vigil.sim.agent import SimAgent
+
+GATEWAY = "10.0.0.254"  # every host's isolation address: it answers whoever has a link
+
+
+class StartFailed(Exception):
+    """QEMU did not start (the message is QEMU's, or the simulator's stand-in for it)."""
+
+
+@dataclass
+class Qemu:
+    vm: str
+    host: str
+    pid: int
+    state: str = "running"  # running | incoming (a migration's paused destination) | paused
+
+
+@dataclass
+class SimHost:
+    name: str
+    address: str
+    memory_mb: int
+    cpus: int
+    datastores: tuple[str, ...]
+    networks: tuple[str, ...] = ()
+    powered: bool = True
+    hung: bool = False
+    link_up: bool = True
+    lost_ds: set[str] = field(default_factory=set)
+    fail_start: set[str] = field(default_factory=set)  # VMs whose QEMU fails to start here
+    qemus: dict[str, Qemu] = field(default_factory=dict)
+    boots: int = 0
+    lease_file: int = 0  # the agent's lease file in its run dir: survives an agent restart, not a reboot
+    watchdog_fed: float | None = None  # None: disarmed
+    agent: "SimAgent | None" = None
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class World:
+    def __init__(self, clock: VirtualClock, store: MemoryStore, log: Callable[[float, str, str, str], None],
+                 boot_s: float = 2.0, watchdog_s: float = 5.0, agent_factory: Callable[["World", str], "SimAgent"]
+                 | None = None) -> None:
+        self.clock, self.store, self.log = clock, store, log
+        self.boot_s, self.watchdog_s = boot_s, watchdog_s
+        self.hosts: dict[str, SimHost] = {}
+        self.ds_up: dict[str, bool] = {}
+        self.hb: dict[str, dict[str, HbRecord]] = {}  # datastore -> host -> its heartbeat file
+        self.groups: list[list[str]] | None = None  # a partition: etcd's quorum is with the first group
+        self.violations: list[str] = []
+        self.lock_refusals: list[str] = []
+        self.crashes: list[str] = []
+        self.guest_shutdown_s: dict[str, float] = {}  # how long a guest's ACPI shutdown takes, if not 1 s
+        self.agent_factory = agent_factory
+        self._pid = 1000
+
+    def task_done(self, t: asyncio.Task) -> None:
+        """A simulated process's task ended: an exception in it is a simulator (or vigil) bug."""
+        if not t.cancelled() and t.exception() is not None:
+            e = t.exception()
+            self.crashes.append(f"{self.clock.now:.2f}: {t.get_coro().__qualname__}: {type(e).__name__}: {e}")
+
+    # -- topology ----------------------------------------------------------------------------
+    def add_host(self, h: SimHost) -> None:
+        h.resumed.set()
+        self.hosts[h.name] = h
+        for ds in h.datastores:
+            self.ds_up.setdefault(ds, True)
+            self.hb.setdefault(ds, {})
+
+    def by_address(self, address: str) -> SimHost | None:
+        return next((h for h in self.hosts.values() if h.address == address), None)
+
+    def _group(self, host: str) -> int:
+        if self.groups is None:
+            return 0
+        return next((i for i, g in enumerate(self.groups) if host in g), -1)
+
+    def answers(self, src: str, address: str) -> bool:
+        """Whether a ping from ``src`` to ``address`` is answered (a hung host's kernel
+        still answers: only its processes are stopped)."""
+        s = self.hosts[src]
+        if not (s.powered and s.link_up):
+            return False
+        if address == GATEWAY:
+            return True
+        d = self.by_address(address)
+        return d is not None and d.powered and d.link_up and self._group(src) == self._group(d.name) >= 0
+
+    def reaches_etcd(self, host: str) -> bool:
+        h = self.hosts[host]
+        return h.powered and h.link_up and self._group(host) == 0
+
+    def ds_reachable(self, host: str, ds: str) -> bool:
+        h = self.hosts[host]
+        return h.powered and ds in h.datastores and ds not in h.lost_ds and self.ds_up.get(ds, False)
+
+    def write_hb(self, host: str, ds: str, rec: HbRecord) -> bool:
+        if not self.ds_reachable(host, ds):
+            return False
+        self.hb[ds][host] = rec
+        return True
+
+    # -- QEMU --------------------------------------------------------------------------------
+    def running_copies(self, vm: str) -> list[Qemu]:
+        return [q for h in self.hosts.values() if h.powered for q in h.qemus.values()
+                if q.vm == vm and q.state == "running"]
+
+    def _check(self, vm: str) -> None:
+        copies = self.running_copies(vm)
+        if len(copies) > 1:
+            where = ", ".join(sorted(q.host for q in copies))
+            self.violations.append(f"{self.clock.now:.2f}: {vm} runs on {where}")
+            self.log(self.clock.now, "VIOLATION", vm, f"two running copies of {vm}: {where}")
+
+    def start_qemu(self, host: str, spec: VMSpec, incoming: bool = False) -> Qemu:
+        h = self.hosts[host]
+        if spec.name in h.fail_start or "*" in h.fail_start:
+            raise StartFailed("qemu-system-x86_64: simulated start failure")
+        missing = sorted(ds for ds in spec.datastores if not self.ds_reachable(host, ds))
+        if missing:
+            raise StartFailed(f"datastore {', '.join(missing)} not reachable")
+        # an incoming (or migrated-away, paused) QEMU has its images inactive: only a
+        # running copy, frozen on a hung host or not, holds the lock (on this host too)
+        others = [q for o in self.hosts.values() if o.powered for q in o.qemus.values()
+                  if q.vm == spec.name and q.state == "running"]
+        if spec.disks and others and not incoming:
+            holder = others[0].host
+            ho = self.hosts[holder]
+            # a holder whose agent runs should have stopped its copy before losing its lease:
+            # DESIGN counts on the locks only while the holder's agent is hung or dead
+            agent = "hung" if ho.hung else "dead" if ho.agent is None else "running"
+            self.lock_refusals.append(f"{self.clock.now:.2f}: {spec.name} on {host} (held on {holder}, "
+                                      f"whose agent is {agent})")
+            self.log(self.clock.now, "disk-lock-held", spec.name,
+                     f"QEMU on {host} refused {spec.name}'s disk: its image is locked by the copy on {holder}")
+            raise StartFailed(f'Failed to get "write" lock (held by the copy on {holder})')
+        self._pid += 1
+        q = Qemu(spec.name, host, self._pid, "incoming" if incoming else "running")
+        h.qemus[spec.name] = q
+        self._check(spec.name)
+        return q
+
+    def stop_qemu(self, host: str, vm: str) -> None:
+        self.hosts[host].qemus.pop(vm, None)
+
+    def switch_over(self, src: str, dst: str, vm: str) -> None:
+        """A live migration's switchover: the source's copy pauses, the destination's runs."""
+        s, d = self.hosts[src].qemus.get(vm), self.hosts[dst].qemus.get(vm)
+        if s is not None:
+            s.state = "paused"
+        if d is not None:
+            d.state = "running"
+            self._check(vm)
+
+    # -- power, hangs, the watchdog ------------------------------------------------------------
+    def feed_watchdog(self, host: str) -> None:
+        h = self.hosts[host]
+        armed = h.watchdog_fed is not None
+        h.watchdog_fed = self.clock.now
+        if not armed:
+            asyncio.get_running_loop().create_task(self._watchdog(h, h.boots))
+
+    async def _watchdog(self, h: SimHost, boot: int) -> None:
+        """The host's hardware watchdog (the lab's supervisor): resets the host when not
+        fed for ``watchdog_s``; it is hardware, so a hang does not stop it."""
+        while h.boots == boot and h.powered and h.watchdog_fed is not None:
+            due = h.watchdog_fed + self.watchdog_s
+            if self.clock.now >= due:
+                self.log(self.clock.now, "watchdog-reset", h.name,
+                         f"{h.name}: watchdog not fed for {self.watchdog_s:.1f}s: host reset")
+                self.power_off(h.name, "reset by its watchdog")
+                await asyncio.sleep(self.boot_s)
+                self.boot(h.name)
+                return
+            await asyncio.sleep(due - self.clock.now)
+
+    def boot(self, host: str) -> None:
+        """Power on and start the agent; a host already up is left alone (two power-ons
+        pending at once must not give it two agents)."""
+        h = self.hosts[host]
+        if h.powered:
+            return
+        h.powered, h.hung = True, False
+        h.resumed.set()
+        h.boots += 1
+        self.start_agent(host)
+
+    def start_agent(self, host: str) -> None:
+        assert self.agent_factory is not None
+        h = self.hosts[host]
+        h.agent = self.agent_factory(self, host)
+        h.agent.start()
+
+    def stop_agent(self, host: str) -> None:
+        h = self.hosts[host]
+        if h.agent is not None:
+            h.agent.kill()
+            h.agent = None
+
+    def power_off(self, host: str, why: str) -> None:
+        h = self.hosts[host]
+        self.stop_agent(host)
+        for vm, q in sorted(h.qemus.items()):
+            what = "QEMU" if q.state == "running" else f"{q.state} QEMU"
+            self.log(self.clock.now, "qemu-killed", vm, f"{vm}'s {what} on {host} is gone: {why}")
+        h.qemus.clear()
+        h.powered, h.hung, h.watchdog_fed, h.lease_file = False, False, None, 0
+        h.resumed.set()
+
+    def hang(self, host: str) -> None:
+        h = self.hosts[host]
+        h.hung = True
+        h.resumed.clear()
+
+    def unhang(self, host: str) -> None:
+        h = self.hosts[host]
+        h.hung = False
+        h.resumed.set()
