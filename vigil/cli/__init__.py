@@ -11,6 +11,7 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil datastore ...              cli/datastore.py
     vigil task ...                   cli/task.py
     vigil rule ...                   cli/rule.py
+    vigil sim run SCENARIO...        vigil/sim/cli.py (the simulator's golden scenarios)
 
 Shared options, error handling and output helpers are in cli/common.py.
 """
@@ -21,6 +22,7 @@ import typer
 from vigil.cli import agent, datastore, demo, events, host, lab, rule, task, vm
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
+from vigil.sim import cli as sim_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vigil: HA for QEMU/KVM clusters")
 app.command()(agent.agent)
@@ -32,6 +34,7 @@ app.add_typer(lab.app, name="lab")
 app.add_typer(datastore.app, name="datastore")
 app.add_typer(task.app, name="task")
 app.add_typer(rule.app, name="rule")
+sim_cli.register(app)
 
 __all__ = ["app", "main", "fail", "friendly", "parse_disk"]
 
