@@ -291,3 +291,34 @@ def test_disabled_priority_means_ha_never_acts_on_the_vm_on_any_path():
     for resp in ("power-off", "shutdown", "leave-powered-on"):
         spec = VMSpec(name="a", isolation_response=resp, restart_priority="disabled")
         assert isolation_action(spec) == "leave-powered-on"
+
+
+def test_vm_component_protection_waits_for_a_host_that_reaches_the_datastore_only_just_again():
+    """An array coming back is seen by one host a tick before another: no VM is powered
+    off to move it to a host that reaches its datastore only since a moment."""
+    from dataclasses import replace as _replace
+    from types import MappingProxyType
+
+    from vigil.policy.plan import VMCP_STABLE_S, PowerOffForRestart
+
+    hosts = [host("h1", ds=()), host("h2")]
+    v = view(hosts, [vm("a", "h1", owner="h1")])
+    fresh = _replace(v, reach_since=MappingProxyType({("h2", "ds1"): v.now - 0.5}))
+    acts = plan(fresh)
+    assert not [x for x in acts if isinstance(x, PowerOffForRestart)]
+    assert any(isinstance(x, Waiting) and "reach it again" in x.reason for x in acts)
+    stable = _replace(v, reach_since=MappingProxyType({("h2", "ds1"): v.now - VMCP_STABLE_S}))
+    assert [x for x in plan(stable) if isinstance(x, PowerOffForRestart)]
+
+
+def test_a_vm_powered_off_by_request_frees_its_room_once_stopped():
+    from dataclasses import replace as _replace
+
+    hosts = [host("h1", alive=False, hb_age=4, ping=False), host("h2", mem=512)]
+    big = vm("big", "h1", mem=384)
+    filler = vm("filler", "h2", mem=256, owner="h2")
+    off = _replace(filler, spec=_replace(filler.spec, power="off"))
+    stopping = _replace(off, status=VMStatus(host="h2", state="running"))
+    assert not assigns(plan(view(hosts, [big, stopping])))  # still running: its memory is taken
+    stopped = _replace(off, status=VMStatus(host="h2", state="stopped"))
+    assert assigns(plan(view(hosts, [big, stopped]))) == {"big": "h2"}

@@ -65,14 +65,14 @@ class Agent:
         self.isolated = False
         self.boot = os.urandom(4).hex()
         self.vms: dict[str, LocalVM] = {}
-        self.ds_ok: dict[str, bool] = {}
+        self.ds_ok: dict[str, bool] = {}  # datastores reached, as published (see _check_datastores)
+        self.ds_reach: dict[str, bool] = {}  # datastores reached now (the heartbeat loop's)
         self.accel = "tcg"
         self.ft = FtRunner(self)
         self.disks = DiskKeeper(self)
         self.guests = Guests(self, self.ft)
         self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
         self.watchdog = FileWatchdog(cfg.watchdog_file)
-        self.connected = False  # etcd answered once: the tick may report to it
         self.stopped = asyncio.Event()
         self.lease = HostLease(self, self.boot)
         self.leadership = Leadership(self)
@@ -114,18 +114,24 @@ class Agent:
             stop.cancel()
 
     # -- tick: watchdog, datastore heartbeat, process and isolation checks ---------------
-    async def tick_loop(self) -> None:
-        """Runs from the agent's first moments: the datastore heartbeats and the watchdog
-        go together (a silent heartbeat must mean an unfed watchdog). Process and isolation
-        checks wait for etcd (``self.connected``): they report there."""
-        checking = None
+    async def heartbeat_loop(self) -> None:
+        """The watchdog and the datastore heartbeats, from the agent's first moment, and
+        never waiting on etcd: a host cut off from etcd keeps its heartbeat advancing, so
+        the controller sees it partitioned, not silent (each etcd call waits out its
+        timeout there, and a tick that waited on them let the heartbeat stop for seconds).
+        A silent heartbeat must mean an unfed watchdog: both live here, nowhere else."""
         while not self.stopped.is_set():
             self.watchdog.tick(holds_lease=self.lease_ok(), runs_vms=bool(self.vms))
+            self.ds_reach = self._reachable()
+            self._write_heartbeats()
+            await self.sleep(self.cfg.tick_s)
+
+    async def check_loop(self) -> None:
+        """What the tick reports to etcd, once connected: datastore changes, QEMU exits,
+        guests gone silent, the start and end of an isolation."""
+        checking = None
+        while not self.stopped.is_set():
             await self._check_datastores()
-            if not self.connected:
-                self._write_heartbeats()
-                await self.sleep(self.cfg.tick_s)
-                continue
             await self._check_processes()
             step = tick_step(self.lease.ok_until > 0, self.lease_ok(), self.isolated,
                              checking is not None and not checking.done())
@@ -134,8 +140,10 @@ class Agent:
             elif step == "end":
                 self.isolated = False
                 await self.event("isolation-ended", f"{self.me} reaches the cluster again")
-            self._write_heartbeats()
             await self.sleep(self.cfg.tick_s)
+
+    def _reachable(self) -> dict[str, bool]:
+        return {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
 
     def _write_heartbeats(self) -> None:
         rec = HbRecord(
@@ -143,11 +151,13 @@ class Agent:
             vms=tuple(sorted(self.vms)),
         )
         for name, path in self.cfg.datastores.items():
-            if self.ds_ok.get(name):
+            if self.ds_reach.get(name):
                 self.env.datastores.write_heartbeat(path, rec)
 
     async def _check_datastores(self) -> None:
-        now = {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
+        """``ds_ok`` is the datastore list as published (host info, disk decisions); it
+        follows what this host reaches only after lost copies are dropped."""
+        now = self._reachable()
         changed = [n for n in now if now[n] != self.ds_ok.get(n)]
         first = not self.ds_ok
         self.ds_ok = now
@@ -322,10 +332,11 @@ class Agent:
         for name, pid in self.hypervisor.find_running().items():
             self.guests.adopt(name, pid, None, 0, held=True)
             log.info("adopted running VM %s (pid %d)", name, pid)
-        # From here on the tick keeps the heartbeats and the watchdog going (armed now only
-        # if VMs run here or an earlier run armed it), so the slow start-up work below,
-        # the accelerator probe above all, never lets a watchdog expire.
-        tasks = [asyncio.create_task(self.tick_loop())]
+        # From here on the heartbeats and the watchdog go on (armed now only if VMs run
+        # here or an earlier run armed it), so the slow start-up work below, the
+        # accelerator probe above all, never lets a watchdog expire.
+        self.ds_reach = dict(self.ds_ok)
+        tasks = [asyncio.create_task(self.heartbeat_loop())]
         self.accel = await self.hypervisor.probe_accel()
         while not self.stopped.is_set():
             try:
@@ -334,10 +345,9 @@ class Agent:
             except StoreError as e:
                 log.warning("etcd: %s", e)
                 await self.sleep(1)
-        self.connected = True
         self.tasks = TaskRunner(self)
-        tasks += [asyncio.create_task(c) for c in
-                  (self.lease.loop(), self.reconcile_loop(), self.leadership.loop(), self.tasks.loop())]
+        tasks += [asyncio.create_task(c) for c in (self.check_loop(), self.lease.loop(), self.reconcile_loop(),
+                                                   self.leadership.loop(), self.tasks.loop())]
         if self.vms:
             adopted = ", ".join(sorted(self.vms))
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))

@@ -52,6 +52,7 @@ class Controller:
         self.ft_waits: dict[str, float] = {}
         self.notes: dict[str, str] = {}  # last Waiting/NotRestarted message per VM, to log once
         self.cycles = 0
+        self.reach_since: dict[tuple[str, str], float] = {}  # see ClusterView.reach_since
 
     async def run(self) -> None:
         log.info("controller active on %s", self.me)
@@ -135,9 +136,16 @@ class Controller:
                 vms[name] = replace(v, ft=ft_view(ftk[name], acks.get(name), ftstat.get(name)))
         tasks = tuple(t for t in (Task.from_json(e.value) for e in under(K.TASKS).values()) if t.state in TASK_ACTIVE)
         rules = tuple(Rule.from_json(e.value) for e in under(K.RULES).values())
+        reach = {(h, d) for h, i in infos.items() if h in alive for d in i.datastores}
+        for key in list(self.reach_since):
+            if key not in reach:
+                del self.reach_since[key]
+        for key in reach:  # first seen by this controller: since its start at the latest
+            self.reach_since.setdefault(key, now if self.cycles else float("-inf"))
         return ClusterView(now=now, hosts=hosts, vms=vms, timing=self.timing,
                            retries=MappingProxyType(dict(self.retries)), rules=rules, tasks=tasks,
-                           ft_waits=MappingProxyType(dict(self.ft_waits)))
+                           ft_waits=MappingProxyType(dict(self.ft_waits)),
+                           reach_since=MappingProxyType(dict(self.reach_since)))
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()

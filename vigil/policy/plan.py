@@ -6,6 +6,8 @@ the scenario tests read them.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -113,6 +115,8 @@ class StartMigration:
 Action = (SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary | PowerOffForRestart
           | MarkStale)
 
+# VM component protection moves a VM only to hosts that have reached its datastores this long.
+VMCP_STABLE_S = 2.0
 VMCP_REASON = "vmcp"  # the assignment's reason while a VM is powered off for component protection
 
 # An FT primary's host whose datastore heartbeat has been silent this long and that answers
@@ -167,7 +171,10 @@ def plan(view: ClusterView) -> list[Action]:
         return not vm_lost_on(states[a.host], view.hosts[a.host], v.spec.name)
 
     load: dict[str, Load] = host_load(
-        [(v.assignment.host, v.spec) for v in view.vms.values() if v.assignment and still_there(v)]
+        # a powered-off VM's room is free for others once it has stopped (vSphere counts
+        # only powered-on VMs too); until then it still holds its memory
+        [(v.assignment.host, v.spec) for v in view.vms.values()
+         if v.assignment and still_there(v) and (v.spec.power == "on" or holds_memory(v))]
         # admission control counts an FT secondary's memory on its host (where one runs)
         + [(v.ft.secondary, v.spec) for v in view.vms.values() if standby_counted(v, view)]
     )
@@ -205,9 +212,18 @@ def plan(view: ClusterView) -> list[Action]:
             why_move = f"host {a.host} silent for {view.hosts[a.host].hb_age:.1f}s and answers no ping"
             ft_fast = True
         elif (lost := datastores_lost(v, infos, states)) is not None:
-            others = [h for h, i in infos.items()
-                      if h != a.host and states.get(h) is HostState.RUNNING and spec.datastores <= set(i.datastores)]
+            reaching = [h for h, i in infos.items()
+                        if h != a.host and states.get(h) is HostState.RUNNING and spec.datastores <= set(i.datastores)]
+            # A host that reaches the datastores again only just now says little: when an
+            # array comes back, the VM's own host is likely a tick behind.
+            others = [h for h in reaching
+                      if all(view.now - view.reach_since.get((h, d), -math.inf) >= VMCP_STABLE_S for d in spec.datastores)]
             if v.owner != a.host:
+                continue
+            if reaching and not others:
+                actions.append(Waiting(spec.name, f"{a.host} lost datastore {', '.join(lost)}; "
+                                       f"{', '.join(sorted(reaching))} reach it again only since less than "
+                                       f"{VMCP_STABLE_S:.0f}s"))
                 continue
             if spec.restart_priority == "disabled":  # HA never acts on it: no power-off to restart it
                 actions.append(NotRestarted(spec.name, f"{a.host} lost datastore {', '.join(lost)}; restart "
@@ -285,6 +301,11 @@ def plan(view: ClusterView) -> list[Action]:
     actions += evacuate(view, states, infos, load, where, moving)
     actions += secondaries(view, states, infos, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
     return actions
+
+
+def holds_memory(v: VMView) -> bool:
+    """A VM powered off by request still holds its memory until its host reports it stopped."""
+    return v.status is not None and v.status.state not in ("stopped", "failed")
 
 
 def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> list[str] | None:

@@ -95,3 +95,6 @@ class ClusterView:
     tasks: tuple[Task, ...] = ()  # migrations and disk moves not finished yet
     # FT VMs waiting for their secondary's host: until when (see plan.FT_SECONDARY_WAIT_S)
     ft_waits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # (host, datastore) -> since when (now's clock) the host reports reaching it, as the
+    # controller saw it; absent: for as long as anyone can tell
+    reach_since: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))

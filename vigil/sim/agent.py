@@ -68,7 +68,7 @@ class SimAgent:
         self.ft = SimFt(self)
         self.disks = SimDisks(self)
         self.promoting: dict[str, int] = {}  # FT failovers whose standby is taken: its checkpoint
-        self.connected = False  # etcd answered once: the tick may report to it
+        self.ds_reach: dict[str, bool] = {}  # reached now (the heartbeat loop), ds_ok: as published
         self._specs: dict[str, tuple[int, VMSpec]] = {}
         self._pids: dict[str, int] = {}  # pid of each QEMU this agent started (vm-exited names it)
 
@@ -92,15 +92,16 @@ class SimAgent:
             if q.state == "running":
                 self.vms[name] = LocalVM(name, None)
                 self._pids[name] = q.pid
-        self.spawn(self.tick_loop())
+        self.ds_reach = dict(self.ds_ok)
+        self.spawn(self.heartbeat_loop())
         while True:  # the first etcd connection
             try:
                 await self.store.get(K.LEADER)
                 break
             except StoreError:
                 await self.clock.sleep(1.0)
-        self.connected = True
-        for loop in (self.lease_loop(), self.reconcile_loop(), leader_loop(self), self.migrations.loop()):
+        for loop in (self.check_loop(), self.lease_loop(), self.reconcile_loop(), leader_loop(self),
+                     self.migrations.loop()):
             self.spawn(loop)
         if self.vms:
             await self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}")
@@ -166,29 +167,35 @@ class SimAgent:
             await self.clock.sleep(self.cfg.lease_ttl / 6)
 
     # -- tick ----------------------------------------------------------------------------------
-    async def tick_loop(self) -> None:
-        checking: asyncio.Task | None = None
+    async def heartbeat_loop(self) -> None:
+        """Mirrors Agent.heartbeat_loop: watchdog and datastore heartbeats, never waiting on etcd."""
         while True:
             action, _ = watchdog_step(self.h.watchdog_fed is not None, self.lease_ok(), bool(self.vms))
             if action != "wait":
                 self.w.feed_watchdog(self.me)
-            await self._check_datastores()
-            if self.connected:
-                await self._check_processes()
-                lost = self.lease_ok_until > 0 and not self.lease_ok()
-                if lost and not self.isolated and (checking is None or checking.done()):
-                    checking = self.spawn(self._check_isolation())
-                elif self.lease_ok() and self.isolated:
-                    self.isolated = False
-                    await self.event("isolation-ended", f"{self.me} reaches the cluster again")
+            self.ds_reach = {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
             self._write_heartbeats()
+            await self.clock.sleep(self.cfg.tick_s)
+
+    async def check_loop(self) -> None:
+        """Mirrors Agent.check_loop: what the tick reports to etcd, once connected."""
+        checking: asyncio.Task | None = None
+        while True:
+            await self._check_datastores()
+            await self._check_processes()
+            lost = self.lease_ok_until > 0 and not self.lease_ok()
+            if lost and not self.isolated and (checking is None or checking.done()):
+                checking = self.spawn(self._check_isolation())
+            elif self.lease_ok() and self.isolated:
+                self.isolated = False
+                await self.event("isolation-ended", f"{self.me} reaches the cluster again")
             await self.clock.sleep(self.cfg.tick_s)
 
     def _write_heartbeats(self) -> None:
         rec = HbRecord(host=self.me, counter=int(self.clock.time() * 1000), boot=self.boot, isolated=self.isolated,
                        vms=tuple(sorted(self.vms)))
         for name, path in self.cfg.datastores.items():
-            if self.ds_ok.get(name):
+            if self.ds_reach.get(name):
                 self.env.datastores.write_heartbeat(path, rec)
 
     def _check_datastores_now(self) -> list[str]:
