@@ -53,6 +53,7 @@ class Controller:
         self.notes: dict[str, str] = {}  # last Waiting/NotRestarted message per VM, to log once
         self.cycles = 0
         self.reach_since: dict[tuple[str, str], float] = {}  # see ClusterView.reach_since
+        self._failed_leases: list[tuple[str, int]] = []  # revoked at the end of the cycle
 
     async def run(self) -> None:
         log.info("controller active on %s", self.me)
@@ -157,9 +158,22 @@ class Controller:
                 self.ft_waits.pop(name, None)
         for action in plan(view):
             await self.apply(action)
+        await self._revoke_failed()
         self.cycles += 1
         if self.cycles % 400 == 0:
             await trim(self.store)
+
+    async def _revoke_failed(self) -> None:
+        """A failed host's lease would expire by itself; revoking it frees its keys at once.
+        Done after the cycle's restarts: those take its VMs' ownership keys in their own
+        transactions (expecting the failed host there), which a revoke first would make
+        fail until the next cycle."""
+        while self._failed_leases:
+            host, lease = self._failed_leases.pop(0)
+            try:
+                await self.store.revoke(lease)
+            except StoreError as e:
+                log.warning("revoking the lease of %s: %s", host, e)
 
     async def _guarded(self, compare: list, ops: list) -> bool:
         """Write only while we still hold the leader key."""
@@ -178,11 +192,7 @@ class Controller:
             ])
             log.info("host %s -> %s (%s)", action.host, action.state.value, action.reason)
             if action.state is HostState.FAILED and action.lease:
-                # Its lease would expire by itself; revoking it now frees its keys at once.
-                try:
-                    await st.revoke(action.lease)
-                except StoreError as e:
-                    log.warning("revoking the lease of %s: %s", action.host, e)
+                self._failed_leases.append((action.host, action.lease))
         elif isinstance(action, AssignVM):
             a = next_assignment(action)
             ev = make_event(f"vm-{action.kind}", f"{action.vm}: {action.kind} on {action.host} ({action.reason})",
