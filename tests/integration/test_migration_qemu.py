@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from vigil import pki
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import mirror as MR
 from vigil.hypervisor import qemu as Q
@@ -122,8 +123,8 @@ async def test_stalled_migration_is_cancelled(rig: Standalone) -> None:
 
 async def test_tls_migration(rig: Standalone) -> None:
     ca = rig.root / "ca"
-    MG.create_ca(ca)
-    tls = MG.create_host_certs(ca, rig.root / "tls", "localhost", ips=("127.0.0.1",))
+    pki.create_ca(ca)
+    tls = pki.create_host_certs(ca, rig.root / "tls", "localhost", ips=("127.0.0.1",))
     for f in ("ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem"):
         assert (tls / f).exists()
     spec = rig.spec(memory_mb=128)

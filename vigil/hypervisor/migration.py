@@ -22,7 +22,7 @@ vigil starts post-copy only when pre-copy is seen not to converge.
 A migration whose connection stops moving does not fail by itself: QEMU waits forever. The
 poll watches the transferred bytes and cancels after ``stall_timeout_s`` without progress.
 
-TLS: :func:`create_ca` / :func:`create_host_certs` write the files QEMU's
+TLS: :func:`vigil.pki.create_ca` / :func:`vigil.pki.create_host_certs` write the files QEMU's
 ``tls-creds-x509`` reads; ``qemu.start(..., tls_dir=...)`` (or :func:`ensure_tls_objects`
 on a running QEMU) creates the ``vigil-tls-server`` and ``vigil-tls-client`` objects, and
 ``MigrationPolicy(tls=True)`` makes the destination listen with the server creds and the
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -425,61 +424,7 @@ async def migrate_shared_nothing(
 
 
 # ---------------------------------------------------------------------------------------
-# TLS
-
-
-def _openssl(args: list[str], cwd: Path) -> None:
-    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise QemuError(f"openssl {' '.join(args[:2])}: {p.stderr.strip()[-1000:]}")
-
-
-def create_ca(ca_dir: Path, name: str = "vigil migration CA", days: int = 3650) -> Path:
-    """A CA (``ca-cert.pem``, ``ca-key.pem``) in ``ca_dir``, unless one is there already.
-
-    Keep ``ca-key.pem`` off the hosts; only ``ca-cert.pem`` goes into each host's TLS dir.
-    """
-    ca_dir = Path(ca_dir)
-    ca_dir.mkdir(parents=True, exist_ok=True)
-    if not (ca_dir / "ca-cert.pem").exists():
-        _openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca-key.pem"], ca_dir)
-        os.chmod(ca_dir / "ca-key.pem", 0o600)
-        _openssl(["req", "-x509", "-new", "-key", "ca-key.pem", "-out", "ca-cert.pem", "-days", str(days),
-                  "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"], ca_dir)
-    return ca_dir / "ca-cert.pem"
-
-
-def create_host_certs(ca_dir: Path, tls_dir: Path, hostname: str, ips: tuple[str, ...] = (),
-                      days: int = 825) -> Path:
-    """A host's TLS dir for ``tls-creds-x509``: ca-cert.pem, server-cert.pem/-key.pem (its
-    migration listener) and client-cert.pem/-key.pem (its outgoing migrations), signed by
-    the CA in ``ca_dir``. The server cert names ``hostname`` and ``ips`` (what the source
-    puts in the migration URI is what it verifies)."""
-    ca_dir, tls_dir = Path(ca_dir), Path(tls_dir)
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(tls_dir, 0o700)
-    (tls_dir / "ca-cert.pem").write_bytes((ca_dir / "ca-cert.pem").read_bytes())
-    san = ",".join([f"DNS:{hostname}"] + [f"IP:{ip}" for ip in ips])
-    for role, eku in (("server", "serverAuth"), ("client", "clientAuth")):
-        key, csr, cert, ext = (tls_dir / f"{role}-key.pem", tls_dir / f"{role}.csr",
-                               tls_dir / f"{role}-cert.pem", tls_dir / f"{role}.ext")
-        _openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)], tls_dir)
-        # gnutls wants PKCS#8 or SEC1; SEC1 ("EC PRIVATE KEY") as written works
-        os.chmod(key, 0o600)
-        _openssl(["req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={hostname}"], tls_dir)
-        ext.write_text(
-            "basicConstraints=critical,CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
-            f"extendedKeyUsage={eku}\n"
-            f"subjectAltName={san}\n"
-        )
-        _openssl(["x509", "-req", "-in", str(csr), "-CA", str(ca_dir / "ca-cert.pem"),
-                  "-CAkey", str(ca_dir / "ca-key.pem"), "-CAcreateserial", "-out", str(cert),
-                  "-days", str(days), "-extfile", str(ext)], tls_dir)
-        csr.unlink()
-        ext.unlink()
-    return tls_dir
+# TLS (the certificates themselves: vigil.pki)
 
 
 async def ensure_tls_objects(conn: QMPConn, tls_dir: Path) -> None:

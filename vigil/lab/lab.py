@@ -345,7 +345,7 @@ class Lab:
             os.chmod(ETCD_DATA_DIR / h, 0o700)
 
         # Migration streams are encrypted in the lab: a CA and a certificate per host.
-        from vigil.hypervisor.migration import create_ca, create_host_certs
+        from vigil.pki import create_ca, create_host_certs
 
         self.progress("creating the migration TLS CA and host certificates")
         create_ca(RUN_DIR / "tls-ca")
