@@ -79,7 +79,7 @@ class TaskRunner:
 
     async def _update(self, vm: str, task_id: str, change: Callable[[Task], Task | None] | None = None,
                       **changes: Any) -> Task | None:
-        return await self._update(vm, task_id, change, clock=self.clock, **changes)
+        return await update_task(self.store, vm, task_id, change, clock=self.clock, **changes)
 
     def _next_port(self) -> int:
         self._port = MIGRATION_PORT_BASE + (self._port - MIGRATION_PORT_BASE + 1) % 4096
