@@ -77,3 +77,25 @@ def test_the_destination_does_not_wait_for_a_dead_source_or_forever():
     assert TP.finish_after_take_over(t, source_alive=True, waited_s=0.1) == (False, "waiting for the source's figures")
     assert TP.finish_after_take_over(t, source_alive=False, waited_s=0.1)[0]
     assert TP.finish_after_take_over(t, source_alive=True, waited_s=TP.FIGURES_WAIT_S)[0]
+
+
+async def test_the_task_runner_writes_task_changes_to_the_store():
+    """Through the runner's own helper, as the source and destination use it."""
+    from types import SimpleNamespace
+
+    from vigil.agent.tasks import TaskRunner
+    from vigil.sim.clock import VirtualClock
+    from vigil.sim.store import MemoryStore
+    from vigil.store import keys as K
+
+    clock = VirtualClock()
+    store = MemoryStore(clock.monotonic)
+    await store.put(K.TASKS + "v", {"id": "t1", "kind": "migrate", "vm": "v", "src": "h1", "dst": "h2",
+                                    "state": "queued"})
+    host = SimpleNamespace(store=store, env=SimpleNamespace(clock=clock))
+    runner = TaskRunner(host)  # type: ignore[arg-type]
+    t = await runner._update("v", "t1", state="preparing")
+    assert t is not None and t.state == "preparing"
+    assert (await store.get(K.TASKS + "v")).value["state"] == "preparing"
+    t = await runner._update("v", "t1", TP.with_progress({"x": 1}))  # not running yet: left alone
+    assert t is not None and t.progress == {}
