@@ -14,7 +14,6 @@ accelerator probe; FT at the protocol level only (vigil.sim.ft).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any, Coroutine
 
 from vigil.agent.agent import LOCAL_RESTARTS
@@ -22,6 +21,7 @@ from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.isolation import is_isolated, isolation_action
 from vigil.policy.watchdog import watchdog_step
+from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
 from vigil.sim.disks import SimDisks
 from vigil.sim.ft import SimFt
@@ -35,14 +35,6 @@ from vigil.store.events import event_put_op, make_event
 
 START_S = 0.5  # QEMU's start-up until it runs
 GUEST_SHUTDOWN_S = 1.0  # a guest's clean ACPI shutdown
-
-
-@dataclass
-class LocalVM:
-    name: str
-    spec: VMSpec | None
-    gen: int = 0
-    stopping: bool = False
 
 
 class SimAgent:

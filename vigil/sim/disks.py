@@ -8,20 +8,19 @@ disk is resynced (``RESYNC_S`` of virtual time, no progress figures) and marked 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vigil.policy import replicas as P
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
+from vigil.sim.context import AgentContext
 
-if TYPE_CHECKING:
-    from vigil.sim.agent import SimAgent
 
 RESYNC_S = 3.0
 
 
 class SimDisks:
-    def __init__(self, agent: "SimAgent") -> None:
+    def __init__(self, agent: "AgentContext") -> None:
         self.a = agent
         self.state: dict[str, dict[str, Any]] = {}  # vm -> its diskstate value
         self.resyncing: set[str] = set()

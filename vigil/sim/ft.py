@@ -13,22 +13,20 @@ contents, held output, overlays, ``ftrx/``, the unprotected transition.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from vigil.model import VMSpec
 from vigil.sim.world import StartFailed
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
+from vigil.sim.context import LocalVM, AgentContext
 
-if TYPE_CHECKING:
-    from vigil.sim.agent import SimAgent
 
 CHECKPOINT_S = 1.0
 SETTLE_S = 0.2  # how often a promotion looks again at the disk locks
 
 
 class SimFt:
-    def __init__(self, agent: "SimAgent") -> None:
+    def __init__(self, agent: "AgentContext") -> None:
         self.a = agent
         self.enabled: set[str] = set()
         self.standby: dict[str, int] = {}  # vm -> the epoch its standby here belongs to
@@ -113,7 +111,6 @@ class SimFt:
             self.standby.pop(name, None)
         finally:
             a.starting.discard(name)
-        from vigil.sim.agent import LocalVM
 
         a.vms[name] = LocalVM(name, spec, gen)
         await a.event("ft-failover", f"{name}: live on {a.me} from checkpoint {seq}, without a restart", vm=name)

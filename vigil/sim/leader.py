@@ -7,17 +7,15 @@ the controller applies to any host) instead of waiting it out.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from vigil.controller.loop import Controller
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
-
-if TYPE_CHECKING:
-    from vigil.sim.agent import SimAgent
+from vigil.sim.context import AgentContext
 
 
-async def leader_loop(a: "SimAgent") -> None:
+
+async def leader_loop(a: "AgentContext") -> None:
     task: asyncio.Task | None = None
     while True:
         leading = False
@@ -45,7 +43,7 @@ async def leader_loop(a: "SimAgent") -> None:
         await a.clock.sleep(0.5)
 
 
-async def leader_dead(a: "SimAgent", leader: str) -> bool:
+async def leader_dead(a: "AgentContext", leader: str) -> bool:
     now = a.clock.monotonic()
     records = [r for n, p in a.cfg.datastores.items() if a.ds_ok.get(n)
                for r in a.env.datastores.read_heartbeats(p).values()]

@@ -11,7 +11,7 @@ real runner collects and its cancel and prepare-timeout paths are not simulated.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vigil.agent.tasks import MAX_MIGRATIONS_PER_HOST
 from vigil.model import TASK_ACTIVE, Assignment, Task, VMSpec
@@ -19,15 +19,14 @@ from vigil.policy import tasks as TP
 from vigil.sim.world import StartFailed
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
+from vigil.sim.context import LocalVM, AgentContext
 
-if TYPE_CHECKING:
-    from vigil.sim.agent import SimAgent
 
 MIGRATE_S = 1.0
 
 
 class SimTasks:
-    def __init__(self, agent: "SimAgent") -> None:
+    def __init__(self, agent: "AgentContext") -> None:
         self.a = agent
         self.incoming: dict[str, str] = {}  # vm -> task id of its incoming copy here
         self.driving: set[str] = set()
@@ -147,7 +146,6 @@ class SimTasks:
             await self.update(t.vm, t.id, state="failed", error="ownership changed during switchover")
             return
         self.incoming.pop(t.vm, None)
-        from vigil.sim.agent import LocalVM
 
         self.a.vms[t.vm] = LocalVM(t.vm, VMSpec.from_json(spec_e.value), gen)
         await self.a.event("vm-migrated", f"{t.vm} now runs on {self.a.me} (migrated from {t.src})", vm=t.vm)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from vigil.model import HbRecord, VMSpec
 from vigil.sim.clock import VirtualClock
 from vigil.sim.store import MemoryStore
+from vigil.sim.context import AgentProcess
 
-if TYPE_CHECKING:
-    from vigil.sim.agent import SimAgent
 
 GATEWAY = "10.0.0.254"  # every host's isolation address: it answers whoever has a link
 
@@ -52,13 +51,13 @@ class SimHost:
     boots: int = 0
     lease_file: int = 0  # the agent's lease file in its run dir: survives an agent restart, not a reboot
     watchdog_fed: float | None = None  # None: disarmed
-    agent: "SimAgent | None" = None
+    agent: "AgentProcess | None" = None
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class World:
     def __init__(self, clock: VirtualClock, store: MemoryStore, log: Callable[[float, str, str, str], None],
-                 boot_s: float = 2.0, watchdog_s: float = 5.0, agent_factory: Callable[["World", str], "SimAgent"]
+                 boot_s: float = 2.0, watchdog_s: float = 5.0, agent_factory: Callable[["World", str], "AgentProcess"]
                  | None = None) -> None:
         self.clock, self.store, self.log = clock, store, log
         self.boot_s, self.watchdog_s = boot_s, watchdog_s
