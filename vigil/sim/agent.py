@@ -1,15 +1,15 @@
 """A simulated host's agent: the protocol of ``vigil agent``, over a ``SimEnv``.
 
-Its protocol steps mirror vigil.agent.agent (lease_loop, tick_loop, reconcile, _claim,
-_start, _power_off, _shutdown, _check_isolation; leader_loop and _leader_dead in
+Its protocol steps mirror vigil.agent.agent (lease loop, heartbeat and check loops,
+reconcile, claim, start, power off, shut down, the isolation check; leadership in
 vigil.sim.leader, FT in vigil.sim.ft, replicated disks in vigil.sim.disks) one for one,
 in the same order, with the same keys, values and transactions, so that the REAL
-controller it runs when leading sees what it sees on the lab. Decisions come from the
-real pure functions (vigil.policy.isolation, vigil.policy.watchdog, HbTracker); the
-controller is the real ``vigil.controller.loop.Controller``. The agent's own remaining
-decisions are being moved into pure policy functions; this agent will call them once they
-land, instead of mirroring them. Not simulated: guest heartbeats, NICs, the
-accelerator probe; FT at the protocol level only (vigil.sim.ft).
+controller it runs when leading sees what it sees on the lab. It calls the real pure
+decisions where the real agent does: crash counting (policy.crashes), isolation
+(policy.isolation), watchdog arming (policy.watchdog), heartbeat silence (HbTracker);
+the controller is the real ``vigil.controller.loop.Controller``. Reconcile itself is still
+mirrored, not shared (policy.host.reconcile is the next to call). Not simulated: guest
+heartbeats, NICs, the accelerator probe; FT at the protocol level only (vigil.sim.ft).
 """
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from typing import Any, Coroutine
 from vigil.agent.agent import LOCAL_RESTARTS
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
-from vigil.policy.isolation import is_isolated, isolation_action
+from vigil.policy.crashes import Crashes, after_exit
+from vigil.policy.host import PowerOff, Shutdown
+from vigil.policy.isolation import RunningVM, is_isolated, isolation_actions
 from vigil.policy.watchdog import watchdog_step
 from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
@@ -216,15 +218,13 @@ class SimAgent:
                 continue
             self.vms.pop(name, None)
             pid = self._pids.pop(name, 0)
-            gen, crashes, _ = self.failed.get(name, (vm.gen, 0, ""))
-            crashes = crashes + 1 if gen == vm.gen else 1
-            self.failed[name] = (vm.gen, crashes, "QEMU exited")
+            gen, count, msg = self.failed.get(name, (vm.gen, 0, ""))
+            out = after_exit(vm.gen, Crashes(gen, count, msg) if name in self.failed else None)  # the real rule
+            self.failed[name] = (out.crashes.gen, out.crashes.count, out.crashes.message)
             await self.event("vm-exited", f"{name}: QEMU (pid {pid}) exited on {self.me}", vm=name)
-            if crashes >= LOCAL_RESTARTS:
-                await self._status(name, "failed", message=f"QEMU exited {crashes} times")
+            await self._status(name, out.state, message=out.message)
+            if out.release:
                 await self._release(name)
-            else:
-                await self._status(name, "stopped", message="QEMU exited")
 
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())
@@ -233,13 +233,12 @@ class SimAgent:
         if self.lease_ok() or self.isolated or not is_isolated(True, peer_ok, iso_ok):
             return
         self.isolated = True
-        for name, vm in list(self.vms.items()):
-            # an FT VM's secondary takes over: the primary must not run on
-            action = "power-off" if name in self.ft.enabled else isolation_action(vm.spec)
-            if action == "power-off":
-                await self._power_off(name, "isolation response: power off")
-            elif action == "shutdown":
-                self.spawn(self._shutdown(name, "isolation response: shut down"))
+        running = {name: RunningVM(vm.spec, ft=name in self.ft.enabled) for name, vm in self.vms.items()}
+        for act in isolation_actions(running):  # the real agent's decision
+            if isinstance(act, PowerOff):
+                await self._power_off(act.vm, act.reason)
+            elif isinstance(act, Shutdown):
+                self.spawn(self._shutdown(act.vm, act.reason))
         self._write_heartbeats()
 
     # -- VM execution --------------------------------------------------------------------------
