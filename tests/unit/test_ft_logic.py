@@ -10,13 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vigil.controller.loop import ft_view
+from vigil.controller import loop as controller_loop
 from vigil.hypervisor.qemu import OutputGate
 from vigil.model import HostState, Rule, VMStatus
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.plan import (AssignVM, SetHostState, SetSecondary, StartMigration, Waiting, host_stopped, plan)
 from vigil.policy.view import ClusterView, FtView, HostView, VMView
+from vigil.store import keys as K
 from vigil.store.etcd import Entry
+from vigil.store.state import cluster_state
 
 from vigil.policy.plan import FT_SUSPECT_S
 from test_policy import T, host, host_strategy, info, running, view, vm
@@ -135,6 +137,13 @@ def test_gate_writes_a_prefix_in_order_never_twice_and_never_past_the_cut_while_
 
 
 # -- ft_view: the controller's reading of ft/, ftack/, ftstat/ ----------------------------------
+def ft_view(ft: Entry, ack: Entry | None, stat: Entry | None) -> FtView:
+    """The controller's ft_view over these entries as the store reads them (cluster_state)."""
+    snap = {K.PREFIX + e.key: replace(e, key=K.PREFIX + e.key) for e in (ft, ack, stat) if e is not None}
+    s = cluster_state(snap)
+    return controller_loop.ft_view(s.ft["a"], s.ft_acks.get("a"), s.ft_stats.get("a"))
+
+
 FT_KEY = entry("ft/a", {"secondary": "h2", "epoch": 3}, rev=42)
 
 

@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from types import MappingProxyType
 from typing import Callable
 
 from vigil.env.base import Env, read_all_heartbeats
 from vigil.env.real import RealEnv
 from vigil.config import AgentConfig
-from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import TASK_ACTIVE, Assignment, HostState, Task
 from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.replicas import stale_map
 from vigil.policy.view import ClusterView, FtView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
-from vigil.store.etcd import Entry, Store, StoreError
+from vigil.store.etcd import Store, StoreError
+from vigil.store.state import ClusterState, FtRecord, FtReport, FtStat, cluster_state
 from vigil.store.events import event_put_op, make_event, trim
 
 log = logging.getLogger("vigil.controller")
@@ -88,15 +89,14 @@ class Controller:
 
         asyncio.create_task(go())
 
-    def build_view(self, snap: dict[str, Entry], now: float, hb_readable: bool = True) -> ClusterView:
-        def under(prefix: str) -> dict[str, Entry]:
-            return {K.name_of(k, prefix): e for k, e in snap.items() if k.startswith(prefix)}
-
+    def build_view(self, state: ClusterState, now: float, hb_readable: bool = True) -> ClusterView:
+        """The policy's input: the store's typed state plus what this controller observed
+        (datastore heartbeats, ping, retries, waits)."""
         wall = self.env.clock.time()
-        infos = {h: HostInfo.from_json(e.value) for h, e in under(K.HOSTS).items()}
-        alive = {h: e.lease for h, e in under(K.ALIVE).items()}
-        prev = {h: e.value.get("state") for h, e in under(K.HOSTSTATE).items()}
-        maintenance = set(under(K.MAINTENANCE))
+        infos = {h: r.info for h, r in state.hosts.items()}
+        alive = state.alive
+        prev = {h: r.state for h, r in state.host_states.items()}
+        maintenance = state.maintenance
         hosts: dict[str, HostView] = {}
         for h, info in infos.items():
             age = self.hb.age(h, now, wall) if hb_readable else None
@@ -110,33 +110,24 @@ class Controller:
                 hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),
                 ping=ping_ok, prev_state=HostState(prev.get(h, "unknown")), maintenance=h in maintenance,
             )
-        assign = under(K.ASSIGN)
-        own = under(K.OWN)
-        status = under(K.VMSTATUS)
-        diskstate = under(K.DISKSTATE)
         vms: dict[str, VMView] = {}
-        for name, e in under(K.VMS).items():
-            try:
-                spec = VMSpec.from_json(e.value)
-            except SpecError:
-                continue
-            a = assign.get(name)
-            ds = diskstate.get(name)
+        for name, r in state.vms.items():
+            a = state.assignments.get(name)
+            ds = state.disk_states.get(name)
+            own = state.owners.get(name)
+            ft = state.ft.get(name)
             vms[name] = VMView(
-                spec=spec.without_stale(stale_map(ds.value if ds else None)),
-                diskstate=dict(ds.value) if ds and isinstance(ds.value, dict) else {},
-                diskstate_rev=ds.mod_revision if ds else 0,
-                assignment=Assignment(**a.value) if a else None,
-                assign_rev=a.mod_revision if a else 0,
-                owner=own[name].value if name in own else None,
-                status=VMStatus.from_json(status[name].value) if name in status else None,
+                spec=r.spec.without_stale(stale_map(ds.value if ds else None)),
+                diskstate=dict(ds.value) if ds else {},
+                diskstate_rev=ds.rev if ds else 0,
+                assignment=a.assignment if a else None,
+                assign_rev=a.rev if a else 0,
+                owner=own.host if own else None,
+                status=state.statuses.get(name),
+                ft=ft_view(ft, state.ft_acks.get(name), state.ft_stats.get(name)) if ft else None,
             )
-        ftk, acks, ftstat = under(K.FT), under(K.FTACK), under(K.FTSTAT)
-        for name, v in list(vms.items()):
-            if name in ftk:
-                vms[name] = replace(v, ft=ft_view(ftk[name], acks.get(name), ftstat.get(name)))
-        tasks = tuple(t for t in (Task.from_json(e.value) for e in under(K.TASKS).values()) if t.state in TASK_ACTIVE)
-        rules = tuple(Rule.from_json(e.value) for e in under(K.RULES).values())
+        tasks = tuple(r.task for r in state.tasks.values() if r.task.state in TASK_ACTIVE)
+        rules = tuple(state.rules.values())
         reach = {(h, d) for h, i in infos.items() if h in alive for d in i.datastores}
         for key in list(self.reach_since):
             if key not in reach:
@@ -151,7 +142,7 @@ class Controller:
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
         now = self.env.clock.monotonic()
-        view = self.build_view(snap, now, self._read_heartbeats(now))
+        view = self.build_view(cluster_state(snap), now, self._read_heartbeats(now))
         for name, v in view.vms.items():  # a VM that runs again starts its backoff afresh
             if v.status is not None and v.status.state == "running":
                 self.retries.pop(name, None)
@@ -257,16 +248,16 @@ class Controller:
                 await self._guarded([], [event_put_op(st, ev)])
 
 
-def ft_view(ft: Entry, ack: Entry | None, stat: Entry | None) -> FtView:
-    """The controller's reading of one VM's FT keys: only what the current secondary
+def ft_view(ft: FtRecord, ack: FtReport | None, stat: FtStat | None) -> FtView:
+    """The controller's reading of one VM's FT records: only what the current secondary
     acknowledged in the current epoch counts, and only what the primary allows."""
-    sec, epoch = ft.value.get("secondary"), int(ft.value.get("epoch", 0))
+    sec, epoch = ft.secondary, ft.epoch
     ack_seq = -1
-    if ack is not None and ack.value.get("host") == sec and ack.value.get("epoch") == epoch:
-        ack_seq = int(ack.value.get("seq", -1))
+    if ack is not None and ack.host == sec and ack.epoch == epoch:
+        ack_seq = ack.seq
     valid_from = None
-    vf = stat.value.get("valid_from") if stat is not None else None
-    if vf and int(vf[0]) == epoch and stat is not None and stat.value.get("secondary") == sec:
-        valid_from = int(vf[1])
-    return FtView(secondary=sec, epoch=epoch, ack_seq=ack_seq, valid_from=valid_from, rev=ft.mod_revision,
-                  stat_rev=stat.mod_revision if stat is not None else 0)
+    vf = stat.valid_from if stat is not None else None
+    if vf and vf[0] == epoch and stat is not None and stat.secondary == sec:
+        valid_from = vf[1]
+    return FtView(secondary=sec, epoch=epoch, ack_seq=ack_seq, valid_from=valid_from, rev=ft.rev,
+                  stat_rev=stat.rev if stat is not None else 0)
