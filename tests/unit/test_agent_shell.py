@@ -13,6 +13,7 @@ from vigil.model import VMSpec
 from vigil.policy.crashes import LOCAL_RESTARTS
 from vigil.store import keys as K
 from vigil.store.etcd import Entry
+from vigil.store.state import ClusterState, cluster_state
 
 
 class Store:
@@ -95,12 +96,13 @@ def agent(tmp_path, store: Store, hyp: Hypervisor) -> Agent:
     return a
 
 
-def snap(vm: str, host: str | None, owner: str | None = None, reason: str = "place") -> dict[str, Entry]:
+def snap(vm: str, host: str | None, owner: str | None = None, reason: str = "place") -> ClusterState:
+    """The cluster state of a snapshot holding one VM, its assignment and maybe its owner."""
     out = {K.VMS + vm: Entry(K.VMS + vm, VMSpec(name=vm).to_json(), 3, 1, 0),
            K.ASSIGN + vm: Entry(K.ASSIGN + vm, {"host": host, "gen": 2, "reason": reason}, 5, 1, 0)}
     if owner is not None:
         out[K.OWN + vm] = Entry(K.OWN + vm, owner, 6, 1, 7)
-    return out
+    return cluster_state(out)
 
 
 async def settle() -> None:

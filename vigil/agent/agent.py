@@ -19,6 +19,7 @@ import os
 import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import Mapping
 
 from vigil.agent.context import LocalVM
 from vigil.agent.disks import DiskKeeper
@@ -31,12 +32,13 @@ from vigil.agent.watchdog import FileWatchdog
 from vigil.config import AgentConfig
 from vigil.env.base import Env
 from vigil.env.hypervisor import Hypervisor, QemuHypervisor
-from vigil.model import Assignment, HbRecord, VMSpec
+from vigil.model import HbRecord, VMSpec
 from vigil.policy import host as HP
 from vigil.policy.crashes import LOCAL_RESTARTS, after_exit
 from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict, tick_step
 from vigil.store import keys as K
-from vigil.store.etcd import Entry, Store, StoreError
+from vigil.store.etcd import Store, StoreError
+from vigil.store.state import AssignRecord, ClusterState, cluster_state
 from vigil.store.events import make_event, record
 
 log = logging.getLogger("vigil.agent")
@@ -235,23 +237,22 @@ class Agent:
         while not self.stopped.is_set():
             if self.lease_ok():
                 try:
-                    await self.reconcile(await self.store.snapshot())
+                    await self.reconcile(cluster_state(await self.store.snapshot()))
                 except StoreError as e:
                     log.warning("reconcile: %s", e)
             await self.sleep(self.cfg.tick_s / 2)
 
-    async def reconcile(self, snap: dict[str, Entry]) -> None:
+    async def reconcile(self, state: ClusterState) -> None:
         """Gather what etcd says and what this host knows, one VM at a time, ask
         vigil.policy.host, and carry out its answer (each VM decided right before it is
         acted on: the actions await, and the host's state moves meanwhile)."""
-        specs = {K.name_of(k, K.VMS): VMSpec.from_json(e.value) for k, e in snap.items() if k.startswith(K.VMS)}
-        assign = {K.name_of(k, K.ASSIGN): e for k, e in snap.items() if k.startswith(K.ASSIGN)}
-        own = {K.name_of(k, K.OWN): e for k, e in snap.items() if k.startswith(K.OWN)}
+        specs = {name: r.spec for name, r in state.vms.items()}
+        assign = state.assignments
         facts = {
             name: HP.VMFacts(spec=specs.get(name),
-                             assignment=_assignment(assign[name].value) if name in assign else None,
-                             owner=own[name].value if name in own else None)
-            for name in set(specs) | set(assign) | set(own)
+                             assignment=assign[name].assignment if name in assign else None,
+                             owner=state.owners[name].host if name in state.owners else None)
+            for name in set(specs) | set(assign) | set(state.owners)
         }
         nothing = HP.VMFacts()
         mine = [name for name in assign if HP.is_mine(self.me, facts[name])]  # in etcd's order
@@ -260,8 +261,8 @@ class Agent:
                 sb = self.ft.take_committed(name)
                 if sb is not None:
                     self.promoting[name] = sb
-        self.ft.sync(snap, specs)
-        self.disks.update(snap)
+        self.ft.sync(state, specs)
+        self.disks.update(state)
         self.disks.sync()
         # VMs running here that should not: stopped, deleted, or handed to another host.
         for name, vm in list(self.vms.items()):
@@ -288,7 +289,8 @@ class Agent:
                             starting=name in self.guests.starting, has_standby=name in self.promoting,
                             crashes=self.guests.failed.get(name))
 
-    async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts], assign: dict[str, Entry]) -> None:
+    async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts],
+                         assign: Mapping[str, AssignRecord]) -> None:
         """One reconcile action (vigil.policy.host), with the ownership claim it needs."""
         name = act.vm
         if isinstance(act, HP.PowerOff):
@@ -314,10 +316,10 @@ class Agent:
         elif isinstance(act, HP.Wait):
             log.debug("%s: %s", name, act.reason)
 
-    async def _claim(self, name: str, assign_entry: Entry) -> bool:
+    async def _claim(self, name: str, assigned: AssignRecord) -> bool:
         """Take the VM's ownership key, bound to our lease, if the assignment is unchanged."""
         return await self.store.txn(
-            [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assign_entry.mod_revision)],
+            [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assigned.rev)],
             [self.store.put_op(K.OWN + name, self.me, self.lease_id)],
         )
 
@@ -359,15 +361,6 @@ class Agent:
                 vm.monitor.cancel()
         await self.ft.stop_all()
         await self.store.close()
-
-
-def _assignment(value: dict) -> Assignment:
-    """An ``assign/`` value (the controller writes whole Assignments; a VM component
-    protection power-off names no host)."""
-    try:
-        return Assignment(**value)
-    except TypeError:
-        return Assignment(host=value.get("host"), gen=int(value.get("gen", 0)), reason=str(value.get("reason", "")))
 
 
 def main(config_path: str) -> None:

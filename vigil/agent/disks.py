@@ -19,7 +19,8 @@ from vigil.hypervisor.mirror import MirrorProgress
 from vigil.model import VMSpec
 from vigil.policy import replicas as P
 from vigil.store import keys as K
-from vigil.store.etcd import Entry, StoreError
+from vigil.store.etcd import StoreError
+from vigil.store.state import ClusterState
 
 from . import executor
 from .context import HostContext
@@ -41,9 +42,10 @@ class DiskKeeper:
     def stale(self, vm: str) -> dict[str, str]:
         return P.stale_map(self.state.get(vm))
 
-    def update(self, snap: dict[str, Entry]) -> None:
-        self.state = {K.name_of(k, K.DISKSTATE): dict(e.value) for k, e in snap.items()
-                      if k.startswith(K.DISKSTATE) and isinstance(e.value, dict)}
+    def update(self, state: ClusterState) -> None:
+        """Take the diskstate values of the newest snapshot (mutable copies: _write keeps
+        this host's own writes here until the next snapshot)."""
+        self.state = {name: dict(r.value) for name, r in state.disk_states.items()}
 
     async def _write(self, vm: str, change: Any) -> dict[str, Any]:
         new = await self.a.store.update(K.DISKSTATE + vm, change)

@@ -35,7 +35,8 @@ from vigil.hypervisor import qemu as Q
 from vigil.model import VMSpec
 from vigil.policy import ftroles as FR
 from vigil.store import keys as K
-from vigil.store.etcd import Entry, StoreError
+from vigil.store.etcd import StoreError
+from vigil.store.state import ClusterState
 
 log = logging.getLogger("vigil.agent.ft")
 
@@ -82,13 +83,12 @@ class FtRunner:
         return vm in self.primaries
 
     # -- reconcile -------------------------------------------------------------------
-    def sync(self, snap: dict[str, Entry], specs: dict[str, VMSpec]) -> None:
-        """Start and stop the FT roles this host has in ``snap``."""
+    def sync(self, state: ClusterState, specs: dict[str, VMSpec]) -> None:
+        """Start and stop the FT roles this host has in ``state``."""
         me = self.a.me
-        ft = {K.name_of(k, K.FT): FR.FtKey.from_json(e.value) for k, e in snap.items() if k.startswith(K.FT)}
-        own = {K.name_of(k, K.OWN): e.value for k, e in snap.items() if k.startswith(K.OWN)}
-        assigned = {K.name_of(k, K.ASSIGN): (e.value or {}).get("host") for k, e in snap.items()
-                    if k.startswith(K.ASSIGN)}
+        ft = {name: FR.FtKey(secondary=r.secondary, epoch=r.epoch) for name, r in state.ft.items()}
+        own = {name: r.host for name, r in state.owners.items()}
+        assigned = {name: r.assignment.host for name, r in state.assignments.items()}
         self.enabled = set(ft)
         stopping = {name: vm.stopping for name, vm in self.a.vms.items()}
         want_p = FR.primary_roles(me, stopping, ft, own)

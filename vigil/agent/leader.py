@@ -15,6 +15,7 @@ from vigil.policy.heartbeats import HbTracker
 from vigil.policy.leader import leader_failed, ping_needed
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
+from vigil.store.state import read_leader
 
 log = logging.getLogger("vigil.agent")
 
@@ -35,15 +36,16 @@ class Leadership:
             if h.lease_ok():
                 try:
                     e = await store.get(K.LEADER)
+                    cur = read_leader(e)
                     if e is None:
                         leading = await store.create(K.LEADER, h.me, lease=h.lease_id)
                         if leading:
                             await h.event("leader-elected", f"{h.me} is the leader; its controller is active")
-                    else:
-                        leading = e.value == h.me and e.lease == h.lease_id
-                        if not leading and e.value != h.me and await self._leader_dead(e.value):
-                            await store.revoke(e.lease)
-                            await h.event("leader-fenced", f"{h.me}: leader {e.value} is silent on every "
+                    elif cur is not None:
+                        leading = cur.host == h.me and cur.lease == h.lease_id
+                        if not leading and cur.host != h.me and await self._leader_dead(cur.host):
+                            await store.revoke(cur.lease)
+                            await h.event("leader-fenced", f"{h.me}: leader {cur.host} is silent on every "
                                           "datastore and answers no ping; its lease is revoked")
                 except StoreError:
                     leading = self.task is not None and h.lease_ok()

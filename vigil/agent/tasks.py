@@ -25,6 +25,7 @@ from vigil.env.base import Clock
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError
+from vigil.store.state import ClusterState, cluster_state
 
 log = logging.getLogger("vigil.tasks")
 
@@ -97,15 +98,14 @@ class TaskRunner:
             await self.a.sleep(0.25)
 
     async def step(self) -> None:
-        snap = await self.store.snapshot()
-        tasks = [Task.from_json(e.value) for k, e in snap.items() if k.startswith(K.TASKS)]
-        alive = {K.name_of(k, K.ALIVE): e.lease for k, e in snap.items() if k.startswith(K.ALIVE)}
+        state = cluster_state(await self.store.snapshot())
+        tasks = [r.task for r in state.tasks.values()]
         me = self.a.me
         for t in tasks:
             if t.src == me:
-                await self._as_source(t, tasks, snap)
+                await self._as_source(t, tasks, state)
             if t.kind == "migrate" and t.dst == me:
-                await self._as_destination(t, snap, alive)
+                await self._as_destination(t, state)
         # destination QEMUs whose task is gone
         known = {t.vm: t for t in tasks}
         for vm, (tid, pid) in list(self.incoming.items()):
@@ -114,7 +114,7 @@ class TaskRunner:
                 await self._drop_incoming(vm, "its task is gone")
 
     # -- source -------------------------------------------------------------------------
-    async def _as_source(self, t: Task, tasks: list[Task], snap: dict) -> None:
+    async def _as_source(self, t: Task, tasks: list[Task], state: ClusterState) -> None:
         step, why = TP.source_step(t, tasks, self.a.me, self.clock.time(), t.vm in self.driving, t.vm in self.a.vms)
         if step == "cancel":
             await self._update(t.vm, t.id, state="cancelled", error=why)
@@ -279,29 +279,28 @@ class TaskRunner:
                                     [self.store.put_op(e.key, spec.to_json())])
 
     # -- destination --------------------------------------------------------------------
-    async def _as_destination(self, t: Task, snap: dict, alive: dict[str, int]) -> None:
+    async def _as_destination(self, t: Task, state: ClusterState) -> None:
         vm = t.vm
-        a = snap.get(K.ASSIGN + vm)
-        assignment = Assignment(host=a.value.get("host"), gen=a.value.get("gen", 0),
-                                reason=a.value.get("reason", "")) if a is not None else None
+        a = state.assignments.get(vm)
+        assignment = a.assignment if a is not None else None
         incoming = self.incoming[vm][0] if vm in self.incoming else None
         step, why = TP.destination_step(t, self.a.me, incoming, vm in self.a.vms, assignment)
         if step == "drop":
             await self._drop_incoming(vm, why)
         elif step == "prepare":
-            await self._prepare(t, snap)
+            await self._prepare(t, state)
         elif step == "finish":
             self._finish_soon(t)
         elif step == "follow":
             _, pid = self.incoming[vm]
             qemu_alive = self.a.hypervisor.alive(pid)
             status = await self._status(vm, pid) if qemu_alive else "gone"
-            outcome, why = TP.incoming_outcome(t, qemu_alive, status, t.src in alive)
+            outcome, why = TP.incoming_outcome(t, qemu_alive, status, t.src in state.alive)
             if outcome == "failed":
                 self.incoming.pop(vm, None)
                 await self._update(vm, t.id, state="failed", error=why)
             elif outcome == "take-over":
-                await self._take_over(t, pid, snap)
+                await self._take_over(t, pid, state)
             elif outcome == "source-lost":
                 await self._drop_incoming(vm, f"source host {t.src} lost")
                 await self._update(vm, t.id, state="failed", error=why)
@@ -320,12 +319,12 @@ class TaskRunner:
         except qemu.QemuError:
             return "unknown"
 
-    async def _prepare(self, t: Task, snap: dict) -> None:
-        e = snap.get(K.VMS + t.vm)
-        if e is None:
+    async def _prepare(self, t: Task, state: ClusterState) -> None:
+        r = state.vms.get(t.vm)
+        if r is None:
             await self._update(t.vm, t.id, state="failed", error="the VM was deleted")
             return
-        spec = VMSpec.from_json(e.value)
+        spec = r.spec
         if t.datastore:
             spec = moved_spec(spec, t.datastore)
         port = self._next_port()
@@ -348,23 +347,23 @@ class TaskRunner:
             return
         await self._update(t.vm, t.id, state="ready", uri=uri)
 
-    async def _take_over(self, t: Task, pid: int, snap: dict) -> None:
+    async def _take_over(self, t: Task, pid: int, state: ClusterState) -> None:
         """Our copy runs: own the VM now (only one side can win: compare-and-swap)."""
         st = self.store
-        a = snap.get(K.ASSIGN + t.vm)
-        spec_e = snap.get(K.VMS + t.vm)
-        if a is None or spec_e is None:
+        a = state.assignments.get(t.vm)
+        spec_r = state.vms.get(t.vm)
+        if a is None or spec_r is None:
             return
-        gen = int(a.value.get("gen", 0)) + 1
-        spec = VMSpec.from_json(spec_e.value)
+        gen = int(a.assignment.gen) + 1
+        spec = spec_r.spec
         new_spec = moved_spec(spec, t.datastore) if t.datastore else spec
-        own_key = K.OWN + t.vm
-        owner_ok = st.equals(own_key, t.src) if K.OWN + t.vm in snap else st.absent(own_key)
+        own_key, assign_key, spec_key = K.OWN + t.vm, K.ASSIGN + t.vm, K.VMS + t.vm
+        owner_ok = st.equals(own_key, t.src) if t.vm in state.owners else st.absent(own_key)
         ok = await st.txn(
-            [owner_ok, st.unchanged(a.key, a.mod_revision), st.unchanged(spec_e.key, spec_e.mod_revision)],
+            [owner_ok, st.unchanged(assign_key, a.rev), st.unchanged(spec_key, spec_r.rev)],
             [st.put_op(own_key, self.a.me, self.a.lease_id),
-             st.put_op(a.key, asdict(Assignment(host=self.a.me, gen=gen, reason="migrate"))),
-             st.put_op(spec_e.key, new_spec.to_json())])
+             st.put_op(assign_key, asdict(Assignment(host=self.a.me, gen=gen, reason="migrate"))),
+             st.put_op(spec_key, new_spec.to_json())])
         if not ok:
             await self._drop_incoming(t.vm, "the VM changed hands during the switchover")
             await self._update(t.vm, t.id, state="failed", error="ownership changed during switchover")
