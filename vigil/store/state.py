@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping
 
 from vigil.model import Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.store import keys as K
 from vigil.store.etcd import Entry
 
-R = TypeVar("R")
 
 # what a malformed value raises while it is read: skipped, never propagated
 _BAD = (SpecError, TypeError, ValueError, KeyError, AttributeError, IndexError)
