@@ -6,18 +6,18 @@ import time
 from dataclasses import asdict, replace
 
 from vigil.model import TASK_ACTIVE, HostInfo, Task, VMSpec
+from vigil.policy.admission import migration_admission
 from vigil.policy.replicas import stale_map
 from vigil.service.common import Conflict, Invalid, NotFound, active_task, diskstate, host_for_vm, running_owner, under
-from vigil.service.rules import rules
+from vigil.service.view import cluster_view
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
 from vigil.store.events import event_put_op, make_event
 
 
 async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = None, reason: str = "user") -> Task:
-    """Validate a live migration and queue it; the agents carry it out."""
-    from vigil.policy.placement import Load, fits, host_load, rule_conflict
-
+    """Validate a live migration and queue it; the agents carry it out. Room and rules
+    are judged by ``policy.admission``, on the controller's load model."""
     snap = await store.snapshot()
     if K.VMS + name not in snap:
         raise NotFound(f"no VM named {name!r}")
@@ -45,15 +45,9 @@ async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = N
         if missing:
             raise Invalid(f"host {to} does not reach datastore {', '.join(missing)} "
                           f"(use --datastore to copy the disks to one it reaches)")
-    assign = {n: e.value["host"] for n, e in under(snap, K.ASSIGN).items()}
-    specs = {n: VMSpec.from_json(e.value) for n, e in under(snap, K.VMS).items()}
-    load = host_load((h, specs[n]) for n, h in assign.items() if n in specs and specs[n].power == "on")
-    why = fits(spec, info, load.get(to, Load()))
-    if why:
-        raise Conflict(f"no room for {name} on {to}: {why}")
-    conflict = rule_conflict(name, to, rules(snap), {n: h for n, h in assign.items() if n != name})
-    if conflict:
-        raise Conflict(f"moving {name} to {to} would break {conflict}")
+    ok, why = migration_admission(cluster_view(snap, time.time()), name, to, datastore)
+    if not ok:
+        raise Conflict(why)
     return await queue_task(store, snap, Task(id=f"{name}-{int(time.time() * 1000)}", kind="migrate", vm=name,
                                               src=src, dst=to, datastore=datastore or "", reason=reason))
 
