@@ -7,7 +7,7 @@ controller counts it until its host is known to have lost it.
 """
 from __future__ import annotations
 
-from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import TASK_ACTIVE, Assignment, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.policy.replicas import stale_map
 from vigil.policy.view import ClusterView, FtView, HostView, VMView
 from vigil.service.common import under
@@ -17,13 +17,12 @@ from vigil.store.etcd import Entry
 
 def cluster_view(snap: dict[str, Entry], now: float) -> ClusterView:
     """The hosts, VMs (FT secondaries and epochs included), rules and active tasks of a
-    snapshot; no heartbeat ages, pings, retries or FT checkpoints (load does not need them)."""
+    snapshot; no heartbeat ages, pings, previous host states, retries or FT checkpoints
+    (load does not need them)."""
     alive = {h: e.lease for h, e in under(snap, K.ALIVE).items()}
-    prev = {h: e.value.get("state") for h, e in under(snap, K.HOSTSTATE).items()}
     maintenance = set(under(snap, K.MAINTENANCE))
     hosts = {h: HostView(name=h, info=HostInfo.from_json(e.value), alive=h in alive, hb_age=None,
-                         lease=alive.get(h, 0), prev_state=HostState(prev.get(h, "unknown")),
-                         maintenance=h in maintenance)
+                         lease=alive.get(h, 0), maintenance=h in maintenance)
              for h, e in under(snap, K.HOSTS).items()}
     assign, own, status = under(snap, K.ASSIGN), under(snap, K.OWN), under(snap, K.VMSTATUS)
     diskstate, ft = under(snap, K.DISKSTATE), under(snap, K.FT)
