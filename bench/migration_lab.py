@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from vigil import ops
+from vigil import service
 from vigil.lab import observe
 from vigil.lab.layout import netns_name
 from vigil.lab.lab import Lab, LabConfig
@@ -85,9 +85,9 @@ def link_bandwidth(src: str, dst: str, dst_ip: str, total: int = 1024 * MiB) -> 
 
 
 def migrate(vm: str, to: str) -> dict:
-    task = observe.call(lambda s: ops.migrate_vm(s, vm, to, reason="bench"))
+    task = observe.call(lambda s: service.migrate_vm(s, vm, to, reason="bench"))
     done = observe.wait_for(f"{vm} -> {to}", lambda: (
-        t if (t := observe.call(lambda s: ops.get_task(s, vm))) and t.id == task.id
+        t if (t := observe.call(lambda s: service.get_task(s, vm))) and t.id == task.id
         and t.state in ("done", "failed", "cancelled") else None), 300, 0.2)
     if done.state != "done":
         raise RuntimeError(f"migration of {vm} to {to} {done.state}: {done.error}")
@@ -132,7 +132,7 @@ def main() -> int:
             observe.wait_for(f"{vm} running", lambda: observe.running_vms_ok([vm]), 180)
             time.sleep(5)
             results[vm] = series(vm, args.moves)
-            observe.call(lambda s: ops.set_power(s, vm, "off"))
+            observe.call(lambda s: service.set_power(s, vm, "off"))
             observe.wait_for(f"{vm} stopped", lambda: vm not in observe.qemu_processes(), 120)
     finally:
         lab.down()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from vigil import ops
+from vigil import service
 from vigil.lab import faults, observe
 from vigil.lab.scenario import create_lab_vms
 from vigil.model import Rule
@@ -34,7 +34,7 @@ def start(names: list[str], host: str, **kw) -> None:
 
 
 def task_of(vm: str):
-    return observe.call(lambda s: ops.get_task(s, vm))
+    return observe.call(lambda s: service.get_task(s, vm))
 
 
 def wait_task(vm: str, timeout: float = 180):
@@ -53,7 +53,7 @@ def assert_one_life(vm: str) -> None:
 def test_migration_keeps_the_guest_running_and_its_writes(lab):
     start(["m1"], "host1", workload=True)
     observe.wait_for("records acked", lambda: observe.acked_by_guest("host1", "m1") >= 10, 60)
-    t = observe.call(lambda s: ops.migrate_vm(s, "m1", "host2"))
+    t = observe.call(lambda s: service.migrate_vm(s, "m1", "host2"))
     assert wait_task("m1").state == "done", task_of("m1").error
     observe.wait_for("m1 on host2", lambda: observe.running_vms_ok(["m1"], exclude_hosts={"host1", "host3"}), 30)
     acked = observe.acked_by_guest("host1", "m1")
@@ -69,7 +69,7 @@ def test_migration_keeps_the_guest_running_and_its_writes(lab):
 def test_busy_guest_still_migrates(lab):
     start(["busy"], "host1", memory_mb=384, dirty_mb=64)
     time.sleep(3)
-    observe.call(lambda s: ops.migrate_vm(s, "busy", "host3"))
+    observe.call(lambda s: service.migrate_vm(s, "busy", "host3"))
     done = wait_task("busy", 240)
     assert done.state == "done", done.error
     observe.wait_for("busy on host3", lambda: observe.running_vms_ok(["busy"], exclude_hosts={"host1"}), 30)
@@ -79,9 +79,9 @@ def test_busy_guest_still_migrates(lab):
 def test_cancel_leaves_the_vm_running_on_the_source(lab):
     start(["c1"], "host1", memory_mb=384, dirty_mb=64)
     time.sleep(3)
-    observe.call(lambda s: ops.migrate_vm(s, "c1", "host2"))
+    observe.call(lambda s: service.migrate_vm(s, "c1", "host2"))
     observe.wait_for("migration running", lambda: task_of("c1").state == "running", 60, 0.1)
-    observe.call(lambda s: ops.cancel_task(s, "c1"))
+    observe.call(lambda s: service.cancel_task(s, "c1"))
     t = wait_task("c1")
     assert t.state in ("cancelled", "done")  # a fast guest may finish before the cancel lands
     if t.state == "cancelled":
@@ -94,7 +94,7 @@ def test_cancel_leaves_the_vm_running_on_the_source(lab):
 def test_destination_power_loss_mid_migration_keeps_the_vm_on_the_source(lab):
     start(["d1"], "host1", memory_mb=384, dirty_mb=64)
     time.sleep(3)
-    observe.call(lambda s: ops.migrate_vm(s, "d1", "host2"))
+    observe.call(lambda s: service.migrate_vm(s, "d1", "host2"))
     observe.wait_for("migration running", lambda: task_of("d1").state == "running", 60, 0.1)
     faults.power_off(lab, "host2")
     t = wait_task("d1", 120)
@@ -109,7 +109,7 @@ def test_source_power_loss_mid_migration_restarts_the_vm_exactly_once(lab):
     start(["s1"], "host1", memory_mb=384, dirty_mb=64)
     time.sleep(3)
     t0 = time.time()
-    observe.call(lambda s: ops.migrate_vm(s, "s1", "host2"))
+    observe.call(lambda s: service.migrate_vm(s, "s1", "host2"))
     observe.wait_for("migration running", lambda: task_of("s1").state == "running", 60, 0.1)
     with observe.DuplicateWatch() as watch:
         faults.power_off(lab, "host1")
@@ -128,24 +128,24 @@ def test_storage_vmotion_while_the_guest_writes(lab):
     from vigil.lab.layout import DS_DIR
 
     # First a copy capped at 32 KiB/s, cancelled mid-mirror: the old image stays in use.
-    observe.call(lambda s: ops.move_disk(s, "sv", "disk0", "ds2", bwlimit_mib_s=1 / 32))
+    observe.call(lambda s: service.move_disk(s, "sv", "disk0", "ds2", bwlimit_mib_s=1 / 32))
     observe.wait_for("the mirror under way", lambda: (
         (t := task_of("sv")) is not None and t.state == "running" and 0 < t.progress.get("offset", 0)), 60)
     assert (DS_DIR / "ds2" / "sv" / "disk0.qcow2").exists()
-    observe.call(lambda s: ops.cancel_task(s, "sv"))
+    observe.call(lambda s: service.cancel_task(s, "sv"))
     assert wait_task("sv").state == "cancelled"
-    assert observe.call(lambda s: ops.get_vm(s, "sv"))[0].disks[0].datastore == "ds1"
+    assert observe.call(lambda s: service.get_vm(s, "sv"))[0].disks[0].datastore == "ds1"
     assert not (DS_DIR / "ds2" / "sv" / "disk0.qcow2").exists()
     acked = observe.acked_by_guest("host1", "sv")
     observe.wait_for("sv writing on its old image", lambda: observe.acked_by_guest("host1", "sv") > acked + 5, 60)
     assert all(r in set(observe.records_on_disk("sv", "ds1")) for r in range(observe.acked_by_guest("host1", "sv") + 1))
     # Then the whole move.
-    observe.call(lambda s: ops.move_disk(s, "sv", "disk0", "ds2"))
+    observe.call(lambda s: service.move_disk(s, "sv", "disk0", "ds2"))
     t = wait_task("sv")
     assert t.state == "done", t.error
     acked = observe.acked_by_guest("host1", "sv")
     observe.wait_for("sv still writing", lambda: observe.acked_by_guest("host1", "sv") > acked + 5, 60)
-    spec = observe.call(lambda s: ops.get_vm(s, "sv"))[0]
+    spec = observe.call(lambda s: service.get_vm(s, "sv"))[0]
     assert spec.disks[0].datastore == "ds2"
     assert not (DS_DIR / "ds1" / "sv" / "disk0.qcow2").exists()
     on_disk = set(observe.records_on_disk("sv", "ds2"))
@@ -156,13 +156,13 @@ def test_storage_vmotion_while_the_guest_writes(lab):
 def test_shared_nothing_migration_copies_disks_and_memory(lab):
     start(["sn"], "host1", workload=True)
     observe.wait_for("records acked", lambda: observe.acked_by_guest("host1", "sn") >= 10, 60)
-    observe.call(lambda s: ops.migrate_vm(s, "sn", "host3", datastore="ds2"))
+    observe.call(lambda s: service.migrate_vm(s, "sn", "host3", datastore="ds2"))
     t = wait_task("sn")
     assert t.state == "done", t.error
     observe.wait_for("sn on host3", lambda: observe.running_vms_ok(["sn"], {"host1", "host2"}), 30)
     acked = observe.acked_by_guest("host1", "sn")
     observe.wait_for("sn writing on host3", lambda: observe.acked_by_guest("host3", "sn") > acked + 5, 60)
-    assert observe.call(lambda s: ops.get_vm(s, "sn"))[0].disks[0].datastore == "ds2"
+    assert observe.call(lambda s: service.get_vm(s, "sn"))[0].disks[0].datastore == "ds2"
     on_disk = set(observe.records_on_disk("sn", "ds2"))
     assert all(r in on_disk for r in range(observe.acked_by_guest("host3", "sn") + 1))
     assert_one_life("sn")
@@ -171,8 +171,8 @@ def test_shared_nothing_migration_copies_disks_and_memory(lab):
 def test_maintenance_mode_empties_a_host_and_respects_anti_affinity(lab):
     names = ["w1", "w2", "w3", "w4"]
     start(names, "host1")
-    observe.call(lambda s: ops.create_rule(s, Rule("apart", "anti-affinity", ("w1", "w2"))))
-    observe.call(lambda s: ops.set_maintenance(s, "host1", True))
+    observe.call(lambda s: service.create_rule(s, Rule("apart", "anti-affinity", ("w1", "w2"))))
+    observe.call(lambda s: service.set_maintenance(s, "host1", True))
     got = observe.wait_for("host1 empty", lambda: observe.running_vms_ok(names, exclude_hosts={"host1"}), 240,
                            explain=observe.recent_history)
     assert got["w1"]["host"] != got["w2"]["host"]
@@ -182,7 +182,7 @@ def test_maintenance_mode_empties_a_host_and_respects_anti_affinity(lab):
         assert_one_life(n)
     # new VMs are not placed there while in maintenance
     create_lab_vms(["new1"], hosts=["host2"], stagger_s=0)
-    observe.call(lambda s: ops.set_maintenance(s, "host1", False))
+    observe.call(lambda s: service.set_maintenance(s, "host1", False))
 
 
 BAD = [
@@ -223,6 +223,6 @@ def test_datastore_evacuate_moves_every_running_disk(lab):
     r = subprocess.run(vigil + ["datastore", "evacuate", "ds1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for n in names:
-        assert observe.call(lambda s: ops.get_vm(s, n))[0].disks[0].datastore == "ds2"
+        assert observe.call(lambda s: service.get_vm(s, n))[0].disks[0].datastore == "ds2"
         assert_one_life(n)
     assert observe.running_vms_ok(names)

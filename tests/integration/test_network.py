@@ -15,7 +15,7 @@ from vigil.lab import faults, observe
 from vigil.lab.net import vm_address
 from vigil.lab.netcheck import EchoClient
 from vigil.lab.scenario import lab_vm_spec
-from vigil import ops
+from vigil import service
 
 from labcheck import LAB_MARKS, running_lab, vigil_cmd
 
@@ -31,7 +31,7 @@ def lab():
 def test_a_tcp_connection_survives_live_migration_and_an_agent_restart_and_the_address_follows_a_restart(lab):
     ip = vm_address(10)
     spec = lab_vm_spec("w1", ip=ip)
-    observe.call(lambda s: ops.create_vm(s, spec, "host1"))
+    observe.call(lambda s: service.create_vm(s, spec, "host1"))
     observe.wait_for("w1 running", lambda: observe.running_vms_ok(["w1"]), 180)
     addr = ip.split("/")[0]
     client = EchoClient(addr).start()

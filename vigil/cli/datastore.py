@@ -17,10 +17,10 @@ app = typer.Typer(no_args_is_help=True, help="Datastores")
 @friendly
 def ds_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
     """Datastores known to the cluster and the hosts that reach them."""
-    from vigil import ops
+    from vigil import service
 
     async def go(store: Store) -> Any:
-        return await ops.datastores(store), await ops.cluster(store)
+        return await service.datastores(store), await service.cluster(store)
 
     dss, c = run_store(etcd, go)
     rows = [{"name": n, "path": d.path, "hosts": [h["name"] for h in c["hosts"] if n in h["datastores"]]}
@@ -40,10 +40,10 @@ def ds_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
 def ds_evacuate(ds: str, to: Optional[str] = typer.Option(None, "--to", help="target datastore (default: any other)"),
                 etcd: Optional[str] = ETCD_OPT) -> None:
     """Move every running VM's disks off a datastore, live (Storage vMotion, 2 per host at once)."""
-    from vigil import ops
+    from vigil import service
 
     while True:
-        r = run_store(etcd, lambda s: ops.evacuation_step(s, ds, to))
+        r = run_store(etcd, lambda s: service.evacuation_step(s, ds, to))
         for q in r["queued"]:
             console.print(f"queued {q}")
         if not r["queued"] and not r["waiting"]:

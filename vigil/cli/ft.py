@@ -36,10 +36,10 @@ def ft_enable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
     so the interval grows with its memory; the guest's output (console and packets) is
     held until the checkpoint that produced it is safe, up to one interval plus one
     checkpoint; its disk writes are kept in step with the checkpoints."""
-    from vigil import ops
+    from vigil import service
     from vigil.hypervisor.ft import MAX_FT_MEMORY_MB
 
-    changed = run_store(etcd, lambda s: ops.ft_enable(s, name))
+    changed = run_store(etcd, lambda s: service.ft_enable(s, name))
     console.print(f"{name}: " + ("Fault Tolerance on; the controller places its secondary" if changed
                                  else "Fault Tolerance was on already"))
     console.print(f"[dim]limits: up to {MAX_FT_MEMORY_MB} MiB of RAM; each checkpoint copies the whole RAM, so "
@@ -52,7 +52,7 @@ def ft_enable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
 @friendly
 def ft_disable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
     """Turn Fault Tolerance off (the secondary's standbys are quit)."""
-    from vigil import ops
+    from vigil import service
 
-    changed = run_store(etcd, lambda s: ops.ft_disable(s, name))
+    changed = run_store(etcd, lambda s: service.ft_disable(s, name))
     console.print(f"{name}: " + ("Fault Tolerance off" if changed else "Fault Tolerance was off"))

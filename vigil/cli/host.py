@@ -20,9 +20,9 @@ STATE_STYLE = {"running": "green", "failed": "red", "isolated": "yellow", "parti
 @friendly
 def host_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
     """Hosts, their state as the controller sees it, and the VMs they own."""
-    from vigil import ops
+    from vigil import service
 
-    c = run_store(etcd, ops.cluster)
+    c = run_store(etcd, service.cluster)
     if as_json:
         return print_json(c["hosts"])
     t = Table(title=f"hosts (leader: {c['leader'] or 'none'})")
@@ -41,9 +41,9 @@ def host_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
 @friendly
 def maintenance_enter(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
     """Move every VM off the host (live) and keep new VMs away from it."""
-    from vigil import ops
+    from vigil import service
 
-    changed = run_store(etcd, lambda s: ops.set_maintenance(s, host, True))
+    changed = run_store(etcd, lambda s: service.set_maintenance(s, host, True))
     console.print(f"{host}: " + ("entering maintenance mode (its VMs are being migrated away; see 'vigil host list')"
                                  if changed else "already in maintenance mode"))
 
@@ -52,7 +52,7 @@ def maintenance_enter(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
 @friendly
 def maintenance_exit(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
     """Take the host out of maintenance mode."""
-    from vigil import ops
+    from vigil import service
 
-    changed = run_store(etcd, lambda s: ops.set_maintenance(s, host, False))
+    changed = run_store(etcd, lambda s: service.set_maintenance(s, host, False))
     console.print(f"{host}: " + ("left maintenance mode" if changed else "was not in maintenance mode"))

@@ -17,11 +17,11 @@ app = typer.Typer(no_args_is_help=True, help="VM-VM affinity and anti-affinity r
 def rule_create(name: str, kind: str = typer.Option(..., "--kind", help="anti-affinity|affinity"),
                 vms: str = typer.Option(..., "--vms", help="vm1,vm2,..."), etcd: Optional[str] = ETCD_OPT) -> None:
     """Keep VMs apart (anti-affinity) or together (affinity)."""
-    from vigil import ops
+    from vigil import service
     from vigil.model import Rule
 
     rule = Rule(name=name, kind=kind, vms=tuple(v for v in vms.split(",") if v))
-    run_store(etcd, lambda s: ops.create_rule(s, rule))
+    run_store(etcd, lambda s: service.create_rule(s, rule))
     console.print(f"rule {name} created")
 
 
@@ -29,10 +29,10 @@ def rule_create(name: str, kind: str = typer.Option(..., "--kind", help="anti-af
 @friendly
 def rule_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
     """VM-VM rules."""
-    from vigil import ops
+    from vigil import service
 
     rs = run_store(etcd, lambda s: s.snapshot())
-    rules = ops.rules(rs)
+    rules = service.rules(rs)
     if as_json:
         return print_json([asdict(r) for r in rules])
     tb = Table(title="rules")
@@ -47,7 +47,7 @@ def rule_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
 @friendly
 def rule_delete(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
     """Delete a rule."""
-    from vigil import ops
+    from vigil import service
 
-    run_store(etcd, lambda s: ops.delete_rule(s, name))
+    run_store(etcd, lambda s: service.delete_rule(s, name))
     console.print(f"rule {name} deleted")

@@ -18,7 +18,7 @@ def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
     """Show a task's progress until it ends; Ctrl-C asks for it to be cancelled."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vigil import ops
+    from vigil import service
 
     cancel_sent = False
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -26,7 +26,7 @@ def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
         row = bar.add_task(vm, total=100, detail="queued")
         while True:
             try:
-                t = run_store(etcd, lambda s: ops.get_task(s, vm))
+                t = run_store(etcd, lambda s: service.get_task(s, vm))
                 if t is None or t.id != task_id:
                     fail("the task disappeared")
                 p = t.progress
@@ -50,7 +50,7 @@ def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
                 time.sleep(0.25)
             except KeyboardInterrupt:
                 if not cancel_sent:
-                    run_store(etcd, lambda s: ops.cancel_task(s, vm))
+                    run_store(etcd, lambda s: service.cancel_task(s, vm))
                     cancel_sent = True
                     err.print("cancelling (the VM keeps running where it was) ...")
     if t.state == "done":
@@ -60,7 +60,7 @@ def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
             extra = f": downtime {r['downtime_ms']:.0f} ms, total {r.get('total_time_ms', 0) / 1000:.1f} s"
         elif r.get("mb_s") is not None:
             extra = f": {r['mb_s']:.0f} MB/s"
-        console.print(f"{vm}: {t.kind} done ({ops.task_summary(t)}){extra}")
+        console.print(f"{vm}: {t.kind} done ({service.task_summary(t)}){extra}")
     elif t.state == "cancelled":
         console.print(f"{vm}: {t.kind} cancelled; the VM runs on as before")
         raise typer.Exit(1)
@@ -72,10 +72,10 @@ def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
 @friendly
 def task_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT, all_: bool = typer.Option(False, "--all")) -> None:
     """Tasks under way (and, with --all, the last one of each VM)."""
-    from vigil import ops
+    from vigil import service
     from vigil.model import TASK_ACTIVE
 
-    ts = [t for t in run_store(etcd, ops.tasks) if all_ or t.state in TASK_ACTIVE]
+    ts = [t for t in run_store(etcd, service.tasks) if all_ or t.state in TASK_ACTIVE]
     if as_json:
         return print_json([asdict(t) for t in ts])
     tb = Table(title="tasks")
@@ -84,7 +84,7 @@ def task_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT, all_: bo
     for t in ts:
         p = t.progress
         prog = f"{(p.get('transferred') or p.get('offset') or 0) / 2**20:.0f}/{(p.get('total') or 0) / 2**20:.0f} MiB" if p else "-"
-        tb.add_row(t.id, t.kind, t.vm, ops.task_summary(t), t.state, prog, age(t.created), t.error[:50])
+        tb.add_row(t.id, t.kind, t.vm, service.task_summary(t), t.state, prog, age(t.created), t.error[:50])
     console.print(tb)
 
 
@@ -92,7 +92,7 @@ def task_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT, all_: bo
 @friendly
 def task_cancel(vm_or_task: str, etcd: Optional[str] = ETCD_OPT) -> None:
     """Cancel a migration or disk move; the VM keeps running where it was."""
-    from vigil import ops
+    from vigil import service
 
-    t = run_store(etcd, lambda s: ops.cancel_task(s, vm_or_task))
+    t = run_store(etcd, lambda s: service.cancel_task(s, vm_or_task))
     console.print(f"{t.vm}: cancel requested for {t.kind} task {t.id}")

@@ -63,7 +63,7 @@ def vm_create(
     etcd: Optional[str] = ETCD_OPT,
 ) -> None:
     """Define a VM; it starts at once unless --stopped."""
-    from vigil import ops
+    from vigil import service
 
     disks = tuple(parse_disk(name, i, d) for i, d in enumerate(disk))
     if guest_ip and not network:
@@ -73,7 +73,7 @@ def vm_create(
     spec.validate()  # a typo fails here, before the guest image is built or etcd asked
     if guest:
         spec = replace(spec, boot=lab_guest_boot(workload, dirty_mb, guest_ip))
-    run_store(etcd, lambda s: ops.create_vm(s, spec, host))
+    run_store(etcd, lambda s: service.create_vm(s, spec, host))
     console.print(f"VM [bold]{name}[/] created" + ("" if stopped else f", starting{' on ' + host if host else ''}"))
 
 
@@ -81,9 +81,9 @@ def vm_create(
 @friendly
 def vm_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
     """VMs: where they run, their state, their guest heartbeat."""
-    from vigil import ops
+    from vigil import service
 
-    c = run_store(etcd, ops.cluster)
+    c = run_store(etcd, service.cluster)
     if as_json:
         return print_json(c["vms"])
     t = Table(title="VMs")
@@ -101,9 +101,9 @@ def vm_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
 @friendly
 def vm_show(name: str, etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
     """Everything about one VM."""
-    from vigil import ops
+    from vigil import service
 
-    c = run_store(etcd, ops.cluster)
+    c = run_store(etcd, service.cluster)
     vm = next((v for v in c["vms"] if v["name"] == name), None)
     if vm is None:
         fail(f"no VM named {name!r}")
@@ -142,9 +142,9 @@ def disk_summary(d: dict[str, Any]) -> str:
 @friendly
 def vm_start(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
     """Power a VM on (the controller places it if it has no host)."""
-    from vigil import ops
+    from vigil import service
 
-    changed = run_store(etcd, lambda s: ops.set_power(s, name, "on"))
+    changed = run_store(etcd, lambda s: service.set_power(s, name, "on"))
     console.print(f"{name}: " + ("starting" if changed else "already powered on"))
 
 
@@ -152,9 +152,9 @@ def vm_start(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
 @friendly
 def vm_stop(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
     """Shut a VM down (ACPI, then power off after its shutdown timeout)."""
-    from vigil import ops
+    from vigil import service
 
-    changed = run_store(etcd, lambda s: ops.set_power(s, name, "off"))
+    changed = run_store(etcd, lambda s: service.set_power(s, name, "off"))
     console.print(f"{name}: " + ("stopping" if changed else "already powered off"))
 
 
@@ -162,9 +162,9 @@ def vm_stop(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
 @friendly
 def vm_delete(name: str, force: bool = typer.Option(False, "--force"), etcd: Optional[str] = ETCD_OPT) -> None:
     """Delete a stopped VM (its disks stay on the datastore)."""
-    from vigil import ops
+    from vigil import service
 
-    run_store(etcd, lambda s: ops.delete_vm(s, name, force))
+    run_store(etcd, lambda s: service.delete_vm(s, name, force))
     console.print(f"{name}: deleted")
 
 
@@ -178,10 +178,10 @@ def vm_migrate(
     etcd: Optional[str] = ETCD_OPT,
 ) -> None:
     """Live-migrate a running VM to another host (vMotion)."""
-    from vigil import ops
+    from vigil import service
 
-    t = run_store(etcd, lambda s: ops.migrate_vm(s, name, to, datastore))
-    console.print(f"{name}: migration queued ({ops.task_summary(t)}), task {t.id}")
+    t = run_store(etcd, lambda s: service.migrate_vm(s, name, to, datastore))
+    console.print(f"{name}: migration queued ({service.task_summary(t)}), task {t.id}")
     if wait:
         follow_task(etcd, name, t.id)
 
@@ -194,10 +194,10 @@ def vm_move_disk(
     wait: bool = typer.Option(True, "--wait/--no-wait"), etcd: Optional[str] = ETCD_OPT,
 ) -> None:
     """Move a running VM's disk to another datastore (Storage vMotion)."""
-    from vigil import ops
+    from vigil import service
 
-    t = run_store(etcd, lambda s: ops.move_disk(s, name, disk, to, bwlimit))
-    console.print(f"{name}: disk move queued ({ops.task_summary(t)}), task {t.id}")
+    t = run_store(etcd, lambda s: service.move_disk(s, name, disk, to, bwlimit))
+    console.print(f"{name}: disk move queued ({service.task_summary(t)}), task {t.id}")
     if wait:
         follow_task(etcd, name, t.id)
 
@@ -217,9 +217,9 @@ def vm_repair_disk(
     from the good copy, if this machine mounts both datastores."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vigil import ops
+    from vigil import service
 
-    console.print(run_store(etcd, lambda s: ops.repair_disk(s, name)))
+    console.print(run_store(etcd, lambda s: service.repair_disk(s, name)))
     if not wait:
         return
     deadline = time.monotonic() + timeout
@@ -227,7 +227,7 @@ def vm_repair_disk(
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
         row = bar.add_task(name, total=100, detail="waiting")
         while True:
-            vm = next((v for v in run_store(etcd, ops.cluster)["vms"] if v["name"] == name), None)
+            vm = next((v for v in run_store(etcd, service.cluster)["vms"] if v["name"] == name), None)
             if vm is None:
                 fail(f"VM {name} disappeared")
             copies = [c for d in vm["disks"] for c in d["copies"]]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from vigil import ops
+from vigil import service
 from vigil.config import cluster_endpoints
 from vigil.model import Event
 from vigil.store import keys as K
@@ -24,7 +24,7 @@ def call(fn: Callable[[Store], Any], timeout: float = 3.0) -> Any:
 
 
 def cluster() -> dict[str, Any]:
-    return call(ops.cluster)
+    return call(service.cluster)
 
 
 def events() -> list[Event]:
@@ -56,10 +56,10 @@ def wait_for(what: str, pred: Callable[[], Any], timeout: float, interval: float
 
 def recent_history(n: int = 30) -> str:
     """The last events and every task, as text: what a failed lab test should show."""
-    from vigil import ops
+    from vigil import service
 
     lines = [f"{e.time:.2f} {e.kind} {e.message}" for e in events()[-n:]]
-    lines += [f"task {t.vm} {t.kind} {t.state} {t.error}" for t in call(ops.tasks)]
+    lines += [f"task {t.vm} {t.kind} {t.state} {t.error}" for t in call(service.tasks)]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from vigil import ops
+from vigil import service
 from vigil.lab import observe
 from vigil.lab.guest_image import build_guest_image
 from vigil.lab.layout import VM_NETWORK
@@ -56,6 +56,6 @@ def create_lab_vms(
                            workload=workload, memory_mb=memory_mb, dirty_mb=dirty_mb,
                            ip=(ips or [""] * len(names))[i])
         host = hosts[i % len(hosts)]
-        observe.call(lambda s: ops.create_vm(s, spec, host))
+        observe.call(lambda s: service.create_vm(s, spec, host))
         progress(f"created {name} on {host} (priority {spec.restart_priority})")
         time.sleep(stagger_s)

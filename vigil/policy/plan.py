@@ -163,27 +163,8 @@ def plan(view: ClusterView) -> list[Action]:
         if s is not view.hosts[h].prev_state
     ]
     infos = {h: v.info for h, v in view.hosts.items() if v.info is not None}
-
-    def still_there(v: VMView) -> bool:
-        a = v.assignment
-        if a is None or a.host not in view.hosts:
-            return False
-        return not vm_lost_on(states[a.host], view.hosts[a.host], v.spec.name)
-
-    load: dict[str, Load] = host_load(
-        # a powered-off VM's room is free for others once it has stopped (vSphere counts
-        # only powered-on VMs too); until then it still holds its memory
-        [(v.assignment.host, v.spec) for v in view.vms.values()
-         if v.assignment and still_there(v) and (v.spec.power == "on" or holds_memory(v))]
-        # admission control counts an FT secondary's memory on its host (where one runs)
-        + [(v.ft.secondary, v.spec) for v in view.vms.values() if standby_counted(v, view)]
-    )
-    where = {n: v.assignment.host for n, v in view.vms.items() if v.assignment and still_there(v)}
+    load, where = commitments(view, states)
     moving = {t.vm for t in view.tasks}
-    for t in view.tasks:  # a VM on its way counts on its destination already
-        if t.kind == "migrate" and t.dst and t.vm in view.vms:
-            load[t.dst] = load.get(t.dst, Load()).plus(view.vms[t.vm].spec)
-            where[t.vm] = t.dst
 
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
     for v in restart_order(list(view.vms.values())):
@@ -301,6 +282,36 @@ def plan(view: ClusterView) -> list[Action]:
     actions += evacuate(view, states, infos, load, where, moving)
     actions += secondaries(view, states, infos, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
     return actions
+
+
+def commitments(view: ClusterView, states: Mapping[str, HostState]) -> tuple[dict[str, Load], dict[str, str]]:
+    """The load model every placement decision shares (this cycle's plan and the service's
+    migration admission): what each host has given away, and where each VM is or is going.
+
+    A VM counts on its assigned host until that host is known to have lost it; a VM
+    powered off by request only until it stopped; an FT standby on its secondary; a VM
+    being migrated on its destination already."""
+
+    def still_there(v: VMView) -> bool:
+        a = v.assignment
+        if a is None or a.host not in view.hosts:
+            return False
+        return not vm_lost_on(states[a.host], view.hosts[a.host], v.spec.name)
+
+    load: dict[str, Load] = host_load(
+        # a powered-off VM's room is free for others once it has stopped (vSphere counts
+        # only powered-on VMs too); until then it still holds its memory
+        [(v.assignment.host, v.spec) for v in view.vms.values()
+         if v.assignment and still_there(v) and (v.spec.power == "on" or holds_memory(v))]
+        # admission control counts an FT secondary's memory on its host (where one runs)
+        + [(v.ft.secondary, v.spec) for v in view.vms.values() if standby_counted(v, view)]
+    )
+    where = {n: v.assignment.host for n, v in view.vms.items() if v.assignment and still_there(v)}
+    for t in view.tasks:  # a VM on its way counts on its destination already
+        if t.kind == "migrate" and t.dst and t.vm in view.vms:
+            load[t.dst] = load.get(t.dst, Load()).plus(view.vms[t.vm].spec)
+            where[t.vm] = t.dst
+    return load, where
 
 
 def holds_memory(v: VMView) -> bool:

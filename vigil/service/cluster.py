@@ -1,0 +1,63 @@
+"""The cluster read model (what the listings show, from one snapshot) and datastores."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from vigil.model import DatastoreSpec, HostInfo, VMSpec, VMStatus, mac_address
+from vigil.service.common import under, validated
+from vigil.service.disks import disk_state
+from vigil.service.ft import ft_state
+from vigil.store import keys as K
+from vigil.store.etcd import Store
+
+
+async def datastores(store: Store) -> dict[str, DatastoreSpec]:
+    return {n: DatastoreSpec(**e.value) for n, e in (await store.get_prefix(K.DATASTORES)).items()
+            for n in [K.name_of(n, K.DATASTORES)]}
+
+
+async def add_datastore(store: Store, ds: DatastoreSpec) -> bool:
+    """Declare a datastore; False when one of that name exists already."""
+    validated(ds)
+    return await store.create(K.DATASTORES + ds.name, asdict(ds))
+
+
+async def cluster(store: Store) -> dict[str, Any]:
+    """Everything the listings show, from one snapshot."""
+    snap = await store.snapshot()
+    alive = set(under(snap, K.ALIVE))
+    states = {h: e.value for h, e in under(snap, K.HOSTSTATE).items()}
+    leader = snap.get(K.LEADER)
+    hosts = []
+    vms_by_host: dict[str, list[str]] = {}
+    own = {n: e.value for n, e in under(snap, K.OWN).items()}
+    for n, o in own.items():
+        vms_by_host.setdefault(o, []).append(n)
+    for h, e in sorted(under(snap, K.HOSTS).items()):
+        info = HostInfo.from_json(e.value)
+        hosts.append({
+            "name": h, "address": info.address, "state": states.get(h, {}).get("state", "running" if h in alive else "unknown"),
+            "lease": h in alive, "leader": bool(leader and leader.value == h), "memory_mb": info.memory_mb,
+            "cpus": info.cpus, "datastores": list(info.datastores), "accel": info.accel,
+            "vms": sorted(vms_by_host.get(h, [])),
+        })
+    assign = {n: e.value for n, e in under(snap, K.ASSIGN).items()}
+    status = {n: VMStatus.from_json(e.value) for n, e in under(snap, K.VMSTATUS).items()}
+    vms = []
+    for n, e in sorted(under(snap, K.VMS).items()):
+        spec = VMSpec.from_json(e.value)
+        st = status.get(n)
+        vms.append({
+            "name": n, "power": spec.power, "memory_mb": spec.memory_mb, "vcpus": spec.vcpus,
+            "priority": spec.restart_priority, "isolation_response": spec.isolation_response,
+            "assigned": assign.get(n, {}).get("host"), "gen": assign.get(n, {}).get("gen", 0),
+            "owner": own.get(n), "state": st.state if st else "-", "host": st.host if st else None,
+            "guest": st.guest if st else "-", "acked": st.acked if st else -1,
+            "message": st.message if st else "", "since": st.since if st else 0.0,
+            "disks": disk_state(snap, spec),
+            "nics": [{"network": n, "mac": mac_address(spec.name, i)} for i, n in enumerate(spec.networks)],
+            "ft": ft_state(snap, n),
+        })
+    return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": time.time()}

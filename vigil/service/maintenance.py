@@ -1,0 +1,72 @@
+"""Maintenance mode (the controller then empties the host) and datastore evacuation."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vigil.model import HostInfo, SpecError, Task, VMSpec
+from vigil.service.common import Invalid, NotFound, active_task, known, running_owner, under
+from vigil.service.tasks import move_disk
+from vigil.store import keys as K
+from vigil.store.etcd import Store
+from vigil.store.events import event_put_op, make_event
+
+
+async def set_maintenance(store: Store, host: str, enter: bool) -> bool:
+    """Put a host in maintenance mode or take it out; False when it already was so."""
+    snap = await store.snapshot()
+    if K.HOSTS + host not in snap:
+        hosts = under(snap, K.HOSTS)
+        raise NotFound(f"unknown host {host!r} (known: {known(hosts)})")
+    key = K.MAINTENANCE + host
+    if enter == (key in snap):
+        return False
+    ev = make_event("maintenance-" + ("enter" if enter else "exit"),
+                    f"{host} {'enters' if enter else 'leaves'} maintenance mode", host=host, source="cli")
+    op = store.put_op(key, {"since": time.time()}) if enter else store.delete_op(key)
+    return await store.txn([store.absent(key) if enter else store.tx.version(key.encode()) > 0],
+                           [op, event_put_op(store, ev)])
+
+
+async def evacuation_step(store: Store, ds: str, to: str | None = None) -> dict[str, Any]:
+    """One round of `vigil datastore evacuate`: queue a disk move for every running VM that
+    has a disk on ``ds`` and no task under way. Returns what is left and why."""
+    snap = await store.snapshot()
+    if K.DATASTORES + ds not in snap:
+        raise NotFound(f"unknown datastore {ds!r}")
+    if to is not None and K.DATASTORES + to not in snap:
+        raise Invalid(f"unknown datastore {to!r}")
+    if to == ds:
+        raise Invalid("the target datastore is the one being evacuated")
+    queued, waiting, blocked = [], [], []
+    for name, e in sorted(under(snap, K.VMS).items()):
+        spec = VMSpec.from_json(e.value)
+        disk = next((d for d in spec.disks if d.datastore == ds), None)
+        if disk is None:
+            continue
+        if active_task(snap, name) is not None:
+            waiting.append(name)
+            continue
+        last = snap.get(K.TASKS + name)
+        if last is not None:
+            lt = Task.from_json(last.value)
+            if lt.kind == "move-disk" and lt.disk == disk.name and lt.state in ("failed", "cancelled"):
+                blocked.append(f"{name}: its last disk move {lt.state}: {lt.error} "
+                               f"(retry with 'vigil vm move-disk {name} {disk.name} --to DS')")
+                continue
+        try:
+            host = running_owner(snap, name)
+        except SpecError:
+            blocked.append(f"{name}: not running (move its disks while it runs)")
+            continue
+        reach = HostInfo.from_json(snap[K.HOSTS + host].value).datastores
+        target = to or next((d for d in sorted(reach) if d != ds), None)
+        if target is None or target not in reach:
+            blocked.append(f"{name}: host {host} reaches no other datastore")
+            continue
+        try:
+            await move_disk(store, name, disk.name, target)
+            queued.append(f"{name}/{disk.name} -> {target}")
+        except SpecError as err:
+            blocked.append(f"{name}: {err}")
+    return {"queued": queued, "waiting": waiting, "blocked": blocked}

@@ -1,0 +1,86 @@
+"""A VM's life: create, read, power on or off, delete.
+
+Each operation validates everything first and then writes once, in one transaction, so a
+refused request leaves etcd exactly as it was.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from vigil.model import Assignment, HostInfo, VMSpec
+from vigil.service.common import Conflict, Invalid, NotFound, ft_delete_ops, known, under, validated
+from vigil.store import keys as K
+from vigil.store.etcd import Entry, Store
+from vigil.store.events import event_put_op, make_event
+
+
+async def create_vm(store: Store, spec: VMSpec, host: str | None = None) -> None:
+    """Write a new VM's spec (and, with ``host``, its first assignment) once every name
+    it uses is known."""
+    validated(spec)
+    snap = await store.snapshot()
+    if K.VMS + spec.name in snap:
+        raise Conflict(f"a VM named {spec.name!r} already exists")
+    known_ds = under(snap, K.DATASTORES)
+    for d in spec.disks:
+        for ds in d.copies:
+            if ds not in known_ds:
+                raise Invalid(f"disk {d.name}: unknown datastore {ds!r} (known: {known(known_ds)})")
+    nets = {n for e in under(snap, K.HOSTS).values() for n in e.value.get("networks", ())}
+    for n in spec.networks:
+        if n not in nets:
+            raise Invalid(f"unknown network {n!r}: no host has it (known: {known(nets)})")
+    ops = [store.put_op(K.VMS + spec.name, spec.to_json()),
+           event_put_op(store, make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli"))]
+    compare = [store.absent(K.VMS + spec.name), store.absent(K.ASSIGN + spec.name)]
+    if host is not None:
+        hosts = under(snap, K.HOSTS)
+        if host not in hosts:
+            raise Invalid(f"unknown host {host!r} (known: {known(hosts)})")
+        if host not in under(snap, K.ALIVE):
+            raise Conflict(f"host {host} is not running")
+        info = HostInfo.from_json(hosts[host].value)
+        missing = spec.datastores - set(info.datastores)
+        if missing:
+            raise Invalid(f"host {host} does not reach datastore {', '.join(sorted(missing))}")
+        ops.append(store.put_op(K.ASSIGN + spec.name, asdict(Assignment(host=host, gen=1, reason="place"))))
+    if not await store.txn(compare, ops):
+        raise Conflict(f"a VM named {spec.name!r} already exists")
+
+
+async def get_vm(store: Store, name: str) -> tuple[VMSpec, Entry]:
+    """The VM's spec and its etcd entry (whose revision guards a later write)."""
+    e = await store.get(K.VMS + name)
+    if e is None:
+        raise NotFound(f"no VM named {name!r}")
+    return VMSpec.from_json(e.value), e
+
+
+async def set_power(store: Store, name: str, power: str) -> bool:
+    """Ask for a VM to run or not; returns False when it already was so."""
+    spec, e = await get_vm(store, name)
+    if spec.power == power:
+        return False
+    new = replace(spec, power=power)
+    ev = make_event(f"vm-power-{power}", f"{name}: power {power} requested", vm=name, source="cli")
+    if not await store.txn([store.unchanged(K.VMS + name, e.mod_revision)],
+                           [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev)]):
+        raise Conflict(f"{name} changed meanwhile; try again")
+    return True
+
+
+async def delete_vm(store: Store, name: str, force: bool = False) -> None:
+    """Delete a VM's spec; it must be powered off and stopped first unless ``force``."""
+    spec, e = await get_vm(store, name)
+    if not force:
+        if spec.power == "on":
+            raise Conflict(f"{name} is powered on; run 'vigil vm stop {name}' first (or --force)")
+        if await store.get(K.OWN + name) is not None:
+            raise Conflict(f"{name} is still running somewhere; wait until it stopped (or --force)")
+    ev = make_event("vm-deleted", f"{name} deleted", vm=name, source="cli")
+    ok = await store.txn([store.unchanged(K.VMS + name, e.mod_revision)], [
+        store.delete_op(K.VMS + name), store.delete_op(K.ASSIGN + name),
+        store.delete_op(K.VMSTATUS + name), store.delete_op(K.DISKSTATE + name), *ft_delete_ops(store, name),
+        event_put_op(store, ev)])
+    if not ok:
+        raise Conflict(f"{name} changed meanwhile; try again")
