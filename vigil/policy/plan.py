@@ -279,7 +279,8 @@ def plan(view: ClusterView) -> list[Action]:
                 ft_rev=v.ft.rev if v.ft else 0,
             )
         )
-    actions += evacuate(view, states, infos, load, where, moving)
+    # a VM this plan already moved (an FT hand-over off a stopped host) is not evacuated too
+    actions += evacuate(view, states, infos, load, where, moving | {a.vm for a in actions if isinstance(a, AssignVM)})
     actions += secondaries(view, states, infos, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
     return actions
 
