@@ -107,7 +107,7 @@ def _h(w: World, a: dict[str, Any]) -> SimHost:
 
 
 async def _maintenance(w: World, host: str, enter: bool) -> None:
-    """What ``vigil host maintenance enter|exit`` writes (vigil.ops.set_maintenance)."""
+    """What ``vigil host maintenance enter|exit`` writes (vigil.service.set_maintenance)."""
     key = K.MAINTENANCE + host
     st = w.store
     ev = make_event("maintenance-" + ("enter" if enter else "exit"),
@@ -118,7 +118,7 @@ async def _maintenance(w: World, host: str, enter: bool) -> None:
 
 
 async def _set_power(w: World, vm: str, power: str) -> None:
-    """What ``vigil vm start|stop`` writes (vigil.ops.set_power): the spec, not the assignment."""
+    """What ``vigil vm start|stop`` writes (vigil.service.set_power): the spec, not the assignment."""
     st = w.store
     e = await st.get(K.VMS + vm)
     if e is None:

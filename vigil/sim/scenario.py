@@ -118,7 +118,7 @@ class Run:
                 self.world.guest_shutdown_s[spec.name] = float(v["guest_shutdown"])
             ev = make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli", at=self.clock.time())
             ops = [st.put_op(K.VMS + spec.name, spec.to_json()), event_put_op(st, ev)]
-            if v.get("ft"):  # vigil vm ft enable (vigil.ops.ft_enable)
+            if v.get("ft"):  # vigil vm ft enable (vigil.service.ft_enable)
                 ops += [st.put_op(K.FT + spec.name, {"secondary": None, "epoch": 1}),
                         event_put_op(st, make_event("ft-enabled", f"{spec.name}: Fault Tolerance on", vm=spec.name,
                                                     source="cli", at=self.clock.time()))]

@@ -59,7 +59,7 @@ class Op:
 
 
 class _VersionTarget:
-    """``store.tx.version(key) > 0`` as ``vigil.ops`` writes it against aetcd."""
+    """``store.tx.version(key) > 0`` as ``vigil.service`` writes it against aetcd."""
 
     def __init__(self, key: str) -> None:
         self.key = key
