@@ -10,7 +10,7 @@ real runner collects and its cancel and prepare-timeout paths are not simulated.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from vigil.agent.tasks import MAX_MIGRATIONS_PER_HOST
@@ -19,6 +19,7 @@ from vigil.policy import tasks as TP
 from vigil.sim.world import StartFailed
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
+from vigil.agent.tasks import update_task
 from vigil.sim.context import LocalVM, AgentContext
 
 
@@ -42,22 +43,8 @@ class SimTasks:
             await self.a.clock.sleep(0.25)
 
     async def update(self, vm: str, task_id: str, change: Any = None, **changes: Any) -> Task | None:
-        """vigil.agent.tasks.update_task, on the simulated clock."""
-        st = self.a.store
-        for _ in range(10):
-            e = await st.get(K.TASKS + vm)
-            if e is None:
-                return None
-            t = Task.from_json(e.value)
-            if t.id != task_id:
-                return None
-            new = change(t) if change is not None else replace(t, **changes)
-            if new is None:
-                return t
-            new = replace(new, updated=self.a.clock.time())
-            if await st.txn([st.unchanged(e.key, e.mod_revision)], [st.put_op(e.key, asdict(new))]):
-                return new
-        return None
+        """vigil.agent.tasks.update_task itself, on the simulated clock."""
+        return await update_task(self.a.store, vm, task_id, change, clock=self.a.clock, **changes)
 
     async def step(self) -> None:
         found = await self.a.store.get_prefix(K.TASKS)
