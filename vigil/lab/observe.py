@@ -114,7 +114,9 @@ def _waiting_for_migration(pid: int, named_threads: bool) -> bool:
                 if int(f[11]) + int(f[12]) > VCPU_SETUP_TICKS:
                     return False
     except OSError:
-        return False
+        # gone while we looked (a standby being ended, its run dir already removed): a
+        # process that exits runs no guest; one still there that we cannot read counts
+        return not Path(f"/proc/{pid}").exists()
     # no vCPU thread: still starting if its threads are named, else unknown: count it, to be safe
     return found or named_threads
 
