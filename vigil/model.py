@@ -271,6 +271,7 @@ class Event:
     vm: str = ""
     source: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    user: str = ""  # the person whose request caused it (API and CLI writes); "" for vigil's own
 
 
 RULE_KINDS = ("anti-affinity", "affinity")

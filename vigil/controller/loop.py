@@ -12,6 +12,7 @@ from dataclasses import asdict
 from types import MappingProxyType
 from typing import Callable
 
+from vigil.controller import stats
 from vigil.env.base import Env, read_all_heartbeats
 from vigil.env.real import RealEnv
 from vigil.config import AgentConfig
@@ -55,6 +56,9 @@ class Controller:
         self.cycles = 0
         self.reach_since: dict[tuple[str, str], float] = {}  # see ClusterView.reach_since
         self._failed_leases: list[tuple[str, int]] = []  # revoked at the end of the cycle
+        self.failed_at: dict[str, float] = {}  # wall time each host was last found failed or isolated
+        self._came_from: dict[str, str] = {}  # this cycle: each VM's host before its actions
+        self.stats = stats.empty()  # read from etcd each cycle: a new leader carries on
 
     async def run(self) -> None:
         log.info("controller active on %s", self.me)
@@ -142,13 +146,23 @@ class Controller:
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
         now = self.env.clock.monotonic()
-        view = self.build_view(cluster_state(snap), now, self._read_heartbeats(now))
+        state = cluster_state(snap)
+        view = self.build_view(state, now, self._read_heartbeats(now))
         for name, v in view.vms.items():  # a VM that runs again starts its backoff afresh
             if v.status is not None and v.status.state == "running":
                 self.retries.pop(name, None)
                 self.ft_waits.pop(name, None)
+        self._came_from = {n: v.assignment.host for n, v in view.vms.items() if v.assignment}
+        stored = snap.get(K.STATS_HA)
+        self.stats = stats.loaded(stored.value if stored else None)
+        before = self.stats
         for action in plan(view):
             await self.apply(action)
+        running = {n: (v.assignment.gen, v.status.since) for n, v in view.vms.items()
+                   if v.assignment and v.status and v.status.state == "running" and v.status.host == v.assignment.host}
+        self.stats = stats.fold_tasks(stats.fold_running(self.stats, running), (r.task for r in state.tasks.values()))
+        if self.stats != before:
+            await self._guarded([], [self.store.put_op(K.STATS_HA, self.stats)])
         await self._revoke_failed()
         self.cycles += 1
         if self.cycles % 400 == 0:
@@ -182,6 +196,8 @@ class Controller:
                 event_put_op(st, ev),
             ])
             log.info("host %s -> %s (%s)", action.host, action.state.value, action.reason)
+            if action.state in (HostState.FAILED, HostState.ISOLATED):
+                self.failed_at[action.host] = wall
             if action.state is HostState.FAILED and action.lease:
                 self._failed_leases.append((action.host, action.lease))
         elif isinstance(action, AssignVM):
@@ -202,6 +218,9 @@ class Controller:
                 [st.unchanged(K.ASSIGN + action.vm, action.expect_rev)] + owner_check,
                 release + [st.put_op(K.ASSIGN + action.vm, a.__dict__), event_put_op(st, ev)],
             )
+            if ok and action.kind in ("restart", "ft-failover"):
+                old = self._came_from.get(action.vm, "")
+                self.stats = stats.fold_restart(self.stats, action.vm, a.gen, self.failed_at.get(old, wall))
             if ok:
                 self.notes.pop(action.vm, None)
                 if action.retry is not None:

@@ -5,8 +5,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from vigil.model import DatastoreSpec, HostInfo, VMSpec, VMStatus, mac_address
-from vigil.service.common import under, validated
+from vigil.model import DatastoreSpec, HostInfo, SpecError, VMSpec, VMStatus, mac_address
+from vigil.policy.placement import Load
+from vigil.policy.plan import classify_all, commitments
+from vigil.service.common import NotFound, under, validated
+from vigil.service.maintenance import host_revision
+from vigil.service.view import cluster_view
 from vigil.service.disks import disk_state
 from vigil.service.ft import ft_state
 from vigil.store import keys as K
@@ -35,9 +39,15 @@ async def cluster(store: Store) -> dict[str, Any]:
     own = {n: e.value for n, e in under(snap, K.OWN).items()}
     for n, o in own.items():
         vms_by_host.setdefault(o, []).append(n)
+    now = time.time()
+    view = cluster_view(snap, now)
+    load, _ = commitments(view, {n: st for n, (st, _) in classify_all(view).items()})
     for h, e in sorted(under(snap, K.HOSTS).items()):
         info = HostInfo.from_json(e.value)
+        used = load.get(h, Load())
         hosts.append({
+            "revision": host_revision(snap, h), "maintenance": K.MAINTENANCE + h in snap,
+            "memory_used_mb": used.memory_mb, "vcpus_used": used.vcpus, "networks": list(info.networks),
             "name": h, "address": info.address, "state": states.get(h, {}).get("state", "running" if h in alive else "unknown"),
             "lease": h in alive, "leader": bool(leader and leader.value == h), "memory_mb": info.memory_mb,
             "cpus": info.cpus, "datastores": list(info.datastores), "accel": info.accel,
@@ -50,7 +60,7 @@ async def cluster(store: Store) -> dict[str, Any]:
         spec = VMSpec.from_json(e.value)
         st = status.get(n)
         vms.append({
-            "name": n, "power": spec.power, "memory_mb": spec.memory_mb, "vcpus": spec.vcpus,
+            "revision": e.mod_revision, "name": n, "power": spec.power, "memory_mb": spec.memory_mb, "vcpus": spec.vcpus,
             "priority": spec.restart_priority, "isolation_response": spec.isolation_response,
             "assigned": assign.get(n, {}).get("host"), "gen": assign.get(n, {}).get("gen", 0),
             "owner": own.get(n), "state": st.state if st else "-", "host": st.host if st else None,
@@ -60,4 +70,23 @@ async def cluster(store: Store) -> dict[str, Any]:
             "nics": [{"network": n, "mac": mac_address(spec.name, i)} for i, n in enumerate(spec.networks)],
             "ft": ft_state(snap, n),
         })
-    return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": time.time()}
+    return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": now,
+            "revision": max((x.mod_revision for x in snap.values()), default=0)}
+
+
+async def migration_choices(store: Store, name: str) -> list[dict[str, Any]]:
+    """Every host, and whether ``name`` can be live-migrated there now (and why not): what a
+    host picker offers. The same checks as ``migrate_vm``, without writing anything."""
+    from vigil.service.tasks import migrate_checks
+
+    snap = await store.snapshot()
+    if K.VMS + name not in snap:
+        raise NotFound(f"no VM named {name!r}")
+    out = []
+    for h in sorted(under(snap, K.HOSTS)):
+        try:
+            migrate_checks(snap, name, h, None)
+            out.append({"host": h, "ok": True, "why": ""})
+        except SpecError as e:
+            out.append({"host": h, "ok": False, "why": str(e)})
+    return out

@@ -6,11 +6,18 @@ line, keeps working unchanged; their class tells the REST API which status to an
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
-from vigil.model import TASK_ACTIVE, HostInfo, SpecError, Task
+from vigil.model import TASK_ACTIVE, Event, HostInfo, SpecError, Task
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
+from vigil.store.events import make_event
+
+# Who is asking, for the events a request writes: ("cli", "") from the local command line,
+# ("api", user name) in the REST API, which sets it per request. A context variable so that
+# every operation does not have to carry it (and none can forget to).
+REQUESTER: ContextVar[tuple[str, str]] = ContextVar("vigil_requester", default=("cli", ""))
 
 
 class NotFound(SpecError):
@@ -29,6 +36,22 @@ class Invalid(SpecError):
     """The request itself is wrong: bad values, a name given as a parameter that names
     nothing known, a combination vigil does not support: 422. Asking again unchanged fails
     again."""
+
+
+def user_event(kind: str, message: str, **kw: Any) -> Event:
+    """An event caused by a request: its source and user are the requester's."""
+    source, user = REQUESTER.get()
+    return make_event(kind, message, source=source, user=user, **kw)
+
+
+def check_revision(entry: Entry | None, revision: int | None, what: str) -> None:
+    """A write that names the revision it was read at is refused when the object changed
+    since (optimistic concurrency: never applied over someone else's change)."""
+    if revision is None:
+        return
+    now = entry.mod_revision if entry is not None else 0
+    if now != revision:
+        raise Conflict(f"{what} changed since revision {revision} (now {now}); read it again")
 
 
 def validated(obj: Any) -> None:

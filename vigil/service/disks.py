@@ -6,10 +6,10 @@ from typing import Any
 
 from vigil.model import HostInfo, VMSpec
 from vigil.policy.replicas import mark_in_sync, stale_map
-from vigil.service.common import Conflict, Invalid, NotFound, diskstate, under
+from vigil.service.common import Conflict, Invalid, NotFound, diskstate, under, user_event
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
-from vigil.store.events import make_event, record
+from vigil.store.events import record
 
 
 def disk_state(snap: dict[str, Entry], spec: VMSpec) -> list[dict[str, Any]]:
@@ -75,7 +75,7 @@ async def repair_disk(store: Store, name: str) -> str:
                                f"a host that mounts {good} and {bad}")
         await replica.copy_offline(src, dst)
         await store.update(K.DISKSTATE + name, lambda st, dn=d.name: mark_in_sync(st, [dn]))
-        await record(store, make_event("disk-resynced", f"{name}: disk {d.name}'s copy on {bad} copied from {good}",
-                                       vm=name, disk=d.name, datastore=bad, source="cli"))
+        await record(store, user_event("disk-resynced", f"{name}: disk {d.name}'s copy on {bad} copied from {good}",
+                                       vm=name, disk=d.name, datastore=bad))
         done.append(d.name)
     return f"{name}: {', '.join(done)} whole again"

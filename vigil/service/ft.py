@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from vigil.model import HostInfo, VMSpec
-from vigil.service.common import Conflict, Invalid, ft_delete_ops, under
+from vigil.service.common import Conflict, check_revision, Invalid, ft_delete_ops, under, user_event
 from vigil.service.vms import get_vm
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
-from vigil.store.events import event_put_op, make_event
+from vigil.store.events import event_put_op
 
 
 def ft_state(snap: dict[str, Entry], name: str) -> dict[str, Any]:
@@ -45,9 +45,10 @@ def ft_limits(spec: VMSpec) -> str | None:
     return None
 
 
-async def ft_enable(store: Store, name: str) -> bool:
+async def ft_enable(store: Store, name: str, revision: int | None = None) -> bool:
     """Turn FT on; the controller places the secondary. False when it was on already."""
     spec, e = await get_vm(store, name)
+    check_revision(e, revision, f"VM {name}")
     why = ft_limits(spec)
     if why:
         raise Invalid(why)
@@ -59,15 +60,17 @@ async def ft_enable(store: Store, name: str) -> bool:
     if len(reach) < 2:
         raise Conflict(f"FT needs two hosts that reach {', '.join(sorted(spec.datastores))}; "
                        f"only {', '.join(reach) or 'none'} do")
-    ev = make_event("ft-enabled", f"{name}: Fault Tolerance on", vm=name, source="cli")
+    ev = user_event("ft-enabled", f"{name}: Fault Tolerance on", vm=name)
     return await store.txn([store.unchanged(K.VMS + name, e.mod_revision), store.absent(K.FT + name)],
                            [store.put_op(K.FT + name, {"secondary": None, "epoch": 1}), event_put_op(store, ev)])
 
 
-async def ft_disable(store: Store, name: str) -> bool:
+async def ft_disable(store: Store, name: str, revision: int | None = None) -> bool:
     """Turn FT off: every FT key goes. False when it was off already."""
-    await get_vm(store, name)
+    _, e = await get_vm(store, name)
+    check_revision(e, revision, f"VM {name}")
     if await store.get(K.FT + name) is None:
         return False
-    ev = make_event("ft-disabled", f"{name}: Fault Tolerance off", vm=name, source="cli")
-    return await store.txn([], [*ft_delete_ops(store, name), event_put_op(store, ev)])
+    ev = user_event("ft-disabled", f"{name}: Fault Tolerance off", vm=name)
+    return await store.txn([store.unchanged(K.VMS + name, e.mod_revision)],
+                           [*ft_delete_ops(store, name), event_put_op(store, ev)])

@@ -5,27 +5,38 @@ import time
 from typing import Any
 
 from vigil.model import HostInfo, SpecError, Task, VMSpec
-from vigil.service.common import Invalid, NotFound, active_task, known, running_owner, under
+from vigil.service.common import Conflict, Invalid, NotFound, active_task, known, running_owner, under, user_event
 from vigil.service.tasks import move_disk
 from vigil.store import keys as K
-from vigil.store.etcd import Store
-from vigil.store.events import event_put_op, make_event
+from vigil.store.etcd import Entry, Store
+from vigil.store.events import event_put_op
 
 
-async def set_maintenance(store: Store, host: str, enter: bool) -> bool:
-    """Put a host in maintenance mode or take it out; False when it already was so."""
+async def set_maintenance(store: Store, host: str, enter: bool, revision: int | None = None) -> bool:
+    """Put a host in maintenance mode or take it out; False when it already was so.
+    ``revision``: the host's, as the caller read it (its maintenance key's, or the host's)."""
     snap = await store.snapshot()
     if K.HOSTS + host not in snap:
         hosts = under(snap, K.HOSTS)
         raise NotFound(f"unknown host {host!r} (known: {known(hosts)})")
+    now = host_revision(snap, host)
+    if revision is not None and revision != now:
+        raise Conflict(f"host {host} changed since revision {revision} (now {now}); read it again")
     key = K.MAINTENANCE + host
     if enter == (key in snap):
         return False
-    ev = make_event("maintenance-" + ("enter" if enter else "exit"),
-                    f"{host} {'enters' if enter else 'leaves'} maintenance mode", host=host, source="cli")
+    ev = user_event("maintenance-" + ("enter" if enter else "exit"),
+                    f"{host} {'enters' if enter else 'leaves'} maintenance mode", host=host)
     op = store.put_op(key, {"since": time.time()}) if enter else store.delete_op(key)
     return await store.txn([store.absent(key) if enter else store.tx.version(key.encode()) > 0],
                            [op, event_put_op(store, ev)])
+
+
+def host_revision(snap: dict[str, Entry], host: str) -> int:
+    """A host object's revision: the newest of its info and its maintenance key (entering or
+    leaving maintenance is a change to the host)."""
+    m = snap.get(K.MAINTENANCE + host)
+    return max(snap[K.HOSTS + host].mod_revision, m.mod_revision if m else 0)
 
 
 async def evacuation_step(store: Store, ds: str, to: str | None = None) -> dict[str, Any]:

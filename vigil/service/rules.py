@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from vigil.model import Rule
-from vigil.service.common import Conflict, Invalid, NotFound, under, validated
+from vigil.service.common import Conflict, Invalid, NotFound, check_revision, under, validated
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
 
@@ -25,6 +25,10 @@ async def create_rule(store: Store, rule: Rule) -> None:
         raise Conflict(f"a rule named {rule.name!r} already exists")
 
 
-async def delete_rule(store: Store, name: str) -> None:
-    if not await store.delete(K.RULES + name):
+async def delete_rule(store: Store, name: str, revision: int | None = None) -> None:
+    e = await store.get(K.RULES + name)
+    if e is None:
         raise NotFound(f"no rule named {name!r}")
+    check_revision(e, revision, f"rule {name}")
+    if not await store.txn([store.unchanged(e.key, e.mod_revision)], [store.delete_op(e.key)]):
+        raise Conflict(f"rule {name} changed meanwhile; read it again")

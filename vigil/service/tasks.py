@@ -8,17 +8,29 @@ from dataclasses import asdict, replace
 from vigil.model import TASK_ACTIVE, HostInfo, Task, VMSpec
 from vigil.policy.admission import migration_admission
 from vigil.policy.replicas import stale_map
-from vigil.service.common import Conflict, Invalid, NotFound, active_task, diskstate, host_for_vm, running_owner, under
+from vigil.service.common import Conflict, check_revision, Invalid, NotFound, active_task, diskstate, host_for_vm, running_owner, under, user_event
 from vigil.service.view import cluster_view
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
-from vigil.store.events import event_put_op, make_event
+from vigil.store.events import event_put_op
 
 
-async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = None, reason: str = "user") -> Task:
+async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = None, reason: str = "user",
+                     revision: int | None = None) -> Task:
     """Validate a live migration and queue it; the agents carry it out. Room and rules
     are judged by ``policy.admission``, on the controller's load model."""
     snap = await store.snapshot()
+    if K.VMS + name not in snap:
+        raise NotFound(f"no VM named {name!r}")
+    check_revision(snap[K.VMS + name], revision, f"VM {name}")
+    src = migrate_checks(snap, name, to, datastore)
+    return await queue_task(store, snap, Task(id=f"{name}-{int(time.time() * 1000)}", kind="migrate", vm=name,
+                                              src=src, dst=to, datastore=datastore or "", reason=reason))
+
+
+def migrate_checks(snap: dict[str, Entry], name: str, to: str, datastore: str | None) -> str:
+    """Every check of a live migration of ``name`` to ``to`` on a snapshot; the source host,
+    or the refusal (NotFound, Conflict, Invalid)."""
     if K.VMS + name not in snap:
         raise NotFound(f"no VM named {name!r}")
     spec = VMSpec.from_json(snap[K.VMS + name].value)
@@ -48,11 +60,11 @@ async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = N
     ok, why = migration_admission(cluster_view(snap, time.time()), name, to, datastore)
     if not ok:
         raise Conflict(why)
-    return await queue_task(store, snap, Task(id=f"{name}-{int(time.time() * 1000)}", kind="migrate", vm=name,
-                                              src=src, dst=to, datastore=datastore or "", reason=reason))
+    return src
 
 
-async def move_disk(store: Store, name: str, disk: str, to: str, bwlimit_mib_s: float = 0.0) -> Task:
+async def move_disk(store: Store, name: str, disk: str, to: str, bwlimit_mib_s: float = 0.0,
+                    revision: int | None = None) -> Task:
     """Validate a Storage vMotion and queue it; the owner's agent carries it out.
     ``bwlimit_mib_s``: cap the copy so that other I/O on the datastores keeps its share."""
     if bwlimit_mib_s < 0:
@@ -60,6 +72,7 @@ async def move_disk(store: Store, name: str, disk: str, to: str, bwlimit_mib_s: 
     snap = await store.snapshot()
     if K.VMS + name not in snap:
         raise NotFound(f"no VM named {name!r}")
+    check_revision(snap[K.VMS + name], revision, f"VM {name}")
     spec = VMSpec.from_json(snap[K.VMS + name].value)
     if K.FT + name in snap:
         raise Conflict(f"VM {name} has Fault Tolerance on: its standbys use the disks where they are; "
@@ -89,10 +102,12 @@ async def queue_task(store: Store, snap: dict[str, Entry], task: Task) -> Task:
         raise Conflict(f"VM {task.vm} is busy: {busy.kind} task {busy.id} is {busy.state}")
     prev = snap.get(K.TASKS + task.vm)
     task = replace(task, created=time.time(), updated=time.time())
-    ev = make_event(f"task-{task.kind}", f"{task.vm}: {task.kind} queued ({task_summary(task)})",
-                    vm=task.vm, host=task.src, source="cli", task=task.id)
+    ev = user_event(f"task-{task.kind}", f"{task.vm}: {task.kind} queued ({task_summary(task)})",
+                    vm=task.vm, host=task.src, task=task.id)
+    vm = snap[K.VMS + task.vm]
     ok = await store.txn(
         [store.unchanged(K.TASKS + task.vm, prev.mod_revision if prev else 0),
+         store.unchanged(K.VMS + task.vm, vm.mod_revision),
          store.equals(K.OWN + task.vm, task.src)],
         [store.put_op(K.TASKS + task.vm, asdict(task)), event_put_op(store, ev)])
     if not ok:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from vigil.model import Assignment, HostInfo, VMSpec
-from vigil.service.common import Conflict, Invalid, NotFound, ft_delete_ops, known, under, validated
+from vigil.service.common import Conflict, check_revision, Invalid, NotFound, ft_delete_ops, known, under, user_event, validated
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
-from vigil.store.events import event_put_op, make_event
+from vigil.store.events import event_put_op
 
 
 async def create_vm(store: Store, spec: VMSpec, host: str | None = None) -> None:
@@ -31,7 +31,7 @@ async def create_vm(store: Store, spec: VMSpec, host: str | None = None) -> None
         if n not in nets:
             raise Invalid(f"unknown network {n!r}: no host has it (known: {known(nets)})")
     ops = [store.put_op(K.VMS + spec.name, spec.to_json()),
-           event_put_op(store, make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli"))]
+           event_put_op(store, user_event("vm-created", f"{spec.name} created", vm=spec.name))]
     compare = [store.absent(K.VMS + spec.name), store.absent(K.ASSIGN + spec.name)]
     if host is not None:
         hosts = under(snap, K.HOSTS)
@@ -56,28 +56,31 @@ async def get_vm(store: Store, name: str) -> tuple[VMSpec, Entry]:
     return VMSpec.from_json(e.value), e
 
 
-async def set_power(store: Store, name: str, power: str) -> bool:
-    """Ask for a VM to run or not; returns False when it already was so."""
+async def set_power(store: Store, name: str, power: str, revision: int | None = None) -> bool:
+    """Ask for a VM to run or not; returns False when it already was so. ``revision``:
+    the VM's revision the caller read (refused when it changed since)."""
     spec, e = await get_vm(store, name)
+    check_revision(e, revision, f"VM {name}")
     if spec.power == power:
         return False
     new = replace(spec, power=power)
-    ev = make_event(f"vm-power-{power}", f"{name}: power {power} requested", vm=name, source="cli")
+    ev = user_event(f"vm-power-{power}", f"{name}: power {power} requested", vm=name)
     if not await store.txn([store.unchanged(K.VMS + name, e.mod_revision)],
                            [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev)]):
         raise Conflict(f"{name} changed meanwhile; try again")
     return True
 
 
-async def delete_vm(store: Store, name: str, force: bool = False) -> None:
+async def delete_vm(store: Store, name: str, force: bool = False, revision: int | None = None) -> None:
     """Delete a VM's spec; it must be powered off and stopped first unless ``force``."""
     spec, e = await get_vm(store, name)
+    check_revision(e, revision, f"VM {name}")
     if not force:
         if spec.power == "on":
             raise Conflict(f"{name} is powered on; run 'vigil vm stop {name}' first (or --force)")
         if await store.get(K.OWN + name) is not None:
             raise Conflict(f"{name} is still running somewhere; wait until it stopped (or --force)")
-    ev = make_event("vm-deleted", f"{name} deleted", vm=name, source="cli")
+    ev = user_event("vm-deleted", f"{name} deleted", vm=name)
     ok = await store.txn([store.unchanged(K.VMS + name, e.mod_revision)], [
         store.delete_op(K.VMS + name), store.delete_op(K.ASSIGN + name),
         store.delete_op(K.VMSTATUS + name), store.delete_op(K.DISKSTATE + name), *ft_delete_ops(store, name),

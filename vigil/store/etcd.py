@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import aetcd
 import grpc
@@ -165,6 +165,27 @@ class Store:
                 for kv in r}
         self._snap, self._snap_rev = snap, r.header.revision
         return dict(snap)
+
+    async def revision(self) -> int:
+        """The store's present revision (one cheap read)."""
+        head = await self._call(self._client.get_prefix(K.LEADER.encode(), keys_only=True))
+        return int(head.header.revision)
+
+    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[tuple[str, Entry | None]]:
+        """Every change below ``prefix`` from ``start_revision`` on, as (key, entry), entry
+        None for a delete. Ends with StoreError when the watch breaks (a member lost): the
+        caller reads again and watches from where it got to."""
+        try:
+            watch = await self._client.watch_prefix(prefix.encode(), start_revision=start_revision)
+            async for ev in watch:
+                kv = ev.kv
+                key = kv.key.decode()
+                if ev.kind == "DELETE":
+                    yield key, None
+                else:
+                    yield key, Entry(key, _decode(kv.value), kv.mod_revision, kv.version, kv.lease)
+        except (aetcd.ClientError, grpc.RpcError, OSError) as e:
+            raise StoreError(f"etcd watch ({', '.join(self.endpoints)}): {type(e).__name__}: {e}") from None
 
     # -- writes --------------------------------------------------------------------------
     async def put(self, key: str, value: Any, lease: int = 0) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from vigil.model import Event
@@ -10,13 +10,15 @@ from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store, StoreError
 
 KEEP_EVENTS = 2000
+EVENT_FIELDS = tuple(f.name for f in fields(Event))
 
 
 def make_event(kind: str, message: str, *, host: str = "", vm: str = "", source: str = "", at: float | None = None,
-               **data: Any) -> Event:
+               user: str = "", **data: Any) -> Event:
     """``at``: the event's wall-clock time, from the caller's clock (the simulator's is
-    virtual); by default the system's."""
-    return Event(time=time.time() if at is None else at, kind=kind, message=message, host=host, vm=vm, source=source, data=data)
+    virtual); by default the system's. ``user``: who asked, when a person did."""
+    return Event(time=time.time() if at is None else at, kind=kind, message=message, host=host, vm=vm,
+                 source=source, data=data, user=user)
 
 
 async def record(store: Store, event: Event) -> None:
@@ -35,7 +37,8 @@ def parse_events(entries: dict[str, Entry]) -> list[Event]:
     out = []
     for key in sorted(entries):
         if key.startswith(K.EVENTS) and isinstance(entries[key].value, dict):
-            out.append(Event(**entries[key].value))
+            v = entries[key].value
+            out.append(Event(**{k: v[k] for k in EVENT_FIELDS if k in v}))
     return out
 
 

@@ -32,4 +32,13 @@ FT = PREFIX + "ft/"  # FT on for the VM: {"secondary": host | None, "epoch": n},
 FTRX = PREFIX + "ftrx/"  # leased, by the secondary: where the next checkpoint goes
 FTACK = PREFIX + "ftack/"  # leased, by the secondary: the newest checkpoint it holds complete
 FTSTAT = PREFIX + "ftstat/"  # by the primary: valid_from (oldest checkpoint that may run) and figures
+STATS_HA = PREFIX + "stats/ha"  # the leader's cumulative HA figures for /metrics (controller/stats.py)
 DISKSTATE = PREFIX + "diskstate/"  # replicated disks: {"stale": {disk: {datastore, since, why}}, "resync": {...}}
+
+# Identities, outside PREFIX: agents read PREFIX whole several times a second and never
+# need these (nor should every snapshot carry password hashes).
+AUTH = "/vigil-auth/"
+USERS = AUTH + "users/"  # {name, role, hash (argon2), created}
+TOKENS = AUTH + "tokens/"  # {id, user, name, sha256 of the secret, created, expires}
+SESSIONS = AUTH + "sessions/"  # leased: {user, csrf, created}; key = sha256 of the cookie
+LOGINFAIL = AUTH + "loginfail/"  # leased (the throttle window): failed logins of one user name
