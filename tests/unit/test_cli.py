@@ -1,9 +1,10 @@
-"""The command line without a lab, etcd or root: every command the README lists exists,
-the lab's fault commands are exactly those of the fault table, and bad input or an
-unreachable etcd gives an error line and an exit code, never a traceback.
+"""The command line without a lab, etcd, API or root: every command the README lists
+exists, the lab's fault commands are exactly those of the fault table, and bad input or an
+unreachable API gives an error line and an exit code, never a traceback.
 
-etcd is always 127.0.0.1:1 (nothing listens there) and `Lab` is replaced by a fake that
-refuses to be used, so no test can reach a real cluster or lab on this machine."""
+The API is always https://127.0.0.1:1 (nothing listens there), etcd 127.0.0.1:1, no saved
+credentials, and `Lab` is replaced by a fake that refuses to be used, so no test can reach
+a real cluster or lab on this machine."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,6 +24,7 @@ from vigil.store.etcd import StoreError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NO_ETCD = "127.0.0.1:1"
+NO_API = "https://127.0.0.1:1"
 runner = CliRunner()
 
 
@@ -37,8 +39,10 @@ class RefusingLab:
 
 
 @pytest.fixture(autouse=True)
-def no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VIGIL_ETCD", NO_ETCD)
+    monkeypatch.setenv("VIGIL_API", NO_API)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("VIGIL_DEBUG", raising=False)
     monkeypatch.setattr(vigil.lab.lab, "Lab", RefusingLab)
 
@@ -224,7 +228,7 @@ def test_python_m_vigil_lab_takes_either_spelling(monkeypatch: pytest.MonkeyPatc
 
 # -- errors: a line and an exit code, never a traceback -------------------------------------
 def test_a_bad_disk_is_one_line():
-    r = vigil_cli("vm", "create", "x", "--disk", "nonsense", "--etcd", NO_ETCD)
+    r = vigil_cli("vm", "create", "x", "--disk", "nonsense", "--api", NO_API)
     assert_clean_failure(r)
     assert r.output.strip().splitlines() == ["error: --disk 'nonsense': expected DATASTORE[+REPLICA]:SIZE_MB[:PATH]"]
 
@@ -236,7 +240,7 @@ def test_a_bad_priority_fails_before_the_guest_image_or_etcd(monkeypatch: pytest
         raise AssertionError("built the guest image for a VM that cannot be created")
 
     monkeypatch.setattr(vigil.lab.guest_image, "build_guest_image", no_image)
-    r = vigil_cli("vm", "create", "x", "--priority", "bogus", "--etcd", NO_ETCD)
+    r = vigil_cli("vm", "create", "x", "--priority", "bogus", "--api", NO_API)
     assert_clean_failure(r)
     assert len(r.output.strip().splitlines()) == 1
     assert "restart_priority must be one of" in r.output
@@ -263,10 +267,10 @@ def test_usage_errors(args: list[str]):
     ["rule", "create", "r", "--kind", "affinity", "--vms", "a,b"], ["rule", "list"], ["rule", "delete", "r"],
     ["events"], ["events", "--json"],
 ], ids=" ".join)
-def test_no_etcd_is_a_clean_error(args: list[str]):
-    r = vigil_cli(*args, "--etcd", NO_ETCD)
+def test_no_api_is_a_clean_error(args: list[str]):
+    r = vigil_cli(*args, "--api", NO_API)
     assert_clean_failure(r)
-    assert r.output.startswith("error: cannot reach etcd")
+    assert r.output.startswith("error: cannot reach the vigil API (https://127.0.0.1:1: ")
     assert r.stdout == ""
 
 

@@ -4,6 +4,7 @@ One module per subject; this one only assembles them, so the whole command tree 
 
     vigil agent                      cli/agent.py
     vigil api                        cli/api.py (the server: vigil/api/)
+    vigil login / logout / user / token  cli/access.py
     vigil events                     cli/events.py
     vigil demo                       cli/demo.py
     vigil vm ...                     cli/vm.py (vigil vm ft ...: cli/ft.py)
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import agent, api, datastore, demo, events, host, lab, rule, task, vm
+from vigil.cli import access, agent, api, datastore, demo, events, host, lab, rule, task, vm
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli
@@ -28,6 +29,10 @@ from vigil.sim import cli as sim_cli
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vigil: HA for QEMU/KVM clusters")
 app.command()(agent.agent)
 app.command()(api.api)
+app.command()(access.login)
+app.command()(access.logout)
+app.add_typer(access.user_app, name="user")
+app.add_typer(access.token_app, name="token")
 app.command()(events.events)
 app.command()(demo.demo)
 app.add_typer(vm.app, name="vm")

@@ -7,15 +7,14 @@ import os
 import sys
 import time
 from functools import wraps
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vigil.config import cluster_endpoints
 from vigil.model import SpecError
-from vigil.store.etcd import Store, StoreError, run_with_store
+from vigil.store.etcd import StoreError
 
 # Not a terminal (pipes, CI logs): do not squeeze tables into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -52,7 +51,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(e))
         except StoreError as e:
             fail(f"cannot reach etcd: {e}\n(is the lab up? 'vigil lab up', or set --etcd)")
-        except OSError as e:  # TimeoutError included
+        except OSError as e:  # ApiUnreachable and TimeoutError included
             fail(_describe(e))
         except KeyboardInterrupt:
             fail("interrupted", 130)
@@ -62,10 +61,6 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"unexpected {type(e).__name__}: {e} (VIGIL_DEBUG=1 shows the traceback)")
 
     return wrapper
-
-
-def run_store(etcd: Optional[str], fn: Callable[[Store], Any]) -> Any:
-    return run_with_store(cluster_endpoints(etcd), fn)
 
 
 def print_json(data: Any) -> None:

@@ -2,29 +2,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from vigil.cli.common import ETCD_OPT, JSON_OPT, console, err, friendly, print_json, run_store
-from vigil.store.etcd import Store
+from vigil.cli.client import API_OPT, connect
+from vigil.cli.common import JSON_OPT, console, err, friendly, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Datastores")
 
 
 @app.command("list")
 @friendly
-def ds_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+def ds_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Datastores known to the cluster and the hosts that reach them."""
-    from vigil import service
-
-    async def go(store: Store) -> Any:
-        return await service.datastores(store), await service.cluster(store)
-
-    dss, c = run_store(etcd, go)
-    rows = [{"name": n, "path": d.path, "hosts": [h["name"] for h in c["hosts"] if n in h["datastores"]]}
-            for n, d in sorted(dss.items())]
+    rows = connect(api).get("/datastores")
     if as_json:
         return print_json(rows)
     t = Table(title="datastores")
@@ -38,12 +31,11 @@ def ds_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
 @app.command("evacuate")
 @friendly
 def ds_evacuate(ds: str, to: Optional[str] = typer.Option(None, "--to", help="target datastore (default: any other)"),
-                etcd: Optional[str] = ETCD_OPT) -> None:
+                api: Optional[str] = API_OPT) -> None:
     """Move every running VM's disks off a datastore, live (Storage vMotion, 2 per host at once)."""
-    from vigil import service
-
+    client = connect(api)
     while True:
-        r = run_store(etcd, lambda s: service.evacuation_step(s, ds, to))
+        r = client.post(f"/datastores/{ds}/evacuate", {"to": to})
         for q in r["queued"]:
             console.print(f"queued {q}")
         if not r["queued"] and not r["waiting"]:

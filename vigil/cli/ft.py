@@ -5,7 +5,8 @@ from typing import Any, Optional
 
 import typer
 
-from vigil.cli.common import ETCD_OPT, console, friendly, run_store
+from vigil.cli.client import API_OPT, connect
+from vigil.cli.common import console, friendly
 
 app = typer.Typer(no_args_is_help=True, help="Fault Tolerance: a standby copy that takes over without a restart")
 
@@ -29,19 +30,16 @@ def ft_summary(ft: dict[str, Any]) -> str:
 
 @app.command("enable")
 @friendly
-def ft_enable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+def ft_enable(name: str, api: Optional[str] = API_OPT) -> None:
     """Protect a VM with a secondary on another host, kept in step by checkpoints.
 
     Each checkpoint copies the VM's whole RAM (no incremental checkpoints without COLO),
     so the interval grows with its memory; the guest's output (console and packets) is
     held until the checkpoint that produced it is safe, up to one interval plus one
     checkpoint; its disk writes are kept in step with the checkpoints."""
-    from vigil import service
     from vigil.hypervisor.ft import MAX_FT_MEMORY_MB
 
-    changed = run_store(etcd, lambda s: service.ft_enable(s, name))
-    console.print(f"{name}: " + ("Fault Tolerance on; the controller places its secondary" if changed
-                                 else "Fault Tolerance was on already"))
+    console.print(connect(api).put(f"/vms/{name}/ft")["message"])
     console.print(f"[dim]limits: up to {MAX_FT_MEMORY_MB} MiB of RAM; each checkpoint copies the whole RAM, so "
                   "the interval grows with it (measured: ~0.25 s for 128-512 MiB on loopback, ~1 s for 128 MiB "
                   "over TLS between lab hosts; `vigil vm show` gives this VM's); not supported: live migration "
@@ -50,9 +48,6 @@ def ft_enable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
 
 @app.command("disable")
 @friendly
-def ft_disable(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+def ft_disable(name: str, api: Optional[str] = API_OPT) -> None:
     """Turn Fault Tolerance off (the secondary's standbys are quit)."""
-    from vigil import service
-
-    changed = run_store(etcd, lambda s: service.ft_disable(s, name))
-    console.print(f"{name}: " + ("Fault Tolerance off" if changed else "Fault Tolerance was off"))
+    console.print(connect(api).delete(f"/vms/{name}/ft")["message"])

@@ -6,7 +6,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vigil.cli.common import ETCD_OPT, JSON_OPT, console, friendly, print_json, run_store
+from vigil.cli.client import API_OPT, connect
+from vigil.cli.common import JSON_OPT, console, friendly, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Hosts")
 maintenance_app = typer.Typer(no_args_is_help=True, help="Maintenance mode")
@@ -18,11 +19,9 @@ STATE_STYLE = {"running": "green", "failed": "red", "isolated": "yellow", "parti
 
 @app.command("list")
 @friendly
-def host_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+def host_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Hosts, their state as the controller sees it, and the VMs they own."""
-    from vigil import service
-
-    c = run_store(etcd, service.cluster)
+    c = connect(api).get("/cluster")
     if as_json:
         return print_json(c["hosts"])
     t = Table(title=f"hosts (leader: {c['leader'] or 'none'})")
@@ -39,20 +38,13 @@ def host_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
 
 @maintenance_app.command("enter")
 @friendly
-def maintenance_enter(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
+def maintenance_enter(host: str, api: Optional[str] = API_OPT) -> None:
     """Move every VM off the host (live) and keep new VMs away from it."""
-    from vigil import service
-
-    changed = run_store(etcd, lambda s: service.set_maintenance(s, host, True))
-    console.print(f"{host}: " + ("entering maintenance mode (its VMs are being migrated away; see 'vigil host list')"
-                                 if changed else "already in maintenance mode"))
+    console.print(connect(api).put(f"/hosts/{host}/maintenance")["message"])
 
 
 @maintenance_app.command("exit")
 @friendly
-def maintenance_exit(host: str, etcd: Optional[str] = ETCD_OPT) -> None:
+def maintenance_exit(host: str, api: Optional[str] = API_OPT) -> None:
     """Take the host out of maintenance mode."""
-    from vigil import service
-
-    changed = run_store(etcd, lambda s: service.set_maintenance(s, host, False))
-    console.print(f"{host}: " + ("left maintenance mode" if changed else "was not in maintenance mode"))
+    console.print(connect(api).delete(f"/hosts/{host}/maintenance")["message"])

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from vigil.cli.common import ETCD_OPT, JSON_OPT, age, console, err, fail, friendly, print_json, run_store
+from vigil.cli.client import API_OPT, Api, connect
+from vigil.cli.common import JSON_OPT, age, console, err, fail, friendly, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Migrations and disk moves under way")
 
 
-def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
+def follow_task(client: Api, vm: str, task_id: str) -> None:
     """Show a task's progress until it ends; Ctrl-C asks for it to be cancelled."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from vigil import service
 
     cancel_sent = False
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -26,14 +24,12 @@ def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
         row = bar.add_task(vm, total=100, detail="queued")
         while True:
             try:
-                t = run_store(etcd, lambda s: service.get_task(s, vm))
-                if t is None or t.id != task_id:
-                    fail("the task disappeared")
-                p = t.progress
+                t = client.get(f"/tasks/{task_id}")
+                p = t["progress"]
                 total = p.get("total") or 0
                 done = p.get("transferred") or p.get("offset") or 0
                 pct = min(100.0, 100.0 * done / total) if total else 0.0
-                detail = t.state
+                detail = t["state"]
                 if p:
                     detail += f"  {done / 2**20:.0f}/{total / 2**20:.0f} MiB"
                     if "passes" in p:
@@ -44,55 +40,50 @@ def follow_task(etcd: Optional[str], vm: str, task_id: str) -> None:
                         detail += f", downtime ~{p['expected_downtime_ms']:.0f} ms"
                     if p.get("postcopy"):
                         detail += ", post-copy"
-                bar.update(row, completed=100.0 if t.state == "done" else pct, detail=detail)
-                if t.state in ("done", "failed", "cancelled"):
+                bar.update(row, completed=100.0 if t["state"] == "done" else pct, detail=detail)
+                if t["state"] in ("done", "failed", "cancelled"):
                     break
                 time.sleep(0.25)
             except KeyboardInterrupt:
                 if not cancel_sent:
-                    run_store(etcd, lambda s: service.cancel_task(s, vm))
+                    client.post(f"/tasks/{task_id}/cancel")
                     cancel_sent = True
                     err.print("cancelling (the VM keeps running where it was) ...")
-    if t.state == "done":
-        r = t.progress
+    if t["state"] == "done":
+        r = t["progress"]
         extra = ""
         if r.get("downtime_ms") is not None:
             extra = f": downtime {r['downtime_ms']:.0f} ms, total {r.get('total_time_ms', 0) / 1000:.1f} s"
         elif r.get("mb_s") is not None:
             extra = f": {r['mb_s']:.0f} MB/s"
-        console.print(f"{vm}: {t.kind} done ({service.task_summary(t)}){extra}")
-    elif t.state == "cancelled":
-        console.print(f"{vm}: {t.kind} cancelled; the VM runs on as before")
+        console.print(f"{vm}: {t['kind']} done ({t['summary']}){extra}")
+    elif t["state"] == "cancelled":
+        console.print(f"{vm}: {t['kind']} cancelled; the VM runs on as before")
         raise typer.Exit(1)
     else:
-        fail(f"{vm}: {t.kind} failed: {t.error}")
+        fail(f"{vm}: {t['kind']} failed: {t['error']}")
 
 
 @app.command("list")
 @friendly
-def task_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT, all_: bool = typer.Option(False, "--all")) -> None:
+def task_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT, all_: bool = typer.Option(False, "--all")) -> None:
     """Tasks under way (and, with --all, the last one of each VM)."""
-    from vigil import service
-    from vigil.model import TASK_ACTIVE
-
-    ts = [t for t in run_store(etcd, service.tasks) if all_ or t.state in TASK_ACTIVE]
+    ts = connect(api).get("/tasks", all=all_ or None)
     if as_json:
-        return print_json([asdict(t) for t in ts])
+        return print_json([{k: v for k, v in t.items() if k != "summary"} for t in ts])
     tb = Table(title="tasks")
     for col in ("task", "kind", "VM", "what", "state", "progress", "age", "error"):
         tb.add_column(col)
     for t in ts:
-        p = t.progress
+        p = t["progress"]
         prog = f"{(p.get('transferred') or p.get('offset') or 0) / 2**20:.0f}/{(p.get('total') or 0) / 2**20:.0f} MiB" if p else "-"
-        tb.add_row(t.id, t.kind, t.vm, service.task_summary(t), t.state, prog, age(t.created), t.error[:50])
+        tb.add_row(t["id"], t["kind"], t["vm"], t["summary"], t["state"], prog, age(t["created"]), t["error"][:50])
     console.print(tb)
 
 
 @app.command("cancel")
 @friendly
-def task_cancel(vm_or_task: str, etcd: Optional[str] = ETCD_OPT) -> None:
+def task_cancel(vm_or_task: str, api: Optional[str] = API_OPT) -> None:
     """Cancel a migration or disk move; the VM keeps running where it was."""
-    from vigil import service
-
-    t = run_store(etcd, lambda s: service.cancel_task(s, vm_or_task))
-    console.print(f"{t.vm}: cancel requested for {t.kind} task {t.id}")
+    t = connect(api).post(f"/tasks/{vm_or_task}/cancel")
+    console.print(f"{t['vm']}: cancel requested for {t['kind']} task {t['id']}")

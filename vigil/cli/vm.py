@@ -10,7 +10,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from vigil.cli.common import ETCD_OPT, JSON_OPT, age, console, err, fail, friendly, print_json, run_store
+from vigil.cli.client import API_OPT, connect
+from vigil.cli.common import JSON_OPT, age, console, err, fail, friendly, print_json
 from vigil.cli.ft import app as ft_app
 from vigil.cli.ft import ft_summary
 from vigil.cli.task import follow_task
@@ -60,11 +61,9 @@ def vm_create(
     network: list[str] = typer.Option([], "--network", help="a NIC on this VM network (repeatable)"),
     guest_ip: str = typer.Option("", "--guest-ip", help="the lab guest's address on its first network (ADDR/PREFIX)"),
     stopped: bool = typer.Option(False, "--stopped", help="create powered off"),
-    etcd: Optional[str] = ETCD_OPT,
+    api: Optional[str] = API_OPT,
 ) -> None:
     """Define a VM; it starts at once unless --stopped."""
-    from vigil import service
-
     disks = tuple(parse_disk(name, i, d) for i, d in enumerate(disk))
     if guest_ip and not network:
         raise SpecError("--guest-ip needs a --network for the guest's NIC")
@@ -73,23 +72,33 @@ def vm_create(
     spec.validate()  # a typo fails here, before the guest image is built or etcd asked
     if guest:
         spec = replace(spec, boot=lab_guest_boot(workload, dirty_mb, guest_ip))
-    run_store(etcd, lambda s: service.create_vm(s, spec, host))
+    connect(api).post("/vms", vm_body(spec, host))
     console.print(f"VM [bold]{name}[/] created" + ("" if stopped else f", starting{' on ' + host if host else ''}"))
+
+
+def vm_body(spec: VMSpec, host: Optional[str]) -> dict[str, Any]:
+    """The API's VmIn for a spec."""
+    return {"name": spec.name, "memory_mb": spec.memory_mb, "vcpus": spec.vcpus,
+            "disks": [{"datastore": d.datastore, "size_mb": d.size_mb, "path": d.path, "replica": d.replica}
+                      for d in spec.disks],
+            "networks": list(spec.networks), "restart_priority": spec.restart_priority,
+            "isolation_response": spec.isolation_response, "shutdown_timeout_s": spec.shutdown_timeout_s,
+            "power": spec.power, "host": host,
+            "boot": None if spec.boot is None else {"kernel": spec.boot.kernel, "initrd": spec.boot.initrd,
+                                                    "cmdline": spec.boot.cmdline}}
 
 
 @app.command("list")
 @friendly
-def vm_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+def vm_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """VMs: where they run, their state, their guest heartbeat."""
-    from vigil import service
-
-    c = run_store(etcd, service.cluster)
+    vms = connect(api).get("/vms")
     if as_json:
-        return print_json(c["vms"])
+        return print_json(vms)
     t = Table(title="VMs")
     for col in ("VM", "power", "host", "state", "guest", "up", "memory", "priority", "isolation", "note"):
         t.add_column(col)
-    for v in c["vms"]:
+    for v in vms:
         gst = {"ok": "[green]ok[/]", "lost": "[red]lost[/]"}.get(v["guest"], v["guest"])
         t.add_row(v["name"], v["power"], v["owner"] or v["assigned"] or "-", v["state"], gst,
                   age(v["since"]) if v["state"] == "running" else "-", f"{v['memory_mb']} MiB",
@@ -99,14 +108,9 @@ def vm_list(etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
 
 @app.command("show")
 @friendly
-def vm_show(name: str, etcd: Optional[str] = ETCD_OPT, as_json: bool = JSON_OPT) -> None:
+def vm_show(name: str, api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Everything about one VM."""
-    from vigil import service
-
-    c = run_store(etcd, service.cluster)
-    vm = next((v for v in c["vms"] if v["name"] == name), None)
-    if vm is None:
-        fail(f"no VM named {name!r}")
+    vm = connect(api).get(f"/vms/{name}")
     if as_json:
         return print_json(vm)
     t = Table(show_header=False, title=f"VM {name}")
@@ -140,32 +144,23 @@ def disk_summary(d: dict[str, Any]) -> str:
 
 @app.command("start")
 @friendly
-def vm_start(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+def vm_start(name: str, api: Optional[str] = API_OPT) -> None:
     """Power a VM on (the controller places it if it has no host)."""
-    from vigil import service
-
-    changed = run_store(etcd, lambda s: service.set_power(s, name, "on"))
-    console.print(f"{name}: " + ("starting" if changed else "already powered on"))
+    console.print(connect(api).post(f"/vms/{name}/start")["message"])
 
 
 @app.command("stop")
 @friendly
-def vm_stop(name: str, etcd: Optional[str] = ETCD_OPT) -> None:
+def vm_stop(name: str, api: Optional[str] = API_OPT) -> None:
     """Shut a VM down (ACPI, then power off after its shutdown timeout)."""
-    from vigil import service
-
-    changed = run_store(etcd, lambda s: service.set_power(s, name, "off"))
-    console.print(f"{name}: " + ("stopping" if changed else "already powered off"))
+    console.print(connect(api).post(f"/vms/{name}/stop")["message"])
 
 
 @app.command("delete")
 @friendly
-def vm_delete(name: str, force: bool = typer.Option(False, "--force"), etcd: Optional[str] = ETCD_OPT) -> None:
+def vm_delete(name: str, force: bool = typer.Option(False, "--force"), api: Optional[str] = API_OPT) -> None:
     """Delete a stopped VM (its disks stay on the datastore)."""
-    from vigil import service
-
-    run_store(etcd, lambda s: service.delete_vm(s, name, force))
-    console.print(f"{name}: deleted")
+    console.print(connect(api).delete(f"/vms/{name}", force=force or None)["message"])
 
 
 @app.command("migrate")
@@ -175,15 +170,14 @@ def vm_migrate(
     to: str = typer.Option(..., "--to", help="destination host"),
     datastore: Optional[str] = typer.Option(None, "--datastore", help="also copy the disks to this datastore"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="show progress until done"),
-    etcd: Optional[str] = ETCD_OPT,
+    api: Optional[str] = API_OPT,
 ) -> None:
     """Live-migrate a running VM to another host (vMotion)."""
-    from vigil import service
-
-    t = run_store(etcd, lambda s: service.migrate_vm(s, name, to, datastore))
-    console.print(f"{name}: migration queued ({service.task_summary(t)}), task {t.id}")
+    client = connect(api)
+    t = client.post(f"/vms/{name}/migrate", {"to": to, "datastore": datastore})
+    console.print(f"{name}: migration queued ({t['summary']}), task {t['id']}")
     if wait:
-        follow_task(etcd, name, t.id)
+        follow_task(client, name, t["id"])
 
 
 @app.command("move-disk")
@@ -191,15 +185,14 @@ def vm_migrate(
 def vm_move_disk(
     name: str, disk: str, to: str = typer.Option(..., "--to", help="target datastore"),
     bwlimit: float = typer.Option(0.0, "--bwlimit", help="cap the copy at this many MiB/s (0: no cap)"),
-    wait: bool = typer.Option(True, "--wait/--no-wait"), etcd: Optional[str] = ETCD_OPT,
+    wait: bool = typer.Option(True, "--wait/--no-wait"), api: Optional[str] = API_OPT,
 ) -> None:
     """Move a running VM's disk to another datastore (Storage vMotion)."""
-    from vigil import service
-
-    t = run_store(etcd, lambda s: service.move_disk(s, name, disk, to, bwlimit))
-    console.print(f"{name}: disk move queued ({service.task_summary(t)}), task {t.id}")
+    client = connect(api)
+    t = client.post(f"/vms/{name}/move-disk", {"disk": disk, "to": to, "bwlimit_mib_s": bwlimit})
+    console.print(f"{name}: disk move queued ({t['summary']}), task {t['id']}")
     if wait:
-        follow_task(etcd, name, t.id)
+        follow_task(client, name, t["id"])
 
 
 @app.command("repair-disk")
@@ -208,7 +201,7 @@ def vm_repair_disk(
     name: str,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="show the resync until every copy is in sync"),
     timeout: float = typer.Option(3600.0, "--timeout", help="seconds to wait at most"),
-    etcd: Optional[str] = ETCD_OPT,
+    api: Optional[str] = API_OPT,
 ) -> None:
     """Resync the stale copies of a VM's disks kept on two datastores.
 
@@ -217,9 +210,8 @@ def vm_repair_disk(
     from the good copy, if this machine mounts both datastores."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vigil import service
-
-    console.print(run_store(etcd, lambda s: service.repair_disk(s, name)))
+    client = connect(api)
+    console.print(client.post(f"/vms/{name}/repair-disk")["message"])
     if not wait:
         return
     deadline = time.monotonic() + timeout
@@ -227,9 +219,7 @@ def vm_repair_disk(
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err) as bar:
         row = bar.add_task(name, total=100, detail="waiting")
         while True:
-            vm = next((v for v in run_store(etcd, service.cluster)["vms"] if v["name"] == name), None)
-            if vm is None:
-                fail(f"VM {name} disappeared")
+            vm = client.get(f"/vms/{name}")
             copies = [c for d in vm["disks"] for c in d["copies"]]
             behind = [c for c in copies if c["state"] != "in-sync"]
             if not behind:
