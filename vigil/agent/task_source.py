@@ -1,5 +1,6 @@
-"""The source agent's side of a task: admitting it, driving the migration or the disk
-move with progress and cancel, and a task found orphaned after a restart."""
+"""The source agent's side of a task: admitting it, driving the migration, the disk move
+or the offline disk repair with progress and cancel, and a task found orphaned after a
+restart."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ from typing import Any
 
 from vigil.agent import executor
 from vigil.agent.task_records import migration_progress, mirror_progress, moved_spec
+from vigil.agent.task_repair import repair_disks
 from vigil.agent.task_runner_base import TaskRunnerBase
 from vigil.hypervisor import mirror, migration
 from vigil.hypervisor import qemu
@@ -34,6 +36,8 @@ class SourceTasks(TaskRunnerBase):
             await self._update(t.vm, t.id, state="preparing" if t.kind == "migrate" else "running")
             if t.kind == "move-disk":
                 self._drive(t, self._move_disk(t))
+            elif t.kind == "repair-disk":
+                self._drive(t, self._repair(t))
         elif step == "drive":
             self._drive(t, self._migrate(t))
         elif step == "orphaned":
@@ -42,7 +46,10 @@ class SourceTasks(TaskRunnerBase):
     async def _orphaned(self, t: Task) -> None:
         """We restarted while driving this task. A migration that completed (our copy is
         "postmigrate") is the destination's to take over; anything else is stopped here
-        and the VM runs on."""
+        and the VM runs on. A repair's copy died with the agent: the copy stays stale."""
+        if t.kind == "repair-disk":
+            await self._update(t.vm, t.id, state="failed", error=f"the agent on {self.a.me} restarted mid-task")
+            return
         vm = self.a.vms[t.vm]
         try:
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=vm.pid, name=t.vm) as conn:
@@ -113,6 +120,9 @@ class SourceTasks(TaskRunnerBase):
                                               cancel=self.cancels[t.vm])
         except mirror.MirrorCancelled as e:
             raise migration.MigrationCancelled(f"cancelled while copying disks: {e}") from None
+
+    async def _repair(self, t: Task) -> None:
+        await repair_disks(self.a, t, self._update, self._progress_writer(t), self.cancels[t.vm])
 
     async def _move_disk(self, t: Task) -> None:
         vm = self.a.vms.get(t.vm)
