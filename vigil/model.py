@@ -299,17 +299,19 @@ class Rule:
         return cls(name=data["name"], kind=data["kind"], vms=tuple(data["vms"]))
 
 
-TASK_KINDS = ("migrate", "move-disk")
+TASK_KINDS = ("migrate", "move-disk", "repair-disk")
 TASK_ACTIVE = ("queued", "preparing", "ready", "running", "switching")
 TASK_DONE = ("done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
 class Task:
-    """A long operation on one VM (vMotion, Storage vMotion), driven by the agents.
+    """A long operation on one VM (vMotion, Storage vMotion, an offline disk repair),
+    driven by the agents.
 
     ``src`` owns the VM; for a migration ``dst`` starts the incoming QEMU and, once its
-    copy runs, takes the VM's ownership in one transaction.
+    copy runs, takes the VM's ownership in one transaction. A repair-disk task is of a
+    powered-off VM that nobody owns: ``src`` is the host that copies the disks.
     """
 
     id: str
@@ -318,7 +320,7 @@ class Task:
     src: str
     dst: str = ""  # migrate: destination host
     datastore: str = ""  # shared-nothing migrate / move-disk: target datastore
-    disk: str = ""  # move-disk: which disk
+    disk: str = ""  # move-disk: which disk; repair-disk: the disks to repair, comma-separated
     state: str = "queued"
     cancel: bool = False
     uri: str = ""  # migrate: where the destination listens

@@ -233,6 +233,11 @@ class TaskOut(BaseModel):
     summary: str
 
 
+class RepairOut(BaseModel):
+    message: str
+    task: Optional[TaskOut] = Field(None, description="the repair task, when a host copies a powered-off VM's disks")
+
+
 class MigrateIn(Strict):
     to: str = Field(min_length=1, max_length=64)
     datastore: Optional[str] = Field(None, max_length=64, description="also copy the disks to this datastore")

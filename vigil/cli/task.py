@@ -1,5 +1,5 @@
-"""`vigil task ...`: migrations and disk moves under way; `follow_task` shows one's progress
-(`vigil vm migrate` and `vigil vm move-disk` wait on it)."""
+"""`vigil task ...`: migrations, disk moves and disk repairs under way; `follow_task` shows
+one's progress (`vigil vm migrate`, `move-disk` and `repair-disk` wait on it)."""
 from __future__ import annotations
 
 import time
@@ -11,7 +11,7 @@ from rich.table import Table
 from vigil.cli.client import API_OPT, Api, connect
 from vigil.cli.common import JSON_OPT, age, console, err, fail, friendly, print_json
 
-app = typer.Typer(no_args_is_help=True, help="Migrations and disk moves under way")
+app = typer.Typer(no_args_is_help=True, help="Migrations, disk moves and disk repairs under way")
 
 
 def follow_task(client: Api, vm: str, task_id: str) -> None:
@@ -48,7 +48,8 @@ def follow_task(client: Api, vm: str, task_id: str) -> None:
                 if not cancel_sent:
                     client.post(f"/tasks/{task_id}/cancel")
                     cancel_sent = True
-                    err.print("cancelling (the VM keeps running where it was) ...")
+                    err.print("cancelling (" + ("the stale copies stay stale" if t["kind"] == "repair-disk"
+                                                else "the VM keeps running where it was") + ") ...")
     if t["state"] == "done":
         r = t["progress"]
         extra = ""
@@ -58,7 +59,8 @@ def follow_task(client: Api, vm: str, task_id: str) -> None:
             extra = f": {r['mb_s']:.0f} MB/s"
         console.print(f"{vm}: {t['kind']} done ({t['summary']}){extra}")
     elif t["state"] == "cancelled":
-        console.print(f"{vm}: {t['kind']} cancelled; the VM runs on as before")
+        console.print(f"{vm}: {t['kind']} cancelled; " + ("its stale copies stay stale" if t["kind"] == "repair-disk"
+                                                         else "the VM runs on as before"))
         raise typer.Exit(1)
     else:
         fail(f"{vm}: {t['kind']} failed: {t['error']}")
@@ -84,6 +86,7 @@ def task_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT, all_: bool
 @app.command("cancel")
 @friendly
 def task_cancel(vm_or_task: str, api: Optional[str] = API_OPT) -> None:
-    """Cancel a migration or disk move; the VM keeps running where it was."""
+    """Cancel a migration, disk move or disk repair; the VM keeps running where it was
+    (a repair: its stale copies stay stale)."""
     t = connect(api).post(f"/tasks/{vm_or_task}/cancel")
     console.print(f"{t['vm']}: cancel requested for {t['kind']} task {t['id']}")

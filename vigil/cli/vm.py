@@ -200,19 +200,25 @@ def vm_move_disk(
 def vm_repair_disk(
     name: str,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="show the resync until every copy is in sync"),
-    timeout: float = typer.Option(3600.0, "--timeout", help="seconds to wait at most"),
+    timeout: float = typer.Option(3600.0, "--timeout", help="seconds to wait at most (a running VM's resync)"),
     api: Optional[str] = API_OPT,
 ) -> None:
     """Resync the stale copies of a VM's disks kept on two datastores.
 
     A running VM is resynced by its host's agent, live, as soon as that host reaches both
-    datastores again (this asks it to retry now); a powered-off VM's copy is copied here,
-    from the good copy, if this machine mounts both datastores."""
+    datastores again (this asks it to retry now); a powered-off VM's copies are copied by
+    a host that mounts both datastores, as a task (see 'vigil task list'; Ctrl-C cancels)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     client = connect(api)
-    console.print(client.post(f"/vms/{name}/repair-disk")["message"])
+    r = client.post(f"/vms/{name}/repair-disk")
+    task = r.get("task")
+    console.print(r["message"] if task is None else f"{r['message']}, task {task['id']}")
     if not wait:
+        return
+    if task is not None:
+        follow_task(client, name, task["id"])
+        console.print(f"{name}: {task['disk'].replace(',', ', ')} whole again")
         return
     deadline = time.monotonic() + timeout
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

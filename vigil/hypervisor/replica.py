@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vigil.hypervisor.mirror import (MiB, MirrorFailed, MirrorProgress, current_node, node_info, pivot_disk,
-                                     release_node, virtual_size)
-from vigil.hypervisor.qemu import QemuError, QMPConn, _run, create_copies, quorum_blockdev
+from vigil.hypervisor.mirror import (MiB, MirrorCancelled, MirrorFailed, MirrorProgress, current_node, node_info,
+                                     pivot_disk, release_node, virtual_size)
+from vigil.hypervisor.qemu import QemuError, QMPConn, create_copies, quorum_blockdev
 
 RESYNC_SUFFIX = ".resync"
 
@@ -167,16 +167,50 @@ def _swap_in(path: Path, new: Path) -> None:
     os.replace(new, path)
 
 
-async def copy_offline(src: Path, dst: Path, timeout_s: float = 3600.0) -> None:
-    """A powered-off VM's resync: the good image copied over the stale one."""
+async def copy_offline(src: Path, dst: Path, timeout_s: float = 3600.0, *,
+                       progress: Callable[[int, int], None] | None = None,
+                       cancel: asyncio.Event | None = None) -> None:
+    """A powered-off VM's resync: the good image copied over the stale one.
+
+    The copy goes to a temporary file, renamed over ``dst`` only once complete: a failed
+    or cancelled copy (MirrorFailed / MirrorCancelled) leaves ``dst`` as it was.
+    ``progress(copied, total)`` gets the bytes written so far, about every 0.2 s."""
     tmp = Path(str(dst) + RESYNC_SUFFIX)
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    rc, msg = await _run(["cp", "--sparse=always", str(src), str(tmp)], timeout=timeout_s)
-    if rc != 0:
+    total = os.stat(src).st_size
+    proc = await asyncio.create_subprocess_exec(
+        "cp", "--sparse=always", str(src), str(tmp),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    done = asyncio.ensure_future(proc.communicate())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise MirrorCancelled(f"copying {src} to {dst} cancelled; {dst} is as it was")
+            if time.monotonic() > deadline:
+                raise MirrorFailed(f"copying {src} to {dst}: not done within {timeout_s:.0f}s")
+            await asyncio.wait({done}, timeout=0.2)
+            if done.done():
+                break
+            if progress is not None:
+                with contextlib.suppress(OSError):
+                    progress(os.stat(tmp).st_size, total)
+        _, err = done.result()
+        if proc.returncode != 0:
+            raise MirrorFailed(f"copying {src} to {tmp}: {(err or b'').decode(errors='replace').strip()}")
+    except BaseException:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                await proc.wait()
+        done.cancel()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise MirrorFailed(f"copying {src} to {tmp}: {msg}")
+        raise
+    if progress is not None:
+        progress(total, total)
     await asyncio.to_thread(os.replace, tmp, dst)
 
 

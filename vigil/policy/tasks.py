@@ -60,6 +60,9 @@ def finish_after_take_over(t: Task, source_alive: bool, waited_s: float) -> tupl
 # -- what each end of a task does next ---------------------------------------------------
 MAX_MIGRATIONS_PER_HOST = 8  # vSphere: 8 concurrent vMotions per host
 MAX_DISK_MOVES_PER_HOST = 2  # vSphere: 2 concurrent Storage vMotions per host
+MAX_DISK_REPAIRS_PER_HOST = 2  # offline copies of stale disk copies (vigil.policy.repair)
+LIMITS = {"migrate": MAX_MIGRATIONS_PER_HOST, "move-disk": MAX_DISK_MOVES_PER_HOST,
+          "repair-disk": MAX_DISK_REPAIRS_PER_HOST}
 # A task the destination has not made ready by then is failed (the VM stays where it is).
 PREPARE_TIMEOUT_S = 30.0
 
@@ -68,8 +71,9 @@ SourceStep = Literal["none", "cancel", "signal-cancel", "prepare-timeout", "admi
 
 def source_step(t: Task, tasks: Sequence[Task], me: str, now: float, driving: bool,
                 runs_here: bool) -> tuple[SourceStep, str]:
-    """The source host's next step for its task ``t``: ``driving`` when this agent runs
-    the task's migration or mirror now; ``runs_here`` when the VM runs here. The reason of
+    """The source host's next step for its task ``t`` (for a repair-disk task: the host
+    that copies): ``driving`` when this agent runs the task's migration, mirror or copy
+    now; ``runs_here`` when the VM runs here. The reason of
     "cancel" and "prepare-timeout" is the error the task records."""
     if t.state not in TASK_ACTIVE:
         return "none", f"task {t.state}"
@@ -82,13 +86,14 @@ def source_step(t: Task, tasks: Sequence[Task], me: str, now: float, driving: bo
     if t.state == "queued":
         running = [x for x in tasks if x.src == me and x.kind == t.kind and x.state in TASK_ACTIVE
                    and x.state != "queued"]
-        limit = MAX_MIGRATIONS_PER_HOST if t.kind == "migrate" else MAX_DISK_MOVES_PER_HOST
+        limit = LIMITS.get(t.kind, MAX_DISK_MOVES_PER_HOST)
         if len(running) >= limit:
             return "none", f"queued: {len(running)} of {limit} {t.kind} tasks run on {me}"
         return "admit", f"admitted ({len(running) + 1} of {limit} on {me})"
     if t.state == "ready" and t.kind == "migrate":
         return "drive", "the destination is ready: migrate"
-    if t.state == "running" and runs_here:
+    if t.state == "running" and (runs_here or t.kind == "repair-disk"):
+        # (a repair is of a powered-off VM: it never runs here)
         return "orphaned", "running, but not driven by this agent run (it restarted)"
     return "none", "waiting for the other end"
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from vigil.model import HostInfo, VMSpec
-from vigil.policy.replicas import mark_in_sync, stale_map
-from vigil.service.common import Conflict, Invalid, NotFound, diskstate, under, user_event
+from vigil.model import HostInfo, Task, VMSpec
+from vigil.policy.repair import offline_copies, repair_host
+from vigil.policy.replicas import stale_map
+from vigil.service.common import Conflict, Invalid, NotFound, active_task, diskstate, under
+from vigil.service.tasks import write_task
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
-from vigil.store.events import record
 
 
 def disk_state(snap: dict[str, Entry], spec: VMSpec) -> list[dict[str, Any]]:
@@ -33,14 +34,14 @@ def disk_state(snap: dict[str, Entry], spec: VMSpec) -> list[dict[str, Any]]:
     return out
 
 
-async def repair_disk(store: Store, name: str) -> str:
-    """Resync a VM's stale disk copies. A running VM's agent resyncs them on its own once
-    it reaches both datastores; this asks it to retry now. A powered-off VM's copies are
-    copied here, from its good copy, when this machine mounts both datastores."""
-    from vigil.env import dsheartbeat as dshb
-    from vigil.hypervisor import replica
-    from vigil.hypervisor.qemu import disk_path
+async def repair_disk(store: Store, name: str) -> tuple[str, Task | None]:
+    """Resync a VM's stale disk copies; returns what happens, and the task queued if any.
 
+    A running VM's agent resyncs them on its own, live, once it reaches both datastores;
+    this asks it to retry now. A powered-off VM's copies are copied by a host that reaches
+    both datastores, as a repair-disk task (vigil.agent.task_repair) written here in one
+    guarded transaction: the VM still powered off, unowned, its stale copies as seen, the
+    host alive. While that task runs, the VM is not powered on (vigil.service.vms)."""
     snap = await store.snapshot()
     if K.VMS + name not in snap:
         raise NotFound(f"no VM named {name!r}")
@@ -49,7 +50,7 @@ async def repair_disk(store: Store, name: str) -> str:
         raise Invalid(f"VM {name} has no disk on two datastores")
     stale = stale_map(diskstate(snap, name))
     if not stale:
-        return f"every disk copy of {name} is in sync"
+        return f"every disk copy of {name} is in sync", None
     if K.OWN + name in snap:
         host = snap[K.OWN + name].value
         reach = set(HostInfo.from_json(snap[K.HOSTS + host].value).datastores) if K.HOSTS + host in snap else set()
@@ -58,24 +59,23 @@ async def repair_disk(store: Store, name: str) -> str:
             raise Conflict(f"{host}, where {name} runs, does not reach datastore {', '.join(far)}; the resync "
                            "starts on its own once it does")
         await store.update(K.DISKSTATE + name, lambda st: {**(st or {}), "repair": time.time()})
-        return f"{host} resyncs {', '.join(sorted(stale))} of {name} now"
+        return f"{host} resyncs {', '.join(sorted(stale))} of {name} now", None
     if spec.power == "on":
         raise Conflict(f"{name} is being started; try again once it runs")
-    paths = {e.key[len(K.DATASTORES):]: e.value.get("path", "") for e in under(snap, K.DATASTORES).values()}
-    done = []
-    for d in spec.disks:
-        bad = stale.get(d.name)
-        if bad is None:
-            continue
-        good = next(ds for ds in d.copies if ds != bad)
-        src, dst = disk_path(d, paths, good), disk_path(d, paths, bad)
-        for ds in (good, bad):
-            if not dshb.reachable(ds, paths.get(ds, "")):
-                raise Conflict(f"datastore {ds} is not mounted here ({paths.get(ds) or 'no path'}); run this on "
-                               f"a host that mounts {good} and {bad}")
-        await replica.copy_offline(src, dst)
-        await store.update(K.DISKSTATE + name, lambda st, dn=d.name: mark_in_sync(st, [dn]))
-        await record(store, user_event("disk-resynced", f"{name}: disk {d.name}'s copy on {bad} copied from {good}",
-                                       vm=name, disk=d.name, datastore=bad))
-        done.append(d.name)
-    return f"{name}: {', '.join(done)} whole again"
+    alive = under(snap, K.ALIVE)
+    busy = active_task(snap, name)
+    if busy is not None and not (busy.kind == "repair-disk" and busy.src not in alive):
+        raise Conflict(f"VM {name} is busy: {busy.kind} task {busy.id} is {busy.state}")
+    copies = offline_copies(spec, stale)
+    reach = {h: HostInfo.from_json(e.value).datastores for h, e in under(snap, K.HOSTS).items() if h in alive}
+    host, why = repair_host(copies, reach)
+    if host is None:
+        raise Conflict(f"cannot repair {name}'s disks: {why}")
+    ds_e = snap.get(K.DISKSTATE + name)
+    task = Task(id=f"{name}-{int(time.time() * 1000)}", kind="repair-disk", vm=name, src=host,
+                disk=",".join(d for d, _, _ in copies), reason="user")
+    task = await write_task(store, snap, task, [
+        store.absent(K.OWN + name), store.unchanged(K.VMS + name, snap[K.VMS + name].mod_revision),
+        store.unchanged(K.DISKSTATE + name, ds_e.mod_revision if ds_e else 0),
+        store.unchanged(K.ALIVE + host, alive[host].mod_revision)])
+    return f"{name}: {host} copies the good copies over the stale ones ({why})", task

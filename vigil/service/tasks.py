@@ -1,5 +1,5 @@
-"""Live migration and disk moves: validate, queue as a task (the agents carry it out),
-read, cancel, list."""
+"""Live migration, disk moves and offline disk repairs: validate, queue as a task (the
+agents carry it out), read, cancel, list."""
 from __future__ import annotations
 
 import time
@@ -100,6 +100,12 @@ async def queue_task(store: Store, snap: dict[str, Entry], task: Task) -> Task:
     busy = active_task(snap, task.vm)
     if busy is not None:
         raise Conflict(f"VM {task.vm} is busy: {busy.kind} task {busy.id} is {busy.state}")
+    return await write_task(store, snap, task, [store.equals(K.OWN + task.vm, task.src)])
+
+
+async def write_task(store: Store, snap: dict[str, Entry], task: Task, guards: list) -> Task:
+    """Write the task and its event in one transaction: the VM's task key as in ``snap``,
+    and ``guards`` (what the caller validated) still true; Conflict otherwise."""
     prev = snap.get(K.TASKS + task.vm)
     task = replace(task, created=time.time(), updated=time.time())
     ev = user_event(f"task-{task.kind}", f"{task.vm}: {task.kind} queued ({task_summary(task)})",
@@ -107,8 +113,7 @@ async def queue_task(store: Store, snap: dict[str, Entry], task: Task) -> Task:
     vm = snap[K.VMS + task.vm]
     ok = await store.txn(
         [store.unchanged(K.TASKS + task.vm, prev.mod_revision if prev else 0),
-         store.unchanged(K.VMS + task.vm, vm.mod_revision),
-         store.equals(K.OWN + task.vm, task.src)],
+         store.unchanged(K.VMS + task.vm, vm.mod_revision), *guards],
         [store.put_op(K.TASKS + task.vm, asdict(task)), event_put_op(store, ev)])
     if not ok:
         raise Conflict(f"VM {task.vm} changed meanwhile; try again")
@@ -119,6 +124,8 @@ def task_summary(t: Task) -> str:
     """``host1 -> host2`` or ``disk disk0 -> ds2 on host1``: a task in a few words."""
     if t.kind == "migrate":
         return f"{t.src} -> {t.dst}" + (f", disks to {t.datastore}" if t.datastore else "")
+    if t.kind == "repair-disk":
+        return f"stale copies of {t.disk.replace(',', ', ')} copied on {t.src}"
     return f"disk {t.disk} -> {t.datastore} on {t.src}"
 
 

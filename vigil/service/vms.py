@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
-from vigil.model import Assignment, HostInfo, VMSpec
-from vigil.service.common import Conflict, check_revision, Invalid, NotFound, ft_delete_ops, known, under, user_event, validated
+from vigil.model import TASK_ACTIVE, Assignment, HostInfo, Task, VMSpec
+from vigil.service.common import Conflict, Invalid, NotFound, check_revision, ft_delete_ops, known, under, user_event, validated
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
 from vigil.store.events import event_put_op
@@ -58,15 +58,23 @@ async def get_vm(store: Store, name: str) -> tuple[VMSpec, Entry]:
 
 async def set_power(store: Store, name: str, power: str, revision: int | None = None) -> bool:
     """Ask for a VM to run or not; returns False when it already was so. ``revision``:
-    the VM's revision the caller read (refused when it changed since)."""
+    the VM's revision the caller read (refused when it changed since). Not on while a
+    live host copies its disks (a repair-disk task): the copy needs it off."""
     spec, e = await get_vm(store, name)
     check_revision(e, revision, f"VM {name}")
     if spec.power == power:
         return False
+    guards = [store.unchanged(K.VMS + name, e.mod_revision)]
+    if power == "on":
+        te = await store.get(K.TASKS + name)
+        t = Task.from_json(te.value) if te else None
+        if t is not None and t.kind == "repair-disk" and t.state in TASK_ACTIVE and await store.get(K.ALIVE + t.src):
+            raise Conflict(f"{t.src} is repairing {name}'s disks (task {t.id}); power it on once that is done, "
+                           f"or cancel it ('vigil task cancel {name}')")
+        guards.append(store.unchanged(K.TASKS + name, te.mod_revision if te else 0))
     new = replace(spec, power=power)
     ev = user_event(f"vm-power-{power}", f"{name}: power {power} requested", vm=name)
-    if not await store.txn([store.unchanged(K.VMS + name, e.mod_revision)],
-                           [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev)]):
+    if not await store.txn(guards, [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev)]):
         raise Conflict(f"{name} changed meanwhile; try again")
     return True
 

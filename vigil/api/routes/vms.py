@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from vigil import service
 from vigil.api.problems import problem_responses
 from vigil.api.routes.tasks import task_out
-from vigil.api.schemas import Done, EventOut, MigrateIn, MoveDiskIn, TargetOut, TaskOut, VmIn, VmOut
+from vigil.api.schemas import Done, EventOut, MigrateIn, MoveDiskIn, RepairOut, TargetOut, TaskOut, VmIn, VmOut
 from vigil.api.security import OPERATE, READ, if_match
 from vigil.model import BootSpec, DiskSpec, VMSpec
 from vigil.service.common import NotFound
@@ -100,10 +100,14 @@ async def move_disk(name: str, body: MoveDiskIn, request: Request, revision: Opt
     return task_out(t)
 
 
-@router.post("/vms/{name}/repair-disk", response_model=Done, status_code=202, dependencies=[OPERATE], responses=WRITE)
-async def repair_disk(name: str, request: Request) -> Done:
-    """Resync the stale copies of a VM's disks kept on two datastores."""
-    return Done(changed=True, message=await service.repair_disk(request.app.state.store, name))
+@router.post("/vms/{name}/repair-disk", response_model=RepairOut, status_code=202, dependencies=[OPERATE],
+             responses=WRITE)
+async def repair_disk(name: str, request: Request) -> dict[str, Any]:
+    """Resync the stale copies of a VM's disks kept on two datastores: a running VM's host
+    does it live (no task); a powered-off VM's copies are made by a host that mounts both
+    datastores, as a task."""
+    msg, task = await service.repair_disk(request.app.state.store, name)
+    return {"message": msg, "task": task_out(task) if task is not None else None}
 
 
 @router.put("/vms/{name}/ft", response_model=Done, dependencies=[OPERATE], responses=WRITE)
