@@ -10,10 +10,10 @@ stale copy as it was (still stale).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from typing import Any, Callable
 
+from vigil.agent.context import HostContext
 from vigil.hypervisor import qemu
 from vigil.hypervisor import replica as R
 from vigil.hypervisor.mirror import MirrorCancelled
@@ -22,10 +22,6 @@ from vigil.policy import repair as RP
 from vigil.policy.replicas import mark_in_sync, stale_map
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError
-
-from .context import HostContext
-
-log = logging.getLogger("vigil.tasks")
 
 
 class RepairRefused(Exception):

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from vigil.model import VMSpec
 
+
 def offline_copies(spec: VMSpec, stale: Mapping[str, str],
                    only: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
     """(disk, good datastore, stale datastore) of each replicated disk with a stale copy,
