@@ -64,13 +64,18 @@ def lab_status(as_json: bool = JSON_OPT) -> None:
         console.print("no lab is up")
         return
     t = Table(title=f"lab ({st['subnet']})")
-    for col in ("host", "address", "state", "link", "supervisor", "agent", "etcd", "resets", "faults"):
+    for col in ("host", "address", "state", "link", "supervisor", "agent", "etcd", "api", "resets", "faults"):
         t.add_column(col)
     for name, h in sorted(st["hosts"].items()):
         t.add_row(name, h["address"], h["state"] or "-", "up" if h["link_up"] else "[red]down[/]",
                   str(h["supervisor_pid"] or "-"), str(h["agent_pid"] or "-"), str(h["etcd_pid"] or "-"),
-                  str(h["resets"]), ", ".join(describe(f) for f in h["faults"]) or "-")
+                  str(h.get("api_pid") or "-"), str(h["resets"]), ", ".join(describe(f) for f in h["faults"]) or "-")
     console.print(t)
+    api = st.get("api") or {}
+    if api.get("urls"):
+        console.print(f"API and dashboard: {', '.join(u + '/' for u in api['urls'])}")
+        console.print(f"first admin: user [bold]{api['user']}[/], password [bold]{api['password']}[/] "
+                      f"(CA certificate: {api['ca']})", highlight=False)
 
 
 def _parameter(arg: Arg) -> inspect.Parameter:

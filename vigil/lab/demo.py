@@ -79,6 +79,12 @@ def _demo(console: Console, lab: Lab, say: Callable[[str], None]) -> None:
         t.add_row(vm, _f(tl.failed), _f(tl.restart.get(vm)), _f(tl.started.get(vm)), _f(tl.guest.get(vm)))
     console.print(t)
     console.print("vSphere HA starts restarts ~18 s after a host failure; Proxmox ~120 s.")
+    from vigil.lab import api_servers
+
+    api = api_servers.read()
+    if api.get("urls"):
+        console.print(f"dashboard: {api['urls'][0]}/  user {api['user']}, password {api['password']} "
+                      f"(the lab's CA: {api['ca']}; while the lab is up: 'vigil demo --keep' leaves it up)", highlight=False)
 
 
 def _f(x: float | None) -> str:

@@ -20,6 +20,7 @@ from .guest_image import build_guest_image
 from .host_processes import HostProcesses
 from .lab_config import LabConfig, _machine_memory_mb, default_agent_command
 from .lab_state import STATE_VERSION, _atomic_write_json
+from . import api_servers
 from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE,
                      VM_NETWORK, ETCD_DATA_DIR, ETCD_LOG, HOSTS_DIR, MNT_NS_DIR, NETNS_PREFIX,
                      RUN_DIR, STATE_FILE, STORE_DIR, SUPERVISOR_LOG, WATCHDOG_FILE, LabError,
@@ -137,8 +138,13 @@ class LabLifecycle(HostProcesses):
         self.progress("creating the migration TLS CA and host certificates")
         create_ca(RUN_DIR / "tls-ca")
         for h in hosts:
-            create_host_certs(RUN_DIR / "tls-ca", Path(st["hosts"][h]["dir"]) / "tls", h,
-                              ips=(st["hosts"][h]["address"],))
+            hs = st["hosts"][h]
+            create_host_certs(RUN_DIR / "tls-ca", Path(hs["dir"]) / "tls", h, ips=(hs["address"],))
+            # the API server of each host: a supervisor child, with its own certificate
+            cert, key = api_servers.server_files(RUN_DIR / "tls-ca", Path(hs["dir"]), h, hs["address"])
+            hs["api_argv"] = api_servers.argv(str(Path(sys.executable).parent / "vigil"), hs["address"],
+                                              endpoints, cert, key)
+            hs["api_log"] = str(Path(hs["dir"]) / api_servers.API_LOG)
         for h in hosts:
             hs = st["hosts"][h]
             _atomic_write_json(Path(hs["agent_config"]), {
@@ -175,10 +181,16 @@ class LabLifecycle(HostProcesses):
                 s["hosts"][h]["supervisor_pid"] = pid
         self.progress(f"waiting for etcd ({', '.join(endpoints)})")
         self.wait_etcd_healthy(timeout=cfg.etcd_timeout_s)
+        urls = [api_servers.url(st["hosts"][h]["address"]) for h in hosts]
+        api = api_servers.bootstrap(endpoints, urls, RUN_DIR / "tls-ca")
+        self.progress(f"waiting for the API ({', '.join(urls)})")
+        api_servers.wait_healthy(urls, api["ca"], timeout=cfg.etcd_timeout_s + 30)
         with self.mutate() as s:
             s["phase"] = "up"
             st = s
         self.progress(f"lab up: {len(hosts)} hosts, {len(dss)} datastores, etcd {','.join(endpoints)}")
+        self.progress(f"API and dashboard: {urls[0]}/ (user {api['user']}, password {api['password']}; "
+                      f"CA {api['ca']})")
         return st
 
     def wait_etcd_healthy(self, timeout: float = 30.0, members: int | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import etcd as etcdmod
 from . import net
 from .host_processes import HostProcesses
+from . import api_servers
 from .layout import BRIDGE, STATE_FILE, netns_path, pid_alive, pids_in_ns
 
 
@@ -33,7 +34,7 @@ class LabStatus(HostProcesses):
                 "address": hs["address"], "netns": hs["netns"], "netns_alive": ns_alive,
                 "link_up": net.link_is_up(h),
                 "supervisor_pid": live("pid"), "state": sup.get("state") if live("pid") else "off",
-                "agent_pid": live("agent_pid"), "etcd_pid": live("etcd_pid"),
+                "agent_pid": live("agent_pid"), "etcd_pid": live("etcd_pid"), "api_pid": live("api_pid"),
                 "etcd_member": hs["etcd_member"], "resets": sup.get("resets", 0),
                 "boots": sup.get("boots", 0), "watchdog_armed": sup.get("watchdog_armed", False),
                 "processes": len(netpids),
@@ -49,6 +50,7 @@ class LabStatus(HostProcesses):
             "etcd": {"endpoints": eps, "health": etcdmod.health(eps, etcd_timeout)},
             "faults": faults,
             "config": st["config"],
+            "api": api_servers.read(),
         }
 
     @staticmethod

@@ -5,7 +5,8 @@
 Runs inside the host's network and mount namespaces (the lab starts it with nsenter, in
 its own session). It
 
-- "boots" the host: starts the host's etcd member (if it has one) and the agent;
+- "boots" the host: starts the host's etcd member (if it has one), the agent and the API
+  server (vigil api);
 - restarts either one ~1 s after it exits (systemd Restart=always), except etcd while the
   flag file `etcd.down` exists in the host's dir (the kill_etcd fault);
 - plays the hardware watchdog: the agent pets it by writing/touching `watchdog_file`; the
@@ -78,6 +79,7 @@ class Supervisor:
         self.etcd_flag = self.dir / ETCD_DOWN_FLAG
         self.etcd = Child("etcd", h["etcd_argv"], Path(h["etcd_log"])) if h.get("etcd_argv") else None
         self.agent = Child("agent", h["agent_argv"], Path(h["agent_log"]))
+        self.api = Child("api", h["api_argv"], Path(h["api_log"])) if h.get("api_argv") else None
         self.env = dict(os.environ, VIGIL_LAB_HOST=host)
         self.env.pop("NOTIFY_SOCKET", None)
         self.state = "booting"
@@ -91,7 +93,7 @@ class Supervisor:
 
     # --- children ----------------------------------------------------------------------
     def children(self) -> list[Child]:
-        return [c for c in (self.etcd, self.agent) if c is not None]
+        return [c for c in (self.etcd, self.agent, self.api) if c is not None]
 
     def reap(self) -> None:
         while True:
@@ -175,6 +177,7 @@ class Supervisor:
             "watchdog_armed": self.armed,
             "etcd_pid": self.etcd.pid if self.etcd else None,
             "agent_pid": self.agent.pid,
+            "api_pid": self.api.pid if self.api else None,
             "etcd_kept_down": self.etcd_flag.exists(),
         }
         if status == self._last_status:
