@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,10 @@ class Rig:
 
     def client(self, role: str | None = "admin", **kw: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        return httpx.Client(base_url=self.url, verify=self.ca, headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, verify=self.tls(), headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
 
     def run(self, coro_fn):  # type: ignore[no-untyped-def]
         return run_with_store([self.etcd], coro_fn)
@@ -119,7 +123,7 @@ def api_rig() -> Iterator[Rig]:
 
         def api_ok() -> bool:
             try:
-                return httpx.get(url + "/healthz", verify=ca, timeout=1).json().get("etcd") is True
+                return httpx.get(url + "/healthz", verify=ssl.create_default_context(cafile=ca), timeout=1).json().get("etcd") is True
             except (httpx.HTTPError, ValueError):
                 return False
         _wait("vigil api", api_ok, 30, procs[1], api_log)

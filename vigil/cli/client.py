@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -79,7 +80,8 @@ class Api:
         self.target = target
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
-        self.http = httpx.Client(verify=target.ca or True, headers=headers, timeout=timeout)
+        verify = ssl.create_default_context(cafile=target.ca) if target.ca else True
+        self.http = httpx.Client(verify=verify, headers=headers, timeout=timeout)
         self._good = 0  # index of the URL that answered last
 
     def _order(self) -> list[str]:

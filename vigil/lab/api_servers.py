@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def read() -> dict[str, Any]:
 
 def healthy(u: str, ca: str, timeout: float = 1.0) -> bool:
     try:
-        return httpx.get(u + "/healthz", verify=ca, timeout=timeout).json().get("etcd") is True
+        return httpx.get(u + "/healthz", verify=ssl.create_default_context(cafile=ca), timeout=timeout).json().get("etcd") is True
     except (httpx.HTTPError, ValueError, OSError):
         return False
 
