@@ -109,7 +109,11 @@ def openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     for path in doc.get("paths", {}).values():
         for op in path.values():
-            if isinstance(op, dict) and "422" in op.get("responses", {}):
+            if not isinstance(op, dict):
+                continue
+            if "422" in op.get("responses", {}):
                 op["responses"]["422"] = problems.problem_responses(422)[422]
+            if "requestBody" in op:  # a body that is not JSON at all
+                op["responses"].setdefault("400", problems.problem_responses(400)[400])
     app.openapi_schema = doc
     return doc
