@@ -1,28 +1,41 @@
 """FT figures on this machine, QEMUs on loopback, no lab.
 
-Fault Tolerance as vigil runs it (vigil.hypervisor.ft: each checkpoint one live migration
-into a fresh paused standby QEMU; vigil.agent.ft: a pre-spawned spare standby, at least
-CHECKPOINT_GAP_S between checkpoints, the guest's output held until the checkpoint that
-produced it is acknowledged, the disk writes switched to a new overlay at each checkpoint
-and the older ones merged once it is acknowledged), with both ends in this process: the secondary's
-acknowledgement is the standby seen "committed" (polled every 10 ms, as the agent's
-secondary does), without the etcd round trips the agents add. The primary opens a QMP
-connection per checkpoint, as the agent does.
+Fault Tolerance as vigil runs it, by vigil's own code: a primary and a secondary host in
+this process (vigil.lab.ftpair), each the agent's helper surface (vigil.agent.context) over
+the real environment (vigil.env.real) with its own etcd client and lease, around a real
+etcd this bench starts on loopback (vigil.lab.localetcd). Each host's FtRunner
+(vigil.agent.ft, vigil.agent.ftstandby) takes its roles from etcd (vigil.policy.ftroles),
+synced every 250 ms as the agent's reconcile does: the secondary keeps its standbys and
+publishes ``ftrx/`` and ``ftack/``, the primary checkpoints (vigil.hypervisor.ft: each one
+live migration into a fresh paused standby QEMU), holds the guest's output until the
+checkpoint that produced it is acknowledged, switches the disk writes to a new overlay at
+each checkpoint and merges the older ones once it is acknowledged (vigil.hypervisor.ftdisk),
+and waits CHECKPOINT_GAP_S. So the etcd round trips the agents make are in every figure.
+The bench reads the guest's heartbeats through the primary's OutputGate (as the agent's
+guest monitor does) and is told of each acknowledged checkpoint by FtRunner's
+``on_checkpoint``. FT is turned on and off by writing and deleting ``ft/<vm>``.
 
 1. Checkpoints run back to back for 128 and 512 MiB guests, idle and rewriting memory
    (vigil.dirty_mb, sized to stay clear of the guest's OOM killer: 32 MiB already kills a
    128 MiB guest): interval between consecutive acknowledged checkpoints (median), the
-   migration's own time, the guest's pause per checkpoint (QEMU's downtime; and the pause
-   the guest really sees, STOP to RESUME event, which adds the completion poll and `cont`),
-   bytes per checkpoint; at least 10 intervals and at least --window (12 s) per guest.
+   migration's own time, the guest's pause per checkpoint (QEMU's downtime; and "paused",
+   that plus the time the primary stays stopped once it sees the migration complete: the
+   disk switch and `cont`, not the <= 20 ms completion poll), "ack" (the primary running
+   again -> the acknowledgement seen: the secondary's 10 ms poll of its standby, its
+   ``ftack/`` transaction, the primary's 10 ms poll of that key), bytes per checkpoint; at
+   least 10 intervals and at least --window (12 s) per guest.
 2. Guest work rate, FT on / FT off: the workload's acknowledged records per second of wall
    time (each record one 512-byte write + fsync, counted in the heartbeats' `acked`), over
    the checkpoint series and over the same length of time without FT (half before, half
    after). Also the guest clock's progress per wall second (the guest clock stops while
    the VM is stopped, so it shows the share of time the guest was not paused).
-3. Failover, N runs on fresh guests: the output rule as the agent applies it, the primary
-   killed (SIGKILL) at a random moment 1.5-4 s into protection, the newest complete standby
-   run at once (its disk taken back to its checkpoint, then `go_live`). There is no failure detection here: the lab adds its
+3. Failover, N runs on fresh guests: the output rule as the agent applies it, the primary's
+   host killed at a random moment 1.5-4 s into protection (its FT loop and lease stopped,
+   its QEMU SIGKILLed), then at once the controller's ``ft-failover`` transaction
+   (vigil.controller.loop, checked as vigil.policy.plan checks it: a checkpoint at or past
+   the primary's ``valid_from``) and the secondary's side of it as its reconcile does it
+   (vigil.policy.host.take_standby, the ownership claim, FtRunner.promote: the disk taken
+   back to the checkpoint, then ``go_live``). There is no failure detection here: the lab adds its
    host-failure detection (about 2.5-4.5 s) on top, measured by bench/failover.py. The gap
    is from the last output released from the primary (the guest's heartbeat lines, through
    the OutputGate) to the first output of the secondary; the checks: the secondary's first
@@ -90,6 +103,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,6 +157,15 @@ class Problems(logging.Handler):
 
 
 PROBLEMS = Problems()
+
+
+class OneLine(logging.Formatter):
+    """A log record's exception as its last line, no traceback: a checkpoint still under
+    way when its role ends (FT turned off, the primary's host killed) fails, and asyncio
+    reports it, as in the agent."""
+
+    def formatException(self, ei) -> str:  # noqa: ANN001, N802 (logging's own signature)
+        return "".join(traceback.format_exception_only(ei[0], ei[1])).strip()
 
 
 # ---------------------------------------------------------------------------------------
@@ -342,9 +365,9 @@ async def guest_series(image: GuestImage, accel: str, endpoint: str, memory: int
         "rate_off": off, "rate_on": on,
         "rate_ratio": on["records_per_s"] / off["records_per_s"] if on and off and off["records_per_s"] else None,
     }
+    rate = {k: f"{r['records_per_s']:.1f}" if r else "-" for k, r in (("off", off), ("on", on))}
     log(f"  interval {med(intervals):.0f} ms, downtime {med(out['downtime_ms']):.0f} ms, "
-        f"{med(out['bytes']) / MiB:.0f} MiB; records/s off {off and off['records_per_s']:.1f} "
-        f"on {on and on['records_per_s']:.1f}")
+        f"{med(out['bytes']) / MiB:.0f} MiB; records/s off {rate['off']} on {rate['on']}")
     return out
 
 
@@ -506,7 +529,8 @@ def report(out: dict) -> None:
               "next standby's start take CPU from the vCPU on 2 cores, and TCG tracks dirty pages on slow paths")
     fo = out["failover"]
     print(f"\nfailover, {out['failover_memory_mb']} MiB guest (idle + workload), {len(fo)} runs: primary killed "
-          "(SIGKILL) at a random moment, newest complete standby run at once.")
+          "(its host's FT loop and lease stopped, its QEMU SIGKILLed) at a random moment; at once the controller's "
+          "ft-failover transaction and the secondary's promotion of its committed standby.")
     print("NO failure detection here: the lab adds its host-failure detection (about 2.5-4.5 s) on top, "
           "measured separately (bench/failover.py).")
     hdr = (f"{'run':<5}{'killed at':>11}{'phase':>12}{'gap':>9}{'release->kill':>15}{'kill->running':>15}"
@@ -538,8 +562,9 @@ def report(out: dict) -> None:
                "went out up to a second plus a checkpoint interval before the kill (release->kill).")
         if pm is not None:
             why += (f" The projected gap, {pm:.0f} ms, is what FT itself costs: the time since the last acknowledged "
-                    "checkpoint (it grows with the checkpoint interval) plus kill->running (go_live, which retries "
-                    "every 100 ms while the dead primary's image locks linger); "
+                    "checkpoint (it grows with the checkpoint interval) plus kill->running (the failover's etcd "
+                    "transactions, the disk taken back to the checkpoint, go_live, which retries every 100 ms while "
+                    "the dead primary's image locks linger); "
                     + ("within the goal" if pm <= GOAL_GAP_MS else "above the goal too"))
         print(why)
     print(f"whole run: {out['wall_s']:.0f}s")
@@ -559,7 +584,9 @@ def main() -> int:
     args.window = args.window or (5.0 if args.quick else 12.0)
     args.failovers = args.failovers or (2 if args.quick else 5)
     why = unavailable() or (None if shutil.which("etcd") else "etcd not installed (etcd-server)")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="    %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLine("    %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("vigil").addHandler(PROBLEMS)
     if why:
         print(why, file=sys.stderr)

@@ -36,7 +36,7 @@ def _bench():  # type: ignore[no-untyped-def]
 
 async def test_ft_bench_smoke(image: GuestImage, accel: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ft = _bench()
-    args = argparse.Namespace(checkpoints=2, window=2.0, quick=True)
+    args = argparse.Namespace(checkpoints=2, window=4.0, quick=True)
     with local_etcd(tmp_path / "etcd") as endpoint:
         series = await ft.guest_series(image, accel, endpoint, 128, 0, args)
         fo = await ft.failover_run(image, accel, endpoint, 128, 0, random.Random(1))

@@ -115,11 +115,10 @@ class FtPair:
         return self.primary if name == PRIMARY else self.secondary
 
     async def start(self) -> None:
-        """Connect both hosts to etcd and take their leases (clearing what a previous pair left)."""
+        """Connect both hosts to etcd and take their leases."""
         for h in (self.primary, self.secondary):
             Path(h.cfg.run_dir).mkdir(parents=True, exist_ok=True)
             await h.store.connect()
-        await self.primary.store.delete_prefix(K.PREFIX)
         for h in (self.primary, self.secondary):
             await h.lease.obtain()
             self.tasks[h.me].append(asyncio.create_task(h.lease.loop(), name=f"{h.me}-lease"))
@@ -130,6 +129,8 @@ class FtPair:
         then let both hosts' ticks take their roles."""
         p, st = self.primary, self.primary.store
         self.specs[spec.name] = spec
+        for prefix in (K.VMS, K.ASSIGN, K.OWN, K.FT, K.FTRX, K.FTACK, K.FTSTAT, K.VMSTATUS):
+            await st.delete(prefix + spec.name)  # what a previous pair left of this VM
         self.primary.vms[spec.name] = LocalVM(spec.name, pid, gen=1, spec=spec, started=time.time(), gate=gate)
         await st.put(K.VMS + spec.name, spec.to_json())
         await st.put(K.ASSIGN + spec.name, Assignment(host=p.me, gen=1, reason="place").__dict__)
@@ -257,5 +258,8 @@ class FtPair:
         root = self.runners[SECONDARY].root
         kill_qemus([*root.glob("*/*/qemu.pid"), *root.glob("*/qemu.pid")])
         for h in (self.primary, self.secondary):
+            with contextlib.suppress(Exception):
+                if h.lease_id:
+                    await h.store.revoke(h.lease_id)  # its leased keys go now, not in lease_ttl
             with contextlib.suppress(Exception):
                 await h.store.close()
