@@ -146,7 +146,7 @@ def wall(t_mono: float) -> float:
 
 
 class Problems(logging.Handler):
-    """The FT roles' warnings (a checkpoint failed, a standby lost): the run's failures."""
+    """The FT roles' warnings (a checkpoint failed, a standby lost): what went wrong in a run."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -338,7 +338,7 @@ async def guest_series(image: GuestImage, accel: str, endpoint: str, memory: int
             done = list(recs)  # FT off: the primary's loop ends
             if len(done) < 2:
                 raise RuntimeError(f"{name}: only {len(done)} checkpoints acknowledged; "
-                                   f"failures: {PROBLEMS.messages[n_problems:][-3:]}")
+                                   f"warnings: {PROBLEMS.messages[n_problems:][-3:]}")
             log("  FT off: the output opens, the disk overlays merged back ...")
             await wait_until(lambda: not gate.held and pair.merged(spec.name), MERGE_TIMEOUT_S, "FT off")
             check_guest(paths, pid)
@@ -357,7 +357,7 @@ async def guest_series(image: GuestImage, accel: str, endpoint: str, memory: int
     on = work_rate(watch.hbs, [on_win])
     out = {
         "guest": name, "memory_mb": memory, "dirty_mb": dirty, "checkpoints": len(done),
-        "failures": PROBLEMS.messages[n_problems:],
+        "warnings": PROBLEMS.messages[n_problems:],  # the FT roles' (a checkpoint failed, a merge retried)
         "interval_ms": intervals, "downtime_ms": [r.result.downtime_ms for r in done],
         "paused_ms": [r.result.downtime_ms + r.stopped_ms for r in done],
         "migration_ms": [r.result.total_time_ms for r in done], "bytes": [r.result.ram_transferred for r in done],
@@ -493,7 +493,7 @@ def report(out: dict) -> None:
               f"{down:>18}{paused:>16}{fms(med(g['ack_ms'])):>8}{med(g['bytes']) / MiB:>10.0f}"
               f"{off.get('records_per_s', 0):>11.1f}{on.get('records_per_s', 0):>10.1f}"
               f"{(f'{ratio:.2f}' if ratio else '-'):>8}{on.get('guest_clock_per_wall_s', 0):>10.2f}"
-              + (f"  {len(g['failures'])} failed" if g["failures"] else ""))
+              + (f"  {len(g['warnings'])} warning(s), see --json" if g["warnings"] else ""))
     print("interval: median between consecutive acknowledged checkpoints; migration: QEMU's total time; downtime: "
           "QEMU's; paused: downtime + the primary's completion seen -> running again (the disk switch and cont; "
           "the completion poll, <= 20 ms, not counted); ack: running again -> acknowledgement seen (the secondary's "
