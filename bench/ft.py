@@ -57,37 +57,71 @@ CHECKPOINT_GAP_S (100 ms) after each acknowledged checkpoint, so the interval is
 guest running slower while checkpoints are copied, not by the pauses (the guest clock runs
 ~96 % of wall time). The gap goal: see the explanation printed under the failover table.
 
-Measured here (date 2026-11-24), `.venv/bin/python bench/ft.py`, with the disk writes
-split per checkpoint and merged once safe (vigil.hypervisor.ftdisk), as the agent runs
-them; no other QEMU ran at its start (load 2.5):
+Measured here (date 2026-12-01), by the agents' own FT code with etcd round trips included
+(every ``ftrx/`` read, ``ftack/`` write and poll, ``ftstat/`` write; the failover's
+transactions). The full run, `.venv/bin/python bench/ft.py`, started on a quiet machine
+(load 0.2, no other QEMU), but someone else's QEMUs (6 at the end, load 6.4) came up during
+its 512 MiB dirty series and its failovers, which inflate those rows (the warning there: one
+checkpoint failed, its standby's port refusing the connection; the next ones went through):
 
-    Fault Tolerance, tcg, QEMUs on 127.0.0.1, no lab, 2026-11-24 02:41; machine: 2 cpus, load 2.5 at start / 1.9 at end, other QEMUs running 0 / 0
-    checkpoints back to back as the agent runs them (pre-spawned standby, >= 100 ms between), acknowledged when the standby holds them (no etcd round trip)
-    guest                ckpts  interval  migration  downtime med/max  paused med/max  MiB/ckpt  rec/s off  rec/s on  on/off  clock on
-    ----------------------------------------------------------------------------------------------------------------------------------
-    128 MiB idle            43    233 ms      94 ms           5/39 ms        14/59 ms        90      133.7      81.8    0.61      0.94
-    128 MiB dirty 24 MiB    45    246 ms     113 ms          10/32 ms        21/43 ms       131      108.4      64.0    0.59      0.92
-    512 MiB idle            41    250 ms     115 ms           6/42 ms        16/51 ms        96      121.6      69.2    0.57      0.92
-    512 MiB dirty 64 MiB    23    410 ms     276 ms          12/22 ms        22/29 ms       249       84.9      53.9    0.64      0.96
-    interval: median between consecutive acknowledged checkpoints; migration: QEMU's total time; downtime: QEMU's; paused: the guest's STOP->RESUME (adds completion poll and cont); rec/s: the workload's fsync'd records per wall second (FT off: same length of time, half before, half after); clock on: guest clock seconds per wall second with FT on
+    Fault Tolerance, tcg, QEMUs on 127.0.0.1, no lab, 2026-12-01 10:14; machine: 2 cpus, load 0.2 at start / 6.4 at end, other QEMUs running 0 / 6
+    checkpoints back to back by the agents' own FT code (vigil.agent.ft, a primary and a secondary host in one process, pre-spawned standbys, >= 100 ms between), every ftrx/ftack/ftstat through a real etcd on loopback
+    guest                ckpts  interval  migration  downtime med/max  paused med/max     ack  MiB/ckpt  rec/s off  rec/s on  on/off  clock on
+    ------------------------------------------------------------------------------------------------------------------------------------------
+    128 MiB idle            46    237 ms      78 ms           4/10 ms        16/28 ms   14 ms        91      127.9      98.7    0.77      0.94
+    128 MiB dirty 24 MiB    32    361 ms     162 ms          10/31 ms        29/93 ms    4 ms       134       90.7      53.2    0.59      0.92
+    512 MiB idle            29    307 ms     132 ms           4/25 ms       21/110 ms   14 ms        98      128.2      81.9    0.64      0.95
+    512 MiB dirty 64 MiB    11   1875 ms    1236 ms           9/32 ms       60/159 ms   11 ms       347       52.8      42.4    0.80      0.97  1 warning(s), see --json
+    interval: median between consecutive acknowledged checkpoints; migration: QEMU's total time; downtime: QEMU's; paused: downtime + the primary's completion seen -> running again (the disk switch and cont; the completion poll, <= 20 ms, not counted); ack: running again -> acknowledgement seen (the secondary's poll, its ftack/ write, the primary's poll of it); rec/s: the workload's fsync'd records per wall second (FT off: same length of time, half before, half after); clock on: guest clock seconds per wall second with FT on
     goals: checkpoint every <= 100 ms for a 512 MiB guest that dirties little, FT-on rate >= 0.8 x FT-off, failover gap <= 200 ms
-      interval goal NOT met: 250 ms for the idle 512 MiB guest (96 MiB sent per checkpoint, the migration alone 115 ms, then the acknowledgement and the 100 ms gap). Each checkpoint copies the whole RAM (QEMU starts every migration with all pages dirty; zero pages cost little to send but are still scanned); incremental checkpoints need dirty tracking across migrations, which only COLO has
-      rate goal NOT met for 128 MiB idle (0.61), 128 MiB dirty 24 MiB (0.59), 512 MiB idle (0.57), 512 MiB dirty 64 MiB (0.64). The guest clock ran at least 92% of the wall time with FT on, so the checkpoints' pauses cost little; the rest is the guest running slower while a checkpoint is copied, which with whole-RAM checkpoints back to back is nearly all the time: the migration thread, the receiving standby and the next standby's start take CPU from the vCPU on 2 cores, and TCG tracks dirty pages on slow paths
+      interval goal NOT met: 307 ms for the idle 512 MiB guest (98 MiB sent per checkpoint, the migration alone 132 ms, then the acknowledgement and the 100 ms gap). Each checkpoint copies the whole RAM (QEMU starts every migration with all pages dirty; zero pages cost little to send but are still scanned); incremental checkpoints need dirty tracking across migrations, which only COLO has
+      rate goal NOT met for 128 MiB idle (0.77), 128 MiB dirty 24 MiB (0.59), 512 MiB idle (0.64). The guest clock ran at least 92% of the wall time with FT on, so the checkpoints' pauses cost little; the rest is the guest running slower while a checkpoint is copied, which with whole-RAM checkpoints back to back is nearly all the time: the migration thread, the receiving standby and the next standby's start take CPU from the vCPU on 2 cores, and TCG tracks dirty pages on slow paths
 
-    failover, 128 MiB guest (idle + workload), 5 runs: primary killed (SIGKILL) at a random moment, newest complete standby run at once.
+    failover, 128 MiB guest (idle + workload), 5 runs: primary killed (its host's FT loop and lease stopped, its QEMU SIGKILLed) at a random moment; at once the controller's ft-failover transaction and the secondary's promotion of its committed standby.
     NO failure detection here: the lab adds its host-failure detection (about 2.5-4.5 s) on top, measured separately (bench/failover.py).
     run    killed at       phase      gap  release->kill  kill->running  running->output  projected         seq  boot id   acked  promoted
     --------------------------------------------------------------------------------------------------------------------------------------
-    1          2.13s         ack   987 ms         500 ms          30 ms           456 ms     266 ms        6->7     same      ok  complete, not yet acknowledged
-    2          3.64s         gap   921 ms         557 ms          30 ms           334 ms      77 ms        7->8     same      ok  acknowledged
-    3          3.73s  checkpoint  1163 ms         614 ms         125 ms           425 ms     253 ms        7->8     same      ok  acknowledged
-    4          2.52s         ack   919 ms         223 ms          28 ms           669 ms     242 ms        6->7     same      ok  complete, not yet acknowledged
-    5          1.73s         ack  1113 ms          13 ms         118 ms           982 ms     220 ms        6->7     same      ok  acknowledged
-    med                            987 ms         500 ms          30 ms           456 ms     242 ms
+    1          2.52s         ack  1916 ms        1147 ms          71 ms           698 ms     418 ms        5->7     same      ok  complete, not yet acknowledged
+    2          2.69s  checkpoint  1229 ms        1067 ms          48 ms           114 ms     400 ms        6->7     same      ok  acknowledged
+    3          3.64s  checkpoint  1030 ms         814 ms          24 ms           193 ms     269 ms        7->8     same      ok  acknowledged
+    4          2.75s  checkpoint  1311 ms        1058 ms         123 ms           130 ms     382 ms        6->7     same      ok  acknowledged
+    5          3.23s  checkpoint  1344 ms         507 ms          21 ms           816 ms     528 ms        7->8     same      ok  acknowledged
+    med                           1311 ms        1058 ms          48 ms           193 ms     400 ms
     checks: every run: the secondary's first heartbeat seq above the last released one, same boot id (no reboot), acked records not behind
     gap: last line released by the primary -> first line of the secondary; projected: last acknowledged checkpoint -> secondary running (the gap of a guest that writes all the time)
-      gap goal NOT met: median 987 ms. This guest writes one line a second: once the secondary runs, it waits for the guest's next line (running->output, 0-1 s), and the primary's last line went out up to a second plus a checkpoint interval before the kill (release->kill). The projected gap, 242 ms, is what FT itself costs: the time since the last acknowledged checkpoint (it grows with the checkpoint interval) plus kill->running (go_live, which retries every 100 ms while the dead primary's image locks linger); above the goal too
-    whole run: 173s
+      gap goal NOT met: median 1311 ms. This guest writes one line a second: once the secondary runs, it waits for the guest's next line (running->output, 0-1 s), and the primary's last line went out up to a second plus a checkpoint interval before the kill (release->kill). The projected gap, 400 ms, is what FT itself costs: the time since the last acknowledged checkpoint (it grows with the checkpoint interval) plus kill->running (the failover's etcd transactions, the disk taken back to the checkpoint, go_live, which retries every 100 ms while the dead primary's image locks linger); above the goal too
+    whole run: 202s
+
+`--quick` a few minutes later (load 2.0, no other QEMU running):
+
+    Fault Tolerance, tcg, QEMUs on 127.0.0.1, no lab, 2026-12-01 10:18; machine: 2 cpus, load 2.0 at start / 2.7 at end, other QEMUs running 0 / 0
+    checkpoints back to back by the agents' own FT code (vigil.agent.ft, a primary and a secondary host in one process, pre-spawned standbys, >= 100 ms between), every ftrx/ftack/ftstat through a real etcd on loopback
+    guest                ckpts  interval  migration  downtime med/max  paused med/max     ack  MiB/ckpt  rec/s off  rec/s on  on/off  clock on
+    ------------------------------------------------------------------------------------------------------------------------------------------
+    128 MiB idle            18    253 ms      90 ms           5/25 ms        18/38 ms   14 ms        91      164.5     107.1    0.65      0.93
+    128 MiB dirty 24 MiB    14    275 ms     116 ms          12/18 ms        23/39 ms    5 ms       137      115.2      74.9    0.65      0.94
+    interval: median between consecutive acknowledged checkpoints; migration: QEMU's total time; downtime: QEMU's; paused: downtime + the primary's completion seen -> running again (the disk switch and cont; the completion poll, <= 20 ms, not counted); ack: running again -> acknowledgement seen (the secondary's poll, its ftack/ write, the primary's poll of it); rec/s: the workload's fsync'd records per wall second (FT off: same length of time, half before, half after); clock on: guest clock seconds per wall second with FT on
+    goals: checkpoint every <= 100 ms for a 512 MiB guest that dirties little, FT-on rate >= 0.8 x FT-off, failover gap <= 200 ms
+      interval goal: no idle 512 MiB guest in this run (--quick)
+      rate goal NOT met for 128 MiB idle (0.65), 128 MiB dirty 24 MiB (0.65). The guest clock ran at least 93% of the wall time with FT on, so the checkpoints' pauses cost little; the rest is the guest running slower while a checkpoint is copied, which with whole-RAM checkpoints back to back is nearly all the time: the migration thread, the receiving standby and the next standby's start take CPU from the vCPU on 2 cores, and TCG tracks dirty pages on slow paths
+
+    failover, 128 MiB guest (idle + workload), 2 runs: primary killed (its host's FT loop and lease stopped, its QEMU SIGKILLed) at a random moment; at once the controller's ft-failover transaction and the secondary's promotion of its committed standby.
+    NO failure detection here: the lab adds its host-failure detection (about 2.5-4.5 s) on top, measured separately (bench/failover.py).
+    run    killed at       phase      gap  release->kill  kill->running  running->output  projected         seq  boot id   acked  promoted
+    --------------------------------------------------------------------------------------------------------------------------------------
+    1          3.99s  checkpoint  1124 ms         990 ms          27 ms           107 ms     301 ms        7->8     same      ok  acknowledged
+    2          2.35s         gap  1169 ms         818 ms          28 ms           324 ms     187 ms        6->7     same      ok  acknowledged
+    med                           1146 ms         904 ms          28 ms           215 ms     244 ms
+    checks: every run: the secondary's first heartbeat seq above the last released one, same boot id (no reboot), acked records not behind
+    gap: last line released by the primary -> first line of the secondary; projected: last acknowledged checkpoint -> secondary running (the gap of a guest that writes all the time)
+      gap goal NOT met: median 1146 ms. This guest writes one line a second: once the secondary runs, it waits for the guest's next line (running->output, 0-1 s), and the primary's last line went out up to a second plus a checkpoint interval before the kill (release->kill). The projected gap, 244 ms, is what FT itself costs: the time since the last acknowledged checkpoint (it grows with the checkpoint interval) plus kill->running (the failover's etcd transactions, the disk taken back to the checkpoint, go_live, which retries every 100 ms while the dead primary's image locks linger); above the goal too
+    whole run: 53s
+
+Before the bench drove the product (its own copy of the protocol, acknowledgement = the
+standby seen committed, no etcd), `--quick` on the same day (load 0.5 at start / 3.3 at
+end): 128 MiB idle interval 219 ms, migration 86 ms, downtime 3/11 ms, rec/s on/off 0.57;
+128 MiB dirty 24 MiB interval 508 ms, migration 368 ms, on/off 0.58; failover gap median
+1222 ms, kill->running 126 ms, projected 277 ms.
 """
 from __future__ import annotations
 

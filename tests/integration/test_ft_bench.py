@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import random
 import shutil
 import sys
@@ -46,6 +47,7 @@ async def test_ft_bench_smoke(image: GuestImage, accel: str, tmp_path: Path, cap
     out = {"accel": accel, "date": "-", "machine_start": ft.machine(), "machine_end": ft.machine(),
            "gap_s": ft.CHECKPOINT_GAP_S, "quick": True, "guests": [series], "failover_memory_mb": 128,
            "failover": [fo], "wall_s": 0.0}
+    json.dumps(out, default=str)  # --json
     ft.report(out)
     text = capsys.readouterr().out
     assert "128 MiB idle" in text and "checks: every run" in text
