@@ -24,7 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vigil.agent.context import HostContext
 from vigil.agent.ftstandby import POLL_S, Secondary, Standby, kill_qemus
@@ -61,9 +61,25 @@ class PrimaryStats:
     abandoned: int = 0  # the last checkpoint the primary gave up on (its receiver may quit)
 
 
+@dataclass(frozen=True)
+class CheckpointDone:
+    """One acknowledged checkpoint, as the primary saw it (for an observer: a benchmark).
+    Times are ``host.env.clock.monotonic()``."""
+
+    vm: str
+    seq: int
+    started: float  # the output held, the checkpoint begun
+    cut: float  # the primary running again (the output cut taken, the disk writes switched)
+    acked: float  # the acknowledgement seen, the output released (before the older disk writes are merged)
+    result: MG.MigrationResult
+    stopped_ms: float  # the migration's completion seen -> the primary running again
+
+
 class FtRunner:
-    def __init__(self, host: HostContext) -> None:
+    def __init__(self, host: HostContext, on_checkpoint: Callable[[CheckpointDone], None] | None = None) -> None:
+        """``on_checkpoint``: told of every acknowledged checkpoint (None: nobody)."""
         self.a = host
+        self.on_checkpoint = on_checkpoint
         self.clock = host.env.clock
         self.primaries: dict[str, tuple[tuple[str, int], asyncio.Task]] = {}
         self.secondaries: dict[str, tuple[int, "Secondary"]] = {}
@@ -261,19 +277,20 @@ class FtRunner:
                 last_seq = seq
                 gate.hold()
                 t0 = self.clock.monotonic()
-                async def one(uri: str) -> tuple[MG.MigrationResult, int]:
+                async def one(uri: str) -> tuple[MG.MigrationResult, int, float]:
                     async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
                         res = await FT.checkpoint(src, uri, self.policy())
+                        t_done = self.clock.monotonic()
                         cut = gate.received  # the guest is stopped: all of this precedes the checkpoint
                         try:  # and so does every disk write so far: later ones go to new overlays
                             await FTD.hold_writes(src, spec, a.cfg.datastores, seq)
                         finally:
                             await FT.resume(src)
-                        return res, cut
+                        return res, cut, (self.clock.monotonic() - t_done) * 1000
 
                 try:
                     # shielded: a role change mid-checkpoint must not leave the guest stopped
-                    res, cut = await asyncio.shield(asyncio.ensure_future(one(str(rx["uri"]))))
+                    res, cut, stopped_ms = await asyncio.shield(asyncio.ensure_future(one(str(rx["uri"]))))
                 except (Q.QemuError, OSError) as e:
                     st.failures += 1
                     st.last_error = str(e)[:200]
@@ -295,6 +312,7 @@ class FtRunner:
                     st.last_error = f"checkpoint {seq} not acknowledged within {ACK_TIMEOUT_S:.0f}s"
                     continue
                 gate.release(cut)
+                t_ack = self.clock.monotonic()
                 try:  # no failover can go back before this checkpoint: merge older disk writes
                     async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
                         await FTD.commit_before(src, spec, a.cfg.datastores, seq)
@@ -306,6 +324,8 @@ class FtRunner:
                 st.pause_ms, st.bytes, st.lag_ms = res.downtime_ms, res.ram_transferred, (now - t_cut) * 1000
                 if last_ack_t:
                     st.interval_ms = (now - last_ack_t) * 1000
+                if self.on_checkpoint is not None:
+                    self.on_checkpoint(CheckpointDone(vm, seq, t0, t_cut, t_ack, res, stopped_ms))
                 last_ack_t = last_ok = now
                 if not protected:
                     protected = True
