@@ -13,6 +13,7 @@ import pytest
 
 from vigil.lab import faults, observe
 
+import apicheck
 from labcheck import LAB_MARKS, assert_refused, kinds_since, running_lab, vigil_cmd
 from vigil.lab.scenario import create_lab_vms
 
@@ -48,12 +49,20 @@ def test_power_off_restarts_vms_on_survivors_never_twice_and_loses_no_acked_writ
     start_vms(names, "host2", workload=True)
     observe.wait_for("the guests acknowledging records", lambda: all(
         observe.acked_by_guest("host2", n) >= 10 for n in names), 60)
+    before = apicheck.scrape()
     with observe.DuplicateWatch() as watch:
         faults.power_off(lab, "host2")
         acked = {n: observe.acked_by_guest("host2", n) for n in names}
         got = observe.wait_for("VMs running on survivors",
                                lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
     watch.check()
+    # /metrics (from a surviving host's API server) counts the restarts and their failover times
+    after = observe.wait_for("the failovers in /metrics",
+                             lambda: apicheck.grown(before, "vigil_ha_failover_seconds_count", 3), 30)
+    assert apicheck.value(after, "vigil_ha_restarts_total") >= apicheck.value(before, "vigil_ha_restarts_total") + 3
+    assert apicheck.value(after, "vigil_host_state", host="host2", state="failed") == 1.0
+    assert 0 < apicheck.value(after, "vigil_ha_failover_seconds_sum") / apicheck.value(
+        after, "vigil_ha_failover_seconds_count") < FAILOVER_TIMEOUT
     assert {v["host"] for v in got.values()} <= {"host1", "host3"}
     assert {h["name"]: h["state"] for h in observe.cluster()["hosts"]}["host2"] == "failed"
     assert all(len(p) == 1 for p in qemu_pids(names).values())

@@ -17,6 +17,7 @@ from vigil.lab.scenario import create_lab_vms
 from vigil.model import Rule
 from vigil.store import keys as K
 
+import apicheck
 from labcheck import LAB_MARKS, assert_refused, running_lab, vigil_cmd
 
 pytestmark = LAB_MARKS
@@ -53,8 +54,12 @@ def assert_one_life(vm: str) -> None:
 def test_migration_keeps_the_guest_running_and_its_writes(lab):
     start(["m1"], "host1", workload=True)
     observe.wait_for("records acked", lambda: observe.acked_by_guest("host1", "m1") >= 10, 60)
+    before = apicheck.scrape()
     t = observe.call(lambda s: service.migrate_vm(s, "m1", "host2"))
     assert wait_task("m1").state == "done", task_of("m1").error
+    # its downtime lands in /metrics' histogram
+    observe.wait_for("the migration in /metrics",
+                     lambda: apicheck.grown(before, "vigil_migration_downtime_seconds_count", 1), 30)
     observe.wait_for("m1 on host2", lambda: observe.running_vms_ok(["m1"], exclude_hosts={"host1", "host3"}), 30)
     acked = observe.acked_by_guest("host1", "m1")
     observe.wait_for("m1 writing on host2", lambda: observe.acked_by_guest("host2", "m1") > acked + 5, 60)

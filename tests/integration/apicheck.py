@@ -1,0 +1,40 @@
+"""The lab's API from the tests: /metrics scraped and parsed with prometheus-client's own
+parser, with the admin token the lab keeps in /run/vigil-lab/api.json."""
+from __future__ import annotations
+
+import ssl
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from vigil.lab import api_servers
+
+
+def scrape() -> dict[str, dict[tuple, float]]:
+    """Every sample of the first lab API server that answers: name -> {labels: value}."""
+    api = api_servers.read()
+    tls = ssl.create_default_context(cafile=api["ca"])
+    last: Exception | None = None
+    for url in api["urls"]:
+        try:
+            r = httpx.get(url + "/metrics", verify=tls, timeout=5, headers={"Authorization": f"Bearer {api['token']}"})
+            r.raise_for_status()
+        except httpx.HTTPError as e:
+            last = e
+            continue
+        out: dict[str, dict[tuple, float]] = {}
+        for fam in text_string_to_metric_families(r.text):
+            for s in fam.samples:
+                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return out
+    raise AssertionError(f"no lab API server answered /metrics: {last}")
+
+
+def value(m: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:
+    return m.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+def grown(before: dict[str, dict[tuple, float]], name: str, by: float, **labels: str) -> dict | None:
+    """A fresh scrape if ``name`` grew by at least ``by`` since ``before``, else None."""
+    m = scrape()
+    return m if value(m, name, **labels) >= value(before, name, **labels) + by else None
