@@ -3,6 +3,7 @@ parser, with the admin token the lab keeps in /run/vigil-lab/api.json."""
 from __future__ import annotations
 
 import ssl
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,8 +11,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from vigil.lab import api_servers
 
 
-def scrape() -> dict[str, dict[tuple, float]]:
-    """Every sample of the first lab API server that answers: name -> {labels: value}."""
+def scrape(timeout: float = 20.0) -> dict[str, dict[tuple, float]]:
+    """Every sample of the first lab API server that answers: name -> {labels: value}. A
+    server may answer 503 for a moment (etcd slow under load): tried again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _scrape_once()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _scrape_once() -> dict[str, dict[tuple, float]]:
     api = api_servers.read()
     tls = ssl.create_default_context(cafile=api["ca"])
     last: Exception | None = None

@@ -73,6 +73,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, e: StoreError) -> JSONResponse:
+        log.warning("etcd: %s", e)
         return problem(503, f"cannot reach etcd: {e}", {"Retry-After": "2"})
 
     @app.exception_handler(Exception)

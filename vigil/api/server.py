@@ -29,6 +29,7 @@ def serve(endpoints: list[str], listen: str, cert: Path, key: Path) -> None:
         if not Path(f).is_file():
             raise FileNotFoundError(f"no such file: {f}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd health probe otherwise
     config = uvicorn.Config(create_app(endpoints), host=host, port=port, ssl_certfile=str(cert),
                             ssl_keyfile=str(key), access_log=False, log_config=None, proxy_headers=False,
                             server_header=False, timeout_graceful_shutdown=3)
