@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from vigil import service
+from vigil.api import readmodel
 from vigil.controller import stats as hastats
 from vigil.model import HostState
 from vigil.store import keys as K
@@ -87,7 +87,7 @@ async def metrics_response(app: FastAPI, accept: str) -> Response:
     from vigil.api.routes.cluster import etcd_members
 
     store = app.state.store
-    c = await service.cluster(store)
+    c = await readmodel.cluster(app)
     stored = await store.get(K.STATS_HA)
 
     reg = CollectorRegistry(auto_describe=False)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
 from vigil import service
+from vigil.api import readmodel
 from vigil.api.problems import problem_responses
 from vigil.api.schemas import ClusterOut, DatastoreIn, DatastoreOut, Done, EvacuateIn, EvacuationOut, HostOut
 from vigil.api.security import ADMIN, OPERATE, READ, if_match
@@ -32,7 +33,7 @@ async def etcd_members(app: FastAPI) -> list[dict[str, Any]]:
 @router.get("/cluster", response_model=ClusterOut, dependencies=[READ], responses=problem_responses(401, 403, 503))
 async def get_cluster(request: Request) -> dict[str, Any]:
     """Leader, etcd members, hosts with their state and load, every VM: one snapshot."""
-    c = await service.cluster(request.app.state.store)
+    c = await readmodel.cluster(request.app)
     hosts = c["hosts"]
     return {**c, "etcd": await etcd_members(request.app),
             "memory_mb": sum(h["memory_mb"] for h in hosts), "memory_used_mb": sum(h["memory_used_mb"] for h in hosts),
@@ -40,14 +41,14 @@ async def get_cluster(request: Request) -> dict[str, Any]:
 
 
 @router.get("/hosts", response_model=list[HostOut], dependencies=[READ], responses=problem_responses(401, 403, 503))
-async def list_hosts(request: Request) -> list[dict[str, Any]]:
-    return (await service.cluster(request.app.state.store))["hosts"]
+async def list_hosts(request: Request) -> Response:
+    return Response(await readmodel.encoded(request.app, "hosts"), media_type="application/json")
 
 
 @router.get("/hosts/{name}", response_model=HostOut, dependencies=[READ],
             responses=problem_responses(401, 403, 404, 503))
 async def get_host(name: str, request: Request) -> dict[str, Any]:
-    for h in (await service.cluster(request.app.state.store))["hosts"]:
+    for h in (await readmodel.cluster(request.app))["hosts"]:
         if h["name"] == name:
             return h
     raise NotFound(f"unknown host {name!r}")
@@ -74,7 +75,7 @@ async def exit_maintenance(name: str, request: Request, revision: Optional[int] 
             responses=problem_responses(401, 403, 503))
 async def list_datastores(request: Request) -> list[dict[str, Any]]:
     store = request.app.state.store
-    dss, c = await service.datastores(store), await service.cluster(store)
+    dss, c = await service.datastores(store), await readmodel.cluster(request.app)
     return [{"name": n, "path": d.path, "hosts": [h["name"] for h in c["hosts"] if n in h["datastores"]]}
             for n, d in sorted(dss.items())]
 

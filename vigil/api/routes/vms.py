@@ -8,6 +8,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from vigil import service
+from vigil.api import readmodel
 from vigil.api.problems import problem_responses
 from vigil.api.routes.tasks import task_out
 from vigil.api.schemas import Done, EventOut, MigrateIn, MoveDiskIn, RepairOut, TargetOut, TaskOut, VmIn, VmOut
@@ -31,15 +32,15 @@ def spec_of(body: VmIn) -> VMSpec:
 
 
 async def vm_out(request: Request, name: str) -> dict[str, Any]:
-    for v in (await service.cluster(request.app.state.store))["vms"]:
-        if v["name"] == name:
-            return v
-    raise NotFound(f"no VM named {name!r}")
+    v = (await readmodel.cluster(request.app))["by_name"].get(name)
+    if v is None:
+        raise NotFound(f"no VM named {name!r}")
+    return v
 
 
 @router.get("/vms", response_model=list[VmOut], dependencies=[READ], responses=problem_responses(401, 403, 503))
-async def list_vms(request: Request) -> list[dict[str, Any]]:
-    return (await service.cluster(request.app.state.store))["vms"]
+async def list_vms(request: Request) -> Response:
+    return Response(await readmodel.encoded(request.app, "vms"), media_type="application/json")
 
 
 @router.post("/vms", response_model=Done, status_code=201, dependencies=[OPERATE], responses=WRITE)
