@@ -140,7 +140,8 @@ def api_rig() -> Iterator[Rig]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-if __name__ == "__main__":  # a rig to try things by hand
+if __name__ == "__main__":  # a rig to try things by hand; SIGTERM ends it cleanly
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with api_rig() as r:
         print(r.url, r.ca, r.tokens["admin"], flush=True)
         asyncio.run(asyncio.sleep(3600))
