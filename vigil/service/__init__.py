@@ -7,7 +7,7 @@ says what kind it is (see ``common``): ``NotFound``, ``Conflict`` or ``Invalid``
 """
 from __future__ import annotations
 
-from vigil.service.cluster import add_datastore, cluster, datastores
+from vigil.service.cluster import add_datastore, cluster, datastores, migration_choices
 from vigil.service.common import Conflict, Invalid, NotFound
 from vigil.service.disks import disk_state, repair_disk
 from vigil.service.ft import ft_disable, ft_enable, ft_limits, ft_state
@@ -18,7 +18,7 @@ from vigil.service.vms import create_vm, delete_vm, get_vm, set_power
 
 __all__ = [
     "Conflict", "Invalid", "NotFound",
-    "add_datastore", "cluster", "datastores",
+    "add_datastore", "cluster", "datastores", "migration_choices",
     "disk_state", "repair_disk",
     "ft_disable", "ft_enable", "ft_limits", "ft_state",
     "evacuation_step", "set_maintenance",
