@@ -36,7 +36,8 @@ async function act(button, label, fn) {
   if (button) button.disabled = true;
   try {
     const r = await fn();
-    notify("ok", (r && (r.message || r.summary)) || `${label}: done`);
+    const task = r && r.kind ? `: ${r.kind} ${r.state}${r.summary ? ` (${r.summary})` : ""}` : "";
+    notify("ok", (r && r.message) || `${label}${task || ": done"}`);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return loggedOut("your session ended; log in again");
     notify("error", `${label}: ${e.detail || e.message}${e.status ? ` (${e.status})` : ""}`);
@@ -209,6 +210,7 @@ let reopenTimer = null;
 
 function setLive(state) {
   const el = $("live");
+  el.hidden = state === "off" && !S.me;
   el.dataset.live = state;
   el.textContent = { on: "live", off: "offline", retry: "reconnecting…" }[state];
 }
