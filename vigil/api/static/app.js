@@ -171,7 +171,7 @@ async function reloadEvents() {
   try {
     const evs = await get(`/events?${q}`);
     S.eventKeys = new Set(evs.map(evKey));
-    replace($("events"), evs.length ? evs.reverse().map(eventItem) : [h("li.muted.empty", {}, "No events.")]);
+    replace($("events"), evs.length ? evs.reverse().map((e) => eventItem(e)) : [h("li.muted.empty", {}, "No events.")]);
     const kinds = [...new Set(evs.map((e) => e.kind))].sort();
     replace($("event-kinds"), kinds.map((k) => h("option", { value: k })));
   } catch (e) {

@@ -38,7 +38,7 @@ export async function reloadPanelEvents(ctx) {
   if (!name) return;
   try {
     const evs = await get(`/vms/${seg(name)}/events?limit=100`);
-    if (name === openName) replace($("panel-events"), evs.reverse().map(eventItem));
+    if (name === openName) replace($("panel-events"), evs.reverse().map((e) => eventItem(e, false)));
   } catch (e) {
     ctx.report(`events of ${name}: ${e.detail}`);
   }
@@ -48,7 +48,7 @@ export function panelEvent(ev) {
   if (!openName || ev.vm !== openName) return;
   const list = $("panel-events");
   if (list.firstElementChild && list.firstElementChild.classList.contains("muted")) list.replaceChildren();
-  list.prepend(eventItem(ev));
+  list.prepend(eventItem(ev, false));
 }
 
 function row(label, ...value) {
@@ -104,10 +104,11 @@ function renderActions(v, ctx) {
     : h("button.small", { testid: `ft-on-${v.name}`, onclick: (e) => ctx.act(e.target, `${v.name}: FT on`, () => put(`/vms/${n}/ft`)) }, "FT on");
   const moves = v.disks.map((d) => {
     const others = datastores.filter((ds) => ds.name !== d.datastore);
+    if (!others.length) return h("div.move.muted", {}, `${d.name} (on ${d.datastore}): no other datastore to move it to`);
     const select = h("select.small", { testid: `move-to-${v.name}-${d.name}`, "aria-label": `datastore for ${d.name}` },
       others.map((ds) => h("option", { value: ds.name }, ds.name)));
     return h("div.move", {}, `${d.name} (on ${d.datastore}) → `, select,
-      h("button.small", { testid: `move-disk-${v.name}-${d.name}`, disabled: !others.length, onclick: (e) =>
+      h("button.small", { testid: `move-disk-${v.name}-${d.name}`, onclick: (e) =>
         ctx.act(e.target, `${v.name}: move ${d.name}`, () => post(`/vms/${n}/move-disk`, { disk: d.name, to: select.value })) },
       "Move disk"));
   });
@@ -121,6 +122,7 @@ let migrating = null;
 export async function openMigrate(name, ctx) {
   const dlg = $("migrate-dialog");
   migrating = name;
+  dlg.returnValue = "";  // closing with Escape keeps the last value: never a stale "go"
   $("migrate-title").textContent = `Migrate ${name}`;
   $("migrate-go").disabled = true;
   replace($("migrate-targets"), [h("p.muted", {}, "asking which hosts can take it…")]);

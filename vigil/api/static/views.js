@@ -149,13 +149,13 @@ export function renderTasks(tasks, ctx) {
   replace($("tasks"), rows.length ? rows : [h("tr", {}, h("td.empty", { colspan: 6 }, "No tasks."))]);
 }
 
-export function eventItem(e) {
+export function eventItem(e, showVm = true) {
   const who = e.user ? `${e.source ? e.source + ":" : ""}${e.user}` : e.source;
   return h("li.ev.k-" + String(e.kind).split("-")[0], { dataset: { kind: e.kind, host: e.host, vm: e.vm } },
     h("time", { title: new Date(e.time * 1000).toISOString() }, clock(e.time)),
     h("span.kind", {}, e.kind),
     e.host ? h("span.tag", {}, e.host) : null,
-    e.vm ? h("span.tag.vm", {}, e.vm) : null,
+    e.vm && showVm ? h("span.tag.vm", {}, e.vm) : null,
     h("span.text", {}, e.message),
-    who ? h("span.muted.small", {}, ` — ${who}`) : null);
+    who ? h("span.who.muted.small", {}, ` — ${who}`) : null);
 }
