@@ -29,6 +29,7 @@ function notify(kind, text) {
   box.append(msg);
   while (box.children.length > 5) box.firstElementChild.remove();
   if (kind !== "error") setTimeout(() => msg.remove(), 6000);
+  return msg;
 }
 
 /** Run one write from a button: report its answer or its problem, then refresh. */
@@ -141,18 +142,31 @@ async function refresh() {
     renderTasks(tasks, ctx);
     renderPanel(cluster, ctx);
     fillFilters(cluster);
+    readOk("cluster");
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) loggedOut("your session ended; log in again");
-    else notifyOnce(`cannot read the cluster: ${e.detail}`);
+    else {
+      readFailed("cluster", `cannot read the cluster: ${e.detail}`);
+      setTimeout(schedule, 2000);  // the stream may stay quiet: try again anyway
+    }
   }
 }
 
-let lastProblem = "";
-function notifyOnce(text) {
-  if (text === lastProblem) return;
-  lastProblem = text;
-  notify("error", text);
-  setTimeout(() => { lastProblem = ""; }, 10000);
+// A failed read is shown until a later read succeeds (the next change, or the poll).
+const readProblems = new Map();
+function readFailed(what, text) {
+  let msg = readProblems.get(what);
+  if (!msg || !msg.isConnected) {
+    msg = notify("error", text);
+    readProblems.set(what, msg);
+  }
+  msg.firstElementChild.textContent = text;
+}
+
+function readOk(what) {
+  const msg = readProblems.get(what);
+  if (msg) msg.remove();
+  readProblems.delete(what);
 }
 
 // -- the event log --------------------------------------------------------------------------
@@ -174,8 +188,9 @@ async function reloadEvents() {
     replace($("events"), evs.length ? evs.reverse().map((e) => eventItem(e)) : [h("li.muted.empty", {}, "No events.")]);
     const kinds = [...new Set(evs.map((e) => e.kind))].sort();
     replace($("event-kinds"), kinds.map((k) => h("option", { value: k })));
+    readOk("events");
   } catch (e) {
-    notifyOnce(`cannot read the events: ${e.detail}`);
+    readFailed("events", `cannot read the events: ${e.detail}`);
   }
 }
 
