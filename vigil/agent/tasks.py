@@ -20,7 +20,7 @@ from vigil.agent import executor
 from vigil.agent.context import MigrationHost
 from vigil.hypervisor import mirror, migration
 from vigil.hypervisor import qemu
-from vigil.model import Assignment, DiskSpec, Task, VMSpec
+from vigil.model import TASK_ACTIVE, Assignment, DiskSpec, Task, VMSpec
 from vigil.env.base import Clock
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
@@ -33,6 +33,8 @@ MAX_MIGRATIONS_PER_HOST = TP.MAX_MIGRATIONS_PER_HOST  # the limits are policy's;
 MAX_DISK_MOVES_PER_HOST = TP.MAX_DISK_MOVES_PER_HOST
 PREPARE_TIMEOUT_S = TP.PREPARE_TIMEOUT_S
 MIGRATION_PORT_BASE = 49152
+STEP_S = 0.25
+IDLE_S = 1.0
 
 
 async def update_task(store: Store, vm: str, task_id: str,
@@ -87,17 +89,26 @@ class TaskRunner:
         return self._port
 
     async def loop(self) -> None:
+        """A step every STEP_S while a task of this host is under way (some of its steps
+        are due to time: a prepare timeout); otherwise when a task key changes (the etcd
+        watch wakes it), IDLE_S at most, or STEP_S while no watch runs."""
         while not self.a.stopped.is_set():
+            mark = self.a.mark()
+            busy = True
             if self.a.lease_ok():
                 try:
-                    await self.step()
+                    busy = await self.step()
                 except StoreError as e:
                     log.warning("tasks: %s", e)
                 except Exception:  # one bad task must not stop the others
                     log.exception("tasks step failed")
-            await self.a.sleep(0.25)
+            if busy:
+                await self.a.sleep(STEP_S)
+            else:
+                await self.a.wait_change(mark, (K.TASKS,), IDLE_S, STEP_S)
 
-    async def step(self) -> None:
+    async def step(self) -> bool:
+        """One pass over the tasks; whether one of this host's is under way."""
         state = cluster_state(await self.store.snapshot())
         tasks = [r.task for r in state.tasks.values()]
         me = self.a.me
@@ -112,6 +123,8 @@ class TaskRunner:
             t = known.get(vm)
             if t is None or t.id != tid:
                 await self._drop_incoming(vm, "its task is gone")
+        return bool(self.driving or self.incoming or self.finishing) or any(
+            t.state in TASK_ACTIVE and me in (t.src, t.dst) for t in tasks)
 
     # -- source -------------------------------------------------------------------------
     async def _as_source(self, t: Task, tasks: list[Task], state: ClusterState) -> None:
