@@ -262,19 +262,14 @@ class Agent:
 
     # -- reconcile ---------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
-        """Reconcile whenever a key it reads changes, and every RECONCILE_IDLE_S anyway.
-
-        It used to run every tick_s / 2 and read etcd each time; now the etcd watch
-        wakes it (vigil.store.changes) on a change of the keys reconcile decides from,
-        and of the status and liveness keys this host's own steps write (a QEMU that
-        exited, a start that ended, a lease regained), so it runs as soon as before or
-        sooner. Its decisions are unchanged, and none of them is due to time alone;
-        the fallback period catches anything the wake-ups would miss. While no watch
-        runs it polls at tick_s / 2 as before. The safety rules do not rest on how soon
-        reconcile runs: a host runs a VM only while holding its ownership key (a guarded
-        transaction), and the lease, the datastore heartbeats and the watchdog live in
-        their own loops, whose timing is unchanged (heartbeat_loop never waits on etcd).
-        The snapshot it reads is as fresh as a read (vigil.store.etcd.Store.snapshot)."""
+        """Reconcile when the etcd watch reports a change of the keys it decides from or
+        of those this host's own steps write (a QEMU exited, a start ended, a lease
+        regained), RECONCILE_IDLE_S at most; tick_s / 2 while no watch runs, as before.
+        None of its decisions is due to time alone, and safety does not rest on how
+        soon it runs: a host runs a VM only while it holds the VM's ownership key (a
+        guarded transaction); the lease, the datastore heartbeats and the watchdog have
+        their own loops, timed as before. Its snapshot is as fresh as a read
+        (vigil.store.etcd.Store.snapshot)."""
         while not self.stopped.is_set():
             mark = self.mark()
             if self.lease_ok():
