@@ -25,7 +25,7 @@ from vigil.env.base import Clock
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError
-from vigil.store.state import ClusterState, cluster_state
+from vigil.store.state import ClusterState, StateCache
 
 log = logging.getLogger("vigil.tasks")
 
@@ -75,6 +75,7 @@ class TaskRunner:
         self.incoming: dict[str, tuple[str, int]] = {}  # vm -> (task id, pid) on the destination
         self.finishing: dict[str, asyncio.Task] = {}  # vm -> marks a taken-over migration done
         self._port = MIGRATION_PORT_BASE
+        self._states = StateCache()  # typed state, parsed once per snapshot revision
 
     @property
     def store(self) -> Store:
@@ -109,7 +110,7 @@ class TaskRunner:
 
     async def step(self) -> bool:
         """One pass over the tasks; whether one of this host's is under way."""
-        state = cluster_state(await self.store.snapshot())
+        state = self._states.of(await self.store.snapshot(), getattr(self.store, "snapshot_revision", 0))
         tasks = [r.task for r in state.tasks.values()]
         me = self.a.me
         for t in tasks:

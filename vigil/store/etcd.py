@@ -90,6 +90,7 @@ class Store:
         self._writes = 0  # counts this store's writes, as they begin and as they end
         self._snap_seen = (-1, -1)  # (changes.seq, _writes) when that snapshot's read began
         self._snap_at = 0.0  # and the time it began (time.monotonic)
+        self._leader_reached = 0.0  # when the last keepalive that got an answer began
         self.changes = Changes()
         self._watch_task: asyncio.Task | None = None
         self.tx = self._client.transactions
@@ -223,14 +224,19 @@ class Store:
         watch that broke, or was set up again, drops it too, as the lost events could be
         anything. The one case the watch cannot tell: a member cut off from the raft
         leader keeps the watch open and sends nothing; a read there would fail. So the
-        answer is read again after SNAPSHOT_MAX_AGE_S at the latest, and fails then:
-        the agent acts on data of its member's last moment in the cluster for at most
-        that long, which ends before its lease can have expired (the lease runs for its
-        TTL after the last keepalive that got through, and the agent keeps it alive
-        every TTL/6), and so before the controller may give its VMs to another host."""
+        answer is only kept while the member was seen in the cluster less than
+        SNAPSHOT_MAX_AGE_S ago: by the read itself, or by a lease keepalive answered
+        since (etcd forwards those to the raft leader; the agent sends one every TTL/6,
+        on this same connection, so an idle agent reads nothing at all). Past that the
+        answer is read again, and the read fails on a cut-off member. So the agent acts
+        on data of its member's last moment in the cluster for at most that long, which
+        ends before its lease can have expired (it runs for its TTL after the last
+        keepalive that got through; 1 s < 3 s - 0.5 s), and so before the controller may
+        give its VMs to another host; every loop that acts also checks the lease first,
+        which ends sooner still (the agent counts its TTL from before the keepalive)."""
         now = time.monotonic()
         if (self._snap is not None and self.changes.watching and self._snap_seen == (self.changes.seq, self._writes)
-                and now - self._snap_at < SNAPSHOT_MAX_AGE_S):
+                and now - max(self._snap_at, self._leader_reached) < SNAPSHOT_MAX_AGE_S):
             return dict(self._snap)
         seen = (self.changes.seq, self._writes)  # a change from here on: the next ask reads
         head = await self._call(self._client.get_prefix(K.LEADER.encode(), keys_only=True))
@@ -315,7 +321,9 @@ class Store:
 
     async def keepalive(self, lease_id: int) -> int:
         """Refresh a lease; return its remaining TTL (0 or less: it is gone)."""
+        t0 = time.monotonic()
         reply = await self._call(self._client.refresh_lease(lease_id))
+        self._leader_reached = t0  # the member answered for the raft leader (see snapshot)
         return int(reply.TTL) if reply is not None else 0
 
     async def lease_ttl(self, lease_id: int) -> int:
