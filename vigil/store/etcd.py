@@ -179,18 +179,32 @@ class Store:
             client = self._client
             try:
                 w = await client.watch_prefix(K.PREFIX.encode())
+                # every change from here on arrives; one in between did not: all is new
+                self.changes.watch_started()
+                consume = asyncio.ensure_future(self._consume(w))
+                stream = _stream_task(client)
                 try:
-                    # every change from here on arrives; one in between did not: all is new
-                    self.changes.watch_started()
-                    async for ev in w:
-                        self.changes.note(ev.kv.key.decode(errors="replace"))
+                    if stream is None:
+                        raise StoreError("aetcd's watch stream cannot be followed")
+                    await asyncio.wait((consume, stream), return_when=asyncio.FIRST_COMPLETED)
+                    if not consume.done():
+                        # aetcd tells no watcher of a stream the server ended cleanly
+                        log.debug("watch: the stream ended")
+                        await client._watcher.shutdown()  # so that the next watch gets a new one
                 finally:
                     self.changes.watch_lost()
+                    consume.cancel()
+                if consume.done() and not consume.cancelled() and consume.exception() is not None:
+                    raise consume.exception()  # type: ignore[misc]
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # aetcd and gRPC errors alike: the watch is gone
                 log.debug("watch: %s: %s", type(e).__name__, e)
             await asyncio.sleep(WATCH_RETRY_S)
+
+    async def _consume(self, w: Any) -> None:
+        async for ev in w:
+            self.changes.note(ev.kv.key.decode(errors="replace"))
 
     # -- reads ---------------------------------------------------------------------------
     async def get(self, key: str) -> Entry | None:
@@ -332,6 +346,14 @@ class Store:
 
     async def revoke(self, lease_id: int) -> None:
         await self._write(self._client.revoke_lease(lease_id))
+
+
+def _stream_task(client: aetcd.Client) -> asyncio.Task | None:
+    """The task running aetcd's watch stream (it ends, and tells no watcher, when the
+    server closes the stream without an error). Should aetcd's insides change, None: the
+    watch is then taken as lost, and the loops poll as they used to."""
+    handler = getattr(getattr(client, "_watcher", None), "_request_handler", None)
+    return handler if isinstance(handler, asyncio.Task) and not handler.done() else None
 
 
 async def _close_quietly(client: aetcd.Client) -> None:
