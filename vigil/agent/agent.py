@@ -19,7 +19,7 @@ import os
 import signal
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
+from typing import Awaitable, Mapping
 
 from vigil.agent.context import LocalVM
 from vigil.agent.disks import DiskKeeper
@@ -37,11 +37,16 @@ from vigil.policy import host as HP
 from vigil.policy.crashes import LOCAL_RESTARTS, after_exit
 from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict, tick_step
 from vigil.store import keys as K
+from vigil.store.changes import Changes
 from vigil.store.etcd import Store, StoreError
-from vigil.store.state import AssignRecord, ClusterState, cluster_state
+from vigil.store.state import AssignRecord, ClusterState, StateCache
 from vigil.store.events import make_event, record
 
 log = logging.getLogger("vigil.agent")
+
+# What wakes reconcile: the keys it decides from, and those its own steps write.
+RECONCILE_KEYS = (K.VMS, K.ASSIGN, K.OWN, K.FT, K.DISKSTATE, K.VMSTATUS, K.ALIVE)
+RECONCILE_IDLE_S = 1.0
 
 __all__ = ["Agent", "LocalVM", "LOCAL_RESTARTS", "main"]  # LOCAL_RESTARTS: its home is policy.crashes
 
@@ -76,8 +81,10 @@ class Agent:
         self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
         self.watchdog = FileWatchdog(cfg.watchdog_file)
         self.stopped = asyncio.Event()
+        self._ticked = asyncio.Event()  # set by each heartbeat tick, for the check loop
         self.lease = HostLease(self, self.boot)
         self.leadership = Leadership(self)
+        self.states = StateCache()  # the snapshots' typed state, parsed once per revision
 
     @staticmethod
     def _default_store(cfg: AgentConfig) -> Store:
@@ -103,17 +110,33 @@ class Agent:
         ev = make_event(kind, message, host=self.me, vm=vm, source=self.me, **data)
         await record(self.store, replace(ev, time=self.env.clock.time()))
 
-    async def sleep(self, s: float) -> None:
-        """Sleep ``s`` on the environment's clock, or until the agent is told to stop."""
+    async def sleep(self, s: float, *until: Awaitable[object]) -> None:
+        """Sleep ``s`` on the environment's clock, or until the agent is told to stop (or
+        one of ``until`` is done)."""
         if self.stopped.is_set():
             return
-        nap = asyncio.ensure_future(self.env.clock.sleep(s))
-        stop = asyncio.ensure_future(self.stopped.wait())
+        waits = [asyncio.ensure_future(self.env.clock.sleep(s)), asyncio.ensure_future(self.stopped.wait()),
+                 *map(asyncio.ensure_future, until)]
         try:
-            await asyncio.wait((nap, stop), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            nap.cancel()
-            stop.cancel()
+            for w in waits:
+                w.cancel()
+
+    def mark(self) -> int:
+        """Where the store's changes stand: taken before a loop reads (see wait_change)."""
+        changes = getattr(self.store, "changes", None)
+        return changes.mark() if changes is not None else 0
+
+    async def wait_change(self, mark: int, prefixes: tuple[str, ...], idle_s: float, poll_s: float) -> None:
+        """Sleep until a key under ``prefixes`` changed after ``mark`` (the etcd watch
+        says so), ``idle_s`` at most; while no watch runs, ``poll_s`` (the loop's old
+        period: a lost watch costs reads, never a late decision)."""
+        changes: Changes | None = getattr(self.store, "changes", None)
+        if changes is None or not changes.watching:
+            await self.sleep(poll_s)
+        else:
+            await self.sleep(idle_s, changes.wait(mark, prefixes))
 
     # -- tick: watchdog, datastore heartbeat, process and isolation checks ---------------
     async def heartbeat_loop(self) -> None:
@@ -126,13 +149,17 @@ class Agent:
             self.watchdog.tick(holds_lease=self.lease_ok(), runs_vms=bool(self.vms))
             self.ds_reach = self._reachable()
             self._write_heartbeats()
+            self._ticked.set()
             await self.sleep(self.cfg.tick_s)
 
     async def check_loop(self) -> None:
         """What the tick reports to etcd, once connected: datastore changes, QEMU exits,
-        guests gone silent, the start and end of an isolation."""
+        guests gone silent, the start and end of an isolation. It runs right after each
+        tick of the heartbeat loop and takes the datastores that tick reached (one read
+        of them a tick); two ticks at most if that loop were ever late."""
         checking = None
         while not self.stopped.is_set():
+            self._ticked.clear()
             await self._check_datastores()
             await self._check_processes()
             step = tick_step(self.lease.ok_until > 0, self.lease_ok(), self.isolated,
@@ -142,7 +169,7 @@ class Agent:
             elif step == "end":
                 self.isolated = False
                 await self.event("isolation-ended", f"{self.me} reaches the cluster again")
-            await self.sleep(self.cfg.tick_s)
+            await self.sleep(2 * self.cfg.tick_s, self._ticked.wait())
 
     def _reachable(self) -> dict[str, bool]:
         return {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
@@ -158,8 +185,9 @@ class Agent:
 
     async def _check_datastores(self) -> None:
         """``ds_ok`` is the datastore list as published (host info, disk decisions); it
-        follows what this host reaches only after lost copies are dropped."""
-        now = self._reachable()
+        follows what this host reaches (``ds_reach``, the heartbeat loop's reading) only
+        after lost copies are dropped."""
+        now = dict(self.ds_reach)
         changed = [n for n in now if now[n] != self.ds_ok.get(n)]
         first = not self.ds_ok
         self.ds_ok = now
@@ -234,13 +262,23 @@ class Agent:
 
     # -- reconcile ---------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
+        """Reconcile when the etcd watch reports a change of the keys it decides from or
+        of those this host's own steps write (a QEMU exited, a start ended, a lease
+        regained), RECONCILE_IDLE_S at most; tick_s / 2 while no watch runs, as before.
+        None of its decisions is due to time alone, and safety does not rest on how
+        soon it runs: a host runs a VM only while it holds the VM's ownership key (a
+        guarded transaction); the lease, the datastore heartbeats and the watchdog have
+        their own loops, timed as before. Its snapshot is as fresh as a read
+        (vigil.store.etcd.Store.snapshot)."""
         while not self.stopped.is_set():
+            mark = self.mark()
             if self.lease_ok():
                 try:
-                    await self.reconcile(cluster_state(await self.store.snapshot()))
+                    await self.reconcile(self.states.of(await self.store.snapshot(),
+                                                        getattr(self.store, "snapshot_revision", 0)))
                 except StoreError as e:
                     log.warning("reconcile: %s", e)
-            await self.sleep(self.cfg.tick_s / 2)
+            await self.wait_change(mark, RECONCILE_KEYS, RECONCILE_IDLE_S, self.cfg.tick_s / 2)
 
     async def reconcile(self, state: ClusterState) -> None:
         """Gather what etcd says and what this host knows, one VM at a time, ask
@@ -329,6 +367,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopped.set)
+        self.ds_reach = self._reachable()
         await self._check_datastores()
         self.ft.clean_leftovers()
         for name, pid in self.hypervisor.find_running().items():
@@ -337,12 +376,12 @@ class Agent:
         # From here on the heartbeats and the watchdog go on (armed now only if VMs run
         # here or an earlier run armed it), so the slow start-up work below, the
         # accelerator probe above all, never lets a watchdog expire.
-        self.ds_reach = dict(self.ds_ok)
         tasks = [asyncio.create_task(self.heartbeat_loop())]
         self.accel = await self.hypervisor.probe_accel()
         while not self.stopped.is_set():
             try:
                 await self.store.connect()
+                self.store.watch()
                 break
             except StoreError as e:
                 log.warning("etcd: %s", e)

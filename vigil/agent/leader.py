@@ -3,7 +3,10 @@
 Every agent with a lease campaigns for the key (bound to its lease, so it goes with the
 host); the holder runs vigil.controller.loop. A leader that is silent on every datastore
 and answers no ping is judged by the controller's own host classification
-(vigil.policy.leader) and its lease revoked, instead of waited out.
+(vigil.policy.leader) and its lease revoked, instead of waited out. The key is read from
+the store's snapshot (answered from memory while the etcd watch reports no change), and
+a change of it wakes the loop at once: a vanished leader key is campaigned for without
+waiting out the period.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from vigil.store.state import read_leader
 
 log = logging.getLogger("vigil.agent")
 
+CHECK_S = 0.5
+
 
 class Leadership:
     def __init__(self, host: HostContext) -> None:
@@ -32,10 +37,11 @@ class Leadership:
         h, store = self.host, self.host.store
         controller: Controller | None = None
         while not h.stopped.is_set():
+            mark = h.mark()
             leading = False
             if h.lease_ok():
                 try:
-                    e = await store.get(K.LEADER)
+                    e = (await store.snapshot()).get(K.LEADER)  # a read, or as fresh as one
                     cur = read_leader(e)
                     if e is None:
                         leading = await store.create(K.LEADER, h.me, lease=h.lease_id)
@@ -56,7 +62,9 @@ class Leadership:
                 self.task.cancel()
                 self.task = None
                 log.warning("no longer the leader")
-            await h.sleep(0.5)
+            # every CHECK_S, for _leader_dead's time-driven test of the heartbeat (no etcd
+            # change announces a dead leader), and at once when the leader key changes
+            await h.wait_change(mark, (K.LEADER,), CHECK_S, CHECK_S)
 
     async def _leader_dead(self, leader: str) -> bool:
         """The controller's own classification (vigil.policy.leader over hoststate): silent

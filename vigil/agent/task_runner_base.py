@@ -12,6 +12,7 @@ from vigil.hypervisor import qemu
 from vigil.model import Task, VMSpec
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
+from vigil.store.state import StateCache
 from vigil.store.etcd import Store
 
 MIGRATION_PORT_BASE = 49152
@@ -28,6 +29,7 @@ class TaskRunnerBase:
         self.incoming: dict[str, tuple[str, int]] = {}  # vm -> (task id, pid) on the destination
         self.finishing: dict[str, asyncio.Task] = {}  # vm -> marks a taken-over migration done
         self._port = MIGRATION_PORT_BASE
+        self._states = StateCache()  # typed state, parsed once per snapshot revision
 
     @property
     def store(self) -> Store:

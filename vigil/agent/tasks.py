@@ -20,8 +20,9 @@ from vigil.agent.task_records import migration_progress, mirror_progress, moved_
 from vigil.agent.task_runner_base import MIGRATION_PORT_BASE
 from vigil.agent.task_source import SourceTasks
 from vigil.policy import tasks as TP
+from vigil.model import TASK_ACTIVE
+from vigil.store import keys as K
 from vigil.store.etcd import StoreError
-from vigil.store.state import cluster_state
 
 __all__ = ["TaskRunner", "update_task", "moved_spec", "migration_progress", "mirror_progress",
            "MAX_MIGRATIONS_PER_HOST", "MAX_DISK_MOVES_PER_HOST", "PREPARE_TIMEOUT_S", "MIGRATION_PORT_BASE"]
@@ -31,6 +32,8 @@ log = logging.getLogger("vigil.tasks")
 MAX_MIGRATIONS_PER_HOST = TP.MAX_MIGRATIONS_PER_HOST  # the limits are policy's; named here too
 MAX_DISK_MOVES_PER_HOST = TP.MAX_DISK_MOVES_PER_HOST
 PREPARE_TIMEOUT_S = TP.PREPARE_TIMEOUT_S
+STEP_S = 0.25
+IDLE_S = 1.0
 
 
 class TaskRunner(SourceTasks, DestinationTasks):
@@ -38,18 +41,27 @@ class TaskRunner(SourceTasks, DestinationTasks):
     destination of takes its next step (vigil.policy.tasks decides which)."""
 
     async def loop(self) -> None:
+        """A step every STEP_S while a task of this host is under way (some of its steps
+        are due to time: a prepare timeout); otherwise when a task key changes (the etcd
+        watch wakes it), IDLE_S at most, or STEP_S while no watch runs."""
         while not self.a.stopped.is_set():
+            mark = self.a.mark()
+            busy = True
             if self.a.lease_ok():
                 try:
-                    await self.step()
+                    busy = await self.step()
                 except StoreError as e:
                     log.warning("tasks: %s", e)
                 except Exception:  # one bad task must not stop the others
                     log.exception("tasks step failed")
-            await self.a.sleep(0.25)
+            if busy:
+                await self.a.sleep(STEP_S)
+            else:
+                await self.a.wait_change(mark, (K.TASKS,), IDLE_S, STEP_S)
 
-    async def step(self) -> None:
-        state = cluster_state(await self.store.snapshot())
+    async def step(self) -> bool:
+        """One pass over the tasks; whether one of this host's is under way."""
+        state = self._states.of(await self.store.snapshot(), getattr(self.store, "snapshot_revision", 0))
         tasks = [r.task for r in state.tasks.values()]
         me = self.a.me
         for t in tasks:
@@ -63,3 +75,5 @@ class TaskRunner(SourceTasks, DestinationTasks):
             t = known.get(vm)
             if t is None or t.id != tid:
                 await self._drop_incoming(vm, "its task is gone")
+        return bool(self.driving or self.incoming or self.finishing) or any(
+            t.state in TASK_ACTIVE and me in (t.src, t.dst) for t in tasks)

@@ -5,10 +5,10 @@ reconcile, claim, start, power off, shut down, the isolation check; leadership i
 vigil.sim.leader, FT in vigil.sim.ft, replicated disks in vigil.sim.disks) one for one,
 in the same order, with the same keys, values and transactions, so that the REAL
 controller it runs when leading sees what it sees on the lab. It calls the real pure
-decisions where the real agent does: crash counting (policy.crashes), isolation
-(policy.isolation), watchdog arming (policy.watchdog), heartbeat silence (HbTracker);
-the controller is the real ``vigil.controller.loop.Controller``. Reconcile itself is still
-mirrored, not shared (policy.host.reconcile is the next to call). Not simulated: guest
+decisions where the real agent does: reconcile (policy.host, one VM at a time, as the
+real agent asks it), crash counting (policy.crashes), isolation (policy.isolation),
+watchdog arming (policy.watchdog), heartbeat silence (HbTracker); the controller is the
+real ``vigil.controller.loop.Controller``. Not simulated: guest
 heartbeats, NICs, the accelerator probe; FT at the protocol level only (vigil.sim.ft).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from vigil.agent.agent import LOCAL_RESTARTS
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
+from vigil.policy import host as HP
 from vigil.policy.host import PowerOff, Shutdown
 from vigil.policy.isolation import RunningVM, is_isolated, isolation_actions
 from vigil.policy.watchdog import watchdog_step
@@ -34,6 +35,7 @@ from vigil.sim.world import StartFailed, World
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 from vigil.store.events import event_put_op, make_event
+from vigil.store.state import read_assignment
 
 START_S = 0.5  # QEMU's start-up until it runs
 GUEST_SHUTDOWN_S = 1.0  # a guest's clean ACPI shutdown
@@ -333,15 +335,24 @@ class SimAgent:
         return hit[1]
 
     async def reconcile(self, keys: tuple[dict[str, Entry], ...]) -> None:
+        """vigil.agent.agent.Agent.reconcile over the simulated host: the same
+        vigil.policy.host decisions, asked one VM at a time right before each is carried
+        out, in the same order (FT standbys taken, FT and disk sync, VMs that must stop
+        here, VMs assigned here)."""
         vms, assigned, owned, ftkeys, diskstate = keys
         n_vms, n_assign, n_own = len(K.VMS), len(K.ASSIGN), len(K.OWN)
         specs = {k[n_vms:]: self._spec(e) for k, e in vms.items()}
         assign = {k[n_assign:]: e for k, e in assigned.items()}
-        own = {k[n_own:]: e for k, e in owned.items()}
-        mine = {vm: Assignment(**e.value) for vm, e in assign.items()
-                if e.value.get("host") == self.me and vm in specs and specs[vm].power == "on"}
-        for name, a in mine.items():  # FT failovers: keep the standby before sync drops the role
-            if a.reason == "ft-failover" and name not in self.vms and name not in self.promoting:
+        own = {k[n_own:]: e.value for k, e in owned.items()}
+        facts = {
+            name: HP.VMFacts(spec=specs.get(name),
+                             assignment=read_assignment(assign[name].value) if name in assign else None,
+                             owner=own.get(name))
+            for name in set(specs) | set(assign) | set(own)
+        }
+        mine = [name for name in assign if HP.is_mine(self.me, facts[name])]  # in etcd's order
+        for name in mine:  # FT failovers: keep the standby before sync drops the role
+            if HP.take_standby(self.me, name, facts[name], self._here(name)) is not None:
                 seq = self.ft.take(name)
                 if seq is not None:
                     self.promoting[name] = seq
@@ -349,47 +360,60 @@ class SimAgent:
             await self.ft.sync(assigned | owned | ftkeys, specs)
         self.disks.update(diskstate)
         self.disks.sync()
-        for name, vm in list(self.vms.items()):
-            if vm.stopping or name in mine:
+        nothing = HP.VMFacts()
+        for name, vm in list(self.vms.items()):  # running here, not assigned here to run
+            if name in mine:
                 continue
-            spec, a = specs.get(name), assign.get(name)
-            if spec is not None and a is not None and a.value.get("host") != self.me:
-                if self.isolated or not self.lease_ok():
-                    continue
-                why = {"migrate": f"migrated to {a.value.get('host')}",
-                       "vmcp": "its host lost a datastore of the VM: restarted where the disks are reachable",
-                       "ft-failover": f"its FT secondary on {a.value.get('host')} took over",
-                       }.get(a.value.get("reason", ""), f"assigned to {a.value.get('host')}: this copy must not run")
-                await self._power_off(name, why, report=False)
-                await self._release(name)
-            elif spec is None or spec.power == "off" or a is None:
-                self.spawn(self._shutdown(name, "powered off by request" if spec else "VM deleted"))
-        for name, a in mine.items():
-            o = own.get(name)
-            owner = o.value if o else None
+            here = HP.HereFacts(running=True, stopping=vm.stopping)
+            await self._carry_out(HP.stray_action(self._host_facts(), name, facts.get(name, nothing), here),
+                                  facts, assign)
+        for name in mine:
+            a = facts[name].assignment
+            assert a is not None
             vm = self.vms.get(name)
-            if vm is not None:
+            if vm is not None:  # the spec and generation the assignment gives it
                 vm.spec, vm.gen = specs[name], a.gen
-                if owner is None:
-                    await self._claim(name, assign[name])
-                elif owner != self.me:
-                    await self._power_off(name, f"owned by {owner}: this copy must not run", report=False)
-                else:
-                    await self._status(name, "running")
-                continue
-            if name in self.starting or name in self.migrations.incoming:
-                continue
-            gen, crashes, _ = self.failed.get(name, (-1, 0, ""))
-            if gen == a.gen and crashes >= LOCAL_RESTARTS:
-                continue
-            if owner not in (None, self.me):
-                continue
-            if owner == self.me or await self._claim(name, assign[name]):
-                seq = self.promoting.pop(name, None)
-                if seq is not None:
-                    self.spawn(self.ft.promote(specs[name], a.gen, seq))
-                else:
-                    self.spawn(self._start(specs[name], a))
+            await self._carry_out(HP.assigned_action(self._host_facts(), name, facts[name], self._here(name)),
+                                  facts, assign)
+
+    def _host_facts(self) -> HP.HostFacts:
+        return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
+
+    def _here(self, name: str) -> HP.HereFacts:
+        """As the real agent's: an incoming migration's copy counts as a start under way
+        (the real agent's takeover and adoption of it happen with no wait between)."""
+        vm = self.vms.get(name)
+        crashes = None
+        if name in self.failed:
+            gen, count, msg = self.failed[name]
+            crashes = Crashes(gen, count, msg)
+        return HP.HereFacts(running=vm is not None, stopping=vm is not None and vm.stopping,
+                            starting=name in self.starting or name in self.migrations.incoming,
+                            has_standby=name in self.promoting, crashes=crashes)
+
+    async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts], assign: dict[str, Entry]) -> None:
+        """One reconcile action, as vigil.agent.agent.Agent._carry_out does it."""
+        name = act.vm
+        if isinstance(act, HP.PowerOff):
+            await self._power_off(name, act.reason, report=act.report)
+            if act.release:
+                await self._release(name)
+        elif isinstance(act, HP.Shutdown):
+            self.spawn(self._shutdown(name, act.reason))
+        elif isinstance(act, HP.Claim):
+            await self._claim(name, assign[name])
+        elif isinstance(act, HP.ReportRunning):
+            await self._status(name, "running")
+        elif isinstance(act, HP.Start):
+            if act.claim and not await self._claim(name, assign[name]):
+                return
+            spec, a = facts[name].spec, facts[name].assignment
+            assert spec is not None and a is not None
+            seq = self.promoting.pop(name, None)
+            if seq is not None:
+                self.spawn(self.ft.promote(spec, a.gen, seq))
+            else:
+                self.spawn(self._start(spec, a))
 
     async def _claim(self, name: str, assign_entry: Entry) -> bool:
         return await self.store.txn(

@@ -275,3 +275,22 @@ def cluster_state(snapshot: Mapping[str, Entry]) -> ClusterState:
             continue
     fields_ = {attr: MappingProxyType(v) for attr, v in out.items() if attr != "maintenance"}
     return ClusterState(revision=revision, leader=leader, maintenance=frozenset(out["maintenance"]), **fields_)
+
+
+class StateCache:
+    """``cluster_state`` of a store's snapshots, parsed once per etcd revision: on an idle
+    cluster every loop gets the same snapshot again, and the same typed state with it
+    (a ClusterState is read-only, so it is shared)."""
+
+    def __init__(self) -> None:
+        self._rev = 0
+        self._state: ClusterState | None = None
+
+    def of(self, snapshot: Mapping[str, Entry], revision: int = 0) -> ClusterState:
+        """``revision``: the one the snapshot was read at (0: unknown, parse it)."""
+        if revision and revision == self._rev and self._state is not None:
+            return self._state
+        state = cluster_state(snapshot)
+        if revision:
+            self._rev, self._state = revision, state
+        return state
