@@ -40,6 +40,7 @@ class AgentConfig:
     tls_dir: str = ""  # migration TLS credentials (tls-creds-x509 layout); empty: plain TCP
     networks: dict[str, str] = field(default_factory=dict)  # VM network name -> bridge on this host
     cache_dir: str = ""  # the accelerator probe's answer (and its guest); empty: cache_dir()
+    metrics_listen: str = ""  # ADDRESS:PORT of this host's own /metrics (plain HTTP); empty: none
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":

@@ -51,3 +51,14 @@ def grown(before: dict[str, dict[tuple, float]], name: str, by: float, **labels:
     """A fresh scrape if ``name`` grew by at least ``by`` since ``before``, else None."""
     m = scrape()
     return m if value(m, name, **labels) >= value(before, name, **labels) + by else None
+
+
+def scrape_agent(address: str) -> dict[str, dict[tuple, float]]:
+    """One lab agent's own /metrics (plain HTTP on its host's address)."""
+    r = httpx.get(f"http://{address}:{api_servers.AGENT_METRICS_PORT}/metrics", timeout=5)
+    r.raise_for_status()
+    out: dict[str, dict[tuple, float]] = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out

@@ -69,6 +69,12 @@ def test_migration_keeps_the_guest_running_and_its_writes(lab):
     assert list(observe.qemu_processes().get("m1", [])) and len(observe.qemu_processes()["m1"]) == 1
     done = task_of("m1")
     assert done.id == t.id and done.progress.get("downtime_ms") is not None
+    # host2's agent serves its own QEMU's figures, and the heartbeat ages it sees
+    own = apicheck.scrape_agent(lab.address("host2"))
+    assert apicheck.value(own, "vigil_vm_rss_bytes", vm="m1", host="host2") > 16 * 2**20
+    assert apicheck.value(own, "vigil_vm_cpu_seconds_total", vm="m1", host="host2") > 0
+    assert 0 <= apicheck.value(own, "vigil_datastore_heartbeat_age_seconds", datastore="ds1", host="host1",
+                               observer="host2") < 5
 
 
 def test_busy_guest_still_migrates(lab):

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Awaitable, Mapping
 
+from vigil.agent import metrics as host_metrics
 from vigil.agent.context import LocalVM
 from vigil.agent.disks import DiskKeeper
 from vigil.agent.ft import FtRunner, Standby
@@ -377,6 +378,8 @@ class Agent:
         # here or an earlier run armed it), so the slow start-up work below, the
         # accelerator probe above all, never lets a watchdog expire.
         tasks = [asyncio.create_task(self.heartbeat_loop())]
+        if self.cfg.metrics_listen:
+            host_metrics.start(self.cfg.metrics_listen, self.me, self.vms, self.cfg.datastores)
         self.accel = await self.hypervisor.probe_accel()
         while not self.stopped.is_set():
             try:

@@ -24,6 +24,7 @@ from vigil.store.etcd import Store, StoreError, run_with_store
 from .layout import RUN_DIR, LabError
 
 API_PORT = 8443
+AGENT_METRICS_PORT = 9750  # each lab agent's own /metrics (vigil.agent.metrics)
 API_FILE = RUN_DIR / "api.json"
 API_LOG = "api.log"
 ADMIN = "admin"

@@ -21,6 +21,7 @@ from .host_processes import HostProcesses
 from .lab_config import LabConfig, _machine_memory_mb, default_agent_command
 from .lab_state import STATE_VERSION, _atomic_write_json
 from . import api_servers
+from .api_servers import AGENT_METRICS_PORT
 from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE,
                      VM_NETWORK, ETCD_DATA_DIR, ETCD_LOG, HOSTS_DIR, MNT_NS_DIR, NETNS_PREFIX,
                      RUN_DIR, STATE_FILE, STORE_DIR, SUPERVISOR_LOG, WATCHDOG_FILE, LabError,
@@ -158,6 +159,7 @@ class LabLifecycle(HostProcesses):
                 "memory_mb": memory_mb, "cpus": cpus, "watchdog_s": cfg.watchdog_timeout_s,
                 "networks": {VM_NETWORK: HOST_VM_BRIDGE},
                 "cache_dir": str(cache_dir()),
+                "metrics_listen": f"{hs['address']}:{AGENT_METRICS_PORT}",
             })
         _atomic_write_json(CLUSTER_FILE, {
             "etcd_endpoints": endpoints, "hosts": {h: st["hosts"][h]["address"] for h in hosts},

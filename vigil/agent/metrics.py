@@ -1,0 +1,84 @@
+"""Each agent's own /metrics (prometheus-client, plain HTTP on the host's address): what only
+the host sees. Its QEMUs' CPU time and resident memory (from /proc), and the age of every
+host's heartbeat file on each datastore as this host reads it through its own mounts (a
+datastore one host cannot reach shows there first). The cluster's view is the API's
+/metrics; this one is scraped per host, like a node exporter.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from vigil.env import dsheartbeat
+
+log = logging.getLogger("vigil.agent")
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def qemu_usage(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds, user and system, of every thread; resident bytes) of a process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK, rss_pages * PAGE
+
+
+def heartbeat_ages(datastores: Mapping[str, str], now: float) -> Iterable[tuple[str, str, float]]:
+    """(datastore, host, seconds since its heartbeat file changed) as seen from here."""
+    for ds, path in datastores.items():
+        d = dsheartbeat.hb_dir(path)
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.endswith(".json"):
+                try:
+                    yield ds, e.name[:-5], max(0.0, now - e.stat().st_mtime)
+                except OSError:
+                    continue
+
+
+class HostCollector:
+    def __init__(self, host: str, vms: Callable[[], Mapping[str, int]], datastores: Mapping[str, str]) -> None:
+        self.host, self.vms, self.datastores = host, vms, datastores
+
+    def collect(self) -> Iterable[Any]:
+        cpu = CounterMetricFamily("vigil_vm_cpu_seconds", "CPU time of the VM's QEMU process", labels=["vm", "host"])
+        rss = GaugeMetricFamily("vigil_vm_rss_bytes", "resident memory of the VM's QEMU process", labels=["vm", "host"])
+        for vm, pid in sorted(self.vms().items()):
+            u = qemu_usage(pid)
+            if u is not None:
+                cpu.add_metric([vm, self.host], u[0])
+                rss.add_metric([vm, self.host], u[1])
+        age = GaugeMetricFamily("vigil_datastore_heartbeat_age_seconds",
+                                "time since a host's heartbeat file on a datastore changed, as this host reads it",
+                                labels=["datastore", "host", "observer"])
+        for ds, h, a in heartbeat_ages(self.datastores, time.time()):
+            age.add_metric([ds, h, self.host], a)
+        return [cpu, rss, age]
+
+
+def start(listen: str, host: str, vms: Mapping[str, Any], datastores: Mapping[str, str]) -> None:
+    """Serve in a thread of its own (prometheus-client's server): a scrape never waits on
+    the agent's event loop, nor the loop on a scrape. ``vms``: the agent's running VMs
+    (objects with a ``pid``), read at each scrape. A failure is logged, not raised:
+    metrics are not worth failing the agent for."""
+    collector = HostCollector(host, lambda: {n: v.pid for n, v in list(vms.items()) if v.pid}, datastores)
+    addr, _, port = listen.rpartition(":")
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)  # type: ignore[arg-type]
+    try:
+        start_http_server(int(port), addr=addr.strip("[]"), registry=reg)
+    except (OSError, ValueError) as e:
+        log.warning("cannot serve metrics on %s: %s", listen, e)
