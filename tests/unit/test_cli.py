@@ -361,3 +361,13 @@ def test_demo_reports_a_lab_that_does_not_build(monkeypatch: pytest.MonkeyPatch)
     r = vigil_cli("demo", "--keep")
     assert_clean_failure(r)
     assert "error: lab up failed: timed out waiting for etcd" in r.output.splitlines()
+
+
+def test_no_api_known_says_how_to_name_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vigil.cli.client as client
+
+    monkeypatch.delenv("VIGIL_API")
+    monkeypatch.setattr(client, "LAB_API_FILE", Path("/nonexistent/api.json"))
+    r = vigil_cli("vm", "list")
+    assert_clean_failure(r)
+    assert "no vigil API known: give --api URL" in r.output
