@@ -263,9 +263,10 @@ def test_usage_errors(args: list[str]):
     ["vm", "repair-disk", "x"], ["vm", "ft", "enable", "x"], ["vm", "ft", "disable", "x"],
     ["vm", "create", "x", "--no-lab-guest"], ["host", "list"], ["host", "list", "--json"],
     ["host", "maintenance", "enter", "host1"], ["host", "maintenance", "exit", "host1"],
-    ["datastore", "list"], ["datastore", "evacuate", "ds1"], ["task", "list", "--all"], ["task", "cancel", "x"],
+    ["datastore", "list"], ["datastore", "evacuate", "ds1"], ["task", "list", "--all"], ["task", "cancel", "x"], ["task", "show", "x"],
     ["rule", "create", "r", "--kind", "affinity", "--vms", "a,b"], ["rule", "list"], ["rule", "delete", "r"],
-    ["events"], ["events", "--json"],
+    ["events"], ["events", "--json"], ["login", "--user", "u", "--password", "p"], ["user", "list"],
+    ["user", "add", "u", "--password", "long-password"], ["token", "list"], ["token", "create", "ci"],
 ], ids=" ".join)
 def test_no_api_is_a_clean_error(args: list[str]):
     r = vigil_cli(*args, "--api", NO_API)

@@ -83,6 +83,26 @@ def task_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT, all_: bool
     console.print(tb)
 
 
+@app.command("show")
+@friendly
+def task_show(vm_or_task: str, api: Optional[str] = API_OPT, as_json: bool = JSON_OPT,
+              follow: bool = typer.Option(False, "--follow", "-f", help="show its progress until it ends")) -> None:
+    """One task (by id, or a VM's last one): what, where, state and progress."""
+    client = connect(api)
+    t = client.get(f"/tasks/{vm_or_task}")
+    if follow:
+        return follow_task(client, t["vm"], t["id"])
+    if as_json:
+        return print_json({k: v for k, v in t.items() if k != "summary"})
+    tb = Table(show_header=False, title=f"task {t['id']}")
+    for k in ("kind", "vm", "summary", "state", "reason", "error"):
+        tb.add_row(k, str(t[k]) or "-")
+    tb.add_row("age", age(t["created"]))
+    for k, v in sorted(t["progress"].items()):
+        tb.add_row(f"progress {k}", str(v))
+    console.print(tb)
+
+
 @app.command("cancel")
 @friendly
 def task_cancel(vm_or_task: str, api: Optional[str] = API_OPT) -> None:
