@@ -144,7 +144,7 @@ from pathlib import Path
 from vigil.agent.ft import CHECKPOINT_GAP_S, CheckpointDone
 from vigil.hypervisor import qemu as Q
 from vigil.lab.ftpair import PRIMARY, FtPair
-from vigil.lab.guest_image import READY_LINE, GuestImage, build_guest_image
+from vigil.hypervisor.guest_image import READY_LINE, GuestImage, build_guest_image
 from vigil.lab.localetcd import local_etcd
 from vigil.lab.standalone import (
     Standalone,

@@ -31,7 +31,7 @@ from pathlib import Path
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import mirror as MR
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import build_guest_image
+from vigil.hypervisor.guest_image import build_guest_image
 from vigil.lab.standalone import Standalone, probe_accel, standalone, unavailable, wait_serial
 from vigil.model import VMSpec
 

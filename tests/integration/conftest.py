@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.lab.guest_image import GuestImage, build_guest_image
+from vigil.hypervisor.guest_image import GuestImage, build_guest_image
 from vigil.lab.standalone import Standalone, probe_accel, standalone
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.lab.guest_image import GuestImage
+from vigil.hypervisor.guest_image import GuestImage
 from vigil.lab.localetcd import local_etcd
 from vigil.lab.standalone import unavailable
 

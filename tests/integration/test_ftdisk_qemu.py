@@ -12,7 +12,7 @@ import pytest
 from vigil.hypervisor import ft as FT
 from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import read_records
+from vigil.hypervisor.guest_image import read_records
 from vigil.lab.standalone import Standalone, heartbeats, loopback_uri, unavailable
 
 pytestmark = [

@@ -18,7 +18,7 @@ from vigil import pki
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import mirror as MR
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import read_records
+from vigil.hypervisor.guest_image import read_records
 from vigil.lab.standalone import Standalone, free_port, heartbeats, unavailable, wait_serial
 
 pytestmark = [

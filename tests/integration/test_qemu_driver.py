@@ -13,7 +13,7 @@ import pytest
 
 from vigil.hypervisor import accel as A
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import GuestImage, read_records, record_boot_ids
+from vigil.hypervisor.guest_image import GuestImage, read_records, record_boot_ids
 from vigil.lab.standalone import Standalone, heartbeats, unavailable
 
 pytestmark = [

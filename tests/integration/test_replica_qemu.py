@@ -19,7 +19,7 @@ import pytest
 from vigil.hypervisor import qemu as Q
 from vigil.hypervisor import replica as R
 from vigil.lab.datastores import shutdown_fs
-from vigil.lab.guest_image import GuestImage, read_records
+from vigil.hypervisor.guest_image import GuestImage, read_records
 from vigil.lab.standalone import Standalone, heartbeats, standalone, unavailable
 
 pytestmark = [

@@ -234,12 +234,12 @@ def test_a_bad_disk_is_one_line():
 
 
 def test_a_bad_priority_fails_before_the_guest_image_or_etcd(monkeypatch: pytest.MonkeyPatch):
-    import vigil.lab.guest_image
+    import vigil.hypervisor.guest_image
 
     def no_image(*a: Any, **k: Any) -> None:
         raise AssertionError("built the guest image for a VM that cannot be created")
 
-    monkeypatch.setattr(vigil.lab.guest_image, "build_guest_image", no_image)
+    monkeypatch.setattr(vigil.hypervisor.guest_image, "build_guest_image", no_image)
     r = vigil_cli("vm", "create", "x", "--priority", "bogus", "--api", NO_API)
     assert_clean_failure(r)
     assert len(r.output.strip().splitlines()) == 1

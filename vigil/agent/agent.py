@@ -59,7 +59,7 @@ class Agent:
                  hypervisor: Hypervisor | None = None) -> None:
         """``env``, ``store`` and ``hypervisor``: the world this agent acts on; by default
         the real one (a real host's clock, mounts and ping; etcd, the host's own member
-        first; QEMU through vigil.agent.executor)."""
+        first; QEMU through vigil.env.executor)."""
         self.cfg = cfg
         self.me = cfg.host
         if env is None:

@@ -22,7 +22,7 @@ from vigil.store import keys as K
 from vigil.store.etcd import StoreError
 from vigil.store.state import ClusterState
 
-from . import executor
+from vigil.env import executor
 from .context import HostContext
 
 log = logging.getLogger("vigil.agent.disks")

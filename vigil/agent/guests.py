@@ -2,7 +2,7 @@
 guests and carry their NICs, power them off or shut them down, report their status.
 
 The agent decides (vigil.policy.host, .crashes, .isolation); this is where its decisions
-touch QEMU (through vigil.agent.executor) and ``vmstatus/`` and ``own/`` in etcd.
+touch QEMU (through vigil.env.executor) and ``vmstatus/`` and ``own/`` in etcd.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Callable
 
-from vigil.agent import executor
+from vigil.env import executor
 from vigil.agent.context import HostContext, LocalVM
 from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.nics import NicPort

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import asdict
 
-from vigil.agent import executor
+from vigil.env import executor
 from vigil.agent.task_records import moved_spec
 from vigil.agent.task_runner_base import TaskRunnerBase
 from vigil.hypervisor import mirror, migration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from vigil.agent import executor
+from vigil.env import executor
 from vigil.agent.context import MigrationHost
 from vigil.agent.task_records import update_task
 from vigil.hypervisor import qemu

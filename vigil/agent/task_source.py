@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vigil.agent import executor
+from vigil.env import executor
 from vigil.agent.task_records import migration_progress, mirror_progress, moved_spec
 from vigil.agent.task_repair import repair_disks
 from vigil.agent.task_runner_base import TaskRunnerBase

@@ -4,7 +4,7 @@ snapshot per scrape: any API server gives the same figures.
 States are one-hot gauges (``vigil_host_state{host,state}`` is 1 for the host's present
 state and 0 for the others), so that ``max_over_time(...{state="failed"}[5m])`` and
 friends work. Counters and histograms come from the leader's stored figures
-(``vigil.controller.stats``), so they survive API restarts and leader changes.
+(``vigil.policy.hastats``), so they survive API restarts and leader changes.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from vigil.api import readmodel
-from vigil.controller import stats as hastats
+from vigil.policy import hastats
 from vigil.model import HostState
 from vigil.store import keys as K
 

@@ -40,7 +40,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from vigil.lab.guest_image import GuestImageError
+        from vigil.hypervisor.guest_image import GuestImageError
         from vigil.lab.layout import LabError
 
         try:

@@ -36,7 +36,7 @@ def parse_disk(vm: str, i: int, text: str) -> DiskSpec:
 
 def lab_guest_boot(workload: bool, dirty_mb: int, guest_ip: str) -> BootSpec:
     """Boot vigil's lab guest image (built, or taken from its cache, here)."""
-    from vigil.lab.guest_image import build_guest_image
+    from vigil.hypervisor.guest_image import build_guest_image
 
     img = build_guest_image(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
     cmdline = img.cmdline + (" vigil.workload=1" if workload else "") + (f" vigil.dirty_mb={dirty_mb}" if dirty_mb else "")

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from types import MappingProxyType
 from typing import Callable
 
-from vigil.controller import stats
+from vigil.policy import hastats as stats
 from vigil.env.base import Env, read_all_heartbeats
 from vigil.env.real import RealEnv
 from vigil.config import AgentConfig

@@ -2,7 +2,7 @@
 
 A protocol of its own beside vigil.env.base.Env (whose interface stays as it is), so that
 the agent's core (reconcile, crash watch, isolation responses, migrations' end) reaches
-QEMU through one seam: the real implementation wraps vigil.agent.executor; a simulated
+QEMU through one seam: the real implementation wraps vigil.env.executor; a simulated
 one can stand in for it. The deeper QEMU work (QMP, FT checkpoints, disk mirrors, NICs)
 stays in vigil.hypervisor and the agent's helpers.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vigil.agent import executor
+from vigil.env import executor
 from vigil.config import AgentConfig
 from vigil.model import VMSpec
 
@@ -42,7 +42,7 @@ class Hypervisor(Protocol):
 
 
 class QemuHypervisor:
-    """The real one: QEMU processes under the agent's run dir (vigil.agent.executor)."""
+    """The real one: QEMU processes under the agent's run dir (vigil.env.executor)."""
 
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg

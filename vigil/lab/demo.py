@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vigil.lab import faults, observe
-from vigil.lab.guest_image import build_guest_image
+from vigil.hypervisor.guest_image import build_guest_image
 from vigil.lab.lab import Lab, LabConfig
 from vigil.lab.layout import LabError
 from vigil.lab.scenario import create_lab_vms, wait_cluster_ready

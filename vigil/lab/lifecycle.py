@@ -16,7 +16,7 @@ from vigil.hypervisor.accel import probe_accel, reason as accel_reason
 from . import datastores as dsmod
 from . import etcd as etcdmod
 from . import net, preflight
-from .guest_image import build_guest_image
+from vigil.hypervisor.guest_image import build_guest_image
 from .host_processes import HostProcesses
 from .lab_config import LabConfig, _machine_memory_mb, default_agent_command
 from .lab_state import STATE_VERSION, _atomic_write_json

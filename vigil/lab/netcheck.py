@@ -1,4 +1,4 @@
-"""A TCP client of the lab guest's port 7000 (see vigil/lab/guest/init), for tests of
+"""A TCP client of the lab guest's port 7000 (see vigil/hypervisor/guest/init), for tests of
 connections that must survive a live migration or an FT failover.
 
 It sends "req N" and waits for "ack N C" before the next request, N from 1, on one

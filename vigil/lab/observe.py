@@ -247,7 +247,7 @@ def guest_heartbeats(vm: str) -> list[tuple[float, str, int, str]]:
 
 
 def records_on_disk(vm: str, datastore: str = "ds1") -> list[int]:
-    from vigil.lab.guest_image import read_records
+    from vigil.hypervisor.guest_image import read_records
     from vigil.lab.layout import DS_DIR
 
     from vigil.hypervisor.ftdisk import chain_top

@@ -6,7 +6,7 @@ from typing import Callable
 
 from vigil import service
 from vigil.lab import observe
-from vigil.lab.guest_image import build_guest_image
+from vigil.hypervisor.guest_image import build_guest_image
 from vigil.lab.layout import VM_NETWORK
 from vigil.model import BootSpec, DiskSpec, VMSpec
 
@@ -24,7 +24,7 @@ def lab_vm_spec(name: str, *, priority: str = "medium", isolation: str = "power-
                 memory_mb: int = 128, datastore: str = "ds1", disk_mb: int = 64, dirty_mb: int = 0,
                 ip: str = "") -> VMSpec:
     """The lab guest; with ``ip`` (ADDR/PREFIX on the lab's VM network) it has a NIC there
-    and answers on TCP port 7000 (see vigil/lab/guest/init)."""
+    and answers on TCP port 7000 (see vigil/hypervisor/guest/init)."""
     img = build_guest_image(progress=lambda m: None)
     cmdline = img.cmdline + (" vigil.workload=1" if workload else "") + (f" vigil.dirty_mb={dirty_mb}" if dirty_mb else "")
     cmdline += f" vigil.ip={ip}" if ip else ""

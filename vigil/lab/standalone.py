@@ -27,7 +27,7 @@ from vigil.config import cache_dir
 from vigil.hypervisor import accel
 from vigil.hypervisor import migration as MG
 from vigil.hypervisor import qemu as Q
-from vigil.lab.guest_image import BUSYBOX, GuestImage
+from vigil.hypervisor.guest_image import BUSYBOX, GuestImage
 from vigil.model import BootSpec, DiskSpec, VMSpec
 
 

@@ -32,7 +32,7 @@ FT = PREFIX + "ft/"  # FT on for the VM: {"secondary": host | None, "epoch": n},
 FTRX = PREFIX + "ftrx/"  # leased, by the secondary: where the next checkpoint goes
 FTACK = PREFIX + "ftack/"  # leased, by the secondary: the newest checkpoint it holds complete
 FTSTAT = PREFIX + "ftstat/"  # by the primary: valid_from (oldest checkpoint that may run) and figures
-STATS_HA = PREFIX + "stats/ha"  # the leader's cumulative HA figures for /metrics (controller/stats.py)
+STATS_HA = PREFIX + "stats/ha"  # the leader's cumulative HA figures for /metrics (policy/hastats.py)
 DISKSTATE = PREFIX + "diskstate/"  # replicated disks: {"stale": {disk: {datastore, since, why}}, "resync": {...}}
 
 # Identities, outside PREFIX: agents read PREFIX whole several times a second and never

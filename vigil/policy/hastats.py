@@ -3,7 +3,8 @@
 The API servers are stateless and the event log is trimmed, so counters cannot be
 derived from events (they would fall when old events go). The leader's controller keeps
 them in one etcd key instead, written only while it is the leader; a new leader carries
-on from what is stored. The folding is pure (``fold_*``); ``HaStats`` only loads and saves.
+on from what is stored. The folding is pure (``fold_*``); the controller loads, folds and saves
+(vigil.controller.loop), the API reads (vigil.api.metrics).
 
 Failover time is "power loss detected to running again": from the moment the controller
 classified the VM's old host failed (or isolated) to the ``since`` its new host reports.
@@ -13,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from vigil.model import Task
-from vigil.store import keys as K
 
 FAILOVER_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 DOWNTIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -78,5 +78,3 @@ def loaded(value: Any) -> dict[str, Any]:
         return base
     return {k: value.get(k, v) for k, v in base.items()}
 
-
-KEY = K.STATS_HA

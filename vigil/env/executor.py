@@ -29,7 +29,7 @@ async def probe_accel(cfg: AgentConfig) -> str:
 
     def probe() -> str:
         if accel.cached(cache) is None and accel.kvm_usable() is None:
-            from vigil.lab.guest_image import build_guest_image  # the probe's guest
+            from vigil.hypervisor.guest_image import build_guest_image  # the probe's guest
 
             return accel.probe_accel(cache, build_guest_image(cache / "guest", progress=lambda _m: None))
         return accel.probe_accel(cache, None)

@@ -1,4 +1,4 @@
-"""The lab's guest image: Debian's cloud kernel + a busybox initramfs built on this machine.
+"""The lab guest image (also the accelerator probe's guest): Debian's cloud kernel + a busybox initramfs built on this machine.
 
 The kernel comes from Debian's ``linux-image-*-cloud-amd64`` package, fetched with
 ``apt-get download`` and unpacked with ``dpkg-deb -x`` into the cache (never installed on the
@@ -78,7 +78,7 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 
 
 def _guest_file(name: str) -> bytes:
-    return resources.files("vigil.lab").joinpath("guest", name).read_bytes()
+    return resources.files("vigil.hypervisor").joinpath("guest", name).read_bytes()
 
 
 def resolve_kernel_package() -> tuple[str, str]:
