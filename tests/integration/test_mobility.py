@@ -7,6 +7,7 @@ on disk afterwards, a failed or cancelled move leaves the VM running where it wa
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import pytest
@@ -69,6 +70,12 @@ def test_migration_keeps_the_guest_running_and_its_writes(lab):
     assert list(observe.qemu_processes().get("m1", [])) and len(observe.qemu_processes()["m1"]) == 1
     done = task_of("m1")
     assert done.id == t.id and done.progress.get("downtime_ms") is not None
+    # every host's API server answers from inside another host's namespace too
+    probe = ("import httpx, ssl, sys; api = sys.argv[1]; ca = ssl.create_default_context(cafile=sys.argv[2]); "
+             "sys.exit(0 if httpx.get(api + '/healthz', verify=ca, timeout=5).json()['etcd'] else 1)")
+    for u in apicheck.api_servers.read()["urls"]:
+        r = lab.exec("host3", [sys.executable, "-c", probe, u, apicheck.api_servers.read()["ca"]], check=False)
+        assert r.returncode == 0, (u, r.stderr)
     # host2's agent serves its own QEMU's figures, and the heartbeat ages it sees
     own = apicheck.scrape_agent(lab.address("host2"))
     assert apicheck.value(own, "vigil_vm_rss_bytes", vm="m1", host="host2") > 16 * 2**20
