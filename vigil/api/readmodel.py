@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from vigil import service
+from vigil.store.etcd import StoreError
 
 CACHE_S = 1.0
 
@@ -22,12 +23,18 @@ async def cluster(app: FastAPI) -> dict[str, Any]:
     st = app.state
     if not hasattr(st, "cluster_lock"):
         st.cluster_lock, st.cluster_cache = asyncio.Lock(), None
-    rev = await st.store.revision()
+    try:
+        rev = await st.store.revision()
+    except StoreError:
+        rev = await st.store.revision()
     async with st.cluster_lock:  # concurrent requests wait for one computation
         c = st.cluster_cache
         if c is not None and c[0] == rev and time.monotonic() - c[1] < CACHE_S:
             return c[2]
-        res = await service.cluster(st.store)
+        try:
+            res = await service.cluster(st.store)
+        except StoreError:  # one member just died: the channel has moved on; a read may be asked again
+            res = await service.cluster(st.store)
         res["by_name"] = {v["name"]: v for v in res["vms"]}
         res["encoded"] = {}
         st.cluster_cache = (rev, time.monotonic(), res)
