@@ -22,6 +22,7 @@ import math
 from fractions import Fraction
 from typing import Literal
 
+from vigil.model import SpecError
 from vigil.policy.view import Timing
 
 WatchdogAction = Literal["arm", "feed", "wait"]
@@ -74,9 +75,10 @@ MIN_MARGIN_S = 1.0  # the device's timeout is in whole seconds, and many tick on
 MIN_TICKS = 2  # a healthy host may miss one tick (load, a slow datastore) without a reset
 
 
-class WatchdogTimingError(ValueError):
+class WatchdogTimingError(SpecError):
     """Timings under which the watchdog could not reset a hung host before the controller
-    restarts its VMs elsewhere (or would reset healthy hosts)."""
+    restarts its VMs elsewhere (or would reset healthy hosts): a config error, so that
+    ``vigil agent`` refuses to start with it."""
 
 
 def restart_after(t: Timing) -> float:
