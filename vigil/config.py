@@ -27,6 +27,7 @@ class AgentConfig:
     run_dir: str
     datastores: dict[str, str]  # name -> mount path on this host
     watchdog_file: str = ""  # the lab's stand-in for /dev/watchdog; empty: no watchdog
+    watchdog_device: str = ""  # the host's /dev/watchdog (or /dev/watchdogN); empty: watchdog_file
     isolation_addresses: tuple[str, ...] = ()
     peers: dict[str, str] = field(default_factory=dict)  # host -> address
     memory_mb: int = 2048

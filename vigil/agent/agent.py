@@ -1,9 +1,9 @@
 """``vigil agent``: the one daemon on each host.
 
-It keeps the host's lease, writes the datastore heartbeats, pets the watchdog, runs the
-QEMUs it is assigned (only while it holds their ownership keys), watches their guests,
-applies isolation responses, and campaigns for the leader key to run the controller.
-QEMU is daemonized, so stopping or restarting the agent never stops a VM.
+It keeps the host's lease, writes the datastore heartbeats, pets the watchdog (and systemd's),
+runs the QEMUs it is assigned (only while it holds their ownership keys), watches their guests,
+applies isolation responses, campaigns for the leader key to run the controller. QEMU is
+daemonized, so stopping or restarting the agent never stops a VM.
 
 This module holds the loops (tick, reconcile) and the start-up; what each does is
 decided in vigil.policy (host, crashes, isolation, leader, watchdog), and carried out by
@@ -29,7 +29,8 @@ from vigil.agent.guests import Guests
 from vigil.agent.leader import Leadership
 from vigil.agent.lease import HostLease
 from vigil.agent.tasks import TaskRunner
-from vigil.agent.watchdog import FileWatchdog
+from vigil.agent.sdnotify import Notifier
+from vigil.agent.watchdog import make_watchdog
 from vigil.config import AgentConfig
 from vigil.env.base import Env
 from vigil.env.hypervisor import Hypervisor, QemuHypervisor
@@ -80,7 +81,7 @@ class Agent:
         self.disks = DiskKeeper(self)
         self.guests = Guests(self, self.ft)
         self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
-        self.watchdog = FileWatchdog(cfg.watchdog_file)
+        self.watchdog, self.notify = make_watchdog(cfg), Notifier()  # the host's, and systemd's
         self.stopped = asyncio.Event()
         self._ticked = asyncio.Event()  # set by each heartbeat tick, for the check loop
         self.lease = HostLease(self, self.boot)
@@ -151,6 +152,7 @@ class Agent:
             self.ds_reach = self._reachable()
             self._write_heartbeats()
             self._ticked.set()
+            self.notify.tick()
             await self.sleep(self.cfg.tick_s)
 
     async def check_loop(self) -> None:
@@ -176,10 +178,8 @@ class Agent:
         return {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
 
     def _write_heartbeats(self) -> None:
-        rec = HbRecord(
-            host=self.me, counter=int(self.env.clock.time() * 1000), boot=self.boot, isolated=self.isolated,
-            vms=tuple(sorted(self.vms)),
-        )
+        rec = HbRecord(host=self.me, counter=int(self.env.clock.time() * 1000), boot=self.boot,
+                       isolated=self.isolated, vms=tuple(sorted(self.vms)))
         for name, path in self.cfg.datastores.items():
             if self.ds_reach.get(name):
                 self.env.datastores.write_heartbeat(path, rec)
@@ -374,9 +374,8 @@ class Agent:
         for name, pid in self.hypervisor.find_running().items():
             self.guests.adopt(name, pid, None, 0, held=True)
             log.info("adopted running VM %s (pid %d)", name, pid)
-        # From here on the heartbeats and the watchdog go on (armed now only if VMs run
-        # here or an earlier run armed it), so the slow start-up work below, the
-        # accelerator probe above all, never lets a watchdog expire.
+        # From here on the heartbeats and the watchdog go on (armed now only if VMs run here or an
+        # earlier run armed it): the slow start-up work below (the probe) never lets it expire.
         tasks = [asyncio.create_task(self.heartbeat_loop())]
         if self.cfg.metrics_listen:
             host_metrics.start(self.cfg.metrics_listen, self.me, self.vms, self.cfg.datastores)
@@ -396,6 +395,7 @@ class Agent:
             adopted = ", ".join(sorted(self.vms))
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))
         await self.stopped.wait()
+        self.notify.stopping()
         for t in tasks + ([self.leadership.task] if self.leadership.task else []):
             t.cancel()
         for vm in self.vms.values():
@@ -403,6 +403,7 @@ class Agent:
                 vm.monitor.cancel()
         await self.ft.stop_all()
         await self.store.close()
+        self.watchdog.close_clean(runs_vms=bool(self.vms))  # a clean stop only: a crash leaves it armed
 
 
 def main(config_path: str) -> None:
