@@ -33,11 +33,16 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
 
 
 def create_app(endpoints: list[str]) -> FastAPI:
-    """The application over the etcd cluster at ``endpoints`` (connected when it starts)."""
+    """The application over the etcd cluster at ``endpoints`` (connected when it starts).
+
+    Like an agent, it sticks to the first member that answers (list the host's own member
+    first) and moves to the next after two failed calls: spreading calls over every member
+    would send some to a member that just lost its power, and each of those would fail
+    until the channel notices (seconds), while the host's own member answers at once."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(endpoints)
+        store = Store(endpoints, prefer_first=True)
         app.state.store, app.state.hub = store, Hub(store)
         with contextlib.suppress(StoreError):
             await store.connect()  # etcd may come later: each request says 503 meanwhile

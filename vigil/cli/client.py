@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -22,6 +23,7 @@ from vigil.model import SpecError
 API_OPT = typer.Option(None, "--api", envvar="VIGIL_API",
                        help="the vigil API's URL(s), comma separated (default: vigil login's, else the lab's)")
 LAB_API_FILE = Path("/run/vigil-lab/api.json")
+READ_RETRY_S = 10.0
 
 
 def credentials_file() -> Path:
@@ -89,18 +91,29 @@ class Api:
         return u[self._good:] + u[:self._good]
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One call, to the first server that answers. A read that gets 503 (that server's
+        etcd member just went away) is asked again of the next server, for READ_RETRY_S at
+        most; a write is not repeated (it may have been applied), its 503 is the answer."""
         errors = []
-        for url in self._order():
-            try:
-                r = self.http.request(method, url + "/api/v1" + path, **kw)
-            except httpx.TransportError as e:
-                errors.append(f"{url}: {e or type(e).__name__}")
-                continue
-            self._good = self.target.urls.index(url)
-            if r.status_code >= 400:
-                raise ApiError(r.status_code, _detail(r))
-            return r
-        raise ApiUnreachable("cannot reach the vigil API (" + "; ".join(errors) + ")"
+        deadline = time.monotonic() + READ_RETRY_S
+        while True:
+            for url in self._order():
+                try:
+                    r = self.http.request(method, url + "/api/v1" + path, **kw)
+                except httpx.TransportError as e:
+                    errors.append(f"{url}: {e or type(e).__name__}")
+                    continue
+                self._good = self.target.urls.index(url)
+                if r.status_code == 503 and method == "GET" and time.monotonic() < deadline:
+                    self._good = (self._good + 1) % len(self.target.urls)
+                    break
+                if r.status_code >= 400:
+                    raise ApiError(r.status_code, _detail(r))
+                return r
+            else:
+                break
+            time.sleep(0.5)
+        raise ApiUnreachable("cannot reach the vigil API (" + "; ".join(errors[-len(self.target.urls):]) + ")"
                              + ("" if self.target.origin == "--api" else f" [from {self.target.origin}]"))
 
     def get(self, path: str, **params: Any) -> Any:

@@ -143,8 +143,9 @@ class LabLifecycle(HostProcesses):
             create_host_certs(RUN_DIR / "tls-ca", Path(hs["dir"]) / "tls", h, ips=(hs["address"],))
             # the API server of each host: a supervisor child, with its own certificate
             cert, key = api_servers.server_files(RUN_DIR / "tls-ca", Path(hs["dir"]), h, hs["address"])
+            own = [e for e in endpoints if e.startswith(hs["address"] + ":")]  # its own member first
             hs["api_argv"] = api_servers.argv(str(Path(sys.executable).parent / "vigil"), hs["address"],
-                                              endpoints, cert, key)
+                                              own + [e for e in endpoints if e not in own], cert, key)
             hs["api_log"] = str(Path(hs["dir"]) / api_servers.API_LOG)
         for h in hosts:
             hs = st["hosts"][h]
