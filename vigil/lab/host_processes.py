@@ -52,6 +52,9 @@ class HostProcesses(LabState):
     def etcd_pid(self, host: str) -> int | None:
         return self._pid_of(host, "etcd_pid")
 
+    def api_pid(self, host: str) -> int | None:
+        return self._pid_of(host, "api_pid")
+
     # --- supervisors -------------------------------------------------------------------
     def _spawn_supervisor(self, host: str) -> None:
         d = host_dir(host)
