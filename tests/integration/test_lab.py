@@ -182,21 +182,22 @@ def test_hosts_ping_each_other_and_the_isolation_address(lab):
 
 
 def test_status_and_agent_config(lab):
-    import json
+    from vigil.config import AgentConfig
     st = lab.status()
     assert st["up"] and st["bridge"]["exists"]
     for h, hs in st["hosts"].items():
         assert hs["netns_alive"] and hs["link_up"]
         assert hs["supervisor_pid"] and hs["agent_pid"] and hs["etcd_pid"], hs
         assert hs["faults"] == []
-    cfg = json.loads(open(lab.host("host2")["agent_config"]).read())
-    assert cfg["host"] == "host2" and cfg["address"] == "10.77.0.2"
-    assert cfg["peers"] == {"host1": "10.77.0.1", "host3": "10.77.0.3"}
-    assert cfg["isolation_addresses"] == ["10.77.0.254"]
-    assert cfg["datastores"] == {"ds1": "/var/lib/vigil-lab/ds/ds1",
-                                 "ds2": "/var/lib/vigil-lab/ds/ds2"}
+    assert lab.host("host2")["agent_config"].endswith("/vigil.toml")
+    cfg = AgentConfig.load(lab.host("host2")["agent_config"])
+    assert cfg.host == "host2" and cfg.address == "10.77.0.2"
+    assert cfg.peers == {"host1": "10.77.0.1", "host3": "10.77.0.3"}
+    assert cfg.isolation_addresses == ("10.77.0.254",)
+    assert cfg.datastores == {"ds1": "/var/lib/vigil-lab/ds/ds1",
+                              "ds2": "/var/lib/vigil-lab/ds/ds2"}
     # the dummy agent pets the watchdog file named in its config
-    wait(lambda: time.time() - os.stat(cfg["watchdog_file"]).st_mtime < 1, 5, "a pet")
+    wait(lambda: time.time() - os.stat(cfg.watchdog_file).st_mtime < 1, 5, "a pet")
 
 
 def test_datastores_shared_by_every_host(lab):

@@ -3,6 +3,7 @@
 One module per subject; this one only assembles them, so the whole command tree reads here:
 
     vigil agent                      cli/agent.py
+    vigil config check FILE          cli/config.py (the format: vigil/config/, docs/config.md)
     vigil api                        cli/api.py (the server: vigil/api/)
     vigil login / logout / user / token  cli/access.py
     vigil events                     cli/events.py
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import access, agent, api, datastore, demo, events, host, lab, rule, task, vm
+from vigil.cli import access, agent, api, config, datastore, demo, events, host, lab, rule, task, vm
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli
@@ -29,6 +30,7 @@ from vigil.sim import cli as sim_cli
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vigil: HA for QEMU/KVM clusters")
 app.command()(agent.agent)
 app.command()(api.api)
+app.add_typer(config.app, name="config")
 app.command()(access.login)
 app.command()(access.logout)
 app.add_typer(access.user_app, name="user")

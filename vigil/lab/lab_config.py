@@ -19,7 +19,7 @@ class LabConfig:
     reboot_delay_s: float = 20.0
     restart_delay_s: float = 1.0
     # The agent's command line; "{config}", "{host}", "{python}", "{watchdog}" are
-    # replaced. Default: <venv>/bin/vigil agent --config {config}
+    # replaced ({config}: the host's vigil.toml). Default: <venv>/bin/vigil agent --config {config}
     agent_command: list[str] | None = None
     memory_mb: int | None = None           # per host; default: half the RAM shared out
     cpus: int | None = None                # per host; default: the machine's CPUs

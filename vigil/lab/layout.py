@@ -18,7 +18,7 @@ RUN_DIR = Path("/run/vigil-lab")
 STATE_FILE = RUN_DIR / "lab.json"
 CLUSTER_FILE = RUN_DIR / "cluster.json"
 MNT_NS_DIR = RUN_DIR / "mnt"          # persistent mount namespaces: mnt/host1, ...
-HOSTS_DIR = RUN_DIR / "hosts"         # per-host run dirs: logs, agent.json, watchdog, ...
+HOSTS_DIR = RUN_DIR / "hosts"         # per-host run dirs: logs, vigil.toml, watchdog, ...
 
 DATA_DIR = Path("/var/lib/vigil-lab")
 ARRAYS_DIR = DATA_DIR / "arrays"      # datastore disk images: arrays/ds1.img, ...
@@ -55,7 +55,7 @@ MAX_ETCD_MEMBERS = 5
 # --- per-host files ----------------------------------------------------------------------
 SUPERVISOR_LOG = "supervisor.log"
 SUPERVISOR_STATUS = "supervisor.json"  # written by the supervisor: pids, state, resets
-AGENT_CONFIG = "agent.json"
+AGENT_CONFIG = "vigil.toml"
 AGENT_LOG = "agent.log"
 ETCD_LOG = "etcd.log"
 WATCHDOG_FILE = "watchdog"

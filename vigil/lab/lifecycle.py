@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from vigil.config import cache_dir
+from vigil.config import AgentConfig, cache_dir
 from vigil.hypervisor.accel import probe_accel, reason as accel_reason
 
 from . import datastores as dsmod
@@ -149,19 +149,19 @@ class LabLifecycle(HostProcesses):
             hs["api_log"] = str(Path(hs["dir"]) / api_servers.API_LOG)
         for h in hosts:
             hs = st["hosts"][h]
-            _atomic_write_json(Path(hs["agent_config"]), {
-                "tls_dir": str(Path(hs["dir"]) / "tls"),
-                "host": h, "address": hs["address"], "etcd_endpoints": endpoints,
-                "run_dir": str(Path(hs["dir"]) / "run"),
-                "datastores": {ds: str(datastore_path(ds)) for ds in dss},
-                "watchdog_file": hs["watchdog_file"],
-                "isolation_addresses": [subnet.bridge_address],
-                "peers": {p: st["hosts"][p]["address"] for p in hosts if p != h},
-                "memory_mb": memory_mb, "cpus": cpus, "watchdog_s": cfg.watchdog_timeout_s,
-                "networks": {VM_NETWORK: HOST_VM_BRIDGE},
-                "cache_dir": str(cache_dir()),
-                "metrics_listen": f"{hs['address']}:{AGENT_METRICS_PORT}",
-            })
+            AgentConfig(
+                host=h, address=hs["address"], etcd_endpoints=tuple(endpoints),
+                run_dir=str(Path(hs["dir"]) / "run"),
+                datastores={ds: str(datastore_path(ds)) for ds in dss},
+                watchdog_file=hs["watchdog_file"],
+                isolation_addresses=(subnet.bridge_address,),
+                peers={p: st["hosts"][p]["address"] for p in hosts if p != h},
+                memory_mb=memory_mb, cpus=cpus, watchdog_s=cfg.watchdog_timeout_s,
+                tls_dir=str(Path(hs["dir"]) / "tls"),
+                networks={VM_NETWORK: HOST_VM_BRIDGE},
+                cache_dir=str(cache_dir()),
+                metrics_listen=f"{hs['address']}:{AGENT_METRICS_PORT}",
+            ).write(hs["agent_config"])
         _atomic_write_json(CLUSTER_FILE, {
             "etcd_endpoints": endpoints, "hosts": {h: st["hosts"][h]["address"] for h in hosts},
             "datastores": {ds: str(datastore_path(ds)) for ds in dss},
