@@ -84,7 +84,8 @@ def _demo(console: Console, lab: Lab, say: Callable[[str], None]) -> None:
     api = api_servers.read()
     if api.get("urls"):
         console.print(f"dashboard: {api['urls'][0]}/  user {api['user']}, password {api['password']} "
-                      f"(the lab's CA: {api['ca']}; while the lab is up: 'vigil demo --keep' leaves it up)", highlight=False)
+                      f"(the lab's CA: {api['ca']}); the lab ends with the demo, 'vigil demo --keep' leaves it up",
+                      highlight=False)
 
 
 def _f(x: float | None) -> str:
