@@ -89,6 +89,8 @@ class MemoryStore:
         self.now = now
         self.sink = sink
         self.revision = 1
+        self._snap: dict[str, Entry] | None = None
+        self._snap_rev = 0
         self._kv: dict[str, Entry] = {}
         self._enc: dict[str, str] = {}
         self._created: dict[str, int] = {}
@@ -180,7 +182,17 @@ class MemoryStore:
         return out
 
     async def snapshot(self) -> dict[str, Entry]:
-        return await self.get_prefix(K.PREFIX)
+        """Every vigil key; read again only when the revision moved (as the real store does:
+        hosts' loops ask many times per virtual second and mostly nothing changed)."""
+        self._expire()
+        if self._snap is None or self._snap_rev != self.revision:
+            self._snap, self._snap_rev = await self.get_prefix(K.PREFIX), self.revision
+        return dict(self._snap)
+
+    @property
+    def snapshot_revision(self) -> int:
+        """The revision of the last snapshot (typed state is parsed once per revision)."""
+        return self._snap_rev if self._snap is not None else 0
 
     # -- writes --------------------------------------------------------------------------
     async def put(self, key: str, value: Any, lease: int = 0) -> None:
