@@ -137,8 +137,12 @@ class _Job:
                 raise MirrorFailed(f"VM {self.conn.name}: block job {self.job_id} did not end within {timeout:.0f}s")
             await self.pump(events, 0.5)
             if self.ended is None and await self._query() is None:
-                # ended and dismissed without us seeing the event (should not happen)
-                self.ended = {"event": "gone"}
+                # The job is gone: its end event came before the query's answer, so it
+                # waits in the queue now (a job that finished between the pump and the
+                # query); only when there is none did it end unseen.
+                await self.pump(events, 0.2)
+                if self.ended is None:
+                    self.ended = {"event": "gone"}
         return self.ended
 
     async def cancel(self, events: Any, force: bool, timeout: float = 60.0) -> dict[str, Any]:
