@@ -11,6 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from vigil.lab import api_servers
 
 
+def samples(text: str) -> dict[str, dict[tuple, float]]:
+    """Prometheus text, read by prometheus-client's parser: name -> {labels: value}."""
+    out: dict[str, dict[tuple, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
 def scrape(timeout: float = 20.0) -> dict[str, dict[tuple, float]]:
     """Every sample of the first lab API server that answers: name -> {labels: value}. A
     server may answer 503 for a moment (etcd slow under load): tried again until ``timeout``."""
@@ -35,11 +44,7 @@ def _scrape_once() -> dict[str, dict[tuple, float]]:
         except httpx.HTTPError as e:
             last = e
             continue
-        out: dict[str, dict[tuple, float]] = {}
-        for fam in text_string_to_metric_families(r.text):
-            for s in fam.samples:
-                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-        return out
+        return samples(r.text)
     raise AssertionError(f"no lab API server answered /metrics: {last}")
 
 
@@ -57,8 +62,4 @@ def scrape_agent(address: str) -> dict[str, dict[tuple, float]]:
     """One lab agent's own /metrics (plain HTTP on its host's address)."""
     r = httpx.get(f"http://{address}:{api_servers.AGENT_METRICS_PORT}/metrics", timeout=5)
     r.raise_for_status()
-    out: dict[str, dict[tuple, float]] = {}
-    for fam in text_string_to_metric_families(r.text):
-        for s in fam.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
+    return samples(r.text)

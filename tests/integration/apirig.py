@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,9 @@ from typing import Iterator
 
 import httpx
 
+from vigil.lab import api_servers
+from vigil.lab.localetcd import local_etcd
+from vigil.lab.standalone import free_port
 from vigil.model import DatastoreSpec, HostInfo
 from vigil.pki import create_ca, issue
 from vigil.service import access
@@ -27,12 +29,6 @@ from vigil.store import keys as K
 from vigil.store.etcd import Store, run_with_store
 
 ADMIN_PASSWORD = "admin-password-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -64,15 +60,30 @@ class Rig:
         return self.run(go)
 
 
-def _wait(what: str, ok, timeout: float, proc: subprocess.Popen, log: Path) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
-        if ok():
-            return
+def spawn_api(etcd: str, port: int, cert: Path, key: Path, log: Path, ca: str) -> subprocess.Popen:
+    """A `vigil api` process over ``etcd`` on 127.0.0.1:``port``, answering (etcd reached)."""
+    vigil = os.path.join(os.path.dirname(sys.executable), "vigil")
+    proc = subprocess.Popen([vigil, "api", "--etcd", etcd, "--listen", f"127.0.0.1:{port}",
+                             "--cert", str(cert), "--key", str(key)],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not api_servers.healthy(f"https://127.0.0.1:{port}", ca):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"vigil api not ready: {log.read_text()[-2000:]}")
         time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready after {timeout}s: {log.read_text()[-2000:]}")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a process this rig started (its own session), by its PID."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 async def _seed(store: Store) -> dict[str, str]:
@@ -92,51 +103,18 @@ async def _seed(store: Store) -> dict[str, str]:
 @contextmanager
 def api_rig() -> Iterator[Rig]:
     tmp = Path(tempfile.mkdtemp(prefix="vigil-apirig-"))
-    procs: list[subprocess.Popen] = []
     try:
-        cport, pport, aport = free_port(), free_port(), free_port()
-        etcd_log = tmp / "etcd.log"
-        procs.append(subprocess.Popen(
-            [shutil.which("etcd") or "etcd", "--name", "t", "--data-dir", str(tmp / "etcd"),
-             "--listen-client-urls", f"http://127.0.0.1:{cport}", "--advertise-client-urls", f"http://127.0.0.1:{cport}",
-             "--listen-peer-urls", f"http://127.0.0.1:{pport}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
-             "--initial-cluster", f"t=http://127.0.0.1:{pport}", "--log-outputs", "stderr"],
-            stdout=subprocess.DEVNULL, stderr=etcd_log.open("wb"), start_new_session=True))
-        endpoint = f"127.0.0.1:{cport}"
-
-        def etcd_ok() -> bool:
+        with local_etcd(tmp) as endpoint:
+            tokens = run_with_store([endpoint], _seed)
+            create_ca(tmp / "ca", name="vigil test CA")
+            issue(tmp / "ca", tmp, "server", "localhost", ips=("127.0.0.1",))
+            port, ca = free_port(), str(tmp / "ca" / "ca-cert.pem")
+            api = spawn_api(endpoint, port, tmp / "server-cert.pem", tmp / "server-key.pem", tmp / "api.log", ca)
             try:
-                return httpx.get(f"http://{endpoint}/health", timeout=1).json().get("health") == "true"
-            except (httpx.HTTPError, ValueError):
-                return False
-        _wait("etcd", etcd_ok, 30, procs[0], etcd_log)
-        tokens = run_with_store([endpoint], _seed)
-        create_ca(tmp / "ca", name="vigil test CA")
-        issue(tmp / "ca", tmp, "server", "localhost", ips=("127.0.0.1",))
-        api_log = tmp / "api.log"
-        vigil = os.path.join(os.path.dirname(sys.executable), "vigil")
-        procs.append(subprocess.Popen(
-            [vigil, "api", "--etcd", endpoint, "--listen", f"127.0.0.1:{aport}",
-             "--cert", str(tmp / "server-cert.pem"), "--key", str(tmp / "server-key.pem")],
-            stdout=api_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
-        url, ca = f"https://127.0.0.1:{aport}", str(tmp / "ca" / "ca-cert.pem")
-
-        def api_ok() -> bool:
-            try:
-                return httpx.get(url + "/healthz", verify=ssl.create_default_context(cafile=ca), timeout=1).json().get("etcd") is True
-            except (httpx.HTTPError, ValueError):
-                return False
-        _wait("vigil api", api_ok, 30, procs[1], api_log)
-        yield Rig(url=url, ca=ca, etcd=endpoint, tokens=tokens)
+                yield Rig(url=f"https://127.0.0.1:{port}", ca=ca, etcd=endpoint, tokens=tokens)
+            finally:
+                stop(api)
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -17,6 +18,8 @@ import pytest
 from vigil.service import access
 from vigil.store import keys as K
 from vigil.store.etcd import Store
+
+from vigil.lab.standalone import free_port
 
 from apirig import ADMIN_PASSWORD, Rig, api_rig
 
@@ -324,23 +327,13 @@ def test_the_stream_survives_a_slow_client(rig: Rig) -> None:
 
 def test_any_server_answers(rig: Rig) -> None:
     """Stateless: a second server over the same etcd knows the same tokens and sessions."""
-    from apirig import free_port
+    from apirig import spawn_api, stop
 
+    tls = Path(rig.ca).parent.parent  # the rig's dir: ca/, server-cert.pem, server-key.pem
     port = free_port()
-    tls = os.path.dirname(rig.ca)
-    p = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "vigil"), "api", "--etcd", rig.etcd,
-                          "--listen", f"127.0.0.1:{port}", "--cert", os.path.join(tls, "..", "server-cert.pem"),
-                          "--key", os.path.join(tls, "..", "server-key.pem")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = spawn_api(rig.etcd, port, tls / "server-cert.pem", tls / "server-key.pem", tls / "api2.log", rig.ca)
     try:
         url = f"https://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/healthz", verify=rig.tls(), timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         s = httpx.Client(base_url=rig.url, verify=rig.tls())
         csrf = s.post("/api/v1/auth/login", json={"user": "admin", "password": ADMIN_PASSWORD}).json()["csrf_token"]
         other = httpx.Client(base_url=url, verify=rig.tls(), cookies=s.cookies)
@@ -349,6 +342,5 @@ def test_any_server_answers(rig: Rig) -> None:
         assert httpx.get(url + "/api/v1/vms", verify=rig.tls(),
                          headers={"Authorization": f"Bearer {rig.tokens['auditor']}"}).status_code == 200
     finally:
-        p.terminate()
-        p.wait(10)
+        stop(p)
 

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from vigil import __version__
-from vigil.api import problems
+from vigil.api import problems, readmodel
 from vigil.api.metrics import metrics_response
 from vigil.api.routes import access, cluster, events, tasks, vms
 from vigil.api.schemas import Health, Problem
@@ -44,6 +44,7 @@ def create_app(endpoints: list[str]) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(endpoints, prefer_first=True)
         app.state.store, app.state.hub = store, Hub(store)
+        readmodel.start(app)
         with contextlib.suppress(StoreError):
             await store.connect()  # etcd may come later: each request says 503 meanwhile
         app.state.hub.start()

@@ -84,14 +84,12 @@ def families(c: dict[str, Any], stored: Any, etcd: list[dict[str, Any]]) -> list
 
 
 async def metrics_response(app: FastAPI, accept: str) -> Response:
-    from vigil.api.routes.cluster import etcd_members
-
     store = app.state.store
     c = await readmodel.cluster(app)
     stored = await store.get(K.STATS_HA)
 
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(Snapshot(families(c, stored.value if stored else None, await etcd_members(app))))
+    reg.register(Snapshot(families(c, stored.value if stored else None, await readmodel.etcd_members(app))))
     if "application/openmetrics-text" in accept:
         return Response(generate_openmetrics(reg), media_type=OPENMETRICS)
     return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)

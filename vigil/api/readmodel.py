@@ -15,14 +15,32 @@ from fastapi import FastAPI
 
 from vigil import service
 from vigil.store.etcd import StoreError
+from vigil.store.health import health
 
 CACHE_S = 1.0
 
 
+HEALTH_CACHE_S = 2.0
+
+
+def start(app: FastAPI) -> None:
+    """The caches' state, made when the application starts."""
+    app.state.cluster_lock, app.state.cluster_cache, app.state.etcd_health = asyncio.Lock(), None, None
+
+
+async def etcd_members(app: FastAPI) -> list[dict[str, Any]]:
+    """Each endpoint's health, asked at most every HEALTH_CACHE_S per server (a dashboard
+    polls; etcd need not answer every poll), in threads (the answers are plain HTTP)."""
+    st = app.state
+    cached = st.etcd_health
+    if cached is None or time.monotonic() - cached[0] > HEALTH_CACHE_S:
+        cached = (time.monotonic(), await asyncio.to_thread(health, st.store.endpoints))
+        st.etcd_health = cached
+    return [{"endpoint": e, "healthy": ok} for e, ok in cached[1].items()]
+
+
 async def cluster(app: FastAPI) -> dict[str, Any]:
     st = app.state
-    if not hasattr(st, "cluster_lock"):
-        st.cluster_lock, st.cluster_cache = asyncio.Lock(), None
     try:
         rev = await st.store.revision()
     except StoreError:

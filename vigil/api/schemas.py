@@ -11,7 +11,6 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Name = Field(min_length=1, max_length=64)
 SHORT = 255
 
 

@@ -18,8 +18,7 @@ from typing import Any, AsyncIterator
 
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError
-from vigil.store.events import EVENT_FIELDS
-from vigil.model import Event
+from vigil.store.events import event_of
 
 log = logging.getLogger("vigil.api")
 CHANGE_EVERY_S = 0.2
@@ -53,8 +52,7 @@ class Hub:
                     rev = entry.mod_revision if entry is not None else self.revision + 1
                     self.revision = max(self.revision, rev)
                     if entry is not None and key.startswith(K.EVENTS) and isinstance(entry.value, dict):
-                        v = entry.value
-                        self._publish("event", asdict(Event(**{k: v[k] for k in EVENT_FIELDS if k in v})))
+                        self._publish("event", asdict(event_of(entry.value)))
                     self._publish("change", self.revision)
             except StoreError as e:
                 log.warning("event stream: %s; watching again", e)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .layout import ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_PEER_PORT, LabError
 
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from vigil.store.health import endpoint_healthy, health, opener  # noqa: F401  (the lab's names for them)
 
 
 def etcd_binary() -> str:
@@ -66,30 +66,10 @@ def member_argv(name: str, address: str, members: dict[str, str],
     ]
 
 
-def endpoint_healthy(endpoint: str, timeout: float = 1.0) -> bool:
-    """GET <endpoint>/health; endpoint as 'host:port' or a URL."""
-    url = endpoint if endpoint.startswith("http") else f"http://{endpoint}"
-    try:
-        with _opener.open(url + "/health", timeout=timeout) as resp:
-            body = json.loads(resp.read() or b"{}")
-    except (OSError, ValueError):
-        return False
-    return str(body.get("health")).lower() == "true"
-
-
-def health(endpoints: list[str], timeout: float = 1.0) -> dict[str, bool]:
-    from concurrent.futures import ThreadPoolExecutor
-    if not endpoints:
-        return {}
-    with ThreadPoolExecutor(len(endpoints)) as pool:
-        results = pool.map(lambda e: endpoint_healthy(e, timeout), endpoints)
-        return dict(zip(endpoints, results))
-
-
 def member_list(endpoint: str, timeout: float = 2.0) -> list[dict]:
     """Members as etcd reports them: [{'name':..., 'peerURLs': [...], 'clientURLs': [...]}]."""
     url = endpoint if endpoint.startswith("http") else f"http://{endpoint}"
     req = urllib.request.Request(url + "/v3/cluster/member/list", data=b"{}",
                                  headers={"Content-Type": "application/json"})
-    with _opener.open(req, timeout=timeout) as resp:
+    with opener.open(req, timeout=timeout) as resp:
         return json.loads(resp.read()).get("members", [])

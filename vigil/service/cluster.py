@@ -82,10 +82,11 @@ async def migration_choices(store: Store, name: str) -> list[dict[str, Any]]:
     snap = await store.snapshot()
     if K.VMS + name not in snap:
         raise NotFound(f"no VM named {name!r}")
+    view = cluster_view(snap, time.time())
     out = []
     for h in sorted(under(snap, K.HOSTS)):
         try:
-            migrate_checks(snap, name, h, None)
+            migrate_checks(snap, name, h, None, view)
             out.append({"host": h, "ok": True, "why": ""})
         except SpecError as e:
             out.append({"host": h, "ok": False, "why": str(e)})

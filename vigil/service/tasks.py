@@ -9,6 +9,7 @@ from vigil.model import TASK_ACTIVE, HostInfo, Task, VMSpec
 from vigil.policy.admission import migration_admission
 from vigil.policy.replicas import stale_map
 from vigil.service.common import Conflict, check_revision, Invalid, NotFound, active_task, diskstate, host_for_vm, running_owner, under, user_event
+from vigil.policy.view import ClusterView
 from vigil.service.view import cluster_view
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
@@ -28,9 +29,11 @@ async def migrate_vm(store: Store, name: str, to: str, datastore: str | None = N
                                               src=src, dst=to, datastore=datastore or "", reason=reason))
 
 
-def migrate_checks(snap: dict[str, Entry], name: str, to: str, datastore: str | None) -> str:
+def migrate_checks(snap: dict[str, Entry], name: str, to: str, datastore: str | None,
+                   view: ClusterView | None = None) -> str:
     """Every check of a live migration of ``name`` to ``to`` on a snapshot; the source host,
-    or the refusal (NotFound, Conflict, Invalid)."""
+    or the refusal (NotFound, Conflict, Invalid). ``view``: the snapshot's, when the caller
+    checks several destinations (built here otherwise)."""
     if K.VMS + name not in snap:
         raise NotFound(f"no VM named {name!r}")
     spec = VMSpec.from_json(snap[K.VMS + name].value)
@@ -57,7 +60,7 @@ def migrate_checks(snap: dict[str, Entry], name: str, to: str, datastore: str | 
         if missing:
             raise Invalid(f"host {to} does not reach datastore {', '.join(missing)} "
                           f"(use --datastore to copy the disks to one it reaches)")
-    ok, why = migration_admission(cluster_view(snap, time.time()), name, to, datastore)
+    ok, why = migration_admission(view or cluster_view(snap, time.time()), name, to, datastore)
     if not ok:
         raise Conflict(why)
     return src

@@ -253,8 +253,7 @@ class Store:
                 and now - max(self._snap_at, self._leader_reached) < SNAPSHOT_MAX_AGE_S):
             return dict(self._snap)
         seen = (self.changes.seq, self._writes)  # a change from here on: the next ask reads
-        head = await self._call(self._client.get_prefix(K.LEADER.encode(), keys_only=True))
-        rev = head.header.revision
+        rev = await self.revision()
         if self._snap is not None and rev == self._snap_rev:
             self._snap_seen, self._snap_at = seen, now
             return dict(self._snap)

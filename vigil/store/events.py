@@ -33,13 +33,14 @@ def event_put_op(store: Store, event: Event):  # type: ignore[no-untyped-def]
     return store.put_op(K.event_key(int(event.time * 1e9), event.source or "cli"), asdict(event))
 
 
+def event_of(value: dict[str, Any]) -> Event:
+    """A stored event (fields it does not know, from a newer writer, are left out)."""
+    return Event(**{k: value[k] for k in EVENT_FIELDS if k in value})
+
+
 def parse_events(entries: dict[str, Entry]) -> list[Event]:
-    out = []
-    for key in sorted(entries):
-        if key.startswith(K.EVENTS) and isinstance(entries[key].value, dict):
-            v = entries[key].value
-            out.append(Event(**{k: v[k] for k in EVENT_FIELDS if k in v}))
-    return out
+    return [event_of(entries[key].value) for key in sorted(entries)
+            if key.startswith(K.EVENTS) and isinstance(entries[key].value, dict)]
 
 
 async def trim(store: Store, keep: int = KEEP_EVENTS) -> None:

@@ -1,10 +1,9 @@
 """The cluster as a whole, its hosts (maintenance mode) and its datastores (evacuation)."""
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from vigil import service
 from vigil.api import readmodel
@@ -13,29 +12,14 @@ from vigil.api.schemas import ClusterOut, DatastoreIn, DatastoreOut, Done, Evacu
 from vigil.api.security import ADMIN, OPERATE, READ, if_match
 from vigil.model import DatastoreSpec
 from vigil.service.common import Conflict, NotFound
-from vigil.store.health import member_health
 
 router = APIRouter(tags=["cluster"])
-HEALTH_CACHE_S = 2.0
-
-
-async def etcd_members(app: FastAPI) -> list[dict[str, Any]]:
-    """Each endpoint's health, asked at most every HEALTH_CACHE_S per server (a dashboard
-    polls; etcd need not answer every poll)."""
-    st = app.state
-    cached = getattr(st, "etcd_health", None)
-    if cached is None or time.monotonic() - cached[0] > HEALTH_CACHE_S:
-        cached = (time.monotonic(), await member_health(st.store.endpoints))
-        st.etcd_health = cached
-    return [{"endpoint": e, "healthy": ok} for e, ok in cached[1].items()]
-
-
 @router.get("/cluster", response_model=ClusterOut, dependencies=[READ], responses=problem_responses(401, 403, 503))
 async def get_cluster(request: Request) -> dict[str, Any]:
     """Leader, etcd members, hosts with their state and load, every VM: one snapshot."""
     c = await readmodel.cluster(request.app)
     hosts = c["hosts"]
-    return {**c, "etcd": await etcd_members(request.app),
+    return {**c, "etcd": await readmodel.etcd_members(request.app),
             "memory_mb": sum(h["memory_mb"] for h in hosts), "memory_used_mb": sum(h["memory_used_mb"] for h in hosts),
             "cpus": sum(h["cpus"] for h in hosts), "vcpus_used": sum(h["vcpus_used"] for h in hosts)}
 
