@@ -14,6 +14,7 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil datastore ...              cli/datastore.py
     vigil task ...                   cli/task.py
     vigil rule ...                   cli/rule.py
+    vigil cluster ... / cluster set  cli/cluster.py (the groups; each policy adds its command)
     vigil sim run SCENARIO...        vigil/sim/cli.py (the simulator's golden scenarios)
 
 Shared options, error handling and output helpers are in cli/common.py.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import access, agent, api, config, datastore, demo, events, host, lab, rule, task, vm
+from vigil.cli import access, agent, api, cluster, config, datastore, demo, events, host, lab, rule, task, vm
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli
@@ -43,6 +44,7 @@ app.add_typer(lab.app, name="lab")
 app.add_typer(datastore.app, name="datastore")
 app.add_typer(task.app, name="task")
 app.add_typer(rule.app, name="rule")
+app.add_typer(cluster.app, name="cluster")
 sim_cli.register(app)
 
 __all__ = ["app", "main", "fail", "friendly", "parse_disk"]

@@ -33,6 +33,7 @@ FTRX = PREFIX + "ftrx/"  # leased, by the secondary: where the next checkpoint g
 FTACK = PREFIX + "ftack/"  # leased, by the secondary: the newest checkpoint it holds complete
 FTSTAT = PREFIX + "ftstat/"  # by the primary: valid_from (oldest checkpoint that may run) and figures
 STATS_HA = PREFIX + "stats/ha"  # the leader's cumulative HA figures for /metrics (policy/hastats.py)
+SETTINGS = PREFIX + "settings/"  # cluster policies an operator sets, one object each: admission, drs, monitoring, ...
 DISKSTATE = PREFIX + "diskstate/"  # replicated disks: {"stale": {disk: {datastore, since, why}}, "resync": {...}}
 
 # Identities, outside PREFIX: agents read PREFIX whole several times a second and never

@@ -135,6 +135,8 @@ class ClusterState:
     ft_rx: Mapping[str, FtReport] = field(default_factory=_empty)
     ft_stats: Mapping[str, FtStat] = field(default_factory=_empty)
     disk_states: Mapping[str, DiskStateRecord] = field(default_factory=_empty)
+    # settings/<name>: the raw object; each policy module reads its own into its type
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
 
 
 # -- one reader per prefix ----------------------------------------------------------------
@@ -241,6 +243,7 @@ _READERS: dict[str, tuple[str, Callable[[Entry], Any]]] = {
     K.FTRX: ("ft_rx", _ft_report),
     K.FTSTAT: ("ft_stats", _ft_stat),
     K.DISKSTATE: ("disk_states", _disk_state),
+    K.SETTINGS: ("settings", lambda e: MappingProxyType(dict(_dict(e)))),
 }
 
 
