@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test unit bench clean-lab
+.PHONY: deps demo test unit bench clean-lab deb
 
 deps:
 	bash scripts/install-deps.sh
@@ -21,3 +21,7 @@ bench: deps
 
 clean-lab:
 	$(VENV)/bin/vigil lab down
+
+# The Debian package for real hosts (docs/deploying.md): dist/vigil_<version>_<arch>.deb
+deb:
+	bash scripts/build-deb

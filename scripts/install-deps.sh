@@ -67,6 +67,9 @@ python_env() {
 }
 
 need_root
+if [ "${1:-}" = "--backports-only" ]; then  # for the package's install path (scripts/install-check)
+    backports_source; apt-get update -qq; exit 0
+fi
 system_packages
 [ "${1:-}" = "--system-only" ] || python_env
 echo "install-deps: ok ($(qemu-system-x86_64 --version | head -1))"
