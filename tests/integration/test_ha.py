@@ -103,13 +103,49 @@ def test_hang_restarts_only_after_the_watchdog_fenced_the_host(lab):
     names = ["b1", "b2"]
     start_vms(names, "host2")
     old = {n: p[0] for n, p in qemu_pids(names).items()}
+    t0 = time.time()
     with observe.DuplicateWatch() as watch:
         faults.hang(lab, "host2")
         observe.wait_for("VMs restarted elsewhere",
                          lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
     watch.check()  # the hung QEMUs were gone before any new one started
     assert not any(observe.pid_alive(p) for p in old.values())
-    assert lab.supervisor_status("host2").get("resets", 0) >= 1
+    status = lab.supervisor_status("host2")
+    assert status.get("resets", 0) >= 1 and status["watchdog_realtime"], status
+    # The stand-in confirms its reset: every restart was ordered after the last hung
+    # process was killed (the margin the controller adds covered the stand-in's lateness).
+    reset = status["reset_log"][0]
+    restarts = [e for e in kinds_since(t0, "vm-restart") if e.vm in names]
+    assert restarts and min(e.time for e in restarts) > reset["done"], (reset, restarts)
+    print(f"watchdog stand-in: reset complete {reset['late_s']:.3f} s after expiry; first restart "
+          f"{min(e.time for e in restarts) - reset['done']:.2f} s after it")
+
+
+def test_a_watchdog_that_fires_late_still_never_lets_two_copies_run(lab):
+    """The device fires 8 s late (a broken or slow watchdog): the controller, which cannot
+    know, orders the restarts at its bound while the hung QEMUs still hold their disks.
+    QEMU's disk locks refuse the new copies until the late reset frees them; then every VM
+    runs again, and no acknowledged guest write is lost."""
+    names = ["w1"]
+    start_vms(names, "host2", workload=True)
+    observe.wait_for("the guest acknowledging records", lambda: observe.acked_by_guest("host2", "w1") > 0, 60)
+    faults.watchdog_late(lab, "host2", 8.0)
+    t0 = time.time()
+    faults.hang(lab, "host2")
+    acked = observe.acked_by_guest("host2", "w1")
+    observe.wait_for("w1 running elsewhere",
+                     lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
+    reset = lab.supervisor_status("host2")["reset_log"][0]
+    assert reset["injected_s"] == 8.0
+    # Only one copy ever ran guest code: the new one started only once the reset was done.
+    started = [e for e in kinds_since(t0, "vm-started") if e.vm == "w1"]
+    assert started and all(e.time > reset["done"] for e in started), (reset, started)
+    refused = [e for e in kinds_since(t0, "vm-start-failed") if e.vm == "w1"]
+    new = next(v["owner"] for v in observe.cluster()["vms"] if v["name"] == "w1")
+    observe.wait_for("w1 writing again", lambda: observe.acked_by_guest(new, "w1") > acked, 60)
+    on_disk = set(observe.records_on_disk("w1"))
+    assert not [r for r in range(acked + 1) if r not in on_disk]
+    print(f"late watchdog: reset {reset['done'] - t0:.1f} s after the hang; {len(refused)} start(s) refused before it")
 
 
 def test_isolation_power_off_restarts_elsewhere_and_heal_leaves_no_duplicate(lab):

@@ -22,7 +22,7 @@ from typing import Iterable
 from . import datastores as dsmod
 from . import net
 from .lab import Lab, _fault_hosts
-from .layout import (ETCD_DOWN_FLAG, LabError, host_dir, kill_ns_processes, mntns_path,
+from .layout import (ETCD_DOWN_FLAG, WATCHDOG_LATE_FLAG, LabError, host_dir, kill_ns_processes, mntns_path,
                      netns_path, pid_alive, signal_pids, veth_name)
 
 LINK_DOWN_KINDS = ("power_off", "isolate")
@@ -103,6 +103,18 @@ def unhang(lab: Lab, host: str) -> None:
     with lab.mutate() as st:
         st["faults"] = [f for f in st["faults"]
                         if not (f["kind"] == "hang" and f.get("host") == host)]
+
+
+def watchdog_late(lab: Lab, host: str, seconds: float) -> None:
+    """Make the host's watchdog stand-in fire `seconds` after its timeout (a slow or broken
+    device), until heal. The controller cannot see it: what then keeps two copies of a VM
+    from running is the rest of the design (disk locks, the agent killing what it no
+    longer owns), which the tests check."""
+    _check_host(lab, host)
+    if not seconds >= 0:
+        raise LabError(f"watchdog-late: seconds must be 0 or more, got {seconds}")
+    _record(lab, {"kind": "watchdog-late", "host": host, "seconds": seconds})
+    (host_dir(host) / WATCHDOG_LATE_FLAG).write_text(f"{seconds}\n")
 
 
 def kill_agent(lab: Lab, host: str) -> int:
@@ -272,8 +284,9 @@ def heal(lab: Lab, host: str | None = None) -> list[dict]:
     for h in hosts:
         if not netns_path(h).exists():
             continue
-        with contextlib.suppress(FileNotFoundError):
-            (host_dir(h) / ETCD_DOWN_FLAG).unlink()
+        for flag in (ETCD_DOWN_FLAG, WATCHDOG_LATE_FLAG):
+            with contextlib.suppress(FileNotFoundError):
+                (host_dir(h) / flag).unlink()
         for ds in st["datastores"]:
             dsmod.restore_datastore(h, ds)
         signal_pids(lab.host_pids(h), signal.SIGCONT)

@@ -60,6 +60,7 @@ AGENT_LOG = "agent.log"
 ETCD_LOG = "etcd.log"
 WATCHDOG_FILE = "watchdog"
 ETCD_DOWN_FLAG = "etcd.down"           # while it exists the supervisor does not start etcd
+WATCHDOG_LATE_FLAG = "watchdog.late"   # seconds the watchdog stand-in fires late (the watchdog-late fault)
 
 
 def host_name(i: int) -> str:

@@ -12,7 +12,13 @@ its own session). It
 - plays the hardware watchdog: the agent pets it by writing/touching `watchdog_file`; the
   watchdog arms the first time the file is written after a boot; when its mtime is older
   than `watchdog_timeout_s`, the supervisor "resets the host": SIGKILL every process in the
-  host's network namespace but itself, disarm, wait `reboot_delay_s`, boot again;
+  host's network namespace but itself, disarm, wait `reboot_delay_s`, boot again. To be as
+  punctual as a hardware timer on a loaded machine it runs SCHED_FIFO (reset on fork, so
+  the host's processes it starts are ordinary ones) and sleeps until the expiry, not a
+  fixed tick; each reset records how late it was (`reset_log`: from expiry to the last
+  process killed), which the lab tests hold against the controller's margin
+  (docs/watchdog.md). The `watchdog-late` fault adds seconds to the timeout: a device that
+  fires late, to test what happens then;
 - is a child subreaper, so daemonized grandchildren (QEMU) are reaped here;
 - writes its view to `supervisor.json` in the host's dir (pids, state, resets), atomically;
 - on SIGTERM stops its children and exits.
@@ -34,13 +40,28 @@ import sys
 import time
 from pathlib import Path
 
-from .layout import (ETCD_DOWN_FLAG, STATE_FILE, SUPERVISOR_STATUS, kill_ns_processes,
-                     pids_in_ns)
+from .layout import (ETCD_DOWN_FLAG, STATE_FILE, SUPERVISOR_STATUS, WATCHDOG_LATE_FLAG,
+                     kill_ns_processes, pids_in_ns)
 
 log = logging.getLogger("vigil.lab.supervisor")
 
 PR_SET_CHILD_SUBREAPER = 36
 TICK = 0.1
+REALTIME_PRIORITY = 10   # SCHED_FIFO, below the kernel's own threads (50)
+RESET_LOG = 20           # resets kept in the status
+
+
+def be_punctual() -> bool:
+    """SCHED_FIFO for this process only (children get SCHED_OTHER back: reset on fork).
+    The supervisor sleeps nearly all the time, so it cannot starve the machine; False
+    where the kernel refuses (no CAP_SYS_NICE), and the stand-in is then as late as the
+    scheduler makes it, which reset_log shows."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(REALTIME_PRIORITY))
+        return True
+    except (OSError, AttributeError) as e:
+        log.warning("watchdog stand-in not real-time (%s): it may fire late on a loaded machine", e)
+        return False
 
 
 class Child:
@@ -77,6 +98,10 @@ class Supervisor:
         self.restart_delay = float(cfg.get("restart_delay_s", 1.0))
         self.status_path = self.dir / SUPERVISOR_STATUS
         self.etcd_flag = self.dir / ETCD_DOWN_FLAG
+        self.late_flag = self.dir / WATCHDOG_LATE_FLAG
+        self.realtime = False
+        self.reset_log: list[dict] = []
+        self._expires_at: float | None = None   # wall clock, of the last pet seen
         self.etcd = Child("etcd", h["etcd_argv"], Path(h["etcd_log"])) if h.get("etcd_argv") else None
         self.agent = Child("agent", h["agent_argv"], Path(h["agent_log"]))
         self.api = Child("api", h["api_argv"], Path(h["api_log"])) if h.get("api_argv") else None
@@ -137,17 +162,39 @@ class Supervisor:
                 c.restart_at = now + self.restart_delay
 
     # --- watchdog ----------------------------------------------------------------------
+    def injected_lateness(self) -> float:
+        """Seconds the watchdog-late fault adds to the timeout (0 without it)."""
+        try:
+            return max(0.0, float(self.late_flag.read_text().strip() or 0))
+        except (FileNotFoundError, ValueError):
+            return 0.0
+
     def check_watchdog(self) -> None:
         try:
             mtime = self.watchdog_file.stat().st_mtime
         except FileNotFoundError:
+            self._expires_at = None
             return
         if not self.armed:
             self.armed = True
             log.info("watchdog armed (timeout %gs)", self.watchdog_timeout)
-        age = time.time() - mtime
-        if age > self.watchdog_timeout:
-            self.reset(f"watchdog expired: last pet {age:.1f}s ago")
+        expiry = mtime + self.watchdog_timeout
+        self._expires_at = expiry
+        now = time.time()
+        injected = self.injected_lateness()
+        if now > expiry + injected:
+            self.reset(f"watchdog expired: last pet {now - mtime:.2f}s ago"
+                       + (f" (fault: {injected:g}s late)" if injected else ""))
+            done = time.time()
+            self.reset_log = (self.reset_log + [{"expired": expiry, "done": done, "late_s": round(done - expiry, 3),
+                                                 "injected_s": injected}])[-RESET_LOG:]
+            log.warning("reset complete %.3fs after the watchdog's expiry", done - expiry)
+
+    def sleep_time(self) -> float:
+        """Until the next tick, or the watchdog's expiry if that comes first."""
+        if self.state != "running" or self._expires_at is None:
+            return TICK
+        return min(TICK, max(0.005, self._expires_at + self.injected_lateness() - time.time()))
 
     def reset(self, reason: str) -> None:
         log.warning("RESET %s: %s; killing every process of the host", self.host, reason)
@@ -175,6 +222,8 @@ class Supervisor:
             "host": self.host, "pid": os.getpid(), "state": self.state,
             "boots": self.boots, "resets": self.resets, "last_reset": self.last_reset,
             "watchdog_armed": self.armed,
+            "watchdog_realtime": self.realtime,
+            "reset_log": self.reset_log,
             "etcd_pid": self.etcd.pid if self.etcd else None,
             "agent_pid": self.agent.pid,
             "api_pid": self.api.pid if self.api else None,
@@ -220,6 +269,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.realtime = be_punctual()
         log.info("supervisor for %s up (pid %d, netns pids now %s)", self.host, os.getpid(),
                  pids_in_ns("/proc/self/ns/net"))
         self.boot()
@@ -232,7 +282,7 @@ class Supervisor:
             elif self.state == "down" and time.monotonic() >= self.boot_at:
                 self.boot()
             self.write_status()
-            time.sleep(TICK)
+            time.sleep(self.sleep_time())
         self.shutdown()
         return 0
 
