@@ -100,6 +100,10 @@ def device_timeout(t: Timing, tick_s: float) -> int:
             "whole-second timer and its reset")
     r = restart_after(t)
     d = math.floor(Fraction(r) - Fraction(margin))
+    # r is itself a rounded float sum: judge "fits" as check_device_timeout does, so that
+    # a D the check accepts is never left out (watchdog 9 + margin 119.101... rounds down)
+    while (d + 1) + margin <= r:
+        d += 1
     return check_device_timeout(d, t, tick_s)
 
 
