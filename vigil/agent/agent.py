@@ -34,6 +34,7 @@ from vigil.agent.watchdog import make_watchdog
 from vigil.config import AgentConfig
 from vigil.env.base import Env
 from vigil.env.hypervisor import Hypervisor, QemuHypervisor
+from vigil.logs import setup_logging
 from vigil.model import HbRecord, VMSpec
 from vigil.policy import host as HP
 from vigil.policy.crashes import LOCAL_RESTARTS, after_exit
@@ -407,5 +408,5 @@ class Agent:
 
 
 def main(config_path: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     asyncio.run(Agent(AgentConfig.load(config_path)).run())

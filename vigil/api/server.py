@@ -7,6 +7,7 @@ from pathlib import Path
 import uvicorn
 
 from vigil.api.app import create_app
+from vigil.logs import setup_logging
 
 DEFAULT_PORT = 8443
 
@@ -28,7 +29,7 @@ def serve(endpoints: list[str], listen: str, cert: Path, key: Path) -> None:
     for f in (cert, key):
         if not Path(f).is_file():
             raise FileNotFoundError(f"no such file: {f}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd health probe otherwise
     config = uvicorn.Config(create_app(endpoints), host=host, port=port, ssl_certfile=str(cert),
                             ssl_keyfile=str(key), access_log=False, log_config=None, proxy_headers=False,
