@@ -49,6 +49,22 @@ def test_tracker_measures_silence_on_its_own_clock():
     assert t.age("h1", 105.5, wall=1.6) == 0.5
 
 
+def test_a_new_controller_keeps_the_watchers_memory_only_if_it_has_no_gap():
+    rec = lambda c: HbRecord(host="h1", counter=c, boot="b", isolated=False, vms=())  # noqa: E731
+    watcher = HbTracker(started=100.0)
+    watcher.observe(101.0, [rec(1000)])
+    watcher.observe(103.5, [rec(1000)])  # the old leader's host went silent at 101
+    carried = watcher.handed_over(104.0, max_gap=1.0)
+    assert carried.age("h1", 104.0) == 3.0  # no need to watch for the grace time again
+    carried.observe(104.2, [rec(1000)])
+    assert watcher.age("h1", 104.0) == 3.0  # a copy: the watcher's memory is its own
+    # a watcher that stopped looking (it led, then lost the lead) knows nothing recent:
+    # its memory would make a host that heartbeats meanwhile look silent
+    fresh = watcher.handed_over(110.0, max_gap=1.0)
+    assert fresh.age("h1", 110.0) == 0.0 and fresh.started == 110.0
+    assert HbTracker(started=100.0).handed_over(100.5, max_gap=1.0).started == 100.5  # never observed
+
+
 @pytest.mark.parametrize("bad,msg", [
     (dict(memory_mb=0), "memory_mb"),
     (dict(vcpus=0), "vcpus"),

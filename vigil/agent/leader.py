@@ -7,6 +7,13 @@ and answers no ping is judged by the controller's own host classification
 the store's snapshot (answered from memory while the etcd watch reports no change), and
 a change of it wakes the loop at once: a vanished leader key is campaigned for without
 waiting out the period.
+
+A dead leader's host is acted on as fast as any other: the leader is pinged in the
+background as soon as its heartbeat is late (as the controller pings any host), the check
+runs when the grace time is reached rather than on the next period, and the new
+controller starts with what this agent observed (the heartbeat tracker and the ping), so
+it can call the old leader's host failed in its first cycle instead of watching for the
+grace time again.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import asyncio
 import logging
 
 from vigil.agent.context import HostContext
-from vigil.policy.heartbeats import HbTracker
+from vigil.policy.heartbeats import PING_AFTER_S, HbTracker
 from vigil.policy.leader import leader_failed, ping_needed
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
@@ -23,6 +30,7 @@ from vigil.store.state import read_leader
 log = logging.getLogger("vigil.agent")
 
 CHECK_S = 0.5
+PING_FRESH_S = 2.0  # a ping answer counts this long (as the controller's do)
 
 
 class Leadership:
@@ -30,6 +38,9 @@ class Leadership:
         self.host = host
         self.task: asyncio.Task | None = None  # the controller, while this host leads
         self.hb = HbTracker(host.env.clock.monotonic())  # the leader's datastore heartbeat
+        self.pings: dict[str, tuple[float, bool]] = {}  # host -> (when, answered)
+        self._pinging: set[str] = set()
+        self._next_check = CHECK_S  # sooner when the leader's grace time ends before then
 
     async def loop(self) -> None:
         from vigil.controller.loop import Controller
@@ -56,7 +67,10 @@ class Leadership:
                 except StoreError:
                     leading = self.task is not None and h.lease_ok()
             if leading and self.task is None:
-                controller = Controller(store, h.me, h.cfg, is_leader=h.lease_ok)
+                now = h.env.clock.monotonic()
+                controller = Controller(store, h.me, h.cfg, is_leader=h.lease_ok,
+                                        hb=self.hb.handed_over(now, 2 * CHECK_S),
+                                        pings={k: v for k, v in self.pings.items() if now - v[0] < PING_FRESH_S})
                 self.task = asyncio.create_task(controller.run())
             elif not leading and self.task is not None:
                 self.task.cancel()
@@ -64,12 +78,14 @@ class Leadership:
                 log.warning("no longer the leader")
             # every CHECK_S, for _leader_dead's time-driven test of the heartbeat (no etcd
             # change announces a dead leader), and at once when the leader key changes
-            await h.wait_change(mark, (K.LEADER,), CHECK_S, CHECK_S)
+            nap, self._next_check = self._next_check, CHECK_S
+            await h.wait_change(mark, (K.LEADER,), nap, nap)
 
     async def _leader_dead(self, leader: str) -> bool:
         """The controller's own classification (vigil.policy.leader over hoststate): silent
         datastore heartbeat and no ping, so a dead leader's lease is not waited out before
-        another one takes over. It is pinged only once its heartbeat is silent."""
+        another one takes over. It is pinged once its heartbeat is late (in the background,
+        so the answer is there when the grace time ends), and again if that answer is old."""
         h, clock = self.host, self.host.env.clock
         now = clock.monotonic()
         records = [r for n, p in h.cfg.datastores.items() if h.ds_ok.get(n)
@@ -78,8 +94,32 @@ class Leadership:
         if records:
             self.hb.observe(now, records)
             age = self.hb.age(leader, now, clock.time())
-        if not ping_needed(leader, age, h.cfg.hb_grace_s):
-            return False
         address = h.cfg.peers.get(leader)
-        answered = None if address is None else await h.env.network.any_answers([address], 0.5)
+        if age is not None and address is not None and age >= PING_AFTER_S:
+            self._ping_in_background(leader, address)
+        if not ping_needed(leader, age, h.cfg.hb_grace_s):
+            if age is not None and age >= PING_AFTER_S:  # look again right when the grace ends
+                self._next_check = min(CHECK_S, max(0.05, h.cfg.hb_grace_s - age + 0.02))
+            return False
+        p = self.pings.get(leader)
+        if p is not None and now - p[0] < PING_FRESH_S:
+            answered: bool | None = p[1]
+        else:
+            answered = None if address is None else await h.env.network.any_answers([address], 0.5)
+            if answered is not None:
+                self.pings[leader] = (clock.monotonic(), answered)
         return leader_failed(leader, age, answered, h.cfg.hb_grace_s)[0]
+
+    def _ping_in_background(self, host: str, address: str) -> None:
+        if host in self._pinging:
+            return
+        self._pinging.add(host)
+
+        async def go() -> None:
+            try:
+                ok = await self.host.env.network.any_answers([address], 0.5)
+                self.pings[host] = (self.host.env.clock.monotonic(), ok)
+            finally:
+                self._pinging.discard(host)
+
+        asyncio.create_task(go())

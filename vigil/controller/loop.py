@@ -20,7 +20,7 @@ from vigil.config import AgentConfig
 from vigil.model import TASK_ACTIVE, Assignment, HostState, Task
 from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
-from vigil.policy.heartbeats import HbTracker
+from vigil.policy.heartbeats import PING_AFTER_S, HbTracker
 from vigil.policy.replicas import stale_map
 from vigil.policy.view import ClusterView, FtView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
@@ -32,9 +32,6 @@ from vigil.store.events import event_put_op, make_event, trim
 log = logging.getLogger("vigil.controller")
 
 CYCLE_S = 0.25
-# Start pinging a host whose heartbeat has been silent this long, so that the answer is
-# there by the time its lease expires.
-PING_AFTER_S = 1.0
 MIN_GAP_S = 0.05  # between two cycles begun by etcd changes
 # The keys whose change starts a cycle at once (acknowledgements and FT figures are read
 # every cycle, but checkpoints come many a second: they wait for the period).
@@ -44,8 +41,11 @@ PLAN_KEYS = (K.HOSTS, K.ALIVE, K.VMS, K.ASSIGN, K.OWN, K.VMSTATUS, K.HOSTSTATE, 
 
 class Controller:
     def __init__(self, store: Store, me: str, cfg: AgentConfig, is_leader: Callable[[], bool],
-                 env: Env | None = None) -> None:
-        """``env``: the clock, datastores and network it sees (the simulator passes its own)."""
+                 env: Env | None = None, hb: HbTracker | None = None,
+                 pings: dict[str, tuple[float, bool]] | None = None) -> None:
+        """``env``: the clock, datastores and network it sees (the simulator passes its own).
+        ``hb`` and ``pings``: what the agent already observed while it watched the old
+        leader (HbTracker.handed_over), so that a leader's death is acted on at once."""
         self.env: Env = env if env is not None else RealEnv()
         self.store = store
         self.me = me
@@ -54,8 +54,8 @@ class Controller:
         self.timing = Timing(
             lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s,
         )
-        self.hb = HbTracker(self.env.clock.monotonic())
-        self.pings: dict[str, tuple[float, bool]] = {}
+        self.hb = hb if hb is not None else HbTracker(self.env.clock.monotonic())
+        self.pings: dict[str, tuple[float, bool]] = dict(pings or {})
         self._pinging: set[str] = set()
         self.retries: dict[str, Retry] = {}
         self.ft_waits: dict[str, float] = {}
