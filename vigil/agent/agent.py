@@ -28,6 +28,7 @@ from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.guests import Guests
 from vigil.agent.leader import Leadership
 from vigil.agent.lease import HostLease
+from vigil.agent.loadreport import report_load
 from vigil.agent.tasks import TaskRunner
 from vigil.agent.sdnotify import Notifier
 from vigil.agent.watchdog import make_watchdog
@@ -390,7 +391,8 @@ class Agent:
                 await self.sleep(1)
         self.tasks = TaskRunner(self)
         tasks += [asyncio.create_task(c) for c in (self.check_loop(), self.lease.loop(), self.reconcile_loop(),
-                                                   self.leadership.loop(), self.tasks.loop())]
+                                                   self.leadership.loop(), self.tasks.loop(),
+                                                   report_load(self.env, self.store, self.me, self.cfg, self.vms))]
         if self.vms:
             adopted = ", ".join(sorted(self.vms))
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))

@@ -79,5 +79,4 @@ class DrsRunner:
             return
         for m in r.moves:
             log.info("DRS: %s %s -> %s (%s)", m.vm, m.src, m.dst, m.reason)
-            kind = "mandatory" if m.mandatory else "load"
-            await ctl.apply(StartMigration(m.vm, m.src, m.dst, f"DRS {kind}: {m.reason}", task_reason=TASK_REASON))
+            await ctl.apply(StartMigration(m.vm, m.src, m.dst, f"DRS {m.reason}", task_reason=TASK_REASON))

@@ -215,7 +215,7 @@ def drs_round(view: ClusterView, settings: DrsSettings, memory: Memory = Memory(
         after, vm, dst = step
         src = p.where[vm]
         s, t = p.balance.scores[src], p.balance.scores[dst]
-        moves.append(p.make(vm, dst, False, f"imbalance {p.balance.imbalance():.3f} -> {after:.3f} "
+        moves.append(p.make(vm, dst, False, f"balance: imbalance {p.balance.imbalance():.3f} -> {after:.3f} "
                                             f"({src} {s:.0%} loaded, {dst} {t:.0%})"))
     end = p.balance.imbalance()
     if not moves:

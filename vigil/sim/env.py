@@ -9,7 +9,7 @@ in the same partition group.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from vigil.config import AgentConfig
 from vigil.model import HbRecord
@@ -68,6 +68,25 @@ class SimNetwork:
         return ok
 
 
+class SimLoadMeter:
+    """The load a scenario sets on each VM (``World.vm_load``: CPU cores, resident MiB);
+    a VM it sets nothing for idles (DEFAULT_CPU cores, half its memory)."""
+
+    DEFAULT_CPU = 0.1
+
+    def __init__(self, world: World, host: str) -> None:
+        self.w, self.host = world, host
+
+    def sample(self, pids: Mapping[str, int]) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for vm in pids:
+            q = self.w.hosts[self.host].qemus.get(vm)
+            if q is None or q.state != "running":
+                continue
+            out[vm] = self.w.vm_load.get(vm, (self.DEFAULT_CPU, self.w.vm_memory.get(vm, 256) / 2))
+        return out, (sum(c for c, _ in out.values()), sum(m for _, m in out.values()))
+
+
 class SimEnv:
     """What one simulated host's agent and controller see of the world."""
 
@@ -75,6 +94,7 @@ class SimEnv:
         self.clock = HostClock(world, host)
         self.datastores = SimDatastores(world, host)
         self.network = SimNetwork(world, host, self.clock)
+        self.load = SimLoadMeter(world, host)
 
 
 def agent_config(world: World, host: str) -> AgentConfig:
