@@ -5,8 +5,8 @@ A round first fixes what a broken rule demands (mandatory, at every threshold), 
 the imbalance (vigil.policy.drs_load) has stayed above what the threshold tolerates for
 ``hold_rounds`` rounds, picks moves greedily: each the one that lowers the imbalance most,
 worth its memory copy, keeping room, rules and maintenance mode, until the imbalance is
-tolerated or ``max_moves`` are in flight. The load moves are kept only if together they
-lower the imbalance by the threshold's margin: noise moves nothing. A VM moved within
+tolerated less the threshold's margin (a hysteresis band: once balanced, noise must push the
+imbalance up by the margin before anything moves again), or ``max_moves`` are in flight. A VM moved within
 ``cooldown_s`` is not moved again (no ping-pong); FT VMs are never migrated.
 """
 from __future__ import annotations
@@ -28,7 +28,6 @@ from vigil.policy.view import ClusterView
 SOURCES, TARGETS = 3, 4
 # A disk kept on two datastores (its quorum reopened on the destination) costs this much more.
 REPLICATED_COST = 1.5
-HORIZON = 32  # load moves a round plans ahead to judge the margin (or half the hosts)
 TASK_REASON = "drs"  # the reason field of the migration tasks DRS starts
 
 
@@ -96,9 +95,9 @@ class _Planner:
                 self.movable[self.where[name]].append(name)
         self.cooling = {vm for vm, age in recent.items() if age < settings.cooldown_s}
         self.moved: set[str] = set()
-        # per movable VM not cooling down: (name, CPU, memory, the least spread gain its copy asks)
-        self.weighed = {vm: (vm, self.dem[vm].cpu, self.dem[vm].memory_mb, settings.gain_per_gib * self.cost_gib(vm))
-                        for vms in self.movable.values() for vm in vms if vm not in self.cooling}
+        # per movable VM not cooling down, once a step looks at its host: (name, CPU, memory,
+        # the least spread gain its copy asks)
+        self._weighed: dict[str, tuple[str, float, float, float]] = {}
 
     def allowed(self, vm: str, dst: str) -> str | None:
         """None when ``vm`` may go to ``dst`` now, else why not."""
@@ -110,6 +109,13 @@ class _Planner:
             return why
         # (rule_conflict never looks at the VM's own entry)
         return rule_conflict(vm, dst, self.view.rules, self.where) or host_rule_conflict(self.view, vm, dst)
+
+    def weighed(self, vm: str) -> tuple[str, float, float, float]:
+        w = self._weighed.get(vm)
+        if w is None:
+            d = self.dem[vm]
+            w = self._weighed[vm] = (vm, d.cpu, d.memory_mb, self.settings.gain_per_gib * self.cost_gib(vm))
+        return w
 
     def cost_gib(self, vm: str) -> float:
         spec = self.view.vms[vm].spec
@@ -164,7 +170,7 @@ class _Planner:
         order = sorted(b.scores, key=lambda h: (b.scores[h], h))
         best: tuple[float, str, str] | None = None
         for src in reversed(order[-SOURCES:]):
-            vms = [self.weighed[vm] for vm in self.movable[src] if vm in self.weighed]
+            vms = [self.weighed(vm) for vm in self.movable[src] if vm not in self.cooling]
             dsts = [d for d in order[:TARGETS] if d != src and b.scores[d] < b.scores[src]]
             if not vms or not dsts:
                 continue
@@ -205,10 +211,9 @@ def drs_round(view: ClusterView, settings: DrsSettings, memory: Memory = Memory(
     if budget <= 0:
         return done(fixes, "; ".join(notes + ["no room for more moves in flight"]), over)
     start = now
+    aim = tol * (1.0 - settings.margin)
     moves: list[Move] = []
-    # planned past the budget, so that the margin is judged on where the moves lead (on
-    # a big cluster the few moves allowed at once gain little each); the first ones are made
-    while len(moves) < max(budget, HORIZON, len(p.running) // 2) and p.balance.imbalance() > tol:
+    while len(moves) < budget and p.balance.imbalance() > aim:
         step = p.best_step()
         if step is None:
             break
@@ -217,18 +222,9 @@ def drs_round(view: ClusterView, settings: DrsSettings, memory: Memory = Memory(
         s, t = p.balance.scores[src], p.balance.scores[dst]
         moves.append(p.make(vm, dst, False, f"balance: imbalance {p.balance.imbalance():.3f} -> {after:.3f} "
                                             f"({src} {s:.0%} loaded, {dst} {t:.0%})"))
-    end = p.balance.imbalance()
     if not moves:
         return done(fixes, "; ".join(notes + [f"imbalance {now:.3f} above {tol:.3f}, but no move lowers it "
-                                              "enough for its cost"]), over)
-    if start - end < settings.margin * start and end > tol:
-        for m in reversed(moves):  # undone: the round keeps the mandatory moves only
-            p.balance.move(m.dst, m.src, p.dem[m.vm])
-        return done(fixes, "; ".join(notes + [f"the best moves lower the imbalance only from {start:.3f} to "
-                                              f"{end:.3f} (less than {settings.margin:.0%})"]), over)
-    for m in reversed(moves[budget:]):  # planned, not made this round
-        p.balance.move(m.dst, m.src, p.dem[m.vm])
-    moves = moves[:budget]
+                                              "enough to be worth its memory copy"]), over)
     notes.append(f"{len(moves)} load move(s): imbalance {start:.3f} -> {p.balance.imbalance():.3f} "
-                 f"(tolerated {tol:.3f})")
+                 f"(tolerated {tol:.3f}, aiming at {aim:.3f})")
     return done(fixes + moves, "; ".join(notes), over)

@@ -5,7 +5,8 @@ The threshold says how much imbalance the cluster tolerates and how much a round
 moves must gain: level 1 makes mandatory moves only (a broken rule fixed), level 5
 balances the most eagerly. Each level tolerates a spread of the hosts' loads around their
 mean (a coefficient of variation: level 3, 0.30, hosts within about 30 % of the mean) and
-asks a round to gain a margin (level 3: 10 %, after 3 rounds, as Proxmox). The imbalance
+a margin: a round that acts aims that much below the tolerated imbalance (level 3: 10 %,
+acting after 3 rounds over, as Proxmox's defaults), so that noise does not start it again. The imbalance
 shown is Proxmox's normalised one (CV / sqrt(N-1), 0..1), so what a level tolerates is
 shown the same way: ``tolerated(n)``.
 """
@@ -19,7 +20,7 @@ from vigil.model import SpecError
 
 MODES = ("off", "manual", "automatic")
 
-# level -> (coefficient of variation tolerated, the gain a round must bring, relative);
+# level -> (coefficient of variation tolerated, how far below it a round aims, relative);
 # level 1 balances nothing
 LEVELS: Mapping[int, tuple[float, float]] = {
     1: (math.inf, 1.0),

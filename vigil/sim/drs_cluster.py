@@ -45,13 +45,13 @@ def cluster(hosts: Iterable[HostView], vms: Iterable[VMView], load: Mapping[str,
 
 
 def random_cluster(n_hosts: int, vms_per_host: int, seed: int, skew: float = 1.0) -> ClusterView:
-    """Hosts of 32 cores and 256 GiB; VMs of 1-8 GiB and 1-4 vCPUs, placed unevenly
+    """Hosts of 32 cores and 512 GiB; VMs of 1-8 GiB and 1-4 vCPUs, placed unevenly
     (``skew`` > 0 piles more VMs on the first hosts) with random measured use."""
     rnd = random.Random(seed)
-    hosts = [host_view(f"h{i:03d}", memory_mb=262144, cpus=32) for i in range(n_hosts)]
+    hosts = [host_view(f"h{i:03d}", memory_mb=524288, cpus=32) for i in range(n_hosts)]
     weights = [(1.0 + 4.0 * skew if i < max(1, n_hosts // 4) else 1.0) * rnd.uniform(0.7, 1.3) for i in range(n_hosts)]
     vms, load = [], {}
-    room = {h.name: 262144 * 0.9 for h in hosts}
+    room = {h.name: 524288 * 0.9 for h in hosts}
     for i in range(n_hosts * vms_per_host):
         mem = rnd.choice((1024, 2048, 4096, 8192))
         h = rnd.choices(hosts, weights)[0].name
