@@ -46,3 +46,14 @@ def test_proc_meter_reads_this_process_from_its_second_sample():
     assert cpu >= 0 and rss > 1
     assert thread_cpu_seconds(os.getpid()) > 0
     assert m.sample({"gone": 999999999})[0] == {}
+
+
+def test_agent_metrics_show_the_smoothed_load():
+    from vigil.agent.metrics import HostCollector
+
+    r = LoadReport("h1", 4, 8192)
+    r.fold(0.0, {"a": (1.5, 300.0)}, (1.5, 300.0))
+    fams = {f.name: f for f in HostCollector("h1", lambda: {}, {}, r.record).collect()}
+    assert fams["vigil_vm_cpu_used_cores"].samples[0].value == 1.5
+    assert fams["vigil_vm_memory_in_use_bytes"].samples[0].value == 300 * 2**20
+    assert fams["vigil_host_cpu_used_cores"].samples[0].value == 1.5

@@ -63,7 +63,6 @@ async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[],
         await env.clock.sleep(SAMPLE_S)
 
 
-def report_load(env: Env, store: Any, host: str, cfg: Any, vms: Mapping[str, Any]) -> Any:
+def report_load(env: Env, store: Any, report: LoadReport, vms: Mapping[str, Any]) -> Any:
     """The load loop of an agent whose running VMs (objects with a ``pid``) are ``vms``."""
-    return load_loop(env, store, LoadReport(host, cfg.cpus, cfg.memory_mb),
-                     lambda: {n: v.pid for n, v in list(vms.items()) if getattr(v, "pid", 0)})
+    return load_loop(env, store, report, lambda: {n: v.pid for n, v in list(vms.items()) if getattr(v, "pid", 0)})
