@@ -167,3 +167,28 @@ def test_a_big_random_cluster_gets_within_the_threshold():
     view = random_cluster(16, 20, seed=1)
     r = drs_round(view, DrsSettings(mode="automatic", hold_rounds=1, max_moves=1000))
     assert r.imbalance > r.tolerated >= r.imbalance_after
+
+
+# -- Storage DRS ------------------------------------------------------------------------------
+def test_storage_drs_moves_the_fewest_disks_off_a_full_datastore():
+    from dataclasses import replace as rep
+
+    from vigil.policy.sdrs import sdrs_round
+
+    hosts = [host_view("h0"), host_view("h1")]
+    vms = [vm_view(f"v{i}", "h0") for i in range(4)]
+    sizes = {"v0": 512, "v1": 1024, "v2": 3072, "v3": 256}
+    vms = [rep(v, spec=rep(v.spec, disks=(rep(v.spec.disks[0], size_mb=sizes[v.spec.name]),))) for v in vms]
+    view = cluster(hosts, vms, {})
+    recs = {"h0": {"time": 5.0, "datastores": {"ds1": {"size_mb": 10000, "used_mb": 8500},
+                                              "ds2": {"size_mb": 10000, "used_mb": 1000}}}}
+    view = rep(view, loads=recs)
+    moves, why = sdrs_round(view, DrsSettings(mode="automatic"))
+    assert [(m.vm, m.dst) for m in moves] == [("v2", "ds2")]  # 1300 MiB to free (aim 72 %): the smallest disk enough
+    assert sdrs_round(view, DrsSettings(mode="automatic"), since=6.0)[0] == []  # space older than the last move
+    cooling = sdrs_round(view, DrsSettings(mode="automatic"), recent={"v2": 1.0})[0]
+    assert [m.vm for m in cooling] == ["v1", "v0"]  # none enough alone: the largest, then the smallest enough
+    full = rep(view, loads={"h0": {"time": 5.0, "datastores": {"ds1": {"size_mb": 10000, "used_mb": 8500},
+                                                              "ds2": {"size_mb": 10000, "used_mb": 6900}}}})
+    moves, why = sdrs_round(full, DrsSettings(mode="automatic"))
+    assert not moves and "no datastore" in why

@@ -393,7 +393,7 @@ class Agent:
         self.tasks = TaskRunner(self)
         tasks += [asyncio.create_task(c) for c in (self.check_loop(), self.lease.loop(), self.reconcile_loop(),
                                                    self.leadership.loop(), self.tasks.loop(),
-                                                   report_load(self.env, self.store, self.load, self.vms))]
+                                                   report_load(self.env, self.store, self.load, self.vms, self.cfg.datastores))]
         if self.vms:
             adopted = ", ".join(sorted(self.vms))
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))

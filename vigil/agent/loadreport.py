@@ -28,6 +28,7 @@ class LoadReport:
         self.written: dict[str, Any] | None = None
         self.written_at = -1e9
         self.sampled_at: float | None = None
+        self.space: dict[str, tuple[float, float]] = {}  # datastore -> (size, used MiB), as last read
 
     def fold(self, now: float, vms: Mapping[str, tuple[float, float]], host: tuple[float, float]) -> None:
         dt = now - self.sampled_at if self.sampled_at is not None else 0.0
@@ -44,15 +45,20 @@ class LoadReport:
         cpu, used = self.total or (0.0, 0.0)
         return {"time": round(wall, 3), "cpus": self.cpus, "memory_mb": self.memory_mb, "cpu": round(cpu, 3),
                 "memory_used_mb": round(used), "vms": {vm: {"cpu": round(c, 3), "memory_mb": round(m)}
-                                                       for vm, (c, m) in sorted(self.vms.items())}}
+                                                       for vm, (c, m) in sorted(self.vms.items())},
+                "datastores": {ds: {"size_mb": round(s), "used_mb": round(u)} for ds, (s, u) in sorted(self.space.items())}}
 
 
-async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[], Mapping[str, int]]) -> None:
-    """Sample, smooth, and write when due; etcd away costs a write, nothing else."""
+async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[], Mapping[str, int]],
+                    datastores: Mapping[str, str] | None = None) -> None:
+    """Sample, smooth, and write when due; etcd away costs a write, nothing else.
+    ``datastores`` (name -> mount path): their space is reported too (Storage DRS)."""
     while True:
         now = env.clock.monotonic()
         vms, host = env.load.sample(pids())
         report.fold(now, vms, host)
+        if datastores:
+            report.space = env.load.space(datastores)
         rec = report.record(env.clock.time())
         if due(report.written, rec, now - report.written_at):
             try:
@@ -63,6 +69,8 @@ async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[],
         await env.clock.sleep(SAMPLE_S)
 
 
-def report_load(env: Env, store: Any, report: LoadReport, vms: Mapping[str, Any]) -> Any:
+def report_load(env: Env, store: Any, report: LoadReport, vms: Mapping[str, Any],
+                datastores: Mapping[str, str]) -> Any:
     """The load loop of an agent whose running VMs (objects with a ``pid``) are ``vms``."""
-    return load_loop(env, store, report, lambda: {n: v.pid for n, v in list(vms.items()) if getattr(v, "pid", 0)})
+    return load_loop(env, store, report, lambda: {n: v.pid for n, v in list(vms.items()) if getattr(v, "pid", 0)},
+                     datastores)

@@ -23,10 +23,14 @@ def set_drs(mode: Optional[str] = typer.Option(None, "--mode", help="off | manua
             cooldown: Optional[float] = typer.Option(None, "--cooldown",
                                                      help="seconds a VM just moved stays where it is"),
             max_moves: Optional[int] = typer.Option(None, "--max-moves", help="DRS migrations in flight at once"),
+            space: Optional[float] = typer.Option(None, "--space-threshold",
+                                                  help="Storage DRS: share of a datastore used past which disks "
+                                                       "move off it (0.80 by default)"),
             api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Turn DRS on (manual: recommend; automatic: move) or off, and how eager it is."""
     s = connect(api).put("/drs/settings", {"mode": mode, "threshold": threshold, "interval_s": interval,
-                                            "cooldown_s": cooldown, "max_moves": max_moves})
+                                            "cooldown_s": cooldown, "max_moves": max_moves,
+                                            "space_threshold": space})
     if as_json:
         return print_json(s)
     console.print(f"DRS {s['mode']}, threshold {s['threshold']}: a round every {s['interval_s']:g} s, "
@@ -48,6 +52,15 @@ def recommendations(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> N
     console.print(f"DRS {r.get('mode', 'off')}: imbalance {_fmt(r.get('imbalance'))} "
                   f"(tolerated {_fmt(r.get('tolerated'))}), after the moves {_fmt(r.get('imbalance_after'))}")
     console.print(r.get("reason", ""), highlight=False)
+    if r.get("disk_reason"):
+        console.print(f"Storage DRS: {r['disk_reason']}", highlight=False)
+    if r.get("disk_moves"):
+        d = Table(title="recommended disk moves")
+        for col in ("id", "VM", "disk", "from", "to", "size", "why"):
+            d.add_column(col)
+        for m in r["disk_moves"]:
+            d.add_row(m["id"], m["vm"], m["disk"], m["src"], m["dst"], f"{m['size_mb']} MiB", m["reason"])
+        console.print(d)
     if not r.get("moves"):
         return
     t = Table(title="recommended moves")
@@ -76,6 +89,6 @@ def apply(ids: Optional[list[str]] = typer.Argument(None, help="recommendation i
             bad += 1
             console.print(f"[red]{r['vm']} -> {r['dst']}: {r['error']}[/]")
         else:
-            console.print(f"{r['vm']} -> {r['dst']}: migration started (task {r['task']})")
+            console.print(f"{r['vm']} -> {r['dst']}: task {r['task']} started")
     if bad:
         raise typer.Exit(1)

@@ -51,6 +51,10 @@ class LoadMeter(Protocol):
         (CPU cores in use, memory used MiB). A VM whose process is gone is left out."""
         ...
 
+    def space(self, datastores: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+        """Per datastore reached (name -> mount path): (size MiB, used MiB)."""
+        ...
+
 
 class Env(Protocol):
     """One host's view of the world (the controller runs inside a host's agent)."""

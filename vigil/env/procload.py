@@ -85,3 +85,14 @@ class ProcLoadMeter:
         if prev_h is None or now <= prev_h[0]:
             return out, (sum(c for c, _ in out.values()), used)
         return out, (max(0.0, (busy - prev_h[1]) / (now - prev_h[0])), used)
+
+    def space(self, datastores: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for name, path in datastores.items():
+            try:
+                st = os.statvfs(path)
+            except OSError:
+                continue
+            size = st.f_blocks * st.f_frsize / 2**20
+            out[name] = (size, size - st.f_bavail * st.f_frsize / 2**20)
+        return out

@@ -42,6 +42,8 @@ class DrsSettings:
     # the least a move must gain per GiB of memory it copies, as the drop of the hosts' summed
     # squared deviation from the mean load (a 1 % load moved from a 60 % to a 40 % host: 0.004)
     gain_per_gib: float = 0.001
+    # Storage DRS (vigil.policy.sdrs): a datastore used past this share gets disks moved off
+    space_threshold: float = 0.80
 
     def tolerated(self, hosts: int) -> float:
         """The normalised imbalance this level tolerates on ``hosts`` hosts."""
@@ -77,6 +79,8 @@ def drs_settings(raw: Mapping[str, Any] | None) -> DrsSettings:
         raise SpecError(f"DRS mode must be one of {', '.join(MODES)}")
     if s.threshold not in LEVELS:
         raise SpecError("DRS threshold must be 1 (mandatory moves only) to 5 (most eager)")
+    if not 0.1 <= s.space_threshold <= 0.99:
+        raise SpecError("DRS space threshold must be between 0.1 and 0.99 (a share of the datastore)")
     if s.interval_s <= 0 or s.cooldown_s < 0 or s.hold_rounds < 1 or s.max_moves < 1 or s.gain_per_gib < 0:
         raise SpecError("DRS interval must be > 0, cooldown >= 0, hold rounds and max moves >= 1")
     return s

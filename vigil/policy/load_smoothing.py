@@ -27,6 +27,10 @@ def changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
         return True
     if set(old.get("vms", {})) != set(new.get("vms", {})):
         return True
+    old_ds, new_ds = old.get("datastores", {}), new.get("datastores", {})
+    if set(old_ds) != set(new_ds) or any(
+            abs(old_ds[d]["used_mb"] - v["used_mb"]) > 0.01 * max(v["size_mb"], 1) for d, v in new_ds.items()):
+        return True
     pairs = [(old, new)] + [(old["vms"][vm], v) for vm, v in new.get("vms", {}).items()]
     for o, n in pairs:
         if abs(float(o.get("cpu", 0.0)) - float(n.get("cpu", 0.0))) >= CPU_STEP:

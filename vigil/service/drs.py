@@ -10,7 +10,7 @@ from vigil.policy.drs import TASK_REASON
 from vigil.policy.drs_settings import drs_settings
 from vigil.service.common import Conflict, Invalid, NotFound
 from vigil.service.settings import get_setting, put_setting
-from vigil.service.tasks import migrate_vm
+from vigil.service.tasks import migrate_vm, move_disk
 from vigil.store import keys as K
 from vigil.store.etcd import Store
 
@@ -43,7 +43,8 @@ async def recommendations(store: Store) -> dict[str, Any]:
     """The controller's last DRS round: imbalance, reason, moves (empty while DRS is off)."""
     e = await store.get(K.DRS)
     if e is None or not isinstance(e.value, dict):
-        return {"mode": (await get_drs(store))[0].get("mode", "off"), "moves": [], "reason": "no DRS round yet",
+        return {"mode": (await get_drs(store))[0].get("mode", "off"), "moves": [], "disk_moves": [],
+                "reason": "no DRS round yet", "disk_reason": "",
                 "imbalance": None, "imbalance_after": None, "tolerated": None, "time": None}
     return dict(e.value)
 
@@ -52,7 +53,7 @@ async def apply_recommendations(store: Store, ids: Iterable[str] = (), every: bo
     """Start the migrations of the recommendations named (or all): one result each, the
     task's id or why it was refused (the cluster may have changed since the round)."""
     rec = await recommendations(store)
-    moves = {m["id"]: m for m in rec.get("moves", [])}
+    moves = {m["id"]: m for m in rec.get("moves", []) + rec.get("disk_moves", [])}
     wanted = list(moves) if every else list(ids)
     if not wanted:
         raise Invalid("name the recommendations to apply (their ids) or --all")
@@ -63,7 +64,10 @@ async def apply_recommendations(store: Store, ids: Iterable[str] = (), every: bo
     for i in wanted:
         m = moves[i]
         try:
-            t = await migrate_vm(store, m["vm"], m["dst"], reason=TASK_REASON)
+            if "disk" in m:  # Storage DRS
+                t = await move_disk(store, m["vm"], m["disk"], m["dst"])
+            else:
+                t = await migrate_vm(store, m["vm"], m["dst"], reason=TASK_REASON)
             out.append({"id": i, "vm": m["vm"], "dst": m["dst"], "task": t.id, "error": ""})
         except (Conflict, Invalid, NotFound) as e:
             out.append({"id": i, "vm": m["vm"], "dst": m["dst"], "task": "", "error": str(e)})

@@ -100,7 +100,8 @@ class SimAgent:
         load = LoadReport(self.me, self.cfg.cpus, self.cfg.memory_mb)
         for loop in (self.check_loop(), self.lease_loop(), self.reconcile_loop(), leader_loop(self),
                      self.migrations.loop()) + ((load_loop(self.env, self.store, load, lambda: {
-                         n: q.pid for n, q in self.h.qemus.items() if n in self.vms}),) if self.w.report_load else ()):
+                         n: q.pid for n, q in self.h.qemus.items() if n in self.vms}, self.cfg.datastores),)
+                                              if self.w.report_load else ()):
             self.spawn(loop)
         if self.vms:
             await self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}")

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from vigil.config import AgentConfig
 from vigil.model import HbRecord
 from vigil.sim.world import GATEWAY, World
+from vigil.store import keys as K
 
 PING_RTT_S = 0.001
 
@@ -85,6 +86,24 @@ class SimLoadMeter:
                 continue
             out[vm] = self.w.vm_load.get(vm, (self.DEFAULT_CPU, self.w.vm_memory.get(vm, 256) / 2))
         return out, (sum(c for c, _ in out.values()), sum(m for _, m in out.values()))
+
+    def space(self, datastores: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+        """A datastore the scenario gives a size: what it holds besides the VMs' disks
+        (``World.ds_used``, the datastore-fill action) plus their disks' sizes as the specs
+        place them now (a disk moved off frees its room)."""
+        out: dict[str, tuple[float, float]] = {}
+        on: dict[str, float] = {}
+        for k, e in self.w.store._kv.items():
+            if k.startswith(K.VMS) and isinstance(e.value, dict):
+                for d in e.value.get("disks", ()):
+                    on[d["datastore"]] = on.get(d["datastore"], 0.0) + d.get("size_mb", 64)
+                    if d.get("replica"):
+                        on[d["replica"]] = on.get(d["replica"], 0.0) + d.get("size_mb", 64)
+        for name in datastores:
+            size = self.w.ds_size.get(name)
+            if size and self.w.ds_reachable(self.host, name):
+                out[name] = (float(size), self.w.ds_used.get(name, 0.0) + on.get(name, 0.0))
+        return out
 
 
 class SimEnv:

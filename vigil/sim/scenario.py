@@ -56,6 +56,7 @@ class Scenario:
     expect: dict[str, Any] = field(default_factory=dict)
     sim: dict[str, Any] = field(default_factory=dict)
     drs: dict[str, Any] = field(default_factory=dict)  # settings/drs at setup (vigil cluster set drs)
+    datastores: list[dict[str, Any]] = field(default_factory=list)  # [[datastore]] name, size (MiB), used
 
 
 def load(path: str | Path) -> Scenario:
@@ -65,13 +66,14 @@ def load(path: str | Path) -> Scenario:
     return Scenario(name=f.parent.name, hosts=d.get("host", []), vms=d.get("vm", []), rules=d.get("rule", []),
                     actions=sorted(d.get("action", []), key=lambda a: float(a["at"])),
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
-                    expect=d.get("expect", {}), sim=d.get("sim", {}), drs=d.get("drs", {}))
+                    expect=d.get("expect", {}), sim=d.get("sim", {}), drs=d.get("drs", {}),
+                    datastores=d.get("datastore", []))
 
 
 def vm_spec(v: dict[str, Any]) -> VMSpec:
     disks = tuple(
         DiskSpec(name=f"disk{i}", datastore=ds.split("+")[0], path=f"{v['name']}/disk{i}.qcow2",
-                 replica=ds.split("+")[1] if "+" in ds else "")
+                 replica=ds.split("+")[1] if "+" in ds else "", size_mb=int(v.get("disk_size", 64)))
         for i, ds in enumerate(v.get("disks", ["ds1"])))
     spec = VMSpec(name=v["name"], memory_mb=int(v.get("memory", 256)), vcpus=int(v.get("vcpus", 1)), disks=disks,
                   restart_priority=v.get("priority", "medium"), isolation_response=v.get("isolation", "power-off"),
@@ -99,6 +101,9 @@ class Run:
                            agent_factory=SimAgent)
         self.store.watchers.append((K.EVENTS, self._event))
         self.world.report_load = bool(sc.drs) or any("cpu" in v or "mem_used" in v for v in sc.vms)
+        for d in sc.datastores:  # a size makes the agents report the datastore's space
+            self.world.ds_size[d["name"]] = float(d["size"])
+            self.world.ds_used[d["name"]] = float(d.get("used", 0.0))
         for i, h in enumerate(sc.hosts):
             self.world.add_host(SimHost(
                 name=h["name"], address=f"10.0.0.{i + 1}", memory_mb=int(h.get("memory", 2048)),

@@ -72,6 +72,8 @@ class World:
         self.agent_factory = agent_factory
         self.vm_load: dict[str, tuple[float, float]] = {}  # VM -> (CPU cores, resident MiB) it uses (vm-load)
         self.vm_memory: dict[str, int] = {}  # VM -> its spec's memory (the idle load's half)
+        self.ds_size: dict[str, float] = {}  # datastore -> MiB (reported as space only when set)
+        self.ds_used: dict[str, float] = {}  # datastore -> MiB used besides the VMs' disks (datastore-fill)
         self.report_load = False  # the agents write load/ (scenarios about DRS; the others' logs unchanged)
         self._pid = 1000
 

@@ -21,6 +21,7 @@ class DrsSettingsIn(BaseModel):
     cooldown_s: Optional[float] = Field(None, ge=0)
     max_moves: Optional[int] = Field(None, ge=1)
     gain_per_gib: Optional[float] = Field(None, ge=0)
+    space_threshold: Optional[float] = Field(None, ge=0.1, le=0.99, description="Storage DRS: share of a datastore")
 
 
 class DrsApplyIn(BaseModel):
