@@ -192,3 +192,46 @@ def test_storage_drs_moves_the_fewest_disks_off_a_full_datastore():
                                                               "ds2": {"size_mb": 10000, "used_mb": 7100}}}})
     moves, why = sdrs_round(full, DrsSettings(mode="automatic"))
     assert not moves and "no datastore" in why
+
+
+def noisy_rounds(s: DrsSettings, rounds: int = 200) -> tuple[int, int, int]:
+    """A balanced cluster whose VMs' CPU jumps at random every round (60 s), smoothed as
+    the agents smooth it: (rounds over the threshold, moves, moves back to a host left)."""
+    import random
+    from dataclasses import replace as rep
+
+    from vigil.policy.load_smoothing import ewma
+
+    rnd = random.Random(3)
+    hosts = [host_view(f"h{i}", 16384, 8) for i in range(4)]
+    vms = [vm_view(f"v{i:02d}", f"h{i % 4}", memory_mb=1024) for i in range(16)]
+    smooth = {v.spec.name: 1.0 for v in vms}
+    view = cluster(hosts, vms, {})
+    mem, left, moved_at, t = Memory(), {}, {}, 0.0
+    over = total = back = 0
+    for _ in range(rounds):
+        t += 60.0
+        for n in smooth:
+            smooth[n] = ewma(smooth[n], rnd.uniform(0.1, 2.0), 60.0, 120.0)
+        loads: dict = {}
+        for n, v in view.vms.items():
+            loads.setdefault(v.assignment.host, {"time": t, "vms": {}})["vms"][n] = {"cpu": smooth[n], "memory_mb": 500}
+        view = rep(view, loads=loads)
+        r = drs_round(view, s, mem, {n: t - x for n, x in moved_at.items()})
+        mem = r.memory
+        over += r.imbalance > r.tolerated
+        for m in r.moves:
+            back += left.get(m.vm) == m.dst
+            left[m.vm], moved_at[m.vm] = m.src, t
+        total += len(r.moves)
+        view = applied(view, r.moves)
+    return over, total, back
+
+
+def test_noisy_load_over_many_rounds_does_not_oscillate():
+    """Hold rounds, the margin band and the cool-down keep noise from moving VMs to and
+    fro: far fewer moves than a DRS without them, and hardly one back where it was."""
+    over, guarded, back = noisy_rounds(DrsSettings(mode="automatic", threshold=5, cooldown_s=600))
+    _, eager, eager_back = noisy_rounds(DrsSettings(mode="automatic", threshold=5, hold_rounds=1, cooldown_s=0))
+    assert over > 20  # the noise does cross the threshold
+    assert 0 < guarded <= eager / 2 and back <= 3 < eager_back, (guarded, eager, back, eager_back)
