@@ -76,23 +76,23 @@ class _Planner:
         self.seen = measured(view.loads)
         self.dem: dict[str, Demand] = {}
         per_host: dict[str, Demand] = {}
-        for name, v in view.vms.items():
-            h = self.where.get(name)
-            if v.spec.power != "on" or h not in self.running:
-                continue
-            self.dem[name] = d = demand(v.spec, self.seen)
-            per_host[h] = per_host.get(h, Demand()).plus(d)
-        self.balance = Balance(self.running, per_host)
         moving = {t.vm for t in view.tasks}
         self.held: dict[str, str] = {}
         self.movable: dict[str, list[str]] = {h: [] for h in self.running}
-        for name in sorted(self.dem):
-            v = view.vms[name]
+        for name, v in view.vms.items():  # one pass: 20 000 VMs on a big cluster
+            h = self.where.get(name)
+            if v.spec.power != "on" or h not in self.running:
+                continue
+            d = self.seen.get(name)
+            self.dem[name] = d = d if d is not None else demand(v.spec, self.seen)
+            ph = per_host.get(h)
+            per_host[h] = d if ph is None else Demand(ph.cpu + d.cpu, ph.memory_mb + d.memory_mb)
             why = unmovable(v, view, moving)
             if why is not None:
                 self.held[name] = why
             else:
-                self.movable[self.where[name]].append(name)
+                self.movable[h].append(name)  # type: ignore[index]
+        self.balance = Balance(self.running, per_host)
         self.cooling = {vm for vm, age in recent.items() if age < settings.cooldown_s}
         self.moved: set[str] = set()
         # per movable VM not cooling down, once a step looks at its host: (name, CPU, memory,
