@@ -4,16 +4,17 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from vigil.api.problems import problem_responses
+from vigil.api.schemas import Strict
 from vigil.api.security import ADMIN, OPERATE, READ, if_match
 from vigil.service import drs as service
 
 router = APIRouter(tags=["drs"])
 
 
-class DrsSettingsIn(BaseModel):
+class DrsSettingsIn(Strict):
     mode: Optional[Literal["off", "manual", "automatic"]] = None
     threshold: Optional[int] = Field(None, ge=1, le=5, description="1: mandatory moves only ... 5: most eager")
     interval_s: Optional[float] = Field(None, gt=0)
@@ -24,8 +25,8 @@ class DrsSettingsIn(BaseModel):
     space_threshold: Optional[float] = Field(None, ge=0.1, le=0.99, description="Storage DRS: share of a datastore")
 
 
-class DrsApplyIn(BaseModel):
-    ids: list[str] = []
+class DrsApplyIn(Strict):
+    ids: list[str] = Field(default=[], max_length=1000)
     all: bool = False
 
 
