@@ -53,6 +53,10 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/rules", {"name": "r-{role}", "kind": "affinity", "vms": ["base", "other"]}, "operator"),
     ("DELETE", "/rules/r-{role}", None, "operator"),
     ("GET", "/events", None, "auditor"),
+    ("GET", "/drs/settings", None, "auditor"),
+    ("PUT", "/drs/settings", {"threshold": 4}, "admin"),
+    ("GET", "/drs/recommendations", None, "auditor"),
+    ("POST", "/drs/apply", {"all": True}, "operator"),
     ("GET", "/users", None, "admin"),
     ("POST", "/users", {"name": "u-{role}", "password": "password-{role}", "role": "auditor"}, "admin"),
     ("DELETE", "/users/u-{role}", None, "admin"),
@@ -344,3 +348,18 @@ def test_any_server_answers(rig: Rig) -> None:
     finally:
         stop(p)
 
+
+def test_drs_settings_and_recommendations(rig: Rig) -> None:
+    admin = rig.client("admin")
+    r = admin.put("/api/v1/drs/settings", json={"mode": "manual", "threshold": 2})
+    assert r.status_code == 200 and r.json()["mode"] == "manual" and r.json()["threshold"] == 2, r.text
+    got = admin.get("/api/v1/drs/settings").json()
+    assert got["threshold"] == 2 and got["revision"] > 0 and got["space_threshold"] == 0.8
+    bad = admin.put("/api/v1/drs/settings", json={"threshold": 7})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    stale = admin.put("/api/v1/drs/settings", json={"threshold": 3}, headers={"If-Match": "1"})
+    assert stale.status_code == 409
+    rec = admin.get("/api/v1/drs/recommendations").json()
+    assert rec["moves"] == [] and "no DRS round" in rec["reason"]
+    assert admin.post("/api/v1/drs/apply", json={"ids": ["nope"]}).status_code == 404
+    admin.put("/api/v1/drs/settings", json={"mode": "off"})

@@ -28,6 +28,7 @@ from vigil.agent.ft import FtRunner, Standby
 from vigil.agent.guests import Guests
 from vigil.agent.leader import Leadership
 from vigil.agent.lease import HostLease
+from vigil.agent.loadreport import LoadReport, report_load
 from vigil.agent.tasks import TaskRunner
 from vigil.agent.sdnotify import Notifier
 from vigil.agent.watchdog import make_watchdog
@@ -378,8 +379,9 @@ class Agent:
         # From here on the heartbeats and the watchdog go on (armed now only if VMs run here or an
         # earlier run armed it): the slow start-up work below (the probe) never lets it expire.
         tasks = [asyncio.create_task(self.heartbeat_loop())]
+        self.load = LoadReport(self.me, self.cfg.cpus, self.cfg.memory_mb)  # what report_load smooths
         if self.cfg.metrics_listen:
-            host_metrics.start(self.cfg.metrics_listen, self.me, self.vms, self.cfg.datastores)
+            host_metrics.start(self.cfg.metrics_listen, self.me, self.vms, self.cfg.datastores, self.load.record)
         self.accel = await self.hypervisor.probe_accel()
         while not self.stopped.is_set():
             try:
@@ -391,7 +393,8 @@ class Agent:
                 await self.sleep(1)
         self.tasks = TaskRunner(self)
         tasks += [asyncio.create_task(c) for c in (self.check_loop(), self.lease.loop(), self.reconcile_loop(),
-                                                   self.leadership.loop(), self.tasks.loop())]
+                                                   self.leadership.loop(), self.tasks.loop(),
+                                                   report_load(self.env, self.store, self.load, self.vms, self.cfg.datastores))]
         if self.vms:
             adopted = ", ".join(sorted(self.vms))
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))

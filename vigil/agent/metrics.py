@@ -50,8 +50,9 @@ def heartbeat_ages(datastores: Mapping[str, str], now: float) -> Iterable[tuple[
 
 
 class HostCollector:
-    def __init__(self, host: str, vms: Callable[[], Mapping[str, int]], datastores: Mapping[str, str]) -> None:
-        self.host, self.vms, self.datastores = host, vms, datastores
+    def __init__(self, host: str, vms: Callable[[], Mapping[str, int]], datastores: Mapping[str, str],
+                 load: Callable[[float], Mapping[str, Any]] | None = None) -> None:
+        self.host, self.vms, self.datastores, self.load = host, vms, datastores, load
 
     def collect(self) -> Iterable[Any]:
         cpu = CounterMetricFamily("vigil_vm_cpu_seconds", "CPU time of the VM's QEMU process", labels=["vm", "host"])
@@ -66,15 +67,29 @@ class HostCollector:
                                 labels=["datastore", "host", "observer"])
         for ds, h, a in heartbeat_ages(self.datastores, time.time()):
             age.add_metric([ds, h, self.host], a)
-        return [cpu, rss, age]
+        return [cpu, rss, age] + (self._smoothed(self.load(time.time())) if self.load is not None else [])
+
+    def _smoothed(self, rec: Mapping[str, Any]) -> list[Any]:
+        """The load report's smoothed figures (what DRS weighs): cores and MiB in use."""
+        cores = GaugeMetricFamily("vigil_vm_cpu_used_cores", "CPU the VM's QEMU threads use, smoothed",
+                                  labels=["vm", "host"])
+        used = GaugeMetricFamily("vigil_vm_memory_in_use_bytes", "resident memory of the VM's QEMU, smoothed",
+                                 labels=["vm", "host"])
+        for vm, v in sorted(rec.get("vms", {}).items()):
+            cores.add_metric([vm, self.host], float(v.get("cpu", 0.0)))
+            used.add_metric([vm, self.host], float(v.get("memory_mb", 0.0)) * 2**20)
+        host = GaugeMetricFamily("vigil_host_cpu_used_cores", "CPU the host uses, smoothed", labels=["host"])
+        host.add_metric([self.host], float(rec.get("cpu", 0.0)))
+        return [cores, used, host]
 
 
-def start(listen: str, host: str, vms: Mapping[str, Any], datastores: Mapping[str, str]) -> None:
+def start(listen: str, host: str, vms: Mapping[str, Any], datastores: Mapping[str, str],
+          load: Callable[[float], Mapping[str, Any]] | None = None) -> None:
     """Serve in a thread of its own (prometheus-client's server): a scrape never waits on
     the agent's event loop, nor the loop on a scrape. ``vms``: the agent's running VMs
     (objects with a ``pid``), read at each scrape. A failure is logged, not raised:
     metrics are not worth failing the agent for."""
-    collector = HostCollector(host, lambda: {n: v.pid for n, v in list(vms.items()) if v.pid}, datastores)
+    collector = HostCollector(host, lambda: {n: v.pid for n, v in list(vms.items()) if v.pid}, datastores, load)
     addr, _, port = listen.rpartition(":")
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)  # type: ignore[arg-type]

@@ -52,7 +52,17 @@ def families(c: dict[str, Any], stored: Any, etcd: list[dict[str, Any]]) -> list
     mem_used = GaugeMetricFamily("vigil_host_memory_used_bytes", "memory given to VMs on the host", labels=["host"])
     vms_on = GaugeMetricFamily("vigil_host_vms", "VMs the host runs", labels=["host"])
     leader = GaugeMetricFamily("vigil_leader", "1 for the host whose controller is active", labels=["host"])
+    host_cpu = GaugeMetricFamily("vigil_host_cpu_used_cores", "CPU the host uses, smoothed (its agent's load report)",
+                                 labels=["host"])
+    host_rss = GaugeMetricFamily("vigil_host_memory_in_use_bytes", "memory in use on the host, smoothed",
+                                 labels=["host"])
+    vm_cpu = GaugeMetricFamily("vigil_vm_cpu_used_cores", "CPU the VM's QEMU uses, smoothed", labels=["vm", "host"])
+    vm_rss = GaugeMetricFamily("vigil_vm_memory_in_use_bytes", "resident memory of the VM's QEMU, smoothed",
+                               labels=["vm", "host"])
     for h in c["hosts"]:
+        if h.get("load"):
+            host_cpu.add_metric([h["name"]], float(h["load"].get("cpu") or 0.0))
+            host_rss.add_metric([h["name"]], float(h["load"].get("memory_used_mb") or 0.0) * 2**20)
         for s in HOST_STATES:
             host_state.add_metric([h["name"], s], 1.0 if h["state"] == s else 0.0)
         mem.add_metric([h["name"]], h["memory_mb"] * 2**20)
@@ -70,6 +80,9 @@ def families(c: dict[str, Any], stored: Any, etcd: list[dict[str, Any]]) -> list
             vm_state.add_metric([v["name"], s], 1.0 if v["state"] == s else 0.0)
         guest.add_metric([v["name"]], 1.0 if v["guest"] == "ok" else 0.0)
         power.add_metric([v["name"]], 1.0 if v["power"] == "on" else 0.0)
+        if v.get("load"):
+            vm_cpu.add_metric([v["name"], v["owner"] or ""], float(v["load"].get("cpu") or 0.0))
+            vm_rss.add_metric([v["name"], v["owner"] or ""], float(v["load"].get("memory_mb") or 0.0) * 2**20)
         if v["ft"].get("interval_ms") is not None:
             ft_interval.add_metric([v["name"]], float(v["ft"]["interval_ms"]) / 1000.0)
     member = GaugeMetricFamily("vigil_etcd_member_up", "1 when the etcd member answers healthy", labels=["endpoint"])
@@ -78,7 +91,11 @@ def families(c: dict[str, Any], stored: Any, etcd: list[dict[str, Any]]) -> list
     st = hastats.loaded(stored)
     restarts = CounterMetricFamily("vigil_ha_restarts", "VM restarts and FT failovers the controller ordered")
     restarts.add_metric([], st["restarts_total"])
-    return [host_state, mem, mem_used, vms_on, leader, vm_state, guest, power, ft_interval, member, restarts,
+    drs = GaugeMetricFamily("vigil_drs_imbalance", "the cluster's load imbalance at the last DRS round "
+                            "(coefficient of variation / sqrt(N-1), 0..1)")
+    if c.get("drs_imbalance") is not None:
+        drs.add_metric([], float(c["drs_imbalance"]))
+    return [host_state, mem, mem_used, vms_on, leader, host_cpu, host_rss, vm_cpu, vm_rss, drs, vm_state, guest, power, ft_interval, member, restarts,
             _histogram("vigil_ha_failover_seconds", "host failure detected to the VM running again", st["failovers"]),
             _histogram("vigil_migration_downtime_seconds", "live migrations' downtime", st["downtime"])]
 
@@ -87,6 +104,9 @@ async def metrics_response(app: FastAPI, accept: str) -> Response:
     store = app.state.store
     c = await readmodel.cluster(app)
     stored = await store.get(K.STATS_HA)
+    rec = await store.get(K.DRS)
+    if rec is not None and isinstance(rec.value, dict):
+        c = {**c, "drs_imbalance": rec.value.get("imbalance")}
 
     reg = CollectorRegistry(auto_describe=False)
     reg.register(Snapshot(families(c, stored.value if stored else None, await readmodel.etcd_members(app))))

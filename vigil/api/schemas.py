@@ -96,6 +96,7 @@ class HostOut(BaseModel):
     networks: list[str]
     accel: str
     vms: list[str]
+    load: Optional[dict[str, Any]] = None  # measured, smoothed: cpu (cores), memory_used_mb, time
 
 
 class DiskCopyOut(BaseModel):
@@ -137,6 +138,7 @@ class VmOut(BaseModel):
     disks: list[DiskOut]
     nics: list[NicOut]
     ft: dict[str, Any]
+    load: Optional[dict[str, Any]] = None  # measured, smoothed: cpu (cores), memory_mb (resident)
 
 
 class EtcdMember(BaseModel):

@@ -15,6 +15,7 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil task ...                   cli/task.py
     vigil rule ...                   cli/rule.py
     vigil cluster ... / cluster set  cli/cluster.py (the groups; each policy adds its command)
+    vigil drs ... / cluster set drs  cli/drs.py
     vigil sim run SCENARIO...        vigil/sim/cli.py (the simulator's golden scenarios)
 
 Shared options, error handling and output helpers are in cli/common.py.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import access, agent, api, cluster, config, datastore, demo, events, host, lab, rule, task, vm
+from vigil.cli import access, agent, api, cluster, config, datastore, demo, drs, events, host, lab, rule, task, vm
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli
@@ -45,6 +46,7 @@ app.add_typer(datastore.app, name="datastore")
 app.add_typer(task.app, name="task")
 app.add_typer(rule.app, name="rule")
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(drs.app, name="drs")
 sim_cli.register(app)
 
 __all__ = ["app", "main", "fail", "friendly", "parse_disk"]

@@ -74,5 +74,12 @@ def age(t: float) -> str:
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
 
 
+def load_text(load: dict | None) -> str:
+    """Measured use: CPU cores and memory in use (the agent's smoothed report)."""
+    if not load:
+        return "-"
+    return f"{load.get('cpu') or 0:.1f} cores, {load.get('memory_used_mb') or load.get('memory_mb') or 0:.0f} MiB"
+
+
 def progress(msg: str) -> None:
     err.print(f"[cyan]>[/] {msg}", highlight=False)

@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from vigil.cli.client import API_OPT, connect
-from vigil.cli.common import JSON_OPT, console, friendly, print_json
+from vigil.cli.common import JSON_OPT, console, friendly, load_text, print_json
 
 app = typer.Typer(no_args_is_help=True, help="Hosts")
 maintenance_app = typer.Typer(no_args_is_help=True, help="Maintenance mode")
@@ -25,13 +25,13 @@ def host_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     if as_json:
         return print_json(c["hosts"])
     t = Table(title=f"hosts (leader: {c['leader'] or 'none'})")
-    for col in ("host", "address", "state", "lease", "memory", "cpus", "datastores", "accel", "VMs"):
+    for col in ("host", "address", "state", "lease", "memory", "cpus", "load", "datastores", "accel", "VMs"):
         t.add_column(col)
     for h in c["hosts"]:
         st = h["state"]
         t.add_row(h["name"] + (" *" if h["leader"] else ""), h["address"],
                   f"[{STATE_STYLE.get(st, 'white')}]{st}[/]", "yes" if h["lease"] else "[red]no[/]",
-                  f"{h['memory_mb']} MiB", str(h["cpus"]), ",".join(h["datastores"]), h["accel"],
+                  f"{h['memory_mb']} MiB", str(h["cpus"]), load_text(h.get("load")), ",".join(h["datastores"]), h["accel"],
                   ", ".join(h["vms"]) or "-")
     console.print(t)
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from vigil.cli.client import API_OPT, connect
-from vigil.cli.common import JSON_OPT, age, console, err, fail, friendly, print_json
+from vigil.cli.common import JSON_OPT, age, console, err, fail, friendly, load_text, print_json
 from vigil.cli.ft import app as ft_app
 from vigil.cli.ft import ft_summary
 from vigil.cli.task import follow_task
@@ -96,13 +96,13 @@ def vm_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     if as_json:
         return print_json(vms)
     t = Table(title="VMs")
-    for col in ("VM", "power", "host", "state", "guest", "up", "memory", "priority", "isolation", "note"):
+    for col in ("VM", "power", "host", "state", "guest", "up", "memory", "load", "priority", "isolation", "note"):
         t.add_column(col)
     for v in vms:
         gst = {"ok": "[green]ok[/]", "lost": "[red]lost[/]"}.get(v["guest"], v["guest"])
         t.add_row(v["name"], v["power"], v["owner"] or v["assigned"] or "-", v["state"], gst,
                   age(v["since"]) if v["state"] == "running" else "-", f"{v['memory_mb']} MiB",
-                  v["priority"], v["isolation_response"], v["message"][:40])
+                  load_text(v.get("load")), v["priority"], v["isolation_response"], v["message"][:40])
     console.print(t)
 
 

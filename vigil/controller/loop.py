@@ -17,6 +17,7 @@ from vigil.policy import hastats as stats
 from vigil.env.base import Env, read_all_heartbeats
 from vigil.env.real import RealEnv
 from vigil.config import AgentConfig
+from vigil.controller.drs import DrsRunner
 from vigil.model import TASK_ACTIVE, Assignment, HostState, Task
 from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
@@ -67,6 +68,7 @@ class Controller:
         self._came_from: dict[str, str] = {}  # this cycle: each VM's host before its actions
         self.stats = stats.empty()  # read from etcd each cycle: a new leader carries on
         self.states = StateCache()
+        self.drs = DrsRunner()
 
     async def run(self) -> None:
         """A cycle every CYCLE_S, and one sooner when the etcd watch reports a change of a
@@ -176,7 +178,8 @@ class Controller:
         return ClusterView(now=now, hosts=hosts, vms=vms, timing=self.timing,
                            retries=MappingProxyType(dict(self.retries)), rules=rules, tasks=tasks,
                            ft_waits=MappingProxyType(dict(self.ft_waits)),
-                           reach_since=MappingProxyType(dict(self.reach_since)))
+                           reach_since=MappingProxyType(dict(self.reach_since)),
+                           loads=state.loads, drs=state.settings.get("drs", MappingProxyType({})))
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
@@ -193,6 +196,7 @@ class Controller:
         before = self.stats
         for action in plan(view):
             await self.apply(action)
+        await self.drs.cycle(self, view, state, snap.get(K.DRS))
         running = {n: (v.assignment.gen, v.status.since) for n, v in view.vms.items()
                    if v.assignment and v.status and v.status.state == "running" and v.status.host == v.assignment.host}
         self.stats = stats.fold_tasks(stats.fold_running(self.stats, running), (r.task for r in state.tasks.values()))
@@ -263,7 +267,7 @@ class Controller:
                 log.info("%s -> %s (%s)", action.vm, action.host, action.reason)
         elif isinstance(action, StartMigration):
             task = Task(id=f"{action.vm}-{int(wall * 1000)}", kind="migrate", vm=action.vm, src=action.src,
-                        dst=action.dst, reason="maintenance", created=wall, updated=wall)
+                        dst=action.dst, reason=action.task_reason, created=wall, updated=wall)
             ev = make_event("task-migrate", f"{action.vm}: migration {action.src} -> {action.dst} ({action.reason})",
                             vm=action.vm, host=action.src, source="controller", at=wall, task=task.id)
             prev = await st.get(K.TASKS + action.vm)

@@ -42,12 +42,27 @@ class Network(Protocol):
     async def any_answers(self, addresses: Sequence[str], timeout_s: float = 1.0) -> bool: ...
 
 
+class LoadMeter(Protocol):
+    """What a host's VMs and the host itself use now (vigil.env.procload reads /proc; the
+    simulator reports what the scenario sets)."""
+
+    def sample(self, pids: Mapping[str, int]) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+        """Per VM (its QEMU's ``pid``): (CPU cores in use, resident MiB); and the host's
+        (CPU cores in use, memory used MiB). A VM whose process is gone is left out."""
+        ...
+
+    def space(self, datastores: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+        """Per datastore reached (name -> mount path): (size MiB, used MiB)."""
+        ...
+
+
 class Env(Protocol):
     """One host's view of the world (the controller runs inside a host's agent)."""
 
     clock: Clock
     datastores: Datastores
     network: Network
+    load: LoadMeter
 
 
 def read_all_heartbeats(env: Env, datastores: Mapping[str, str]) -> tuple[bool, list[HbRecord]]:

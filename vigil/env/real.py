@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from vigil.env import dsheartbeat, net
+from vigil.env.procload import ProcLoadMeter
 from vigil.model import HbRecord
 
 
@@ -46,3 +47,4 @@ class RealEnv:
         self.clock = SystemClock()
         self.datastores = FileDatastores()
         self.network = PingNetwork()
+        self.load = ProcLoadMeter()

@@ -6,7 +6,7 @@ earlier in the same cycle count too (the caller passes the updated load).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from vigil.model import HostInfo, HostState, Rule, VMSpec
 
@@ -68,10 +68,12 @@ def place(
     avoid: frozenset[str] = frozenset(),
     rules: Sequence[Rule] = (),
     where: Mapping[str, str] | None = None,
+    prefer: Callable[[str, VMSpec], float] | None = None,
 ) -> tuple[str | None, str]:
     """Return (host, why): the running host with the most free memory that keeps the
-    rules, or (None, reasons)."""
-    candidates: list[tuple[int, int, str]] = []
+    rules, or (None, reasons). ``prefer``: a host's load with the VM on it, ranked first
+    (DRS on: vigil.policy.drs_place)."""
+    candidates: list[tuple[float, int, int, str]] = []
     reasons: list[str] = []
     for name in sorted(infos):
         info = infos[name]
@@ -86,8 +88,9 @@ def place(
             reasons.append(f"{name}: {why}")
             continue
         l = load.get(name, Load())
-        candidates.append((-(info.memory_mb - l.memory_mb), l.vcpus, name))
+        rank = round(prefer(name, spec), 6) if prefer is not None else 0.0
+        candidates.append((rank, -(info.memory_mb - l.memory_mb), l.vcpus, name))
     if not candidates:
         return None, "; ".join(reasons) or "no hosts"
-    _, _, best = min(candidates)
-    return best, "most free memory"
+    rank, _, _, best = min(candidates)
+    return best, f"least loaded with it ({rank:.0%}, DRS load model)" if prefer is not None else "most free memory"

@@ -14,6 +14,7 @@ import math
 
 from vigil.model import HostState
 from vigil.policy.commitments import commitments, holds_memory, standby_counted
+from vigil.policy.drs_place import drs_preference
 from vigil.policy.ft_secondaries import FT_SUSPECT_S, ft_failover_target, host_stopped, secondaries
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.maintenance import MAINTENANCE_PARALLEL, evacuate
@@ -64,6 +65,7 @@ def plan(view: ClusterView) -> list[Action]:
     infos = {h: v.info for h, v in view.hosts.items() if v.info is not None}
     load, where = commitments(view, states)
     moving = {t.vm for t in view.tasks}
+    prefer = drs_preference(view, where)  # None while DRS is off
 
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
     for v in restart_order(list(view.vms.values())):
@@ -151,15 +153,17 @@ def plan(view: ClusterView) -> list[Action]:
                 ft_stat_rev=v.ft.stat_rev if v.ft else 0,
             ))
             continue
-        host, why = place(spec, infos, states, load, avoid, view.rules, where)
+        host, why = place(spec, infos, states, load, avoid, view.rules, where, prefer)
         if host is None and kind == "retry":
             # The failing host may be the only one: try it again after the backoff.
-            host, why = place(spec, infos, states, load, frozenset(), view.rules, where)
+            host, why = place(spec, infos, states, load, frozenset(), view.rules, where, prefer)
         if host is None:
             actions.append(Waiting(spec.name, f"no host can run it: {why}"))
             continue
         load[host] = load.get(host, Load()).plus(spec)
         where[spec.name] = host
+        if prefer is not None:
+            prefer.add(host, spec)
         new_retry = None
         if kind == "retry":
             attempts = (retry.attempts if retry else 0) + 1

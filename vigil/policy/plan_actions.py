@@ -95,12 +95,13 @@ class NotRestarted:
 
 @dataclass(frozen=True)
 class StartMigration:
-    """Live-migrate a running VM (maintenance mode empties a host this way)."""
+    """Live-migrate a running VM (maintenance mode empties a host this way; DRS balances)."""
 
     vm: str
     src: str
     dst: str
     reason: str
+    task_reason: str = "maintenance"  # the task's reason field: maintenance | drs
 
 
 Action = (SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | SetSecondary | PowerOffForRestart

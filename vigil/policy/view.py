@@ -98,3 +98,7 @@ class ClusterView:
     # (host, datastore) -> since when (now's clock) the host reports reaching it, as the
     # controller saw it; absent: for as long as anyone can tell
     reach_since: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
+    # load/<host>: each agent's smoothed measurements, raw (vigil.policy.drs_load reads them)
+    loads: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # settings/drs, raw (vigil.policy.drs_settings): initial placement uses the DRS load model when on
+    drs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

@@ -42,6 +42,7 @@ async def cluster(store: Store) -> dict[str, Any]:
     now = time.time()
     view = cluster_view(snap, now)
     load, _ = commitments(view, {n: st for n, (st, _) in classify_all(view).items()})
+    loads = {h: e.value for h, e in under(snap, K.LOAD).items() if isinstance(e.value, dict)}
     for h, e in sorted(under(snap, K.HOSTS).items()):
         info = HostInfo.from_json(e.value)
         used = load.get(h, Load())
@@ -51,7 +52,7 @@ async def cluster(store: Store) -> dict[str, Any]:
             "name": h, "address": info.address, "state": states.get(h, {}).get("state", "running" if h in alive else "unknown"),
             "lease": h in alive, "leader": bool(leader and leader.value == h), "memory_mb": info.memory_mb,
             "cpus": info.cpus, "datastores": list(info.datastores), "accel": info.accel,
-            "vms": sorted(vms_by_host.get(h, [])),
+            "vms": sorted(vms_by_host.get(h, [])), "load": host_load_out(loads.get(h)),
         })
     assign = {n: e.value for n, e in under(snap, K.ASSIGN).items()}
     status = {n: VMStatus.from_json(e.value) for n, e in under(snap, K.VMSTATUS).items()}
@@ -68,10 +69,23 @@ async def cluster(store: Store) -> dict[str, Any]:
             "message": st.message if st else "", "since": st.since if st else 0.0,
             "disks": disk_state(snap, spec),
             "nics": [{"network": n, "mac": mac_address(spec.name, i)} for i, n in enumerate(spec.networks)],
-            "ft": ft_state(snap, n),
+            "ft": ft_state(snap, n), "load": vm_load_out(loads, own.get(n), n),
         })
     return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": now,
             "revision": max((x.mod_revision for x in snap.values()), default=0)}
+
+
+def host_load_out(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A host's measured load as the listings show it (None: its agent reported none)."""
+    if rec is None:
+        return None
+    return {"cpu": rec.get("cpu"), "memory_used_mb": rec.get("memory_used_mb"), "time": rec.get("time")}
+
+
+def vm_load_out(loads: dict[str, dict[str, Any]], host: str | None, vm: str) -> dict[str, Any] | None:
+    """A VM's measured load (CPU cores, resident MiB), from its owner's record."""
+    v = (loads.get(host or "") or {}).get("vms", {}).get(vm)
+    return dict(v) if isinstance(v, dict) else None
 
 
 async def migration_choices(store: Store, name: str) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import asyncio
 from typing import Any, Coroutine
 
 from vigil.agent.agent import LOCAL_RESTARTS
+from vigil.agent.loadreport import LoadReport, load_loop
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
@@ -96,8 +97,11 @@ class SimAgent:
                 break
             except StoreError:
                 await self.clock.sleep(1.0)
+        load = LoadReport(self.me, self.cfg.cpus, self.cfg.memory_mb)
         for loop in (self.check_loop(), self.lease_loop(), self.reconcile_loop(), leader_loop(self),
-                     self.migrations.loop()):
+                     self.migrations.loop()) + ((load_loop(self.env, self.store, load, lambda: {
+                         n: q.pid for n, q in self.h.qemus.items() if n in self.vms}, self.cfg.datastores),)
+                                              if self.w.report_load else ()):
             self.spawn(loop)
         if self.vms:
             await self.event("vms-adopted", f"{self.me} adopted running VMs: {', '.join(sorted(self.vms))}")

@@ -9,11 +9,12 @@ in the same partition group.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from vigil.config import AgentConfig
 from vigil.model import HbRecord
 from vigil.sim.world import GATEWAY, World
+from vigil.store import keys as K
 
 PING_RTT_S = 0.001
 
@@ -68,6 +69,43 @@ class SimNetwork:
         return ok
 
 
+class SimLoadMeter:
+    """The load a scenario sets on each VM (``World.vm_load``: CPU cores, resident MiB);
+    a VM it sets nothing for idles (DEFAULT_CPU cores, half its memory)."""
+
+    DEFAULT_CPU = 0.1
+
+    def __init__(self, world: World, host: str) -> None:
+        self.w, self.host = world, host
+
+    def sample(self, pids: Mapping[str, int]) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for vm in pids:
+            q = self.w.hosts[self.host].qemus.get(vm)
+            if q is None or q.state != "running":
+                continue
+            out[vm] = self.w.vm_load.get(vm, (self.DEFAULT_CPU, self.w.vm_memory.get(vm, 256) / 2))
+        return out, (sum(c for c, _ in out.values()), sum(m for _, m in out.values()))
+
+    def space(self, datastores: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+        """A datastore the scenario gives a size: what it holds besides the VMs' disks
+        (``World.ds_used``, the datastore-fill action) plus their disks' sizes as the specs
+        place them now (a disk moved off frees its room)."""
+        out: dict[str, tuple[float, float]] = {}
+        on: dict[str, float] = {}
+        for k, e in self.w.store._kv.items():
+            if k.startswith(K.VMS) and isinstance(e.value, dict):
+                for d in e.value.get("disks", ()):
+                    on[d["datastore"]] = on.get(d["datastore"], 0.0) + d.get("size_mb", 64)
+                    if d.get("replica"):
+                        on[d["replica"]] = on.get(d["replica"], 0.0) + d.get("size_mb", 64)
+        for name in datastores:
+            size = self.w.ds_size.get(name)
+            if size and self.w.ds_reachable(self.host, name):
+                out[name] = (float(size), self.w.ds_used.get(name, 0.0) + on.get(name, 0.0))
+        return out
+
+
 class SimEnv:
     """What one simulated host's agent and controller see of the world."""
 
@@ -75,6 +113,7 @@ class SimEnv:
         self.clock = HostClock(world, host)
         self.datastores = SimDatastores(world, host)
         self.network = SimNetwork(world, host, self.clock)
+        self.load = SimLoadMeter(world, host)
 
 
 def agent_config(world: World, host: str) -> AgentConfig:

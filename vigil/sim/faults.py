@@ -14,6 +14,8 @@ Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
     vm-crash host vm                    the VM's QEMU on that host exits (the agent notices)
 
 Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power.
+Load: vm-load vm cpu memory   the VM's guest now uses ``cpu`` cores and ``memory`` MiB;
+datastore-fill datastore used    the datastore holds ``used`` MiB besides the VMs' disks.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def describe(a: dict[str, Any]) -> tuple[str, str]:
     if f == "partition":
         return "-", "partition " + " | ".join(",".join(g) for g in a["groups"])
     subject = a.get("host") or a.get("vm") or a.get("datastore") or "-"
-    extra = [f"{k}={a[k]}" for k in ("datastore", "vm", "power", "for") if k in a and a[k] != subject]
+    extra = [f"{k}={a[k]}" for k in ("datastore", "vm", "power", "cpu", "memory", "used", "for") if k in a and a[k] != subject]
     return subject, " ".join([f] + extra)
 
 
@@ -87,6 +89,11 @@ async def apply(w: World, a: dict[str, Any]) -> None:
         await _maintenance(w, _name(w, a), f == "maintenance-enter")
     elif f == "vm-power":
         await _set_power(w, a["vm"], a["power"])
+    elif f == "datastore-fill":
+        w.ds_used[a["datastore"]] = float(a["used"])
+    elif f == "vm-load":
+        old = w.vm_load.get(a["vm"], (0.1, w.vm_memory.get(a["vm"], 256) / 2))
+        w.vm_load[a["vm"]] = (float(a.get("cpu", old[0])), float(a.get("memory", old[1])))
     else:
         raise ScenarioError(f"unknown fault {f!r}")
     if "for" in a and f in UNDO:

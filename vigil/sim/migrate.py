@@ -20,10 +20,12 @@ from vigil.sim.world import StartFailed
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 from vigil.agent.tasks import update_task
+from vigil.agent.task_records import moved_spec
 from vigil.sim.context import LocalVM, AgentContext
 
 
 MIGRATE_S = 1.0
+MOVE_DISK_S = 2.0
 
 
 class SimTasks:
@@ -64,6 +66,10 @@ class SimTasks:
                 self._drop(vm)
 
     async def _as_source(self, t: Task, tasks: list[Task]) -> None:
+        if t.kind == "move-disk" and t.state == "queued" and t.vm not in self.driving:
+            self.driving.add(t.vm)
+            self.a.spawn(self._move_disk(t))
+            return
         if t.state not in TASK_ACTIVE or t.kind != "migrate" or t.vm in self.driving:
             return
         if t.state == "queued":
@@ -86,6 +92,33 @@ class SimTasks:
             self.a.w.switch_over(t.src, t.dst, t.vm)
             await self.update(t.vm, t.id, TP.switched_over({}))
             await self.a.event("migration-switchover", f"{t.vm}: memory moved to {t.dst} (downtime 0 ms)", vm=t.vm)
+        finally:
+            self.driving.discard(t.vm)
+
+    async def _move_disk(self, t: Task) -> None:
+        """A Storage vMotion (vigil.agent.task_source._move_disk): the copy takes MOVE_DISK_S,
+        then the spec names the new datastore, written while this host still owns the VM."""
+        st = self.a.store
+        try:
+            if t.vm not in self.a.vms:
+                await self.update(t.vm, t.id, state="failed", error=f"{t.vm} does not run on {self.a.me}")
+                return
+            await self.update(t.vm, t.id, state="running")
+            await self.a.clock.sleep(MOVE_DISK_S)
+            e = await st.get(K.VMS + t.vm)
+            if e is None:
+                await self.update(t.vm, t.id, state="failed", error="the VM was deleted")
+                return
+            new = moved_spec(VMSpec.from_json(e.value), t.datastore, only_disk=t.disk)
+            ok = await st.txn([st.unchanged(e.key, e.mod_revision), st.equals(K.OWN + t.vm, self.a.me)],
+                              [st.put_op(e.key, new.to_json())])
+            if not ok:
+                await self.update(t.vm, t.id, state="failed", error="the VM changed during the copy")
+                return
+            if t.vm in self.a.vms:
+                self.a.vms[t.vm].spec = new
+            await self.a.event("disk-moved", f"{t.vm}: disk {t.disk} now on {t.datastore}", vm=t.vm)
+            await self.update(t.vm, t.id, state="done")
         finally:
             self.driving.discard(t.vm)
 

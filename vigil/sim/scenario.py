@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil.model import Assignment, DiskSpec, Rule, VMSpec
+from vigil.policy.drs_settings import drs_settings
 from vigil.sim import clock as vclock
 from vigil.sim.agent import SimAgent
 from vigil.sim.faults import ScenarioError, apply
@@ -54,6 +55,8 @@ class Scenario:
     seed: int = 1
     expect: dict[str, Any] = field(default_factory=dict)
     sim: dict[str, Any] = field(default_factory=dict)
+    drs: dict[str, Any] = field(default_factory=dict)  # settings/drs at setup (vigil cluster set drs)
+    datastores: list[dict[str, Any]] = field(default_factory=list)  # [[datastore]] name, size (MiB), used
 
 
 def load(path: str | Path) -> Scenario:
@@ -63,13 +66,14 @@ def load(path: str | Path) -> Scenario:
     return Scenario(name=f.parent.name, hosts=d.get("host", []), vms=d.get("vm", []), rules=d.get("rule", []),
                     actions=sorted(d.get("action", []), key=lambda a: float(a["at"])),
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
-                    expect=d.get("expect", {}), sim=d.get("sim", {}))
+                    expect=d.get("expect", {}), sim=d.get("sim", {}), drs=d.get("drs", {}),
+                    datastores=d.get("datastore", []))
 
 
 def vm_spec(v: dict[str, Any]) -> VMSpec:
     disks = tuple(
         DiskSpec(name=f"disk{i}", datastore=ds.split("+")[0], path=f"{v['name']}/disk{i}.qcow2",
-                 replica=ds.split("+")[1] if "+" in ds else "")
+                 replica=ds.split("+")[1] if "+" in ds else "", size_mb=int(v.get("disk_size", 64)))
         for i, ds in enumerate(v.get("disks", ["ds1"])))
     spec = VMSpec(name=v["name"], memory_mb=int(v.get("memory", 256)), vcpus=int(v.get("vcpus", 1)), disks=disks,
                   restart_priority=v.get("priority", "medium"), isolation_response=v.get("isolation", "power-off"),
@@ -96,6 +100,10 @@ class Run:
         self.world = World(self.clock, self.store, self.log, boot_s=float(sc.sim.get("boot_s", 2.0)),
                            agent_factory=SimAgent)
         self.store.watchers.append((K.EVENTS, self._event))
+        self.world.report_load = bool(sc.drs) or any("cpu" in v or "mem_used" in v for v in sc.vms)
+        for d in sc.datastores:  # a size makes the agents report the datastore's space
+            self.world.ds_size[d["name"]] = float(d["size"])
+            self.world.ds_used[d["name"]] = float(d.get("used", 0.0))
         for i, h in enumerate(sc.hosts):
             self.world.add_host(SimHost(
                 name=h["name"], address=f"10.0.0.{i + 1}", memory_mb=int(h.get("memory", 2048)),
@@ -116,6 +124,9 @@ class Run:
             spec = vm_spec(v)
             if "guest_shutdown" in v:
                 self.world.guest_shutdown_s[spec.name] = float(v["guest_shutdown"])
+            self.world.vm_memory[spec.name] = spec.memory_mb
+            if "cpu" in v or "mem_used" in v:  # the load its guest puts on its host (vm-load changes it)
+                self.world.vm_load[spec.name] = (float(v.get("cpu", 0.1)), float(v.get("mem_used", spec.memory_mb / 2)))
             ev = make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli", at=self.clock.time())
             ops = [st.put_op(K.VMS + spec.name, spec.to_json()), event_put_op(st, ev)]
             if v.get("ft"):  # vigil vm ft enable (vigil.service.ft_enable)
@@ -125,6 +136,9 @@ class Run:
             if v.get("on"):
                 ops.append(st.put_op(K.ASSIGN + spec.name, Assignment(host=v["on"], gen=1, reason="place").__dict__))
             await st.txn([st.absent(K.VMS + spec.name)], ops)
+        if self.sc.drs:
+            drs_settings(self.sc.drs)  # refused as the service would
+            await st.put(K.SETTINGS + "drs", dict(self.sc.drs))
         for r in self.sc.rules:
             rule = Rule(name=r["name"], kind=r["kind"], vms=tuple(r["vms"]))
             rule.validate()

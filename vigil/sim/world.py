@@ -70,6 +70,11 @@ class World:
         self.crashes: list[str] = []
         self.guest_shutdown_s: dict[str, float] = {}  # how long a guest's ACPI shutdown takes, if not 1 s
         self.agent_factory = agent_factory
+        self.vm_load: dict[str, tuple[float, float]] = {}  # VM -> (CPU cores, resident MiB) it uses (vm-load)
+        self.vm_memory: dict[str, int] = {}  # VM -> its spec's memory (the idle load's half)
+        self.ds_size: dict[str, float] = {}  # datastore -> MiB (reported as space only when set)
+        self.ds_used: dict[str, float] = {}  # datastore -> MiB used besides the VMs' disks (datastore-fill)
+        self.report_load = False  # the agents write load/ (scenarios about DRS; the others' logs unchanged)
         self._pid = 1000
 
     def task_done(self, t: asyncio.Task) -> None:

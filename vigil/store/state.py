@@ -137,6 +137,8 @@ class ClusterState:
     disk_states: Mapping[str, DiskStateRecord] = field(default_factory=_empty)
     # settings/<name>: the raw object; each policy module reads its own into its type
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
+    # load/<host>: the agent's smoothed measurements, raw (vigil.policy.drs_load reads them)
+    loads: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
 
 
 # -- one reader per prefix ----------------------------------------------------------------
@@ -244,6 +246,7 @@ _READERS: dict[str, tuple[str, Callable[[Entry], Any]]] = {
     K.FTSTAT: ("ft_stats", _ft_stat),
     K.DISKSTATE: ("disk_states", _disk_state),
     K.SETTINGS: ("settings", lambda e: MappingProxyType(dict(_dict(e)))),
+    K.LOAD: ("loads", lambda e: MappingProxyType(dict(_dict(e)))),
 }
 
 

@@ -1,0 +1,76 @@
+"""The agent's load report: every SAMPLE_S it samples its VMs and itself through the
+environment's LoadMeter, smooths the figures (vigil.policy.load_smoothing) and writes
+``load/<host>`` when they changed noticeably, at a low rate. DRS and initial placement
+read them (vigil.policy.drs_load); ``vigil host list``, ``vigil vm list``, the API and
+/metrics show them."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+from vigil.env.base import Env
+from vigil.policy.load_smoothing import due, ewma
+from vigil.store import keys as K
+from vigil.store.etcd import StoreError
+
+log = logging.getLogger("vigil.agent")
+
+SAMPLE_S = 2.0
+
+
+class LoadReport:
+    """The smoothed figures of one host and when they were last written."""
+
+    def __init__(self, host: str, cpus: int, memory_mb: int) -> None:
+        self.host, self.cpus, self.memory_mb = host, cpus, memory_mb
+        self.vms: dict[str, tuple[float, float]] = {}
+        self.total: tuple[float, float] | None = None
+        self.written: dict[str, Any] | None = None
+        self.written_at = -1e9
+        self.sampled_at: float | None = None
+        self.space: dict[str, tuple[float, float]] = {}  # datastore -> (size, used MiB), as last read
+
+    def fold(self, now: float, vms: Mapping[str, tuple[float, float]], host: tuple[float, float]) -> None:
+        dt = now - self.sampled_at if self.sampled_at is not None else 0.0
+        self.sampled_at = now
+        nxt: dict[str, tuple[float, float]] = {}
+        for vm, (cpu, mem) in vms.items():
+            old = self.vms.get(vm)
+            nxt[vm] = (ewma(old[0] if old else None, cpu, dt), ewma(old[1] if old else None, mem, dt))
+        self.vms = nxt
+        t = self.total
+        self.total = (ewma(t[0] if t else None, host[0], dt), ewma(t[1] if t else None, host[1], dt))
+
+    def record(self, wall: float) -> dict[str, Any]:
+        cpu, used = self.total or (0.0, 0.0)
+        return {"time": round(wall, 3), "cpus": self.cpus, "memory_mb": self.memory_mb, "cpu": round(cpu, 3),
+                "memory_used_mb": round(used), "vms": {vm: {"cpu": round(c, 3), "memory_mb": round(m)}
+                                                       for vm, (c, m) in sorted(self.vms.items())},
+                "datastores": {ds: {"size_mb": round(s), "used_mb": round(u)} for ds, (s, u) in sorted(self.space.items())}}
+
+
+async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[], Mapping[str, int]],
+                    datastores: Mapping[str, str] | None = None) -> None:
+    """Sample, smooth, and write when due; etcd away costs a write, nothing else.
+    ``datastores`` (name -> mount path): their space is reported too (Storage DRS)."""
+    while True:
+        now = env.clock.monotonic()
+        vms, host = env.load.sample(pids())
+        report.fold(now, vms, host)
+        if datastores:
+            report.space = env.load.space(datastores)
+        rec = report.record(env.clock.time())
+        if due(report.written, rec, now - report.written_at):
+            try:
+                await store.put(K.LOAD + report.host, rec)
+                report.written, report.written_at = rec, now
+            except StoreError as e:
+                log.debug("load report: %s", e)
+        await env.clock.sleep(SAMPLE_S)
+
+
+def report_load(env: Env, store: Any, report: LoadReport, vms: Mapping[str, Any],
+                datastores: Mapping[str, str]) -> Any:
+    """The load loop of an agent whose running VMs (objects with a ``pid``) are ``vms``."""
+    return load_loop(env, store, report, lambda: {n: v.pid for n, v in list(vms.items()) if getattr(v, "pid", 0)},
+                     datastores)
