@@ -39,7 +39,7 @@ MIN_GAP_S = 0.05  # between two cycles begun by etcd changes
 # The keys whose change starts a cycle at once (acknowledgements and FT figures are read
 # every cycle, but checkpoints come many a second: they wait for the period).
 PLAN_KEYS = (K.HOSTS, K.ALIVE, K.VMS, K.ASSIGN, K.OWN, K.VMSTATUS, K.HOSTSTATE, K.LEADER, K.RULES, K.TASKS,
-             K.MAINTENANCE, K.FT, K.DISKSTATE, K.DATASTORES)
+             K.MAINTENANCE, K.FT, K.DISKSTATE, K.DATASTORES, K.SETTINGS)
 
 
 class Controller:
@@ -176,7 +176,7 @@ class Controller:
         return ClusterView(now=now, hosts=hosts, vms=vms, timing=self.timing,
                            retries=MappingProxyType(dict(self.retries)), rules=rules, tasks=tasks,
                            ft_waits=MappingProxyType(dict(self.ft_waits)),
-                           reach_since=MappingProxyType(dict(self.reach_since)))
+                           reach_since=MappingProxyType(dict(self.reach_since)), settings=state.settings)
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()

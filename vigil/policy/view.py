@@ -98,3 +98,5 @@ class ClusterView:
     # (host, datastore) -> since when (now's clock) the host reports reaching it, as the
     # controller saw it; absent: for as long as anyone can tell
     reach_since: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
+    # settings/<name>: the cluster policies' raw objects (each policy module reads its own)
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
