@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from vigil.model import HostState, SpecError, VMSpec
-from vigil.policy.commitments import standby_counted
 from vigil.policy.placement import VCPU_OVERCOMMIT, Load
 from vigil.policy.view import ClusterView
 
@@ -161,7 +160,8 @@ class Capacity:
 def _demand(view: ClusterView, change: Change | None) -> list[tuple[str, VMSpec]]:
     """(VM, spec) of every reservation: each powered-on VM once, each FT standby once more."""
     specs = {n: v.spec for n, v in view.vms.items() if v.spec.power == "on"}
-    standbys = [v.spec for v in view.vms.values() if standby_counted(v, view)]
+    # an FT VM's standby reserves its room from the moment FT is on, placed or not yet
+    standbys = [v.spec for _, v in sorted(view.vms.items()) if v.ft is not None and v.spec.power == "on"]
     if change is not None:
         for s in change.power_on:
             specs[s.name] = s
@@ -207,7 +207,9 @@ def capacity(view: ClusterView, setting: AdmissionSetting, states: Mapping[str, 
         mems, cpus = [m for m, _ in hosts.values()], [c for _, c in hosts.values()]
         mpct = setting.memory_percent if setting.memory_percent is not None else _share(mems, setting.failures)
         cpct = setting.cpu_percent if setting.cpu_percent is not None else _share(cpus, setting.failures)
-        rmem, rcpu = math.ceil(mem * mpct / 100), math.ceil(cpu * cpct / 100)
+        # derived: exactly the largest hosts' room (the percentage shown is rounded)
+        rmem = math.ceil(mem * mpct / 100) if setting.memory_percent is not None else _largest(mems, setting.failures)
+        rcpu = math.ceil(cpu * cpct / 100) if setting.cpu_percent is not None else _largest(cpus, setting.failures)
         tol = max([k for k in range(n) if used.memory_mb <= mem - _largest(mems, k)
                    and used.vcpus <= cpu - _largest(cpus, k)], default=0)
         ok = used.memory_mb <= mem - rmem and used.vcpus <= cpu - rcpu
