@@ -135,6 +135,8 @@ class Capacity:
     vcpus_used: int
     memory_reserved_mb: int = 0
     vcpus_reserved: int = 0
+    memory_percent: int = 0  # percentage: the reserved shares (given or derived)
+    cpu_percent: int = 0
     slot_memory_mb: int = 0
     slot_vcpus: int = 0
     slots: int = 0
@@ -216,7 +218,8 @@ def capacity(view: ClusterView, setting: AdmissionSetting, states: Mapping[str, 
         detail = (f"memory {used.memory_mb} of {mem} MiB used ({_pct(used.memory_mb, mem)}), {mpct}% "
                   f"({rmem} MiB) reserved; vCPUs {used.vcpus} of {cpu} used ({_pct(used.vcpus, cpu)}), "
                   f"{cpct}% ({rcpu}) reserved")
-        return Capacity(**base, memory_reserved_mb=rmem, vcpus_reserved=rcpu, tolerates=tol, ok=ok, detail=detail)
+        return Capacity(**base, memory_reserved_mb=rmem, vcpus_reserved=rcpu, memory_percent=mpct, cpu_percent=cpct,
+                        tolerates=tol, ok=ok, detail=detail)
     if setting.policy == "failover-hosts":
         fo = {h: hosts[h] for h in setting.hosts if h in hosts}
         normal = {h: x for h, x in hosts.items() if h not in fo}
@@ -260,9 +263,10 @@ def _per_host_load(view: ClusterView, demand: list[tuple[str, VMSpec]], hosts: M
 
 
 def _share(values: list[int], failures: int) -> int:
-    """The percentage the ``failures`` largest of ``values`` make of their sum (rounded up)."""
+    """The percentage the ``failures`` largest of ``values`` make of their sum (rounded: the
+    reserve itself is their exact room)."""
     total = sum(values)
-    return min(100, math.ceil(100 * _largest(values, failures) / total)) if total else 100
+    return min(100, round(100 * _largest(values, failures) / total)) if total else 100
 
 
 def _pct(a: int, b: int) -> str:
@@ -295,12 +299,30 @@ def admit(view: ClusterView, setting: AdmissionSetting, states: Mapping[str, Hos
     if after.ok:
         return True, after.detail
     head = f"admission control ({describe_setting(setting)}) refuses {change.what}"
+    added = change.power_on + change.standby
+    n = len(after.hosts)
+    on = f"on {n} running host{'s' if n != 1 else ''}"
+    if change.leave:
+        gone = ", ".join(sorted(change.leave))
+        if setting.policy == "slots":
+            return False, (f"{head}: without {gone}, {after.slots} slots would remain {on}, "
+                           f"{after.slots_reserved} reserved for {_failures(setting.failures)} and "
+                           f"{after.slots_used} used: {-after.slots_free} short")
+        return False, f"{head}: without {gone}, the reserve would not hold ({after.detail})"
     if setting.policy == "slots":
         need = sum(max(math.ceil(s.memory_mb / after.slot_memory_mb), math.ceil(s.vcpus / after.slot_vcpus))
-                   for s in change.power_on + change.standby)
-        return False, (f"{head}: it needs {need} slot{'s' if need != 1 else ''} and would leave "
-                       f"{after.slots_free} free ({after.detail})")
+                   for s in added)
+        used = after.slots_used - need
+        free = after.slots - after.slots_reserved - used
+        return False, (f"{head}: it needs {need} slot{'s' if need != 1 else ''} of {after.slot_memory_mb} MiB / "
+                       f"{after.slot_vcpus} vCPU{'s' if after.slot_vcpus != 1 else ''}; {max(0, free)} of "
+                       f"{after.slots} {'is' if max(0, free) == 1 else 'are'} free ({after.slots_reserved} reserved "
+                       f"for {_failures(setting.failures)}, {used} used, {on})")
     if setting.policy == "percentage":
-        return False, f"{head}: the reserve would not hold ({after.detail})"
+        may_mem = after.memory_mb - after.memory_reserved_mb
+        may_cpu = after.vcpus - after.vcpus_reserved
+        return False, (f"{head}: VMs would reserve {after.memory_used_mb} of {after.memory_mb} MiB and "
+                       f"{after.vcpus_used} of {after.vcpus} vCPUs {on}; at most {may_mem} MiB and {may_cpu} vCPUs "
+                       f"may be ({after.memory_percent}% of memory and {after.cpu_percent}% of CPU kept for failover)")
     return False, (f"{head}: the hosts other than the failover hosts would need {after.memory_used_mb} MiB and "
                    f"{after.vcpus_used} vCPUs; they have {after.memory_mb} MiB and {after.vcpus} ({after.detail})")

@@ -28,6 +28,7 @@ from vigil.model import Assignment, DiskSpec, Rule, VMSpec
 from vigil.sim import clock as vclock
 from vigil.sim.agent import SimAgent
 from vigil.sim.faults import ScenarioError, apply
+from vigil.sim.operator import settings_value
 from vigil.sim.store import MemoryStore
 from vigil.sim.world import SimHost, World
 from vigil.store import keys as K
@@ -54,6 +55,7 @@ class Scenario:
     seed: int = 1
     expect: dict[str, Any] = field(default_factory=dict)
     sim: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [admission], [retries]
 
 
 def load(path: str | Path) -> Scenario:
@@ -63,7 +65,8 @@ def load(path: str | Path) -> Scenario:
     return Scenario(name=f.parent.name, hosts=d.get("host", []), vms=d.get("vm", []), rules=d.get("rule", []),
                     actions=sorted(d.get("action", []), key=lambda a: float(a["at"])),
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
-                    expect=d.get("expect", {}), sim=d.get("sim", {}))
+                    expect=d.get("expect", {}), sim=d.get("sim", {}),
+                    settings={k: d[k] for k in ("admission", "retries") if k in d})
 
 
 def vm_spec(v: dict[str, Any]) -> VMSpec:
@@ -112,6 +115,8 @@ class Run:
     async def _setup(self) -> None:
         await asyncio.sleep(SETUP_AT)
         st = self.store
+        for name, table in sorted(self.sc.settings.items()):  # set before the VMs: the cluster's policy
+            await st.put(K.SETTINGS + name, settings_value(name, table))
         for v in self.sc.vms:
             spec = vm_spec(v)
             if "guest_shutdown" in v:
