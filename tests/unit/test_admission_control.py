@@ -124,7 +124,8 @@ async def test_failover_hosts_are_kept_empty_and_their_room_does_not_count() -> 
     c = await cluster_capacity(s)
     assert (c["memory_mb"], c["memory_used_mb"], c["tolerates"], c["failover"]) == (4096, 4096, 1, ["h3"])
     msg = await refused(s, lambda: service.create_vm(s, spec("x", 128)))
-    assert "the hosts other than the failover hosts would need 4224 MiB and 9 vCPUs; they have 4096 MiB" in msg
+    assert msg.endswith("VMs would reserve 4224 MiB and 9 vCPUs; the running hosts other than the failover hosts "
+                        "(h1, h2) have 4096 MiB and 32 vCPUs")
 
 
 async def test_bad_settings_are_invalid() -> None:

@@ -324,5 +324,7 @@ def admit(view: ClusterView, setting: AdmissionSetting, states: Mapping[str, Hos
         return False, (f"{head}: VMs would reserve {after.memory_used_mb} of {after.memory_mb} MiB and "
                        f"{after.vcpus_used} of {after.vcpus} vCPUs {on}; at most {may_mem} MiB and {may_cpu} vCPUs "
                        f"may be ({after.memory_percent}% of memory and {after.cpu_percent}% of CPU kept for failover)")
-    return False, (f"{head}: the hosts other than the failover hosts would need {after.memory_used_mb} MiB and "
-                   f"{after.vcpus_used} vCPUs; they have {after.memory_mb} MiB and {after.vcpus} ({after.detail})")
+    others = ", ".join(h for h in after.hosts if h not in after.failover) or "none"
+    return False, (f"{head}: VMs would reserve {after.memory_used_mb} MiB and {after.vcpus_used} vCPUs; the "
+                   f"running hosts other than the failover hosts ({others}) have {after.memory_mb} MiB and "
+                   f"{after.vcpus} vCPUs")

@@ -63,7 +63,8 @@ async def ft_enable(store: Store, name: str, revision: int | None = None) -> boo
         raise Conflict(f"FT needs two hosts that reach {', '.join(sorted(spec.datastores))}; "
                        f"only {', '.join(reach) or 'none'} do")
     more, also = ([], []) if spec.power != "on" else admission.guarded(store, snap, Change(
-        what=f"turning FT on for {name} (its secondary reserves {spec.memory_mb} MiB, {spec.vcpus} vCPUs more)",
+        what=f"turning FT on for {name} (its secondary reserves {spec.memory_mb} MiB, {spec.vcpus} "
+             f"vCPU{'s' if spec.vcpus != 1 else ''} more)",
         standby=(spec,)))
     ev = user_event("ft-enabled", f"{name}: Fault Tolerance on", vm=name)
     return await store.txn([store.unchanged(K.VMS + name, e.mod_revision), store.absent(K.FT + name), *more],

@@ -56,7 +56,7 @@ async def operator(w: World, a: dict[str, Any]) -> None:
         spec = VMSpec.from_json(e.value)
         if spec.power == "on" and await refused(w, spec.name, Change(
                 what=f"turning FT on for {spec.name} (its secondary reserves {spec.memory_mb} MiB, {spec.vcpus} "
-                     "vCPUs more)", standby=(replace(spec),))):
+                     f"vCPU{'s' if spec.vcpus != 1 else ''} more)", standby=(replace(spec),))):
             return
         ev = make_event("ft-enabled", f"{spec.name}: Fault Tolerance on", vm=spec.name, source="cli", at=ev_at())
         await st.txn([st.absent(K.FT + spec.name)],

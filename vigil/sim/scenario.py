@@ -164,7 +164,8 @@ class Run:
         down = set(self.sc.expect.get("down", []))
         own = {K.name_of(k, K.OWN): e.value for k, e in self.store._kv.items() if k.startswith(K.OWN)}
         t = self.clock.now
-        for v in self.sc.vms:
+        created = [{"name": a["vm"], "power": a.get("power", "on")} for a in self.sc.actions if a["fault"] == "vm-create"]
+        for v in self.sc.vms + created:
             name = v["name"]
             e = self.store._kv.get(K.VMS + name)
             on = e is not None and e.value.get("power") == "on"
