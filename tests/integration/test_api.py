@@ -38,6 +38,7 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/vms/base", None, "auditor"),
     ("POST", "/vms/base/start", None, "operator"),
     ("POST", "/vms/base/stop", None, "operator"),
+    ("POST", "/vms/base/resize", {"memory_mb": 256}, "operator"),
     ("POST", "/vms/base/migrate", {"to": "h2"}, "operator"),
     ("GET", "/vms/base/migration-targets", None, "auditor"),
     ("POST", "/vms/base/move-disk", {"disk": "disk0", "to": "ds1"}, "operator"),

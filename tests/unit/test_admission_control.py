@@ -203,3 +203,17 @@ def test_no_admitted_user_action_takes_the_cluster_below_its_policy(mems, cpus, 
                 assert holds(await s.snapshot()), (policy, kind, name)
 
     asyncio.run(go())
+
+
+async def test_a_resize_of_a_powered_on_vm_is_checked_and_a_powered_off_one_is_not() -> None:
+    s = await mk()
+    await set_admission(s, {"policy": "percentage", "memory_percent": 50})
+    await on(s, "a", "h1", 2048)
+    await service.create_vm(s, spec("b", 512, power="off"))
+    assert await service.resize_vm(s, "b", memory_mb=4096)  # off: reserves nothing
+    msg = await refused(s, lambda: service.resize_vm(s, "a", memory_mb=3584))
+    assert "refuses resizing a to 3584 MiB, 1 vCPU (from 2048 MiB, 1 vCPU): VMs would reserve 3584 of 6144" in msg
+    assert await service.resize_vm(s, "a", memory_mb=3072)
+    assert not await service.resize_vm(s, "a", memory_mb=3072)
+    with pytest.raises(Invalid):
+        await service.resize_vm(s, "a", vcpus=0)

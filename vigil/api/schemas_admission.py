@@ -1,5 +1,5 @@
 """Request and response bodies of admission control, restart retries and what-if
-(vigil.api.routes.admission). The bounds are the transport's; what a value means is
+(vigil.api.routes.admission), and of a VM's resize (which admission control judges). The bounds are the transport's; what a value means is
 vigil.policy.admission_control's to judge, so the CLI and the API refuse with its words."""
 from __future__ import annotations
 
@@ -88,3 +88,8 @@ class WhatIfOut(BaseModel):
     affected: list[str]
     restarts: list[RestartOut]
     not_restarted: list[LeftOut]
+
+
+class ResizeIn(Strict):
+    memory_mb: Optional[int] = Field(None, ge=16, le=1024 * 1024)
+    vcpus: Optional[int] = Field(None, ge=1, le=256)

@@ -1,5 +1,6 @@
-"""`vigil cluster set admission|retries`, `vigil cluster capacity` and `vigil cluster what-if`:
-admission control, restart retries, and what the controller would do if hosts failed."""
+"""`vigil cluster set admission|retries`, `vigil cluster capacity`, `vigil cluster what-if` and
+`vigil vm resize`: admission control, restart retries, what the controller would do if
+hosts failed, and the one VM change admission control judges that `vigil vm` lacked."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -10,6 +11,7 @@ from rich.table import Table
 from vigil.cli.client import API_OPT, connect
 from vigil.cli.cluster import app, set_app
 from vigil.cli.common import JSON_OPT, console, friendly, print_json
+from vigil.cli.vm import app as vm_app
 from vigil.model import SpecError
 
 FIELDS = ("failures", "cpu_percent", "memory_percent", "hosts", "slot_memory_mb", "slot_vcpus")
@@ -127,3 +129,14 @@ def what_if(fail: list[str] = typer.Option(..., "--fail", help="a host to fail (
     console.print(t)
     for x in w["not_restarted"]:
         console.print(f"[red]not restarted[/] {x['vm']}: {x['reason']}")
+
+
+@vm_app.command("resize")
+@friendly
+def vm_resize(name: str, memory: Optional[int] = typer.Option(None, "--memory", "-m", help="MiB"),
+              vcpus: Optional[int] = typer.Option(None, "--vcpus"), api: Optional[str] = API_OPT) -> None:
+    """Change a VM's memory or vCPUs; QEMU takes them at the VM's next start. A powered-on
+    VM reserves them at once, so admission control may refuse a larger size."""
+    if memory is None and vcpus is None:
+        raise SpecError("give --memory or --vcpus")
+    console.print(connect(api).post(f"/vms/{name}/resize", {"memory_mb": memory, "vcpus": vcpus})["message"])

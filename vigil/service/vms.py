@@ -111,3 +111,27 @@ async def delete_vm(store: Store, name: str, force: bool = False, revision: int 
         event_put_op(store, ev)])
     if not ok:
         raise Conflict(f"{name} changed meanwhile; try again")
+
+
+async def resize_vm(store: Store, name: str, memory_mb: int | None = None, vcpus: int | None = None,
+                    revision: int | None = None) -> bool:
+    """Change a VM's memory or vCPUs; False when they already are so. QEMU keeps its size
+    until the VM's next start, but a powered-on VM reserves the new size at once, so a
+    larger one passes admission control first."""
+    spec, e = await get_vm(store, name)
+    check_revision(e, revision, f"VM {name}")
+    new = replace(spec, memory_mb=spec.memory_mb if memory_mb is None else memory_mb,
+                  vcpus=spec.vcpus if vcpus is None else vcpus)
+    validated(new)
+    if (new.memory_mb, new.vcpus) == (spec.memory_mb, spec.vcpus):
+        return False
+    guards, also = [store.unchanged(K.VMS + name, e.mod_revision)], []
+    if spec.power == "on":
+        more, also = admission.guarded(store, await store.snapshot(), Change(
+            what=f"resizing {name} to {_size(new)} (from {_size(spec)})", power_on=(new,)))
+        guards += more
+    ev = user_event("vm-resized", f"{name}: resized to {_size(new)} (from {_size(spec)}; QEMU takes it at its next "
+                    "start)", vm=name)
+    if not await store.txn(guards, [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev), *also]):
+        raise Conflict(f"{name} changed meanwhile; try again")
+    return True
