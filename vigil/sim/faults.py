@@ -14,10 +14,10 @@ Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
     vm-crash host vm                    the VM's QEMU on that host exits (the agent notices)
 
 Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power,
-vm-create vm [memory vcpus priority], ft-enable vm, set-admission (the settings/admission
+vm-create vm [memory vcpus priority], vm-resize vm [memory vcpus], ft-enable vm, set-admission (the settings/admission
 fields: policy, failures, hosts, ...), set-retries (delays, max_attempts), what-if hosts
 (logs the answer of ``vigil cluster what-if``, one ``what-if`` line per VM). Those that take
-room (power on, create, FT on, maintenance) pass admission control first, as the service's
+room (power on, create, resize, FT on, maintenance) pass admission control first, as the service's
 do (vigil.service.admission.check on the same snapshot): a refusal logs a ``refused`` line
 with its figures and writes nothing.
 """
@@ -39,7 +39,7 @@ UNDO = {"power-off": "power-on", "hang": "unhang", "agent-kill": "agent-start", 
         "partition": "heal", "datastore-loss": "datastore-back", "datastore-fail": "datastore-return",
         "start-fails": "start-works", "maintenance-enter": "maintenance-exit"}
 OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power", "vm-create", "ft-enable", "set-admission",
-            "set-retries", "what-if")
+            "set-retries", "what-if", "vm-resize")
 
 
 class ScenarioError(ValueError):
@@ -100,7 +100,7 @@ async def apply(w: World, a: dict[str, Any]) -> None:
         await _maintenance(w, _name(w, a), f == "maintenance-enter")
     elif f == "vm-power":
         await _set_power(w, a["vm"], a["power"])
-    elif f in ("vm-create", "ft-enable", "set-admission", "set-retries", "what-if"):
+    elif f in ("vm-create", "ft-enable", "set-admission", "set-retries", "what-if", "vm-resize"):
         await operator(w, a)
     else:
         raise ScenarioError(f"unknown fault {f!r}")

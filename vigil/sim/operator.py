@@ -61,6 +61,19 @@ async def operator(w: World, a: dict[str, Any]) -> None:
         ev = make_event("ft-enabled", f"{spec.name}: Fault Tolerance on", vm=spec.name, source="cli", at=ev_at())
         await st.txn([st.absent(K.FT + spec.name)],
                      [st.put_op(K.FT + spec.name, {"secondary": None, "epoch": 1}), event_put_op(st, ev)])
+    elif f == "vm-resize":  # vigil vm resize
+        e = await st.get(K.VMS + a["vm"])
+        if e is None:
+            return
+        old = VMSpec.from_json(e.value)
+        new = replace(old, memory_mb=int(a.get("memory", old.memory_mb)), vcpus=int(a.get("vcpus", old.vcpus)))
+        new.validate()
+        if old.power == "on" and await refused(w, old.name, Change(
+                what=f"resizing {old.name} to {_size(new)} (from {_size(old)})", power_on=(new,))):
+            return
+        ev = make_event("vm-resized", f"{old.name}: resized to {_size(new)} (from {_size(old)}; QEMU takes it at its "
+                        "next start)", vm=old.name, source="cli", at=ev_at())
+        await st.txn([st.unchanged(e.key, e.mod_revision)], [st.put_op(e.key, new.to_json()), event_put_op(st, ev)])
     elif f == "what-if":  # vigil cluster what-if --fail H ...: the answer as log lines
         ans = what_if(cluster_view(await st.snapshot(), w.clock.time()), a["hosts"])
         for r in ans.restarts:
