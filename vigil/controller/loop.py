@@ -187,6 +187,9 @@ class Controller:
             if v.status is not None and v.status.state == "running":
                 self.retries.pop(name, None)
                 self.ft_waits.pop(name, None)
+            elif v.spec.power != "on" and (name in self.retries or (v.assignment is not None and v.assignment.retries)):
+                # a power cycle by the user starts the count again (the assignment's count too)
+                self.retries[name] = Retry(attempts=0, not_before=float("-inf"))
         self._came_from = {n: v.assignment.host for n, v in view.vms.items() if v.assignment}
         stored = snap.get(K.STATS_HA)
         self.stats = stats.loaded(stored.value if stored else None)
