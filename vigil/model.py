@@ -242,6 +242,7 @@ class Assignment:
     host: str
     gen: int
     reason: str = ""
+    retries: int = 0  # restart attempts after failed starts so far (vigil.policy.retry_schedule)
 
 
 @dataclass(frozen=True)

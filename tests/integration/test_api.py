@@ -38,6 +38,7 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/vms/base", None, "auditor"),
     ("POST", "/vms/base/start", None, "operator"),
     ("POST", "/vms/base/stop", None, "operator"),
+    ("POST", "/vms/base/resize", {"memory_mb": 256}, "operator"),
     ("POST", "/vms/base/migrate", {"to": "h2"}, "operator"),
     ("GET", "/vms/base/migration-targets", None, "auditor"),
     ("POST", "/vms/base/move-disk", {"disk": "disk0", "to": "ds1"}, "operator"),
@@ -61,6 +62,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/users", {"name": "u-{role}", "password": "password-{role}", "role": "auditor"}, "admin"),
     ("DELETE", "/users/u-{role}", None, "admin"),
     ("GET", "/tokens?all=true", None, "admin"),
+    ("GET", "/cluster/admission", None, "auditor"),
+    ("PUT", "/cluster/admission", {"policy": "off"}, "admin"),
+    ("GET", "/cluster/retries", None, "auditor"),
+    ("PUT", "/cluster/retries", {"delays": [2, 4, 8, 16, 32, 60]}, "admin"),
+    ("GET", "/cluster/capacity", None, "auditor"),
+    ("GET", "/cluster/what-if?fail=h1", None, "auditor"),
 ]
 RANK = {r: i for i, r in enumerate(access.ROLES)}
 
@@ -363,3 +370,30 @@ def test_drs_settings_and_recommendations(rig: Rig) -> None:
     assert rec["moves"] == [] and "no DRS round" in rec["reason"]
     assert admin.post("/api/v1/drs/apply", json={"ids": ["nope"]}).status_code == 404
     admin.put("/api/v1/drs/settings", json={"mode": "off"})
+
+def test_admission_control_refuses_a_power_on_with_its_numbers(rig: Rig) -> None:
+    admin = rig.client("admin")
+    for bad in ({"policy": "slots", "failures": -1}, {"policy": "failover-hosts", "hosts": ["nope"]},
+                {"policy": "sideways"}):
+        r = admin.put("/api/v1/cluster/admission", json=bad)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert admin.get("/api/v1/cluster/capacity").json()["policy"] == "off"
+    r = admin.put("/api/v1/cluster/admission", json={"policy": "slots", "failures": 1, "slot_memory_mb": 100000})
+    assert r.status_code == 200 and r.json()["policy"] == "slots", r.text
+    try:
+        assert admin.post("/api/v1/vms", json={"name": "big", "power": "off", "memory_mb": 256,
+                                               "disks": [{"datastore": "ds1"}]}).status_code == 201
+        before = rig.dump()
+        r = admin.post("/api/v1/vms/big/start")
+        assert r.status_code == 409, r.text
+        assert r.json()["detail"].startswith("admission control (slots, 1 host failure to tolerate) refuses "
+                                             "powering on big (256 MiB, 1 vCPU): it needs 1 slot"), r.text
+        assert rig.dump() == before
+        c = admin.get("/api/v1/cluster/capacity").json()
+        assert c["slot_memory_mb"] == 100000 and c["slots"] == 0
+        w = admin.get("/api/v1/cluster/what-if", params={"fail": ["h1"]}).json()
+        assert w["failed"] == ["h1"]
+        assert admin.get("/api/v1/cluster/what-if", params={"fail": ["nope"]}).status_code == 422
+    finally:
+        admin.put("/api/v1/cluster/admission", json={"policy": "off"})
+        admin.delete("/api/v1/vms/big", params={"force": True})

@@ -128,6 +128,7 @@ class VmOut(BaseModel):
     isolation_response: str
     assigned: Optional[str]
     gen: int
+    restart_attempts: int = Field(0, description="start retries since the last placement (the retry schedule's count)")
     owner: Optional[str]
     state: str
     host: Optional[str]

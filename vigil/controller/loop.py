@@ -37,7 +37,7 @@ MIN_GAP_S = 0.05  # between two cycles begun by etcd changes
 # The keys whose change starts a cycle at once (acknowledgements and FT figures are read
 # every cycle, but checkpoints come many a second: they wait for the period).
 PLAN_KEYS = (K.HOSTS, K.ALIVE, K.VMS, K.ASSIGN, K.OWN, K.VMSTATUS, K.HOSTSTATE, K.LEADER, K.RULES, K.TASKS,
-             K.MAINTENANCE, K.FT, K.DISKSTATE, K.DATASTORES)
+             K.MAINTENANCE, K.FT, K.DISKSTATE, K.DATASTORES, K.SETTINGS)
 
 
 class Controller:
@@ -179,7 +179,8 @@ class Controller:
                            retries=MappingProxyType(dict(self.retries)), rules=rules, tasks=tasks,
                            ft_waits=MappingProxyType(dict(self.ft_waits)),
                            reach_since=MappingProxyType(dict(self.reach_since)),
-                           loads=state.loads, drs=state.settings.get("drs", MappingProxyType({})))
+                           loads=state.loads, drs=state.settings.get("drs", MappingProxyType({})),
+                           settings=state.settings)
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
@@ -190,6 +191,9 @@ class Controller:
             if v.status is not None and v.status.state == "running":
                 self.retries.pop(name, None)
                 self.ft_waits.pop(name, None)
+            elif v.spec.power != "on" and (name in self.retries or (v.assignment is not None and v.assignment.retries)):
+                # a power cycle by the user starts the count again (the assignment's count too)
+                self.retries[name] = Retry(attempts=0, not_before=float("-inf"))
         self._came_from = {n: v.assignment.host for n, v in view.vms.items() if v.assignment}
         stored = snap.get(K.STATS_HA)
         self.stats = stats.loaded(stored.value if stored else None)

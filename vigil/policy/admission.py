@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vigil.model import HostState
+from vigil.policy.admission_control import failover_hosts
 from vigil.policy.placement import Load, VCPU_OVERCOMMIT, fits, rule_conflict
 from vigil.policy.plan import classify_all, commitments
 from vigil.policy.view import ClusterView
@@ -29,6 +30,8 @@ def migration_admission(view: ClusterView, vm: str, dst: str, datastore: str | N
     h = view.hosts.get(dst)
     if h is None or h.info is None:
         return False, f"unknown host {dst!r}"
+    if dst in failover_hosts(view):
+        return False, f"{dst} is a failover host (admission control): nothing runs there in normal operation"
     spec = v.spec
     if datastore is not None:
         spec = replace(spec, disks=tuple(replace(d, datastore=datastore, replica="") for d in spec.disks))

@@ -6,7 +6,7 @@ earlier in the same cycle count too (the caller passes the updated load).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from vigil.model import HostInfo, HostState, Rule, VMSpec
 
@@ -94,3 +94,25 @@ def place(
         return None, "; ".join(reasons) or "no hosts"
     rank, _, _, best = min(candidates)
     return best, f"least loaded with it ({rank:.0%}, DRS load model)" if prefer is not None else "most free memory"
+
+
+def place_failover_first(reserved: frozenset[str]) -> Callable[..., tuple[str | None, str]]:
+    """``place`` for an HA restart when admission control keeps dedicated failover hosts
+    (``reserved``): one of those first, the other hosts only when none has room."""
+    if not reserved:
+        return place
+
+    def pick(spec: VMSpec, infos: Mapping[str, HostInfo], states: Mapping[str, HostState],
+             load: Mapping[str, Load], avoid: frozenset[str] = frozenset(), rules: Sequence[Rule] = (),
+             where: Mapping[str, str] | None = None, prefer: Any = None) -> tuple[str | None, str]:
+        fo = {h: i for h, i in infos.items() if h in reserved}
+        host, why = place(spec, fo, states, load, avoid, rules, where, prefer=prefer)
+        if host is not None:
+            return host, "failover host, most free memory"
+        rest, why_rest = place(spec, {h: i for h, i in infos.items() if h not in reserved}, states, load, avoid,
+                               rules, where, prefer=prefer)
+        if rest is not None:
+            return rest, f"{why_rest} (no failover host has room: {why})"
+        return None, "; ".join(x for x in (why, why_rest) if x != "no hosts") or "no hosts"
+
+    return pick

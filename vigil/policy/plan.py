@@ -13,15 +13,17 @@ from __future__ import annotations
 import math
 
 from vigil.model import HostState
+from vigil.policy.admission_control import failover_hosts
 from vigil.policy.commitments import commitments, holds_memory, standby_counted
 from vigil.policy.drs_place import drs_preference
 from vigil.policy.ft_secondaries import FT_SUSPECT_S, ft_failover_target, host_stopped, secondaries
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.maintenance import MAINTENANCE_PARALLEL, evacuate
-from vigil.policy.placement import Load, place
+from vigil.policy.placement import Load, place, place_failover_first
 from vigil.policy.plan_actions import (Action, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState,
                                        SetSecondary, StartMigration, Waiting, next_assignment)
 from vigil.policy.replicas import copies_unreachable, mark_stale
+from vigil.policy.retry_schedule import retry_schedule
 from vigil.policy.restart_order import priority_rank, restart_order
 from vigil.policy.view import ClusterView, Retry, VMView
 
@@ -63,6 +65,9 @@ def plan(view: ClusterView) -> list[Action]:
         if s is not view.hosts[h].prev_state
     ]
     infos = {h: v.info for h, v in view.hosts.items() if v.info is not None}
+    reserved = failover_hosts(view)  # admission control's failover hosts: HA restarts only
+    normal = {h: i for h, i in infos.items() if h not in reserved} if reserved else infos
+    schedule = retry_schedule(view.settings)
     load, where = commitments(view, states)
     moving = {t.vm for t in view.tasks}
     prefer = drs_preference(view, where)  # None while DRS is off
@@ -135,6 +140,12 @@ def plan(view: ClusterView) -> list[Action]:
         retry = view.retries.get(spec.name)
         if kind == "retry" and retry is not None and view.now < retry.not_before:
             continue
+        # a new leader knows no backoff, only the count its predecessor wrote
+        tried = retry.attempts if retry else (a.retries if a is not None and kind == "retry" else 0)
+        if kind == "retry" and schedule.exhausted(tried):
+            actions.append(NotRestarted(spec.name, f"{why_move}; gave up after {tried} restart "
+                                        f"attempt{'s' if tried != 1 else ''} (the retry schedule's maximum)"))
+            continue
         sec = ft_failover_target(v, states, view.rules, where)
         if kind == "restart" and sec is None and v.ft is not None and v.ft.can_fail_over and states.get(
                 v.ft.secondary or "") in (HostState.UNKNOWN, HostState.AGENT_DOWN, HostState.PARTITIONED):
@@ -153,10 +164,11 @@ def plan(view: ClusterView) -> list[Action]:
                 ft_stat_rev=v.ft.stat_rev if v.ft else 0,
             ))
             continue
-        host, why = place(spec, infos, states, load, avoid, view.rules, where, prefer)
+        pick = place if kind == "place" else place_failover_first(reserved)
+        host, why = pick(spec, normal if kind == "place" else infos, states, load, avoid, view.rules, where, prefer)
         if host is None and kind == "retry":
             # The failing host may be the only one: try it again after the backoff.
-            host, why = place(spec, infos, states, load, frozenset(), view.rules, where, prefer)
+            host, why = pick(spec, infos, states, load, frozenset(), view.rules, where, prefer)
         if host is None:
             actions.append(Waiting(spec.name, f"no host can run it: {why}"))
             continue
@@ -166,8 +178,7 @@ def plan(view: ClusterView) -> list[Action]:
             prefer.add(host, spec)
         new_retry = None
         if kind == "retry":
-            attempts = (retry.attempts if retry else 0) + 1
-            new_retry = backoff(attempts, view.now, view.timing.retry_base, view.timing.retry_max, host)
+            new_retry = schedule.after(tried + 1, view.now, host)
         actions.append(
             AssignVM(
                 vm=spec.name,
@@ -183,8 +194,8 @@ def plan(view: ClusterView) -> list[Action]:
             )
         )
     # a VM this plan already moved (an FT hand-over off a stopped host) is not evacuated too
-    actions += evacuate(view, states, infos, load, where, moving | {a.vm for a in actions if isinstance(a, AssignVM)})
-    actions += secondaries(view, states, infos, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
+    actions += evacuate(view, states, normal, load, where, moving | {a.vm for a in actions if isinstance(a, AssignVM)})
+    actions += secondaries(view, states, normal, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
     return actions
 
 

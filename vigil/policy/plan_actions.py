@@ -109,4 +109,5 @@ Action = (SetHostState | AssignVM | Waiting | NotRestarted | StartMigration | Se
 
 
 def next_assignment(action: AssignVM) -> Assignment:
-    return Assignment(host=action.host, gen=action.gen, reason=action.kind)
+    return Assignment(host=action.host, gen=action.gen, reason=action.kind,
+                      retries=action.retry.attempts if action.retry is not None else 0)

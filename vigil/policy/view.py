@@ -102,3 +102,5 @@ class ClusterView:
     loads: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     # settings/drs, raw (vigil.policy.drs_settings): initial placement uses the DRS load model when on
     drs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # settings/<name>: the cluster policies' raw objects (each policy module reads its own)
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))

@@ -14,7 +14,7 @@ from vigil.service.ft import ft_disable, ft_enable, ft_limits, ft_state
 from vigil.service.maintenance import evacuation_step, set_maintenance
 from vigil.service.rules import create_rule, delete_rule, rules
 from vigil.service.tasks import cancel_task, get_task, migrate_vm, move_disk, task_summary, tasks
-from vigil.service.vms import create_vm, delete_vm, get_vm, set_power
+from vigil.service.vms import create_vm, delete_vm, get_vm, resize_vm, set_power
 
 __all__ = [
     "Conflict", "Invalid", "NotFound",
@@ -24,5 +24,5 @@ __all__ = [
     "evacuation_step", "set_maintenance",
     "create_rule", "delete_rule", "rules",
     "cancel_task", "get_task", "migrate_vm", "move_disk", "task_summary", "tasks",
-    "create_vm", "delete_vm", "get_vm", "set_power",
+    "create_vm", "delete_vm", "get_vm", "resize_vm", "set_power",
 ]

@@ -64,6 +64,7 @@ async def cluster(store: Store) -> dict[str, Any]:
             "revision": e.mod_revision, "name": n, "power": spec.power, "memory_mb": spec.memory_mb, "vcpus": spec.vcpus,
             "priority": spec.restart_priority, "isolation_response": spec.isolation_response,
             "assigned": assign.get(n, {}).get("host"), "gen": assign.get(n, {}).get("gen", 0),
+            "restart_attempts": int(assign.get(n, {}).get("retries", 0) or 0),
             "owner": own.get(n), "state": st.state if st else "-", "host": st.host if st else None,
             "guest": st.guest if st else "-", "acked": st.acked if st else -1,
             "message": st.message if st else "", "since": st.since if st else 0.0,

@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from vigil.model import HostInfo, VMSpec
+from vigil.policy.admission_control import Change
+import vigil.service.admission as admission
 from vigil.service.common import Conflict, check_revision, Invalid, ft_delete_ops, under, user_event
 from vigil.service.vms import get_vm
 from vigil.store import keys as K
@@ -60,9 +62,13 @@ async def ft_enable(store: Store, name: str, revision: int | None = None) -> boo
     if len(reach) < 2:
         raise Conflict(f"FT needs two hosts that reach {', '.join(sorted(spec.datastores))}; "
                        f"only {', '.join(reach) or 'none'} do")
+    more, also = ([], []) if spec.power != "on" else admission.guarded(store, snap, Change(
+        what=f"turning FT on for {name} (its secondary reserves {spec.memory_mb} MiB, {spec.vcpus} "
+             f"vCPU{'s' if spec.vcpus != 1 else ''} more)",
+        standby=(spec,)))
     ev = user_event("ft-enabled", f"{name}: Fault Tolerance on", vm=name)
-    return await store.txn([store.unchanged(K.VMS + name, e.mod_revision), store.absent(K.FT + name)],
-                           [store.put_op(K.FT + name, {"secondary": None, "epoch": 1}), event_put_op(store, ev)])
+    return await store.txn([store.unchanged(K.VMS + name, e.mod_revision), store.absent(K.FT + name), *more],
+                           [store.put_op(K.FT + name, {"secondary": None, "epoch": 1}), event_put_op(store, ev), *also])
 
 
 async def ft_disable(store: Store, name: str, revision: int | None = None) -> bool:

@@ -5,6 +5,8 @@ import time
 from typing import Any
 
 from vigil.model import HostInfo, SpecError, Task, VMSpec
+from vigil.policy.admission_control import Change
+import vigil.service.admission as admission
 from vigil.service.common import Conflict, Invalid, NotFound, active_task, known, running_owner, under, user_event
 from vigil.service.tasks import move_disk
 from vigil.store import keys as K
@@ -28,8 +30,10 @@ async def set_maintenance(store: Store, host: str, enter: bool, revision: int | 
     ev = user_event("maintenance-" + ("enter" if enter else "exit"),
                     f"{host} {'enters' if enter else 'leaves'} maintenance mode", host=host)
     op = store.put_op(key, {"since": time.time()}) if enter else store.delete_op(key)
-    return await store.txn([store.absent(key) if enter else store.tx.version(key.encode()) > 0],
-                           [op, event_put_op(store, ev)])
+    more, also = admission.guarded(store, snap, Change(what=f"putting {host} in maintenance mode",
+                                                       leave=frozenset({host}))) if enter else ([], [])
+    return await store.txn([store.absent(key) if enter else store.tx.version(key.encode()) > 0, *more],
+                           [op, event_put_op(store, ev), *also])
 
 
 def host_revision(snap: dict[str, Entry], host: str) -> int:

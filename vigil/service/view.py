@@ -46,4 +46,5 @@ def cluster_view(snap: dict[str, Entry], now: float) -> ClusterView:
         )
     tasks = tuple(t for t in (Task.from_json(e.value) for e in under(snap, K.TASKS).values()) if t.state in TASK_ACTIVE)
     rules = tuple(Rule.from_json(e.value) for e in under(snap, K.RULES).values())
-    return ClusterView(now=now, hosts=hosts, vms=vms, rules=rules, tasks=tasks)
+    settings = {n: dict(e.value) for n, e in under(snap, K.SETTINGS).items() if isinstance(e.value, dict)}
+    return ClusterView(now=now, hosts=hosts, vms=vms, rules=rules, tasks=tasks, settings=settings)

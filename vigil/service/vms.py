@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from vigil.model import TASK_ACTIVE, Assignment, HostInfo, Task, VMSpec
+from vigil.policy.admission_control import Change
+import vigil.service.admission as admission
 from vigil.service.common import Conflict, Invalid, NotFound, check_revision, ft_delete_ops, known, under, user_event, validated
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, Store
@@ -39,13 +41,23 @@ async def create_vm(store: Store, spec: VMSpec, host: str | None = None) -> None
             raise Invalid(f"unknown host {host!r} (known: {known(hosts)})")
         if host not in under(snap, K.ALIVE):
             raise Conflict(f"host {host} is not running")
+        if (why := admission.failover_host_refusal(snap, host)) is not None:
+            raise Conflict(why)
         info = HostInfo.from_json(hosts[host].value)
         missing = spec.datastores - set(info.datastores)
         if missing:
             raise Invalid(f"host {host} does not reach datastore {', '.join(sorted(missing))}")
         ops.append(store.put_op(K.ASSIGN + spec.name, asdict(Assignment(host=host, gen=1, reason="place"))))
+    if spec.power == "on":
+        more, also = admission.guarded(store, snap, Change(what=f"creating {spec.name} powered on ({_size(spec)})",
+                                                           power_on=(spec,)))
+        compare, ops = compare + more, ops + also
     if not await store.txn(compare, ops):
         raise Conflict(f"a VM named {spec.name!r} already exists")
+
+
+def _size(spec: VMSpec) -> str:
+    return f"{spec.memory_mb} MiB, {spec.vcpus} vCPU{'s' if spec.vcpus != 1 else ''}"
 
 
 async def get_vm(store: Store, name: str) -> tuple[VMSpec, Entry]:
@@ -65,6 +77,7 @@ async def set_power(store: Store, name: str, power: str, revision: int | None = 
     if spec.power == power:
         return False
     guards = [store.unchanged(K.VMS + name, e.mod_revision)]
+    also: list = []
     if power == "on":
         te = await store.get(K.TASKS + name)
         t = Task.from_json(te.value) if te else None
@@ -72,9 +85,12 @@ async def set_power(store: Store, name: str, power: str, revision: int | None = 
             raise Conflict(f"{t.src} is repairing {name}'s disks (task {t.id}); power it on once that is done, "
                            f"or cancel it ('vigil task cancel {name}')")
         guards.append(store.unchanged(K.TASKS + name, te.mod_revision if te else 0))
+        more, also = admission.guarded(store, await store.snapshot(), Change(
+            what=f"powering on {name} ({_size(spec)})", power_on=(replace(spec, power="on"),)))
+        guards += more
     new = replace(spec, power=power)
     ev = user_event(f"vm-power-{power}", f"{name}: power {power} requested", vm=name)
-    if not await store.txn(guards, [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev)]):
+    if not await store.txn(guards, [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev), *also]):
         raise Conflict(f"{name} changed meanwhile; try again")
     return True
 
@@ -95,3 +111,27 @@ async def delete_vm(store: Store, name: str, force: bool = False, revision: int 
         event_put_op(store, ev)])
     if not ok:
         raise Conflict(f"{name} changed meanwhile; try again")
+
+
+async def resize_vm(store: Store, name: str, memory_mb: int | None = None, vcpus: int | None = None,
+                    revision: int | None = None) -> bool:
+    """Change a VM's memory or vCPUs; False when they already are so. QEMU keeps its size
+    until the VM's next start, but a powered-on VM reserves the new size at once, so a
+    larger one passes admission control first."""
+    spec, e = await get_vm(store, name)
+    check_revision(e, revision, f"VM {name}")
+    new = replace(spec, memory_mb=spec.memory_mb if memory_mb is None else memory_mb,
+                  vcpus=spec.vcpus if vcpus is None else vcpus)
+    validated(new)
+    if (new.memory_mb, new.vcpus) == (spec.memory_mb, spec.vcpus):
+        return False
+    guards, also = [store.unchanged(K.VMS + name, e.mod_revision)], []
+    if spec.power == "on":
+        more, also = admission.guarded(store, await store.snapshot(), Change(
+            what=f"resizing {name} to {_size(new)} (from {_size(spec)})", power_on=(new,)))
+        guards += more
+    ev = user_event("vm-resized", f"{name}: resized to {_size(new)} (from {_size(spec)}; QEMU takes it at its next "
+                    "start)", vm=name)
+    if not await store.txn(guards, [store.put_op(K.VMS + name, new.to_json()), event_put_op(store, ev), *also]):
+        raise Conflict(f"{name} changed meanwhile; try again")
+    return True

@@ -13,7 +13,13 @@ Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
     start-fails host [vm] / start-works host                         QEMU fails to start there
     vm-crash host vm                    the VM's QEMU on that host exits (the agent notices)
 
-Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power.
+Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power,
+vm-create vm [memory vcpus priority], vm-resize vm [memory vcpus], ft-enable vm, set-admission (the settings/admission
+fields: policy, failures, hosts, ...), set-retries (delays, max_attempts), what-if hosts
+(logs the answer of ``vigil cluster what-if``, one ``what-if`` line per VM). Those that take
+room (power on, create, resize, FT on, maintenance) pass admission control first, as the service's
+do (vigil.service.admission.check on the same snapshot): a refusal logs a ``refused`` line
+with its figures and writes nothing.
 Load: vm-load vm cpu memory   the VM's guest now uses ``cpu`` cores and ``memory`` MiB;
 datastore-fill datastore used    the datastore holds ``used`` MiB besides the VMs' disks.
 """
@@ -22,7 +28,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from dataclasses import replace
+
 from vigil.model import VMSpec
+from vigil.policy.admission_control import Change
+from vigil.sim.operator import operator, refused
 from vigil.sim.world import SimHost, World
 from vigil.store import keys as K
 from vigil.store.events import event_put_op, make_event
@@ -30,7 +40,8 @@ from vigil.store.events import event_put_op, make_event
 UNDO = {"power-off": "power-on", "hang": "unhang", "agent-kill": "agent-start", "isolate": "reconnect",
         "partition": "heal", "datastore-loss": "datastore-back", "datastore-fail": "datastore-return",
         "start-fails": "start-works", "maintenance-enter": "maintenance-exit"}
-OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power")
+OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power", "vm-create", "ft-enable", "set-admission",
+            "set-retries", "what-if", "vm-resize")
 
 
 class ScenarioError(ValueError):
@@ -43,7 +54,9 @@ def describe(a: dict[str, Any]) -> tuple[str, str]:
     if f == "partition":
         return "-", "partition " + " | ".join(",".join(g) for g in a["groups"])
     subject = a.get("host") or a.get("vm") or a.get("datastore") or "-"
-    extra = [f"{k}={a[k]}" for k in ("datastore", "vm", "power", "cpu", "memory", "used", "for") if k in a and a[k] != subject]
+    keys = ("datastore", "vm", "power", "for", "cpu", "memory", "used", "vcpus", "priority", "policy", "failures", "hosts",
+            "memory_percent", "cpu_percent", "slot_memory_mb", "slot_vcpus", "delays", "max_attempts")
+    extra = [f"{k}={_show(a[k])}" for k in keys if k in a and a[k] != subject]
     return subject, " ".join([f] + extra)
 
 
@@ -94,12 +107,18 @@ async def apply(w: World, a: dict[str, Any]) -> None:
     elif f == "vm-load":
         old = w.vm_load.get(a["vm"], (0.1, w.vm_memory.get(a["vm"], 256) / 2))
         w.vm_load[a["vm"]] = (float(a.get("cpu", old[0])), float(a.get("memory", old[1])))
+    elif f in ("vm-create", "ft-enable", "set-admission", "set-retries", "what-if", "vm-resize"):
+        await operator(w, a)
     else:
         raise ScenarioError(f"unknown fault {f!r}")
     if "for" in a and f in UNDO:
         await asyncio.sleep(float(a["for"]))
         undo = {k: v for k, v in a.items() if k not in ("for", "at")} | {"fault": UNDO[f]}
         await apply(w, undo)
+
+
+def _show(v: Any) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
 
 
 def _name(w: World, a: dict[str, Any]) -> str:
@@ -117,6 +136,8 @@ async def _maintenance(w: World, host: str, enter: bool) -> None:
     """What ``vigil host maintenance enter|exit`` writes (vigil.service.set_maintenance)."""
     key = K.MAINTENANCE + host
     st = w.store
+    if enter and await refused(w, host, Change(what=f"putting {host} in maintenance mode", leave=frozenset({host}))):
+        return
     ev = make_event("maintenance-" + ("enter" if enter else "exit"),
                     f"{host} {'enters' if enter else 'leaves'} maintenance mode", host=host, source="cli",
                     at=w.clock.time())
@@ -131,6 +152,11 @@ async def _set_power(w: World, vm: str, power: str) -> None:
     if e is None:
         raise ScenarioError(f"vm-power: unknown VM {vm!r}")
     if e.value.get("power") == power:
+        return
+    spec = VMSpec.from_json(e.value)
+    if power == "on" and await refused(w, vm, Change(what=f"powering on {vm} ({spec.memory_mb} MiB, {spec.vcpus} "
+                                                          f"vCPU{'s' if spec.vcpus != 1 else ''})",
+                                                     power_on=(replace(spec, power="on"),))):
         return
     ev = make_event(f"vm-power-{power}", f"{vm}: power {power} requested", vm=vm, source="cli", at=w.clock.time())
     await st.txn([st.unchanged(e.key, e.mod_revision)],

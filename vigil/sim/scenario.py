@@ -29,6 +29,7 @@ from vigil.policy.drs_settings import drs_settings
 from vigil.sim import clock as vclock
 from vigil.sim.agent import SimAgent
 from vigil.sim.faults import ScenarioError, apply
+from vigil.sim.operator import settings_value
 from vigil.sim.store import MemoryStore
 from vigil.sim.world import SimHost, World
 from vigil.store import keys as K
@@ -57,6 +58,7 @@ class Scenario:
     sim: dict[str, Any] = field(default_factory=dict)
     drs: dict[str, Any] = field(default_factory=dict)  # settings/drs at setup (vigil cluster set drs)
     datastores: list[dict[str, Any]] = field(default_factory=list)  # [[datastore]] name, size (MiB), used
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [admission], [retries]
 
 
 def load(path: str | Path) -> Scenario:
@@ -67,7 +69,8 @@ def load(path: str | Path) -> Scenario:
                     actions=sorted(d.get("action", []), key=lambda a: float(a["at"])),
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
                     expect=d.get("expect", {}), sim=d.get("sim", {}), drs=d.get("drs", {}),
-                    datastores=d.get("datastore", []))
+                    datastores=d.get("datastore", []),
+                    settings={k: d[k] for k in ("admission", "retries") if k in d})
 
 
 def vm_spec(v: dict[str, Any]) -> VMSpec:
@@ -120,6 +123,8 @@ class Run:
     async def _setup(self) -> None:
         await asyncio.sleep(SETUP_AT)
         st = self.store
+        for name, table in sorted(self.sc.settings.items()):  # set before the VMs: the cluster's policy
+            await st.put(K.SETTINGS + name, settings_value(name, table))
         for v in self.sc.vms:
             spec = vm_spec(v)
             if "guest_shutdown" in v:
@@ -173,7 +178,8 @@ class Run:
         down = set(self.sc.expect.get("down", []))
         own = {K.name_of(k, K.OWN): e.value for k, e in self.store._kv.items() if k.startswith(K.OWN)}
         t = self.clock.now
-        for v in self.sc.vms:
+        created = [{"name": a["vm"], "power": a.get("power", "on")} for a in self.sc.actions if a["fault"] == "vm-create"]
+        for v in self.sc.vms + created:
             name = v["name"]
             e = self.store._kv.get(K.VMS + name)
             on = e is not None and e.value.get("power") == "on"

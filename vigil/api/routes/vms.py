@@ -12,6 +12,7 @@ from vigil.api import readmodel
 from vigil.api.problems import problem_responses
 from vigil.api.routes.tasks import task_out
 from vigil.api.schemas import Done, EventOut, MigrateIn, MoveDiskIn, RepairOut, TargetOut, TaskOut, VmIn, VmOut
+from vigil.api.schemas_admission import ResizeIn
 from vigil.api.security import OPERATE, READ, if_match
 from vigil.model import BootSpec, DiskSpec, VMSpec
 from vigil.service.common import NotFound
@@ -71,6 +72,15 @@ async def delete_vm(name: str, request: Request, force: bool = False,
 async def start_vm(name: str, request: Request, revision: Optional[int] = Depends(if_match)) -> Done:
     changed = await service.set_power(request.app.state.store, name, "on", revision)
     return Done(changed=changed, message=f"{name}: " + ("starting" if changed else "already powered on"))
+
+
+@router.post("/vms/{name}/resize", response_model=Done, dependencies=[OPERATE], responses=WRITE)
+async def resize_vm(name: str, body: ResizeIn, request: Request, revision: Optional[int] = Depends(if_match)) -> Done:
+    """New memory or vCPUs, taken by QEMU at the VM's next start; a powered-on VM reserves
+    them at once (admission control may refuse: 409 with its figures)."""
+    changed = await service.resize_vm(request.app.state.store, name, body.memory_mb, body.vcpus, revision)
+    return Done(changed=changed, message=f"{name}: " + ("resized (QEMU takes it at its next start)" if changed
+                                                        else "already that size"))
 
 
 @router.post("/vms/{name}/stop", response_model=Done, dependencies=[OPERATE], responses=WRITE)

@@ -5,6 +5,7 @@ import { API, ApiError, get, post, setCsrf } from "./api.js";
 import { $, h, replace } from "./dom.js";
 import { closePanel, installMigrate, openMigrate, openPanel, panelEvent, panelVm, reloadPanelEvents, renderPanel } from "./panel.js";
 import { eventItem, renderCluster, renderTasks } from "./views.js";
+import { refreshCapacity } from "./capacity.js";
 
 const REFRESH_MS = 250;        // at most four re-reads a second
 const POLL_MS = 3000;          // while the stream is down
@@ -139,6 +140,7 @@ async function refresh() {
     S.cluster = cluster;
     S.tasks = tasks;
     renderCluster(cluster, ctx);
+    refreshCapacity();
     renderTasks(tasks, ctx);
     renderPanel(cluster, ctx);
     fillFilters(cluster);
