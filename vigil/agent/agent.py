@@ -29,6 +29,7 @@ from vigil.agent.guests import Guests
 from vigil.agent.leader import Leadership
 from vigil.agent.lease import HostLease
 from vigil.agent.tasks import TaskRunner
+from vigil.agent.vm_monitor import VmMonitor, watched_here
 from vigil.agent.sdnotify import Notifier
 from vigil.agent.watchdog import make_watchdog
 from vigil.config import AgentConfig
@@ -87,6 +88,8 @@ class Agent:
         self.lease = HostLease(self, self.boot)
         self.leadership = Leadership(self)
         self.states = StateCache()  # the snapshots' typed state, parsed once per revision
+        self.monitoring = VmMonitor(self, self.env.clock, self.hypervisor, lambda now: watched_here(self.vms),
+                                    lambda: [vm.spec for vm in self.vms.values()])
 
     @staticmethod
     def _default_store(cfg: AgentConfig) -> Store:
@@ -287,6 +290,7 @@ class Agent:
         acted on: the actions await, and the host's state moves meanwhile)."""
         specs = {name: r.spec for name, r in state.vms.items()}
         assign = state.assignments
+        self.monitoring.use_settings(state.settings.get("monitoring"))
         facts = {
             name: HP.VMFacts(spec=specs.get(name),
                              assignment=assign[name].assignment if name in assign else None,
@@ -390,7 +394,8 @@ class Agent:
                 await self.sleep(1)
         self.tasks = TaskRunner(self)
         tasks += [asyncio.create_task(c) for c in (self.check_loop(), self.lease.loop(), self.reconcile_loop(),
-                                                   self.leadership.loop(), self.tasks.loop())]
+                                                   self.leadership.loop(), self.tasks.loop(),
+                                                   self.monitoring.loop())]
         if self.vms:
             adopted = ", ".join(sorted(self.vms))
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))

@@ -17,6 +17,7 @@ import asyncio
 from typing import Any, Coroutine
 
 from vigil.agent.agent import LOCAL_RESTARTS
+from vigil.agent.vm_monitor import VmMonitor
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
@@ -28,6 +29,7 @@ from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
 from vigil.sim.disks import SimDisks
 from vigil.sim.ft import SimFt
+from vigil.sim.guests import SimResets, watched
 from vigil.sim.leader import leader_loop
 from vigil.sim.migrate import SimTasks
 from vigil.sim.store import HostStore
@@ -67,6 +69,8 @@ class SimAgent:
         self.ds_reach: dict[str, bool] = {}  # reached now (the heartbeat loop), ds_ok: as published
         self._specs: dict[str, tuple[int, VMSpec]] = {}
         self._pids: dict[str, int] = {}  # pid of each QEMU this agent started (vm-exited names it)
+        self.monitoring = VmMonitor(self, self.clock, SimResets(world, host, self.clock), lambda now: watched(self, now),
+                                    lambda: [vm.spec for vm in self.vms.values()])
 
     # -- process life --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -179,6 +183,7 @@ class SimAgent:
         while True:
             await self._check_datastores()
             await self._check_processes()
+            await self.monitoring.round()  # the real agent's own loop; here no timer of its own (same runs)
             lost = self.lease_ok_until > 0 and not self.lease_ok()
             if lost and not self.isolated and (checking is None or checking.done()):
                 checking = self.spawn(self._check_isolation())
@@ -316,6 +321,8 @@ class SimAgent:
             if self.lease_ok():
                 try:
                     await self.reconcile(await self._read())
+                    setting = await self.store.get(K.SETTINGS + "monitoring")  # the real one: in its snapshot
+                    self.monitoring.use_settings(setting.value if setting is not None else None)
                 except StoreError:
                     pass
             await self.clock.sleep(self.cfg.tick_s / 2)

@@ -14,6 +14,7 @@ Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
     vm-crash host vm                    the VM's QEMU on that host exits (the agent notices)
 
 Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power.
+Faults inside guests and the monitoring settings: vigil.sim.guest_faults.
 """
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ import asyncio
 from typing import Any
 
 from vigil.model import VMSpec
+from vigil.sim import guest_faults
 from vigil.sim.world import SimHost, World
 from vigil.store import keys as K
 from vigil.store.events import event_put_op, make_event
 
 UNDO = {"power-off": "power-on", "hang": "unhang", "agent-kill": "agent-start", "isolate": "reconnect",
         "partition": "heal", "datastore-loss": "datastore-back", "datastore-fail": "datastore-return",
-        "start-fails": "start-works", "maintenance-enter": "maintenance-exit"}
-OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power")
+        "start-fails": "start-works", "maintenance-enter": "maintenance-exit", **guest_faults.UNDO}
+OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power", *guest_faults.OPERATOR)
 
 
 class ScenarioError(ValueError):
@@ -87,6 +89,10 @@ async def apply(w: World, a: dict[str, Any]) -> None:
         await _maintenance(w, _name(w, a), f == "maintenance-enter")
     elif f == "vm-power":
         await _set_power(w, a["vm"], a["power"])
+    elif f in guest_faults.FAULTS:
+        guest_faults.apply_fault(w, a)
+    elif f in guest_faults.OPERATOR:
+        await guest_faults.apply_operator(w, a)
     else:
         raise ScenarioError(f"unknown fault {f!r}")
     if "for" in a and f in UNDO:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigil.model import Assignment, DiskSpec, Rule, VMSpec
+from vigil.model import Assignment, DiskSpec, MonitoringSpec, Rule, VMSpec
 from vigil.sim import clock as vclock
 from vigil.sim.agent import SimAgent
 from vigil.sim.faults import ScenarioError, apply
@@ -54,6 +54,7 @@ class Scenario:
     seed: int = 1
     expect: dict[str, Any] = field(default_factory=dict)
     sim: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # [settings.<name>]: settings/<name> at setup
 
 
 def load(path: str | Path) -> Scenario:
@@ -63,7 +64,7 @@ def load(path: str | Path) -> Scenario:
     return Scenario(name=f.parent.name, hosts=d.get("host", []), vms=d.get("vm", []), rules=d.get("rule", []),
                     actions=sorted(d.get("action", []), key=lambda a: float(a["at"])),
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
-                    expect=d.get("expect", {}), sim=d.get("sim", {}))
+                    expect=d.get("expect", {}), sim=d.get("sim", {}), settings=d.get("settings", {}))
 
 
 def vm_spec(v: dict[str, Any]) -> VMSpec:
@@ -73,7 +74,8 @@ def vm_spec(v: dict[str, Any]) -> VMSpec:
         for i, ds in enumerate(v.get("disks", ["ds1"])))
     spec = VMSpec(name=v["name"], memory_mb=int(v.get("memory", 256)), vcpus=int(v.get("vcpus", 1)), disks=disks,
                   restart_priority=v.get("priority", "medium"), isolation_response=v.get("isolation", "power-off"),
-                  shutdown_timeout_s=float(v.get("shutdown_timeout", 20.0)), power=v.get("power", "on"))
+                  shutdown_timeout_s=float(v.get("shutdown_timeout", 20.0)), power=v.get("power", "on"),
+                  monitoring=MonitoringSpec(**v["monitoring"]) if "monitoring" in v else None)
     spec.validate()
     return spec
 
@@ -112,6 +114,8 @@ class Run:
     async def _setup(self) -> None:
         await asyncio.sleep(SETUP_AT)
         st = self.store
+        for name, value in self.sc.settings.items():  # what 'vigil cluster set <name>' writes
+            await st.put(K.SETTINGS + name, value)
         for v in self.sc.vms:
             spec = vm_spec(v)
             if "guest_shutdown" in v:

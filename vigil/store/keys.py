@@ -34,6 +34,7 @@ FTACK = PREFIX + "ftack/"  # leased, by the secondary: the newest checkpoint it 
 FTSTAT = PREFIX + "ftstat/"  # by the primary: valid_from (oldest checkpoint that may run) and figures
 STATS_HA = PREFIX + "stats/ha"  # the leader's cumulative HA figures for /metrics (policy/hastats.py)
 SETTINGS = PREFIX + "settings/"  # cluster policies an operator sets, one object each: admission, drs, monitoring, ...
+MONITORING = PREFIX + "monitoring/"  # by the VM's owner: the resets VM monitoring made of it (policy/vm_monitoring.py)
 DISKSTATE = PREFIX + "diskstate/"  # replicated disks: {"stale": {disk: {datastore, since, why}}, "resync": {...}}
 
 # Identities, outside PREFIX: agents read PREFIX whole several times a second and never
