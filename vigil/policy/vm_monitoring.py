@@ -107,7 +107,10 @@ def effective(cluster: MonitoringSettings, vm: MonitoringSpec | None) -> Monitor
     if vm is None:
         return cluster
     values = {k: getattr(vm, k) for k in (*FIELDS, "application")}
-    return _apply(cluster, vm.preset, values)
+    preset = vm.preset
+    if preset is None and any(values[k] is not None for k in FIELDS):
+        preset = "custom"  # its own values: on, whatever the cluster's preset
+    return _apply(cluster, preset, values)
 
 
 # -- the decision ------------------------------------------------------------------------
@@ -186,7 +189,8 @@ def decide(f: GuestFacts, s: MonitoringSettings) -> Verdict:
     done = resets_in_window(f.resets, f.now, s.window_s)
     if s.max_resets and done >= s.max_resets:
         within = f"in {span(s.window_s)}" if s.window_s else "in all"
-        return LimitReached(f"{why}; not reset: {done} resets {within} already (at most {s.max_resets})")
+        return LimitReached(f"{why}; not reset: {done} reset{'s' if done != 1 else ''} {within} already "
+                            f"(at most {s.max_resets})")
     return Reset(f"{why} ({s.preset}: reset {done + 1} of {s.max_resets or 'unlimited'}"
                  + (f" in {span(s.window_s)})" if s.window_s and s.max_resets else ")"), cause)
 

@@ -86,6 +86,7 @@ async def apply_operator(w: Any, a: dict[str, Any]) -> None:
         raise GuestFaultError(f"vm-monitoring: unknown VM {a['vm']!r}")
     spec = replace(VMSpec.from_json(e.value), monitoring=MonitoringSpec(**values) if values else None)
     spec.validate()
-    ev = make_event("vm-monitoring-set", f"{spec.name}: monitoring {values or 'as the cluster'}", vm=spec.name,
+    said = " ".join(f"{k}={v}" for k, v in values.items()) or "as the cluster's"
+    ev = make_event("vm-monitoring-set", f"{spec.name}: monitoring {said}", vm=spec.name,
                     source="cli", at=now)
     await st.txn([st.unchanged(e.key, e.mod_revision)], [st.put_op(e.key, spec.to_json()), event_put_op(st, ev)])
