@@ -110,7 +110,8 @@ def vm_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
 @friendly
 def vm_show(name: str, api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Everything about one VM."""
-    vm = connect(api).get(f"/vms/{name}")
+    c = connect(api)
+    vm = c.get(f"/vms/{name}")
     if as_json:
         return print_json(vm)
     t = Table(show_header=False, title=f"VM {name}")
@@ -127,6 +128,10 @@ def vm_show(name: str, api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -
                 t.add_row(f"nic{i}", f"{n['network']} {n['mac']}")
             continue
         t.add_row(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+    from vigil.cli.monitoring import monitoring_rows  # it imports this module
+
+    for row in monitoring_rows(c, name):
+        t.add_row(*row)
     console.print(t)
 
 
