@@ -1,15 +1,16 @@
 """`vigil cluster set monitoring`, `vigil cluster monitoring`, `vigil vm set NAME
 --monitoring ...`: VM and application monitoring (vigil.policy.vm_monitoring), through
 the API's /cluster/monitoring and /vms/{name}/monitoring. `vigil vm show` prints a VM's
-resets with ``monitoring_rows``."""
+resets with vigil.cli.monitoring_rows."""
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 import typer
 
-from vigil.cli import cluster, vm
+from vigil.cli.cluster import app as cluster_app
+from vigil.cli.cluster import set_app
+from vigil.cli.vm import app as vm_app
 from vigil.cli.client import API_OPT, connect
 from vigil.cli.common import JSON_OPT, console, friendly, print_json
 from vigil.model import MONITORING_PRESETS, SpecError
@@ -33,7 +34,7 @@ APPLICATION = typer.Option(None, "--application/--no-application",
                            help="also reset when the guest's application heartbeat stops")
 
 
-@cluster.set_app.command("monitoring")
+@set_app.command("monitoring")
 @friendly
 def set_monitoring(
     preset: str = typer.Option(..., "--preset", help=f"{PRESET_HELP} (vSphere's: high 30s, 3 resets an hour; "
@@ -47,7 +48,7 @@ def set_monitoring(
     console.print(f"VM monitoring: {out['summary']}")
 
 
-@cluster.app.command("monitoring")
+@cluster_app.command("monitoring")
 @friendly
 def show_monitoring(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """The cluster's VM and application monitoring."""
@@ -57,7 +58,7 @@ def show_monitoring(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> N
     console.print(f"VM monitoring: {out['summary']}")
 
 
-@vm.app.command("set")
+@vm_app.command("set")
 @friendly
 def vm_set(
     name: str,
@@ -77,19 +78,3 @@ def vm_set(
     else:
         out = c.put(f"/vms/{name}/monitoring", _body(monitoring, *given))
     console.print(f"{name}: VM monitoring {out['settings']['summary']}")
-
-
-def monitoring_rows(c: Any, name: str) -> list[tuple[str, str]]:
-    """`vigil vm show`'s lines on monitoring: the settings in force, the resets made."""
-    try:
-        m = c.get(f"/vms/{name}/monitoring")
-    except SpecError:
-        return []
-    own = " (its own)" if m["own"] else ""
-    rows = [("monitoring", m["settings"]["summary"] + own)]
-    if m["resets"]:
-        last = m["last_reset"] or {}
-        ago = f"{time.time() - last['time']:.0f}s ago on {last.get('host', '?')}" if last.get("time") else ""
-        rows.append(("monitoring resets", f"{len(m['resets'])} in all, {m['resets_in_window']} in the window; "
-                                          f"last {ago}: {last.get('reason', '')}"))
-    return rows
