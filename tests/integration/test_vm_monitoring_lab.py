@@ -5,6 +5,7 @@ Each VM carries its own monitoring settings (its spec's, over the cluster's defa
 off): 10 s failure interval, 20 s minimum uptime, one reset an hour, so that a guest
 that fails again after its reset shows the limit too. The guests fail by themselves
 (vigil.hang=..., vigil.app_stop_after=... on their command line, see the guest's init).
+Each reset's delay after the guest failed is printed (run with -s to see it).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ OWN = MonitoringSpec(preset="custom", interval_s=10.0, min_uptime_s=20.0, max_re
 HANG_AFTER = 25  # seconds after boot: past the minimum uptime
 VMS = {
     "hung": f" vigil.hang=freeze vigil.hang_after={HANG_AFTER}",
+    "suspended": f" vigil.hang=suspend vigil.hang_after={HANG_AFTER}",
     "quiet": f" vigil.workload=1 vigil.hang=heartbeat vigil.hang_after={HANG_AFTER}",
     "app": " vigil.app_hb=1 vigil.app_stop_after=30",
 }
@@ -51,6 +53,10 @@ def resets(t0: float, vm: str) -> list:
     return [e for e in kinds_since(t0, "vm-monitoring-reset") if e.vm == vm]
 
 
+def last_heartbeat_before(t: float, vm: str) -> float:
+    return max(h[0] for h in observe.guest_heartbeats(vm) if h[0] < t)
+
+
 def boots(vm: str) -> list[str]:
     """The guest's boot ids, in the order its heartbeats came."""
     out: list[str] = []
@@ -64,6 +70,7 @@ def test_a_hung_guest_is_reset_comes_back_and_the_limit_holds(lab) -> None:
     t0, pids = lab
     ev = observe.wait_for("hung reset", lambda: resets(t0, "hung"), timeout=150)[0]
     assert ev.data.get("cause") == "guest" and "no disk or network I/O" in ev.message
+    print(f"hung: reset {ev.time - last_heartbeat_before(ev.time, 'hung'):.1f}s after its last heartbeat")
     # the same QEMU (a reset, not a restart), and the guest heartbeats again from a new boot
     observe.wait_for("hung heartbeating again", lambda: len(boots("hung")) >= 2, timeout=90)
     assert observe.qemu_processes()["hung"] == pids["hung"]
@@ -73,6 +80,16 @@ def test_a_hung_guest_is_reset_comes_back_and_the_limit_holds(lab) -> None:
     assert "not reset" in lim[0].message and len(resets(t0, "hung")) == 1
     m = observe.call(lambda s: SM.vm_monitoring(s, "hung"))
     assert len(m["resets"]) == 1 and m["last_reset"]["cause"] == "guest"
+
+
+def test_a_guest_whose_kernel_hangs_is_reset_and_comes_back(lab) -> None:
+    """Suspend to idle with nothing to wake it: the kernel itself stops (no process runs)."""
+    t0, pids = lab
+    ev = observe.wait_for("suspended reset", lambda: resets(t0, "suspended"), timeout=150)[0]
+    assert ev.data.get("cause") == "guest"
+    print(f"suspended: reset {ev.time - last_heartbeat_before(ev.time, 'suspended'):.1f}s after its last heartbeat")
+    observe.wait_for("suspended heartbeating again", lambda: len(boots("suspended")) >= 2, timeout=90)
+    assert observe.qemu_processes()["suspended"] == pids["suspended"]
 
 
 def test_a_guest_silent_but_writing_to_its_disk_is_not_reset(lab) -> None:
@@ -88,5 +105,6 @@ def test_an_application_heartbeat_loss_resets_the_vm(lab) -> None:
     t0, pids = lab
     ev = observe.wait_for("app reset", lambda: resets(t0, "app"), timeout=150)[0]
     assert ev.data.get("cause") == "application" and "application heartbeat" in ev.message
+    print(f"app: {ev.message}")
     observe.wait_for("app's guest back", lambda: len(boots("app")) >= 2, timeout=90)
     assert observe.qemu_processes()["app"] == pids["app"]

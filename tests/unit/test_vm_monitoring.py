@@ -233,3 +233,36 @@ def test_io_counters_parse(tmp_path) -> None:
     (stats / "rx_bytes").write_text("4\n")
     (stats / "tx_bytes").write_text("6\n")
     assert nic_bytes(["vt1n0", "vt2n0", "gone"], tmp_path / "dev", tmp_path / "sys") == 40
+
+
+# -- properties ----------------------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["high", "medium", "low"]), st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1,
+                                                           max_size=400), st.integers(1, 50))
+def test_never_more_resets_than_the_window_allows_and_never_with_io(preset: str, steps: list, step_s: int) -> None:
+    """Step by step, the guest heartbeats or not and does I/O or not; every reset decided
+    is taken. No window ever holds more than max_resets, and no reset follows I/O within
+    the interval or a heartbeat within it."""
+    s = VM.PRESETS[preset]
+    now, booted, last_hb, io_total = 0.0, 0.0, 0.0, 0
+    io: list[tuple[float, int]] = []
+    resets: list[float] = []
+    last_io = 0.0
+    for hb, busy in steps:
+        now += step_s
+        if hb:
+            last_hb = now
+        if busy:
+            io_total, last_io = io_total + 1, now
+        io.append((now, io_total))
+        v = VM.decide(VM.GuestFacts(uptime_s=now - booted, hb_seen=True, hb_age_s=now - max(last_hb, booted),
+                                    io=tuple(io), resets=tuple(resets), now=now), s)
+        if isinstance(v, VM.Reset):
+            assert now - max(last_hb, booted) >= s.interval_s and now - last_io >= s.interval_s
+            assert now - booted >= s.min_uptime_s
+            resets.append(now)
+            booted, io = now, []
+            assert VM.resets_in_window(resets, now, s.window_s) <= s.max_resets
