@@ -105,6 +105,9 @@ def test_a_stopped_application_is_reset_even_with_io_and_heartbeat() -> None:
     assert isinstance(v, VM.Reset) and v.cause == "application"
     assert isinstance(VM.decide(facts(app_age_s=31.0, **busy), replace(HIGH, application=False)), VM.Healthy)
     assert isinstance(VM.decide(facts(app_age_s=None, **busy), HIGH), VM.Healthy)
+    # the whole channel silent: judged as a silent guest, whose I/O saves it
+    assert isinstance(VM.decide(facts(app_age_s=40.0, hb_age_s=40.0, io=busy["io"]), HIGH), VM.Healthy)
+    assert VM.decide(facts(app_age_s=40.0, hb_age_s=40.0), HIGH).cause == "guest"  # type: ignore[union-attr]
 
 
 # -- the carrier, against the in-memory etcd -----------------------------------------------

@@ -3,8 +3,8 @@
 A guest whose heartbeat has been silent for the failure interval *and* that did no disk
 and no network I/O over that same interval is taken as hung, and reset. An application
 that marked itself alive through the guest's heartbeat channel and then went silent for
-the interval gets its VM reset too (I/O does not save it: the application is gone, the
-guest may well be busy). No reset before the minimum uptime after a (re)start, and no
+the interval, while the guest's own heartbeat still comes, gets its VM reset too (I/O
+does not save it: the application is gone, the guest may well be busy). No reset before the minimum uptime after a (re)start, and no
 more than ``max_resets`` in any ``window_s`` (vSphere's presets, below).
 
 The settings are ``settings/monitoring`` (the cluster's), over which a VM's spec may set
@@ -177,7 +177,9 @@ def decide(f: GuestFacts, s: MonitoringSettings) -> Verdict:
     if f.uptime_s < s.min_uptime_s:
         return Healthy(f"up {f.uptime_s:.0f}s, under the minimum uptime {s.min_uptime_s:g}s")
     cause = ""
-    if s.application and f.app_age_s is not None and f.app_age_s >= s.interval_s:
+    # the application's beats ride on the guest heartbeat: a silent channel says nothing of
+    # the application, so a guest gone silent is judged as one (its I/O may save it)
+    if s.application and f.app_age_s is not None and f.app_age_s >= s.interval_s and f.hb_age_s < s.interval_s:
         cause, why = "application", f"no application heartbeat for {f.app_age_s:.0f}s"
     elif f.hb_seen and f.hb_age_s >= s.interval_s:
         if not io_idle_for(f.io, f.now, s.interval_s):

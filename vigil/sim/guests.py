@@ -51,7 +51,8 @@ class SimGuest:
         up = self.booted + BOOT_S
         if not self.app or now < up:
             return None
-        return now if self.app_stops is None else max(up, min(now, self.app_stops))
+        end = now if self.app_stops is None else max(up, min(now, self.app_stops))
+        return min(end, max(up, self.last_hb(now)))  # its beats ride on the guest heartbeat
 
     def reset(self, now: float) -> None:
         self.prev_hb, self.io_before, self.io_since = self.last_hb(now), self.io(now), None
