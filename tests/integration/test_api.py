@@ -230,6 +230,10 @@ BAD = [
     ("POST", "/users", {"name": "admin", "password": "long-enough", "role": "auditor"}, 409, "already exists"),
     ("DELETE", "/users/admin", None, 409, "the last admin"),
     ("GET", "/events?limit=0", None, 422, "limit"),
+    ("PUT", "/cluster/monitoring", {"preset": "fast"}, 422, "monitoring preset must be one of"),
+    ("PUT", "/cluster/monitoring", {"preset": "high", "interval_s": 0}, 422, "interval_s"),
+    ("PUT", "/vms/none/monitoring", {"preset": "high"}, 404, "no VM named 'none'"),
+    ("PUT", "/vms/base/monitoring", {"preset": "high", "every": 3}, 422, "every: Extra inputs are not permitted"),
     ("GET", "/nowhere", None, 404, "Not Found"),
 ]
 
