@@ -9,7 +9,8 @@ This module holds the loops (tick, reconcile) and the start-up; what each does i
 decided in vigil.policy (host, crashes, isolation, leader, watchdog), and carried out by
 the parts beside it: lease.py (the lease and the host's keys), leader.py (leadership and
 the controller), guests.py (the QEMUs: start, adopt, watch, stop, status), ft.py,
-disks.py and tasks.py (FT roles, disk copies, migrations), all through one Env.
+disks.py and tasks.py (FT roles, disk copies, migrations), vm_monitor.py (VM and
+application monitoring's resets), all through one Env.
 """
 from __future__ import annotations
 

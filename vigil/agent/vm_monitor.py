@@ -86,6 +86,11 @@ class VmMonitor:
         """The cluster's ``settings/monitoring``, as the agent's reconcile read it."""
         self.cluster = VM.cluster_settings(raw if isinstance(raw, Mapping) else None)
 
+    async def read_settings(self) -> None:
+        """The same, read on its own (the simulated agent, whose reconcile reads no snapshot)."""
+        e = await self.host.store.get(K.SETTINGS + "monitoring")
+        self.use_settings(e.value if e is not None else None)
+
     async def loop(self) -> None:
         while True:
             await self.clock.sleep(SAMPLE_S)

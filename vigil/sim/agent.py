@@ -8,8 +8,10 @@ controller it runs when leading sees what it sees on the lab. It calls the real 
 decisions where the real agent does: reconcile (policy.host, one VM at a time, as the
 real agent asks it), crash counting (policy.crashes), isolation (policy.isolation),
 watchdog arming (policy.watchdog), heartbeat silence (HbTracker); the controller is the
-real ``vigil.controller.loop.Controller``. Not simulated: guest
-heartbeats, NICs, the accelerator probe; FT at the protocol level only (vigil.sim.ft).
+real ``vigil.controller.loop.Controller``. Guests, their heartbeats and I/O only as VM
+monitoring sees them (vigil.sim.guests; the real agent's vigil.agent.vm_monitor runs
+here unchanged). Not simulated: NICs, the accelerator probe; FT at the protocol level
+only (vigil.sim.ft).
 """
 from __future__ import annotations
 
@@ -321,8 +323,7 @@ class SimAgent:
             if self.lease_ok():
                 try:
                     await self.reconcile(await self._read())
-                    setting = await self.store.get(K.SETTINGS + "monitoring")  # the real one: in its snapshot
-                    self.monitoring.use_settings(setting.value if setting is not None else None)
+                    await self.monitoring.read_settings()  # the real agent: from its snapshot
                 except StoreError:
                     pass
             await self.clock.sleep(self.cfg.tick_s / 2)
