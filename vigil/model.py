@@ -108,6 +108,35 @@ class BootSpec:
     cmdline: str = ""
 
 
+MONITORING_PRESETS = ("off", "high", "medium", "low", "custom")
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """A VM's own VM/application monitoring settings; None takes the cluster's value
+    (``settings/monitoring``, vigil.policy.vm_monitoring)."""
+
+    preset: str | None = None  # off | high | medium | low | custom
+    interval_s: float | None = None  # heartbeat and I/O silent this long: reset
+    max_resets: int | None = None  # at most this many resets in window_s (0: no limit)
+    window_s: float | None = None  # 0: the limit counts every reset, with no window
+    min_uptime_s: float | None = None  # not monitored this long after a (re)start
+    application: bool | None = None  # also reset when the application heartbeat stops
+
+    def validate(self, vm: str) -> None:
+        if self.preset is not None and self.preset not in MONITORING_PRESETS:
+            raise SpecError(f"VM {vm}: monitoring preset must be one of {', '.join(MONITORING_PRESETS)}")
+        for f, lo, hi in (("interval_s", 1, 86400), ("window_s", 0, 366 * 86400), ("min_uptime_s", 0, 86400)):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi):
+                raise SpecError(f"VM {vm}: monitoring {f} must be between {lo} and {hi}")
+        if self.max_resets is not None and (not isinstance(self.max_resets, int) or isinstance(self.max_resets, bool)
+                                            or not 0 <= self.max_resets <= 1000):
+            raise SpecError(f"VM {vm}: monitoring max_resets must be between 0 and 1000")
+        if self.application is not None and not isinstance(self.application, bool):
+            raise SpecError(f"VM {vm}: monitoring application must be true or false")
+
+
 @dataclass(frozen=True)
 class VMSpec:
     name: str
@@ -123,9 +152,13 @@ class VMSpec:
     # One virtio NIC per entry, on that VM network (a bridge of the same name's mapping on
     # every host, see AgentConfig.networks); its MAC follows from the VM's name.
     networks: tuple[str, ...] = ()
+    # VM and application monitoring of this VM, over the cluster's (None: the cluster's)
+    monitoring: MonitoringSpec | None = None
 
     def validate(self) -> None:
         check_name("VM", self.name)
+        if self.monitoring is not None:
+            self.monitoring.validate(self.name)
         if not isinstance(self.memory_mb, int) or not 16 <= self.memory_mb <= 1024 * 1024:
             raise SpecError(f"VM {self.name}: memory_mb must be between 16 and 1048576 (got {self.memory_mb})")
         if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= 256:
@@ -182,7 +215,10 @@ class VMSpec:
         return replace(self, disks=tuple(disks))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.monitoring is None:  # written only when set: older readers know no such field
+            del d["monitoring"]
+        return d
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VMSpec":
@@ -196,6 +232,8 @@ class VMSpec:
             d["networks"] = tuple(d.get("networks", ()))
             if d.get("boot"):
                 d["boot"] = BootSpec(**d["boot"])
+            if d.get("monitoring"):
+                d["monitoring"] = MonitoringSpec(**d["monitoring"])
         except TypeError as e:
             raise SpecError(f"bad disk or boot entry: {e}") from None
         return cls(**d)

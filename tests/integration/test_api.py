@@ -46,6 +46,11 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("PUT", "/vms/base/ft", None, "operator"),
     ("DELETE", "/vms/base/ft", None, "operator"),
     ("GET", "/vms/base/events", None, "auditor"),
+    ("GET", "/cluster/monitoring", None, "auditor"),
+    ("PUT", "/cluster/monitoring", {"preset": "high"}, "admin"),
+    ("GET", "/vms/base/monitoring", None, "auditor"),
+    ("PUT", "/vms/base/monitoring", {"preset": "custom", "interval_s": 20}, "operator"),
+    ("DELETE", "/vms/base/monitoring", None, "operator"),
     ("DELETE", "/vms/gone-{role}", None, "operator"),
     ("GET", "/tasks", None, "auditor"),
     ("GET", "/tasks/base", None, "auditor"),
@@ -236,6 +241,10 @@ BAD = [
     ("POST", "/users", {"name": "admin", "password": "long-enough", "role": "auditor"}, 409, "already exists"),
     ("DELETE", "/users/admin", None, 409, "the last admin"),
     ("GET", "/events?limit=0", None, 422, "limit"),
+    ("PUT", "/cluster/monitoring", {"preset": "fast"}, 422, "monitoring preset must be one of"),
+    ("PUT", "/cluster/monitoring", {"preset": "high", "interval_s": 0}, 422, "interval_s"),
+    ("PUT", "/vms/none/monitoring", {"preset": "high"}, 404, "no VM named 'none'"),
+    ("PUT", "/vms/base/monitoring", {"preset": "high", "every": 3}, 422, "every: Extra inputs are not permitted"),
     ("GET", "/nowhere", None, 404, "Not Found"),
 ]
 
@@ -313,6 +322,13 @@ def test_the_cli_through_the_api(rig: Rig, tmp_path) -> None:  # type: ignore[no
     assert r.returncode == 0 and {v["name"] for v in json.loads(r.stdout)} >= {"base", "other"}
     r = run("vm", "start", "none")
     assert r.returncode == 1 and r.stderr.strip() == "error: no VM named 'none'" and "Traceback" not in r.stderr
+    r = run("cluster", "set", "monitoring", "--preset", "high")
+    assert r.returncode == 0 and "high: reset after 30s" in r.stdout, r.stderr
+    r = run("vm", "set", "base", "--monitoring", "low", "--max-resets", "1")
+    assert r.returncode == 0 and "low: reset after 120s" in r.stdout and "at most 1 resets" in r.stdout, r.stderr
+    r = run("vm", "show", "base")
+    assert r.returncode == 0 and "monitoring" in r.stdout and "(its own)" in r.stdout, r.stderr
+    assert run("vm", "set", "base", "--monitoring", "cluster").returncode == 0
     env["VIGIL_NEW_PASSWORD"] = "cli-user-password"
     assert run("user", "add", "cliuser", "--role", "operator").returncode == 0
     r = run("user", "list", "--json")

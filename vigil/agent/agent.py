@@ -9,7 +9,8 @@ This module holds the loops (tick, reconcile) and the start-up; what each does i
 decided in vigil.policy (host, crashes, isolation, leader, watchdog), and carried out by
 the parts beside it: lease.py (the lease and the host's keys), leader.py (leadership and
 the controller), guests.py (the QEMUs: start, adopt, watch, stop, status), ft.py,
-disks.py and tasks.py (FT roles, disk copies, migrations), all through one Env.
+disks.py and tasks.py (FT roles, disk copies, migrations), vm_monitor.py (VM and
+application monitoring's resets), all through one Env.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from vigil.agent.leader import Leadership
 from vigil.agent.lease import HostLease
 from vigil.agent.loadreport import LoadReport, report_load
 from vigil.agent.tasks import TaskRunner
+from vigil.agent.vm_monitor import VmMonitor, watched_here
 from vigil.agent.sdnotify import Notifier
 from vigil.agent.watchdog import make_watchdog
 from vigil.config import AgentConfig
@@ -89,6 +91,8 @@ class Agent:
         self.lease = HostLease(self, self.boot)
         self.leadership = Leadership(self)
         self.states = StateCache()  # the snapshots' typed state, parsed once per revision
+        self.monitoring = VmMonitor(self, self.env.clock, self.hypervisor, lambda now: watched_here(self.vms),
+                                    lambda: [vm.spec for vm in self.vms.values()])
 
     @staticmethod
     def _default_store(cfg: AgentConfig) -> Store:
@@ -289,6 +293,7 @@ class Agent:
         acted on: the actions await, and the host's state moves meanwhile)."""
         specs = {name: r.spec for name, r in state.vms.items()}
         assign = state.assignments
+        self.monitoring.use_settings(state.settings.get("monitoring"))
         facts = {
             name: HP.VMFacts(spec=specs.get(name),
                              assignment=assign[name].assignment if name in assign else None,
@@ -394,7 +399,8 @@ class Agent:
         self.tasks = TaskRunner(self)
         tasks += [asyncio.create_task(c) for c in (self.check_loop(), self.lease.loop(), self.reconcile_loop(),
                                                    self.leadership.loop(), self.tasks.loop(),
-                                                   report_load(self.env, self.store, self.load, self.vms, self.cfg.datastores))]
+                                                   report_load(self.env, self.store, self.load, self.vms, self.cfg.datastores),
+                                                   self.monitoring.loop())]
         if self.vms:
             adopted = ", ".join(sorted(self.vms))
             asyncio.create_task(self.event("vms-adopted", f"{self.me} adopted running VMs: {adopted}"))

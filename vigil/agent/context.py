@@ -33,6 +33,8 @@ class LocalVM:
     guest_seq: int = -1
     acked: int = -1
     last_hb: float = 0.0
+    app_seq: int = -1  # the application heartbeat's counter (-1: none runs in the guest)
+    app_moved: float = 0.0  # when that counter last moved
     stopping: bool = False
     monitor: asyncio.Task | None = None
     gate: OutputGate | None = None  # the guest's output on its way out (held for FT)

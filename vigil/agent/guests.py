@@ -102,6 +102,8 @@ class Guests:
                     first = vm.guest != "ok"
                     vm.guest, vm.last_hb = "ok", self.clock.time()
                     vm.guest_seq, vm.acked = hb.seq, hb.acked
+                    if hb.app != vm.app_seq:  # application monitoring: it moved, started or stopped
+                        vm.app_seq, vm.app_moved = hb.app, vm.last_hb
                     if first:
                         await self.host.event("guest-heartbeat", f"{vm.name}: guest heartbeat on {self.me}",
                                               vm=vm.name, seq=hb.seq)

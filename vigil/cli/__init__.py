@@ -17,6 +17,7 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil cluster ... / cluster set  cli/cluster.py (the groups; each policy adds its command)
     vigil drs ... / cluster set drs  cli/drs.py
     vigil cluster set admission|retries, capacity, what-if   cli/admission.py
+    vigil cluster set monitoring / vm set --monitoring   cli/monitoring.py
     vigil sim run SCENARIO...        vigil/sim/cli.py (the simulator's golden scenarios)
 
 Shared options, error handling and output helpers are in cli/common.py.
@@ -27,6 +28,7 @@ import typer
 
 from vigil.cli import access, agent, api, cluster, config, datastore, demo, drs, events, host, lab, rule, task, vm
 from vigil.cli import admission as admission  # noqa: F401 - adds its commands to `vigil cluster`
+from vigil.cli import monitoring  # noqa: F401  (adds 'cluster set monitoring', 'cluster monitoring', 'vm set')
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli

@@ -14,6 +14,7 @@ from vigil.cli.client import API_OPT, connect
 from vigil.cli.common import JSON_OPT, age, console, err, fail, friendly, load_text, print_json
 from vigil.cli.ft import app as ft_app
 from vigil.cli.ft import ft_summary
+from vigil.cli.monitoring_rows import monitoring_rows
 from vigil.cli.task import follow_task
 from vigil.model import BootSpec, DiskSpec, SpecError, VMSpec
 
@@ -110,7 +111,8 @@ def vm_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
 @friendly
 def vm_show(name: str, api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Everything about one VM."""
-    vm = connect(api).get(f"/vms/{name}")
+    c = connect(api)
+    vm = c.get(f"/vms/{name}")
     if as_json:
         return print_json(vm)
     t = Table(show_header=False, title=f"VM {name}")
@@ -127,6 +129,8 @@ def vm_show(name: str, api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -
                 t.add_row(f"nic{i}", f"{n['network']} {n['mac']}")
             continue
         t.add_row(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+    for row in monitoring_rows(c, name):
+        t.add_row(*row)
     console.print(t)
 
 

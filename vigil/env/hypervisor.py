@@ -12,6 +12,7 @@ from typing import Protocol
 
 from vigil.env import executor
 from vigil.config import AgentConfig
+from vigil.hypervisor import iostats
 from vigil.model import VMSpec
 
 StartError = executor.StartError  # raised by Hypervisor.start when QEMU does not start
@@ -40,6 +41,14 @@ class Hypervisor(Protocol):
         """Guest shutdown, then power off after ``timeout_s``; True when the guest shut down."""
         ...
 
+    async def io_counters(self, vm: str, pid: int, spec: VMSpec | None) -> int | None:
+        """Disk and NIC bytes the VM moved so far (VM monitoring); None: not known now."""
+        ...
+
+    async def reset(self, vm: str, pid: int) -> None:
+        """The guest's reset button (VM monitoring): the QEMU stays, the guest boots again."""
+        ...
+
 
 class QemuHypervisor:
     """The real one: QEMU processes under the agent's run dir (vigil.env.executor)."""
@@ -64,3 +73,15 @@ class QemuHypervisor:
 
     async def shutdown(self, vm: str, pid: int, timeout_s: float) -> bool:
         return await executor.shutdown(self.cfg, vm, pid, timeout_s)
+
+    async def io_counters(self, vm: str, pid: int, spec: VMSpec | None) -> int | None:
+        from vigil.agent.nics import tap_name  # the taps' names: whoever opens them names them so
+
+        disks = await iostats.disk_bytes(executor.paths(self.cfg, vm), pid, vm)
+        if disks is None:
+            return None
+        nics = len(spec.networks) if spec else 0
+        return disks + iostats.nic_bytes([tap_name(vm, i) for i in range(nics)])
+
+    async def reset(self, vm: str, pid: int) -> None:
+        await iostats.system_reset(executor.paths(self.cfg, vm), pid, vm)

@@ -13,18 +13,21 @@ from typing import Any
 from vigil.hypervisor.base import QemuError
 from vigil.hypervisor.processes import VMPaths
 
-HB_RE = re.compile(r"^hb (\d+) (\d+) (-?\d+) ([0-9a-f-]{8,64})$")
+HB_RE = re.compile(r"^hb (\d+) (\d+) (-?\d+) ([0-9a-f-]{8,64})(?: app (\d+))?$")
 
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """One guest heartbeat line: ``hb <seq> <uptime_ms> <acked> <boot_id>``."""
+    """One guest heartbeat line: ``hb <seq> <uptime_ms> <acked> <boot_id> [app <n>]``;
+    ``app``: the counter an application in the guest advances to say it is alive
+    (``vigil-app-heartbeat``, application monitoring), -1 when none runs."""
 
     seq: int
     uptime_ms: int
     acked: int
     boot_id: str
     received: float  # time.time() on the host
+    app: int = -1
 
     @classmethod
     def parse(cls, line: str, received: float | None = None) -> Heartbeat | None:
@@ -32,7 +35,7 @@ class Heartbeat:
         if not m:
             return None
         return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4),
-                   time.time() if received is None else received)
+                   time.time() if received is None else received, int(m.group(5) or -1))
 
 
 class OutputGate:

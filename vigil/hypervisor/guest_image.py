@@ -230,6 +230,8 @@ def build_initramfs(modules: list[tuple[str, bytes]]) -> bytes:
     c.file("etc/acpi/PWRF/00000080", _guest_file("acpi-power"), 0o755)
     c.file("init", _guest_file("init"), 0o755)
     c.file("bin/vigil-echo", _guest_file("echo"), 0o755)
+    c.file("bin/vigil-hang", _guest_file("hang"), 0o755)
+    c.file("bin/vigil-app-heartbeat", _guest_file("app-heartbeat"), 0o755)
     return gzip.compress(c.finish(), compresslevel=6, mtime=0)
 
 
@@ -242,6 +244,8 @@ def _inputs_hash(kernel_pkg: str, kernel_version: str) -> str:
         _guest_file("init"),
         _guest_file("acpi-power"),
         _guest_file("echo"),
+        _guest_file("hang"),
+        _guest_file("app-heartbeat"),
         ",".join(GUEST_MODULES).encode(),
         BASE_CMDLINE.encode(),
         hashlib.sha256(BUSYBOX.read_bytes()).hexdigest().encode(),

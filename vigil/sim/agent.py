@@ -8,8 +8,10 @@ controller it runs when leading sees what it sees on the lab. It calls the real 
 decisions where the real agent does: reconcile (policy.host, one VM at a time, as the
 real agent asks it), crash counting (policy.crashes), isolation (policy.isolation),
 watchdog arming (policy.watchdog), heartbeat silence (HbTracker); the controller is the
-real ``vigil.controller.loop.Controller``. Not simulated: guest
-heartbeats, NICs, the accelerator probe; FT at the protocol level only (vigil.sim.ft).
+real ``vigil.controller.loop.Controller``. Guests, their heartbeats and I/O only as VM
+monitoring sees them (vigil.sim.guests; the real agent's vigil.agent.vm_monitor runs
+here unchanged). Not simulated: NICs, the accelerator probe; FT at the protocol level
+only (vigil.sim.ft).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Coroutine
 
 from vigil.agent.agent import LOCAL_RESTARTS
 from vigil.agent.loadreport import LoadReport, load_loop
+from vigil.agent.vm_monitor import VmMonitor
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
@@ -29,6 +32,7 @@ from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
 from vigil.sim.disks import SimDisks
 from vigil.sim.ft import SimFt
+from vigil.sim.guests import SimResets, watched
 from vigil.sim.leader import leader_loop
 from vigil.sim.migrate import SimTasks
 from vigil.sim.store import HostStore
@@ -68,6 +72,8 @@ class SimAgent:
         self.ds_reach: dict[str, bool] = {}  # reached now (the heartbeat loop), ds_ok: as published
         self._specs: dict[str, tuple[int, VMSpec]] = {}
         self._pids: dict[str, int] = {}  # pid of each QEMU this agent started (vm-exited names it)
+        self.monitoring = VmMonitor(self, self.clock, SimResets(world, host, self.clock), lambda now: watched(self, now),
+                                    lambda: [vm.spec for vm in self.vms.values()])
 
     # -- process life --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -183,6 +189,7 @@ class SimAgent:
         while True:
             await self._check_datastores()
             await self._check_processes()
+            await self.monitoring.round()  # the real agent's own loop; here no timer of its own (same runs)
             lost = self.lease_ok_until > 0 and not self.lease_ok()
             if lost and not self.isolated and (checking is None or checking.done()):
                 checking = self.spawn(self._check_isolation())
@@ -320,6 +327,7 @@ class SimAgent:
             if self.lease_ok():
                 try:
                     await self.reconcile(await self._read())
+                    await self.monitoring.read_settings()  # the real agent: from its snapshot
                 except StoreError:
                     pass
             await self.clock.sleep(self.cfg.tick_s / 2)

@@ -22,6 +22,7 @@ do (vigil.service.admission.check on the same snapshot): a refusal logs a ``refu
 with its figures and writes nothing.
 Load: vm-load vm cpu memory   the VM's guest now uses ``cpu`` cores and ``memory`` MiB;
 datastore-fill datastore used    the datastore holds ``used`` MiB besides the VMs' disks.
+Faults inside guests and the monitoring settings: vigil.sim.guest_faults.
 """
 from __future__ import annotations
 
@@ -33,15 +34,16 @@ from dataclasses import replace
 from vigil.model import VMSpec
 from vigil.policy.admission_control import Change
 from vigil.sim.operator import operator, refused
+from vigil.sim import guest_faults
 from vigil.sim.world import SimHost, World
 from vigil.store import keys as K
 from vigil.store.events import event_put_op, make_event
 
 UNDO = {"power-off": "power-on", "hang": "unhang", "agent-kill": "agent-start", "isolate": "reconnect",
         "partition": "heal", "datastore-loss": "datastore-back", "datastore-fail": "datastore-return",
-        "start-fails": "start-works", "maintenance-enter": "maintenance-exit"}
+        "start-fails": "start-works", "maintenance-enter": "maintenance-exit", **guest_faults.UNDO}
 OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power", "vm-create", "ft-enable", "set-admission",
-            "set-retries", "what-if", "vm-resize")
+            "set-retries", "what-if", "vm-resize", *guest_faults.OPERATOR)
 
 
 class ScenarioError(ValueError):
@@ -109,6 +111,10 @@ async def apply(w: World, a: dict[str, Any]) -> None:
         w.vm_load[a["vm"]] = (float(a.get("cpu", old[0])), float(a.get("memory", old[1])))
     elif f in ("vm-create", "ft-enable", "set-admission", "set-retries", "what-if", "vm-resize"):
         await operator(w, a)
+    elif f in guest_faults.FAULTS:
+        guest_faults.apply_fault(w, a)
+    elif f in guest_faults.OPERATOR:
+        await guest_faults.apply_operator(w, a)
     else:
         raise ScenarioError(f"unknown fault {f!r}")
     if "for" in a and f in UNDO:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigil.model import Assignment, DiskSpec, Rule, VMSpec
+from vigil.model import Assignment, DiskSpec, MonitoringSpec, Rule, VMSpec
 from vigil.policy.drs_settings import drs_settings
 from vigil.sim import clock as vclock
 from vigil.sim.agent import SimAgent
@@ -58,7 +58,7 @@ class Scenario:
     sim: dict[str, Any] = field(default_factory=dict)
     drs: dict[str, Any] = field(default_factory=dict)  # settings/drs at setup (vigil cluster set drs)
     datastores: list[dict[str, Any]] = field(default_factory=list)  # [[datastore]] name, size (MiB), used
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [admission], [retries]
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # [admission], [retries], [settings.<name>]
 
 
 def load(path: str | Path) -> Scenario:
@@ -70,7 +70,7 @@ def load(path: str | Path) -> Scenario:
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
                     expect=d.get("expect", {}), sim=d.get("sim", {}), drs=d.get("drs", {}),
                     datastores=d.get("datastore", []),
-                    settings={k: d[k] for k in ("admission", "retries") if k in d})
+                    settings={**{k: d[k] for k in ("admission", "retries") if k in d}, **d.get("settings", {})})
 
 
 def vm_spec(v: dict[str, Any]) -> VMSpec:
@@ -80,7 +80,8 @@ def vm_spec(v: dict[str, Any]) -> VMSpec:
         for i, ds in enumerate(v.get("disks", ["ds1"])))
     spec = VMSpec(name=v["name"], memory_mb=int(v.get("memory", 256)), vcpus=int(v.get("vcpus", 1)), disks=disks,
                   restart_priority=v.get("priority", "medium"), isolation_response=v.get("isolation", "power-off"),
-                  shutdown_timeout_s=float(v.get("shutdown_timeout", 20.0)), power=v.get("power", "on"))
+                  shutdown_timeout_s=float(v.get("shutdown_timeout", 20.0)), power=v.get("power", "on"),
+                  monitoring=MonitoringSpec(**v["monitoring"]) if "monitoring" in v else None)
     spec.validate()
     return spec
 
@@ -124,7 +125,10 @@ class Run:
         await asyncio.sleep(SETUP_AT)
         st = self.store
         for name, table in sorted(self.sc.settings.items()):  # set before the VMs: the cluster's policy
-            await st.put(K.SETTINGS + name, settings_value(name, table))
+            # [admission]/[retries] tables are validated as the service does; [settings.<name>] is
+            # what 'vigil cluster set <name>' writes
+            value = settings_value(name, table) if name in ("admission", "retries") else table
+            await st.put(K.SETTINGS + name, value)
         for v in self.sc.vms:
             spec = vm_spec(v)
             if "guest_shutdown" in v:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from vigil.model import HbRecord, VMSpec
 from vigil.sim.clock import VirtualClock
@@ -32,6 +32,7 @@ class Qemu:
     host: str
     pid: int
     state: str = "running"  # running | incoming (a migration's paused destination) | paused
+    guest: Any = None  # its guest, for VM monitoring (vigil.sim.guests.SimGuest), made at its first look
 
 
 @dataclass

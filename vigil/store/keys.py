@@ -37,6 +37,7 @@ SETTINGS = PREFIX + "settings/"  # cluster policies an operator sets, one object
 LOAD = PREFIX + "load/"  # by each host's agent: its VMs' and its own smoothed load (vigil.agent.loadreport)
 DRS = PREFIX + "drs/recommendations"  # the leader's last DRS round: its moves and why (vigil.controller.drs)
 ADMITTED = PREFIX + "admitted"  # bumped by every action admission control admitted: two in parallel serialize
+MONITORING = PREFIX + "monitoring/"  # by the VM's owner: the resets VM monitoring made of it (policy/vm_monitoring.py)
 DISKSTATE = PREFIX + "diskstate/"  # replicated disks: {"stale": {disk: {datastore, since, why}}, "resync": {...}}
 
 # Identities, outside PREFIX: agents read PREFIX whole several times a second and never
