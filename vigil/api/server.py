@@ -7,6 +7,7 @@ from pathlib import Path
 import uvicorn
 
 from vigil.api.app import create_app
+from vigil.store.tls import EtcdTLS
 
 DEFAULT_PORT = 8443
 
@@ -22,7 +23,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve(endpoints: list[str], listen: str, cert: Path, key: Path) -> None:
+def serve(endpoints: list[str], listen: str, cert: Path, key: Path, tls: EtcdTLS | None = None) -> None:
     """Serve until SIGTERM / Ctrl-C. Logs go to stderr (the journal under systemd)."""
     host, port = parse_listen(listen)
     for f in (cert, key):
@@ -30,7 +31,7 @@ def serve(endpoints: list[str], listen: str, cert: Path, key: Path) -> None:
             raise FileNotFoundError(f"no such file: {f}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd health probe otherwise
-    config = uvicorn.Config(create_app(endpoints), host=host, port=port, ssl_certfile=str(cert),
+    config = uvicorn.Config(create_app(endpoints, tls), host=host, port=port, ssl_certfile=str(cert),
                             ssl_keyfile=str(key), access_log=False, log_config=None, proxy_headers=False,
                             server_header=False, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run()

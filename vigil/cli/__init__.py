@@ -15,6 +15,7 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil task ...                   cli/task.py
     vigil rule ...                   cli/rule.py
     vigil cluster ... / cluster set  cli/cluster.py (the groups; each policy adds its command)
+    vigil cluster init / add-host / remove-host / admin   cli/cluster_init.py (vigil/bootstrap/)
     vigil sim run SCENARIO...        vigil/sim/cli.py (the simulator's golden scenarios)
 
 Shared options, error handling and output helpers are in cli/common.py.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import typer
 
 from vigil.cli import access, agent, api, cluster, config, datastore, demo, events, host, lab, rule, task, vm
+from vigil.cli import cluster_init  # noqa: F401  (vigil cluster init / add-host / remove-host / admin)
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli

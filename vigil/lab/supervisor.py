@@ -44,8 +44,9 @@ TICK = 0.1
 
 
 class Child:
-    def __init__(self, name: str, argv: list[str], log_path: Path):
+    def __init__(self, name: str, argv: list[str], log_path: Path, env_file: str | None = None):
         self.name, self.argv, self.log_path = name, argv, log_path
+        self.env_file = env_file  # ETCD_* settings (etc/default/etcd), read at each start as systemd does
         self.proc: subprocess.Popen | None = None
         self.restart_at: float | None = 0.0   # monotonic time of the next start; None = never
         self.starts = 0
@@ -55,6 +56,11 @@ class Child:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
 
     def start(self, env: dict[str, str]) -> None:
+        if self.env_file:
+            from vigil.bootstrap.etcd_member import parse
+
+            env = {k: v for k, v in env.items() if not k.startswith("ETCD_")}
+            env |= parse(Path(self.env_file).read_text())
         with open(self.log_path, "ab", buffering=0) as out:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
@@ -77,7 +83,8 @@ class Supervisor:
         self.restart_delay = float(cfg.get("restart_delay_s", 1.0))
         self.status_path = self.dir / SUPERVISOR_STATUS
         self.etcd_flag = self.dir / ETCD_DOWN_FLAG
-        self.etcd = Child("etcd", h["etcd_argv"], Path(h["etcd_log"])) if h.get("etcd_argv") else None
+        self.etcd = (Child("etcd", h["etcd_argv"], Path(h["etcd_log"]), h.get("etcd_env_file"))
+                     if h.get("etcd_argv") else None)
         self.agent = Child("agent", h["agent_argv"], Path(h["agent_log"]))
         self.api = Child("api", h["api_argv"], Path(h["api_log"])) if h.get("api_argv") else None
         self.env = dict(os.environ, VIGIL_LAB_HOST=host)

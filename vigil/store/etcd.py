@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import aetcd
@@ -22,6 +23,7 @@ import grpc
 
 from vigil.store import keys as K
 from vigil.store.changes import Changes
+from vigil.store.tls import EtcdTLS, TLSClient
 
 log = logging.getLogger("vigil.store")
 
@@ -61,7 +63,7 @@ def _encode(value: Any) -> bytes:
 
 def _target(endpoints: Iterable[str]) -> tuple[str, int]:
     """aetcd joins host and port into one gRPC target; a multi-address target lists them all."""
-    eps = [e.removeprefix("http://") for e in endpoints]
+    eps = [e.removeprefix("http://").removeprefix("https://") for e in endpoints]
     if not eps:
         raise StoreError("no etcd endpoints configured")
     if len(eps) == 1:
@@ -75,10 +77,13 @@ def _target(endpoints: Iterable[str]) -> tuple[str, int]:
 class Store:
     """One connection to the etcd cluster."""
 
-    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0, prefer_first: bool = False) -> None:
+    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0, prefer_first: bool = False,
+                 tls: EtcdTLS | None = None) -> None:
         """``prefer_first``: stick to the first reachable endpoint in order (an agent lists its
-        own host's member first); otherwise spread calls over every connected member."""
+        own host's member first); otherwise spread calls over every connected member.
+        ``tls``: the client certificate etcd asks for (None: plain text, a test etcd only)."""
         self.endpoints = list(endpoints)
+        self.tls = tls
         _target(self.endpoints)  # fail early on an empty list
         self.timeout = timeout
         self.prefer_first = prefer_first
@@ -97,7 +102,7 @@ class Store:
 
     def _make_client(self) -> aetcd.Client:
         host, port = _target(self._order)
-        return aetcd.Client(
+        return (aetcd.Client if self.tls is None else partial(TLSClient, tls=self.tls))(
             host=host,
             port=port,
             timeout=self.timeout,
@@ -383,7 +388,8 @@ async def _close_quietly(client: aetcd.Client) -> None:
         pass
 
 
-def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]], timeout: float = 3.0) -> T:
+def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]], timeout: float = 3.0,
+                   tls: EtcdTLS | None = None) -> T:
     """Open a connection, run ``fn`` on it, close it: for one-shot callers (CLI, tests).
 
     A member that is up but cut off from the raft leader answers nothing; the next member
@@ -396,7 +402,7 @@ def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]]
     async def go() -> T:
         last: StoreError | None = None
         for i in range(len(eps)):
-            store = Store(eps[i:] + eps[:i], timeout=timeout, prefer_first=True)
+            store = Store(eps[i:] + eps[:i], timeout=timeout, prefer_first=True, tls=tls)
             try:
                 await store.connect()
                 return await fn(store)
