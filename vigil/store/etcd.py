@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import aetcd
@@ -81,7 +80,7 @@ class Store:
                  tls: EtcdTLS | None = None) -> None:
         """``prefer_first``: stick to the first reachable endpoint in order (an agent lists its
         own host's member first); otherwise spread calls over every connected member.
-        ``tls``: the client certificate etcd asks for (None: plain text, a test etcd only)."""
+        ``tls``: the client certificate etcd asks for (None: plain text)."""
         self.endpoints = list(endpoints)
         self.tls = tls
         _target(self.endpoints)  # fail early on an empty list
@@ -102,7 +101,8 @@ class Store:
 
     def _make_client(self) -> aetcd.Client:
         host, port = _target(self._order)
-        return (aetcd.Client if self.tls is None else partial(TLSClient, tls=self.tls))(
+        tls = {} if self.tls is None else {"tls": self.tls}  # TLSClient: aetcd's over a secure channel
+        return (aetcd.Client if self.tls is None else TLSClient)(
             host=host,
             port=port,
             timeout=self.timeout,
@@ -122,6 +122,7 @@ class Store:
                 # Never inherit another channel's connection to a member that since died.
                 "grpc.use_local_subchannel_pool": 1,
             },
+            **tls,
         )
 
     async def _next_member(self) -> None:
