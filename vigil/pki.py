@@ -1,4 +1,6 @@
-"""Certificates: a cluster CA and per-host certificates, made with ``cryptography``.
+"""Certificates: a cluster CA, per-host certificates and the CA's revocation list, made
+with ``cryptography`` (migration TLS, etcd members and clients, the API servers: see
+vigil.bootstrap.cluster_dir).
 
 One library call per step instead of openssl command lines: no temporary CSR or extension
 files, errors as exceptions, and the same code on every host. The files are laid out as

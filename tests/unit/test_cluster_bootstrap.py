@@ -219,3 +219,22 @@ def test_removing_a_host_from_etcd_is_refused_while_it_runs_vms_or_its_agent() -
 def test_addresses_in_sans_are_ip_addresses(cluster: CD.Cluster) -> None:
     _, ips = sans(load(cluster.bundle("h1") / "etc/vigil/tls/api/server-cert.pem"))
     assert all(ipaddress.ip_address(i) for i in ips)
+
+
+def test_the_cli_takes_the_labs_etcd_certificate_only_with_the_labs_endpoints(tmp_path: Path, monkeypatch) -> None:
+    from vigil.config import etcd_client
+    from vigil.store.etcd import Store
+    from vigil.store.tls import TLSClient
+
+    f = tmp_path / "cluster.json"
+    f.write_text(json.dumps({"etcd_endpoints": ["10.77.0.1:2379"], "etcd_tls": {"ca": "/a", "cert": "/c", "key": "/k"}}))
+    monkeypatch.setattr(etcd_client, "LAB_CLUSTER_FILE", f)
+    for k in ("VIGIL_ETCD", "VIGIL_ETCD_CA", "VIGIL_ETCD_CERT", "VIGIL_ETCD_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    tls = etcd_client.cluster_tls()
+    assert tls is not None and (tls.ca, tls.cert, tls.key, tls.server_name) == ("/a", "/c", "/k", "vigil-etcd")
+    assert etcd_client.cluster_tls("127.0.0.1:2379") is None  # other endpoints: not the lab's certificate
+    monkeypatch.setenv("VIGIL_ETCD_CA", "/x")
+    assert etcd_client.cluster_tls("127.0.0.1:2379").ca == "/x"  # type: ignore[union-attr]
+    assert isinstance(Store(["127.0.0.1:1"], tls=tls)._client, TLSClient)
+    assert not isinstance(Store(["127.0.0.1:1"])._client, TLSClient)

@@ -39,7 +39,7 @@ def api(
         cert = cert or (Path(cfg.api_cert) if cfg.api_cert else None)
         key = key or (Path(cfg.api_key) if cfg.api_key else None)
     else:
-        endpoints, tls, listen = cluster_endpoints(etcd), cluster_tls(), listen or DEFAULT_LISTEN
+        endpoints, tls, listen = cluster_endpoints(etcd), cluster_tls(etcd), listen or DEFAULT_LISTEN
     if cert is None or key is None:
         fail(f"no TLS certificate for the API: give --cert and --key, or api.cert and api.key in {path or DEFAULT_PATH}")
     try:

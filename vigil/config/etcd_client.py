@@ -21,11 +21,15 @@ def etcd_tls(cfg: "AgentConfig") -> EtcdTLS | None:
     return EtcdTLS.of(cfg.etcd_ca, cfg.etcd_cert, cfg.etcd_key, cfg.etcd_server_name)
 
 
-def cluster_tls() -> EtcdTLS | None:
-    """etcd client credentials for the CLI: $VIGIL_ETCD_CA/CERT/KEY, else the lab's."""
+def cluster_tls(explicit: str | None = None) -> EtcdTLS | None:
+    """etcd client credentials for the CLI: $VIGIL_ETCD_CA/CERT/KEY, else the lab's, but
+    only when the endpoints are the lab's too (no ``explicit`` endpoints, no $VIGIL_ETCD):
+    as vigil.config.cluster_endpoints finds them."""
     ca = os.environ.get("VIGIL_ETCD_CA")
     if ca:
         return EtcdTLS.of(ca, os.environ.get("VIGIL_ETCD_CERT", ""), os.environ.get("VIGIL_ETCD_KEY", ""))
+    if explicit or os.environ.get("VIGIL_ETCD"):
+        return None
     try:
         t = json.loads(LAB_CLUSTER_FILE.read_text()).get("etcd_tls") or {}
     except (OSError, ValueError):
