@@ -10,6 +10,7 @@ machine reaches etcd with the directory's operator certificate (the lab's cluste
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ CLUSTER_DIR = RUN_DIR / "cluster"
 
 
 def build(hosts: dict[str, str], members: list[str]) -> Cluster:
-    """The directory for ``hosts`` (name -> address), the first ``members`` running etcd."""
+    """The directory for ``hosts`` (name -> address), the first ``members`` running etcd;
+    made anew at each `lab up` (one left by an `up` that was killed is removed first)."""
+    shutil.rmtree(CLUSTER_DIR, ignore_errors=True)
     c = cluster_dir.init(CLUSTER_DIR, {h: hosts[h] for h in members}, name="vigil-lab", in_place=True,
                          data_dir=str(ETCD_DATA_DIR / "{name}"), counts=tuple(range(1, 6)))
     for h, a in hosts.items():
