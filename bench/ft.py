@@ -145,7 +145,7 @@ from vigil.agent.ft import CHECKPOINT_GAP_S, CheckpointDone
 from vigil.hypervisor import qemu as Q
 from vigil.lab.ftpair import PRIMARY, FtPair
 from vigil.hypervisor.guest_image import READY_LINE, GuestImage, build_guest_image
-from vigil.lab.localetcd import local_etcd
+from vigil.lab.localetcd import LocalEtcd, local_etcd
 from vigil.lab.standalone import (
     Standalone,
     probe_accel,
@@ -343,7 +343,7 @@ async def start_guest(s: Standalone, memory: int, dirty: int) -> tuple[VMSpec, Q
     return spec, paths, pid, gate, watch
 
 
-async def guest_series(image: GuestImage, accel: str, endpoint: str, memory: int, dirty: int,
+async def guest_series(image: GuestImage, accel: str, etcd: LocalEtcd, memory: int, dirty: int,
                        args: argparse.Namespace) -> dict:
     name = f"{memory} MiB " + (f"dirty {dirty} MiB" if dirty else "idle")
     log(f"{name}: boot ...")
@@ -351,7 +351,7 @@ async def guest_series(image: GuestImage, accel: str, endpoint: str, memory: int
     n_problems = len(PROBLEMS.messages)
     async with standalone(image, accel, prefix="vigil-bench-ft-") as s:
         spec, paths, pid, gate, watch = await start_guest(s, memory, dirty)
-        pair = FtPair(s, endpoint, recs.append)
+        pair = FtPair(s, etcd.endpoint, recs.append, tls=etcd.tls)
         try:
             await pair.start()
             await asyncio.sleep(SETTLE_S)
@@ -405,12 +405,12 @@ async def guest_series(image: GuestImage, accel: str, endpoint: str, memory: int
     return out
 
 
-async def failover_run(image: GuestImage, accel: str, endpoint: str, memory: int, i: int,
+async def failover_run(image: GuestImage, accel: str, etcd: LocalEtcd, memory: int, i: int,
                        rng: random.Random) -> dict:
     recs: list[CheckpointDone] = []
     async with standalone(image, accel, prefix="vigil-bench-ft-") as s:
         spec, paths, pid, gate, watch = await start_guest(s, memory, 0)
-        pair = FtPair(s, endpoint, recs.append)
+        pair = FtPair(s, etcd.endpoint, recs.append, tls=etcd.tls)
         gate2 = RecordingGate(s.root / "secondary-guest.log")  # open: the secondary runs the VM unprotected
         watch2: Watch | None = None
         try:
@@ -483,13 +483,13 @@ async def run(args: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     etcd_dir = Path(tempfile.mkdtemp(prefix="vigil-bench-ft-etcd-", dir="/var/tmp"))
     try:
-        with local_etcd(etcd_dir) as endpoint:
-            log(f"etcd on {endpoint}")
-            out["guests"] = [await guest_series(image, accel, endpoint, m, d, args)
+        with local_etcd(etcd_dir) as etcd:
+            log(f"etcd on {etcd.endpoint} (TLS, client certificates)")
+            out["guests"] = [await guest_series(image, accel, etcd, m, d, args)
                              for m, d in (QUICK_GUESTS if args.quick else GUESTS)]
             log(f"failover, {args.failover_memory} MiB guest, {args.failovers} runs:")
             out["failover_memory_mb"] = args.failover_memory
-            out["failover"] = [await failover_run(image, accel, endpoint, args.failover_memory, i, rng)
+            out["failover"] = [await failover_run(image, accel, etcd, args.failover_memory, i, rng)
                                for i in range(args.failovers)]
     finally:
         shutil.rmtree(etcd_dir, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""Certificates: a cluster CA and per-host certificates, made with ``cryptography``.
+"""Certificates: a cluster CA, per-host certificates and the CA's revocation list, made
+with ``cryptography`` (migration TLS, etcd members and clients, the API servers: see
+vigil.bootstrap.cluster_dir).
 
 One library call per step instead of openssl command lines: no temporary CSR or extension
 files, errors as exceptions, and the same code on every host. The files are laid out as
@@ -65,18 +67,24 @@ def create_ca(ca_dir: Path, name: str = "vigil migration CA", days: int = 3650) 
     return cert_path
 
 
+_USAGES = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
 def issue(ca_dir: Path, out_dir: Path, role: str, hostname: str, ips: tuple[str, ...] = (),
-          days: int = 825) -> Path:
+          days: int = 825, *, usages: tuple[str, ...] = (), dns: tuple[str, ...] = ()) -> Path:
     """``<role>-cert.pem`` and ``<role>-key.pem`` in ``out_dir`` for ``hostname`` (and
-    ``ips``), signed by the CA in ``ca_dir``; ``role`` is "server" or "client"."""
+    ``ips``, and the extra DNS names ``dns``), signed by the CA in ``ca_dir``. ``usages``:
+    "server" and/or "client" (default: ``role`` itself, which is then one of them); an etcd
+    member's certificates need both (a member is its peers' client, and its gRPC gateway
+    is its own)."""
     ca_dir, out_dir = Path(ca_dir), Path(out_dir)
     ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT).read_bytes())
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{ca_dir / CA_KEY}: not an EC key")
     key = ec.generate_private_key(ec.SECP256R1())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
-    names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+    eku = [_USAGES[u] for u in (usages or (role if role == "server" else "client",))]
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys((hostname, *dns))]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     start, end = _validity(days)
     cert = (x509.CertificateBuilder().subject_name(_name(hostname)).issuer_name(ca_cert.subject)
@@ -87,7 +95,7 @@ def issue(ca_dir: Path, out_dir: Path, role: str, hostname: str, ips: tuple[str,
                                          key_encipherment=True, data_encipherment=False, key_agreement=False,
                                          key_cert_sign=False, crl_sign=False, encipher_only=False,
                                          decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
@@ -109,3 +117,34 @@ def create_host_certs(ca_dir: Path, tls_dir: Path, hostname: str, ips: tuple[str
     for role in ("server", "client"):
         issue(ca_dir, tls_dir, role, hostname, ips, days)
     return tls_dir
+
+
+REVOKED, CRL = "revoked.txt", "crl.pem"
+
+
+def serial_of(cert_path: Path) -> int:
+    return x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).serial_number
+
+
+def revoke(ca_dir: Path, serials: list[int], days: int = 3650) -> Path:
+    """Add ``serials`` to the CA's revoked list and write ``crl.pem`` (every revoked
+    serial, signed by the CA; with none, an empty list that etcd can read already)."""
+    ca_dir = Path(ca_dir)
+    listed = ca_dir / REVOKED
+    known = [int(x) for x in listed.read_text().split()] if listed.exists() else []
+    known += [s for s in serials if s not in known]
+    listed.write_text("".join(f"{s}\n" for s in known))
+    ca_key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT).read_bytes())
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{ca_dir / CA_KEY}: not an EC key")
+    start, end = _validity(days)
+    b = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(start).next_update(end)
+    for s in known:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(s)
+                                      .revocation_date(start).build())
+    crl = b.sign(ca_key, hashes.SHA256())
+    tmp = ca_dir / (CRL + ".tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, ca_dir / CRL)
+    return ca_dir / CRL

@@ -27,6 +27,7 @@ from vigil.pki import create_ca, issue
 from vigil.service import access
 from vigil.store import keys as K
 from vigil.store.etcd import Store, run_with_store
+from vigil.store.tls import EtcdTLS
 
 ADMIN_PASSWORD = "admin-password-1"
 
@@ -37,6 +38,7 @@ class Rig:
     ca: str
     etcd: str
     tokens: dict[str, str]  # role -> a token of a user with that role
+    etcd_tls: EtcdTLS | None = None  # the client certificate the rig's etcd asks for
 
     def client(self, role: str | None = "admin", **kw: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
@@ -46,7 +48,7 @@ class Rig:
         return ssl.create_default_context(cafile=self.ca)
 
     def run(self, coro_fn):  # type: ignore[no-untyped-def]
-        return run_with_store([self.etcd], coro_fn)
+        return run_with_store([self.etcd], coro_fn, tls=self.etcd_tls)
 
     def dump(self) -> dict:
         """Every key with its value and revision (what a refused request must leave alone)."""
@@ -60,11 +62,16 @@ class Rig:
         return self.run(go)
 
 
-def spawn_api(etcd: str, port: int, cert: Path, key: Path, log: Path, ca: str) -> subprocess.Popen:
-    """A `vigil api` process over ``etcd`` on 127.0.0.1:``port``, answering (etcd reached)."""
+def spawn_api(etcd: str, port: int, cert: Path, key: Path, log: Path, ca: str,
+              etcd_tls: EtcdTLS | None = None) -> subprocess.Popen:
+    """A `vigil api` process over ``etcd`` on 127.0.0.1:``port``, answering (etcd reached),
+    with the etcd client certificate ``etcd_tls`` ($VIGIL_ETCD_CA/CERT/KEY)."""
     vigil = os.path.join(os.path.dirname(sys.executable), "vigil")
+    env = dict(os.environ)
+    if etcd_tls is not None:
+        env |= {"VIGIL_ETCD_CA": etcd_tls.ca, "VIGIL_ETCD_CERT": etcd_tls.cert, "VIGIL_ETCD_KEY": etcd_tls.key}
     proc = subprocess.Popen([vigil, "api", "--etcd", etcd, "--listen", f"127.0.0.1:{port}",
-                             "--cert", str(cert), "--key", str(key)],
+                             "--cert", str(cert), "--key", str(key)], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while not api_servers.healthy(f"https://127.0.0.1:{port}", ca):
@@ -104,14 +111,16 @@ async def _seed(store: Store) -> dict[str, str]:
 def api_rig() -> Iterator[Rig]:
     tmp = Path(tempfile.mkdtemp(prefix="vigil-apirig-"))
     try:
-        with local_etcd(tmp) as endpoint:
-            tokens = run_with_store([endpoint], _seed)
+        with local_etcd(tmp) as etcd:
+            endpoint = etcd.endpoint
+            tokens = run_with_store([endpoint], _seed, tls=etcd.tls)
             create_ca(tmp / "ca", name="vigil test CA")
             issue(tmp / "ca", tmp, "server", "localhost", ips=("127.0.0.1",))
             port, ca = free_port(), str(tmp / "ca" / "ca-cert.pem")
-            api = spawn_api(endpoint, port, tmp / "server-cert.pem", tmp / "server-key.pem", tmp / "api.log", ca)
+            api = spawn_api(endpoint, port, tmp / "server-cert.pem", tmp / "server-key.pem", tmp / "api.log", ca,
+                            etcd.tls)
             try:
-                yield Rig(url=f"https://127.0.0.1:{port}", ca=ca, etcd=endpoint, tokens=tokens)
+                yield Rig(url=f"https://127.0.0.1:{port}", ca=ca, etcd=endpoint, tokens=tokens, etcd_tls=etcd.tls)
             finally:
                 stop(api)
     finally:

@@ -358,7 +358,8 @@ def test_any_server_answers(rig: Rig) -> None:
 
     tls = Path(rig.ca).parent.parent  # the rig's dir: ca/, server-cert.pem, server-key.pem
     port = free_port()
-    p = spawn_api(rig.etcd, port, tls / "server-cert.pem", tls / "server-key.pem", tls / "api2.log", rig.ca)
+    p = spawn_api(rig.etcd, port, tls / "server-cert.pem", tls / "server-key.pem", tls / "api2.log", rig.ca,
+                  rig.etcd_tls)
     try:
         url = f"https://127.0.0.1:{port}"
         s = httpx.Client(base_url=rig.url, verify=rig.tls())

@@ -38,9 +38,9 @@ def _bench():  # type: ignore[no-untyped-def]
 async def test_ft_bench_smoke(image: GuestImage, accel: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ft = _bench()
     args = argparse.Namespace(checkpoints=2, window=4.0, quick=True)
-    with local_etcd(tmp_path / "etcd") as endpoint:
-        series = await ft.guest_series(image, accel, endpoint, 128, 0, args)
-        fo = await ft.failover_run(image, accel, endpoint, 128, 0, random.Random(1))
+    with local_etcd(tmp_path / "etcd") as etcd:
+        series = await ft.guest_series(image, accel, etcd, 128, 0, args)
+        fo = await ft.failover_run(image, accel, etcd, 128, 0, random.Random(1))
     assert series["checkpoints"] >= 3 and len(series["interval_ms"]) >= 2
     assert all(b > 0 for b in series["bytes"]) and series["rate_on"] and series["rate_off"]
     assert fo["seq_ok"] and fo["boot_ok"] and fo["acked_ok"], fo

@@ -102,7 +102,7 @@ def healed(lab):
 
 
 def healthy(lab) -> int:
-    return sum(etcdmod.health(lab.etcd_endpoints).values())
+    return sum(etcdmod.health(lab.etcd_endpoints, tls=lab.etcd_tls).values())
 
 
 def marker(lab, host, ds="ds1") -> str:
@@ -169,8 +169,35 @@ def loop_mounted(host: str, ds: str) -> list[str]:
 def test_etcd_cluster_healthy_from_root_namespace(lab):
     assert lab.etcd_endpoints == ["10.77.0.1:2379", "10.77.0.2:2379", "10.77.0.3:2379"]
     assert healthy(lab) == 3
-    members = etcdmod.member_list(lab.etcd_endpoints[0])
+    members = etcdmod.member_list(lab.etcd_endpoints[0], tls=lab.etcd_tls)
     assert sorted(m["name"] for m in members) == ["host1", "host2", "host3"]
+    assert all(u.startswith("https://") for m in members for u in m["peerURLs"] + m["clientURLs"])
+
+
+def test_etcd_is_tls_only_with_client_certificates(lab):
+    """The lab's etcd is a real cluster's: plain text and a client without a certificate
+    are refused (gRPC and HTTP alike), a host's certificate from its bundle works."""
+    import dataclasses
+
+    from vigil.config import AgentConfig
+    from vigil.config.etcd_client import etcd_tls
+    from vigil.store.etcd import StoreError, run_with_store
+
+    async def read(s):
+        return await s.revision()
+
+    eps = lab.etcd_endpoints
+    cfg = AgentConfig.load(lab.host("host3")["agent_config"])
+    tls = etcd_tls(cfg)
+    assert tls is not None and tls.cert.endswith("/etc/vigil/tls/etcd/client-cert.pem")
+    assert run_with_store(eps, read, tls=tls) > 0
+    with pytest.raises(StoreError):
+        run_with_store(eps, read, timeout=1.5)  # plain text
+    with pytest.raises(StoreError):
+        run_with_store(eps, read, timeout=1.5, tls=dataclasses.replace(tls, cert="", key=""))  # no certificate
+    assert not etcdmod.endpoint_healthy(eps[0])  # plain HTTP
+    assert not etcdmod.endpoint_healthy(eps[0], tls=dataclasses.replace(tls, cert="", key=""))
+    assert etcdmod.endpoint_healthy(eps[0], tls=tls)
 
 
 def test_hosts_ping_each_other_and_the_isolation_address(lab):

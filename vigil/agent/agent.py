@@ -45,6 +45,7 @@ from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdi
 from vigil.store import keys as K
 from vigil.store.changes import Changes
 from vigil.store.etcd import Store, StoreError
+from vigil.config.etcd_client import etcd_tls
 from vigil.store.state import AssignRecord, ClusterState, StateCache
 from vigil.store.events import make_event, record
 
@@ -98,7 +99,7 @@ class Agent:
     def _default_store(cfg: AgentConfig) -> Store:
         local = [e for e in cfg.etcd_endpoints if e.rpartition(":")[0] == cfg.address]
         others = [e for e in cfg.etcd_endpoints if e not in local]
-        return Store(local + others, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True)
+        return Store(local + others, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True, tls=etcd_tls(cfg))
 
     # -- small helpers -----------------------------------------------------------------
     @property

@@ -24,6 +24,7 @@ from vigil.api.schemas import Health, Problem
 from vigil.api.security import READ
 from vigil.api.stream import Hub
 from vigil.store.etcd import Store, StoreError
+from vigil.store.tls import EtcdTLS
 
 PREFIX = "/api/v1"
 STATIC = files("vigil.api") / "static"
@@ -32,8 +33,9 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
-def create_app(endpoints: list[str]) -> FastAPI:
-    """The application over the etcd cluster at ``endpoints`` (connected when it starts).
+def create_app(endpoints: list[str], tls: EtcdTLS | None = None) -> FastAPI:
+    """The application over the etcd cluster at ``endpoints`` (connected when it starts,
+    with the client certificate ``tls``).
 
     Like an agent, it sticks to the first member that answers (list the host's own member
     first) and moves to the next after two failed calls: spreading calls over every member
@@ -42,7 +44,7 @@ def create_app(endpoints: list[str]) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(endpoints, prefer_first=True)
+        store = Store(endpoints, prefer_first=True, tls=tls)
         app.state.store, app.state.hub = store, Hub(store)
         readmodel.start(app)
         with contextlib.suppress(StoreError):

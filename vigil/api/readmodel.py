@@ -34,7 +34,7 @@ async def etcd_members(app: FastAPI) -> list[dict[str, Any]]:
     st = app.state
     cached = st.etcd_health
     if cached is None or time.monotonic() - cached[0] > HEALTH_CACHE_S:
-        cached = (time.monotonic(), await asyncio.to_thread(health, st.store.endpoints))
+        cached = (time.monotonic(), await asyncio.to_thread(health, st.store.endpoints, 1.0, getattr(st.store, "tls", None)))
         st.etcd_health = cached
     return [{"endpoint": e, "healthy": ok} for e, ok in cached[1].items()]
 

@@ -8,6 +8,7 @@ import uvicorn
 
 from vigil.api.app import create_app
 from vigil.logs import setup_logging
+from vigil.store.tls import EtcdTLS
 
 DEFAULT_PORT = 8443
 
@@ -23,7 +24,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve(endpoints: list[str], listen: str, cert: Path, key: Path) -> None:
+def serve(endpoints: list[str], listen: str, cert: Path, key: Path, tls: EtcdTLS | None = None) -> None:
     """Serve until SIGTERM / Ctrl-C. Logs go to stderr (the journal under systemd)."""
     host, port = parse_listen(listen)
     for f in (cert, key):
@@ -31,7 +32,7 @@ def serve(endpoints: list[str], listen: str, cert: Path, key: Path) -> None:
             raise FileNotFoundError(f"no such file: {f}")
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd health probe otherwise
-    config = uvicorn.Config(create_app(endpoints), host=host, port=port, ssl_certfile=str(cert),
+    config = uvicorn.Config(create_app(endpoints, tls), host=host, port=port, ssl_certfile=str(cert),
                             ssl_keyfile=str(key), access_log=False, log_config=None, proxy_headers=False,
                             server_header=False, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run()

@@ -18,6 +18,7 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil drs ... / cluster set drs  cli/drs.py
     vigil cluster set admission|retries, capacity, what-if   cli/admission.py
     vigil cluster set monitoring / vm set --monitoring   cli/monitoring.py
+    vigil cluster init / add-host / remove-host / admin   cli/cluster_init.py (vigil/bootstrap/)
     vigil sim run SCENARIO...        vigil/sim/cli.py (the simulator's golden scenarios)
 
 Shared options, error handling and output helpers are in cli/common.py.
@@ -29,6 +30,7 @@ import typer
 from vigil.cli import access, agent, api, cluster, config, datastore, demo, drs, events, host, lab, rule, task, vm
 from vigil.cli import admission as admission  # noqa: F401 - adds its commands to `vigil cluster`
 from vigil.cli import monitoring  # noqa: F401  (adds 'cluster set monitoring', 'cluster monitoring', 'vm set')
+from vigil.cli import cluster_init  # noqa: F401  (vigil cluster init / add-host / remove-host / admin)
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli

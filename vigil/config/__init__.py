@@ -52,12 +52,14 @@ class AgentConfig:
     networks: dict[str, str] = field(default_factory=dict)  # VM network name -> bridge on this host
     cache_dir: str = ""  # the accelerator probe's answer (and its guest); empty: cache_dir()
     metrics_listen: str = ""  # ADDRESS:PORT of this host's own /metrics (plain HTTP); empty: none
-    # Read and checked, not used yet: the real watchdog device, etcd client TLS, the API
-    # server's address and certificate on this host, and how to fence this host.
-    watchdog_device: str = ""
+    # etcd client TLS (vigil.config.etcd_client.etcd_tls); empty etcd_ca: plain text
     etcd_ca: str = ""
     etcd_cert: str = ""
     etcd_key: str = ""
+    etcd_server_name: str = ""  # the name the members' certificates carry; empty: "vigil-etcd"
+    # Read and checked, not used yet: the real watchdog device, and how to fence this host.
+    # The API server's address and certificate are read by `vigil api --config`.
+    watchdog_device: str = ""
     api_listen: str = ""
     api_cert: str = ""
     api_key: str = ""

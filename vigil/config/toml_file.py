@@ -45,7 +45,7 @@ SECTIONS: dict[str, tuple[Key, ...] | Table] = {
              Key("qemu_binary", "qemu_binary", C.string, "qemu-system-x86_64")),
     "etcd": (Key("endpoints", "etcd_endpoints", C.list_of(C.host_port, non_empty=True), REQUIRED),
              Key("ca", "etcd_ca", C.abs_path), Key("cert", "etcd_cert", C.abs_path),
-             Key("key", "etcd_key", C.abs_path)),
+             Key("key", "etcd_key", C.abs_path), Key("server_name", "etcd_server_name", C.host_or_ip)),
     "api": (Key("listen", "api_listen", C.host_port), Key("cert", "api_cert", C.abs_path),
             Key("key", "api_key", C.abs_path)),
     "datastores": Table("datastores", C.abs_path),
@@ -172,6 +172,8 @@ def _across(v: dict[str, Any], bad: set[str], data: dict) -> list[str]:
         if good(f"{section}_cert", f"{section}_key") and bool(cert) != bool(key):
             out.append(f"{section}.{'key' if cert else 'cert'}: required with {section}."
                        f"{'cert' if cert else 'key'}")
+    if good("etcd_ca", "etcd_cert", "etcd_key") and v["etcd_cert"] and v["etcd_key"] and not v["etcd_ca"]:
+        out.append("etcd.ca: required with etcd.cert (the CA that signed the etcd members)")
     if isinstance(data.get("fencing"), dict):
         for k in SECTIONS["fencing"]:
             if not v[k.field] and k.field not in bad:

@@ -43,7 +43,9 @@ from vigil.model import Assignment, VMSpec
 from vigil.policy import host as HP
 from vigil.policy.plan import AssignVM
 from vigil.store import keys as K
+from vigil.config.etcd_client import etcd_tls
 from vigil.store.etcd import Store, StoreError
+from vigil.store.tls import EtcdTLS
 from vigil.store.events import make_event, record
 from vigil.store.state import ClusterState, cluster_state
 
@@ -60,7 +62,8 @@ class PairHost:
         self.cfg = cfg
         self.env = RealEnv()
         self.hypervisor = QemuHypervisor(cfg)
-        self.store = Store(cfg.etcd_endpoints, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True)  # as the agent's
+        self.store = Store(cfg.etcd_endpoints, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True,
+                           tls=etcd_tls(cfg))  # as the agent's
         self.vms: dict[str, LocalVM] = {}
         self.accel = accel
         self.ds_ok = {name: True for name in cfg.datastores}
@@ -95,8 +98,8 @@ class FtPair:
     """Two hosts protecting one VM: ``primary`` runs it, ``secondary`` keeps its standbys."""
 
     def __init__(self, rig: Standalone, endpoint: str,
-                 on_checkpoint: Callable[[CheckpointDone], None] | None = None) -> None:
-        self.rig = rig
+                 on_checkpoint: Callable[[CheckpointDone], None] | None = None, tls: EtcdTLS | None = None) -> None:
+        self.rig, self.tls = rig, tls
         self.primary = PairHost(PRIMARY, self._cfg(PRIMARY, "p", endpoint), rig.accel)
         self.secondary = PairHost(SECONDARY, self._cfg(SECONDARY, "s", endpoint), rig.accel)
         self.runners = {PRIMARY: FtRunner(self.primary, on_checkpoint), SECONDARY: FtRunner(self.secondary)}
@@ -106,7 +109,9 @@ class FtPair:
     def _cfg(self, me: str, run: str, endpoint: str) -> AgentConfig:
         peer = SECONDARY if me == PRIMARY else PRIMARY
         return AgentConfig(host=me, address="127.0.0.1", etcd_endpoints=(endpoint,), run_dir=str(self.rig.root / run),
-                           datastores=dict(self.rig.ds), peers={peer: "127.0.0.1"})
+                           datastores=dict(self.rig.ds), peers={peer: "127.0.0.1"},
+                           **({"etcd_ca": self.tls.ca, "etcd_cert": self.tls.cert, "etcd_key": self.tls.key}
+                              if self.tls else {}))
 
     def run_dir(self, host: str) -> Path:
         return Path((self.primary if host == PRIMARY else self.secondary).cfg.run_dir)

@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from vigil.store.tls import EtcdTLS
+
 from .layout import (DATA_DIR, RUN_DIR, STATE_FILE, LabError, host_exec_argv, netns_path,
                      pid_alive, run)
 
@@ -91,6 +93,12 @@ class LabState:
     @property
     def etcd_endpoints(self) -> list[str]:
         return list(self.state["etcd"]["endpoints"])
+
+    @property
+    def etcd_tls(self) -> EtcdTLS | None:
+        """The lab operator's etcd client certificate (etcd refuses clients without one)."""
+        t = self.state["etcd"].get("tls") or {}
+        return EtcdTLS.of(t.get("ca", ""), t.get("cert", ""), t.get("key", ""))
 
     def host_exec_argv(self, host: str, argv: Sequence[str]) -> list[str]:
         self.host(host)

@@ -10,19 +10,19 @@ import sys
 import time
 from pathlib import Path
 
-from vigil.config import AgentConfig, cache_dir
+from vigil.config import cache_dir
 from vigil.hypervisor.accel import probe_accel, reason as accel_reason
 
 from . import datastores as dsmod
 from . import etcd as etcdmod
-from . import net, preflight
+from . import lab_cluster, net, preflight
 from vigil.hypervisor.guest_image import build_guest_image
 from .host_processes import HostProcesses
 from .lab_config import LabConfig, _machine_memory_mb, default_agent_command
 from .lab_state import STATE_VERSION, _atomic_write_json
 from . import api_servers
 from .api_servers import AGENT_METRICS_PORT
-from .layout import (AGENT_CONFIG, AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE,
+from .layout import (AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE,
                      VM_NETWORK, ETCD_DATA_DIR, ETCD_LOG, HOSTS_DIR, MNT_NS_DIR, NETNS_PREFIX,
                      RUN_DIR, STATE_FILE, STORE_DIR, SUPERVISOR_LOG, WATCHDOG_FILE, LabError,
                      datastore_path, host_dir, host_name, image_path, kill_ns_processes,
@@ -88,21 +88,33 @@ class LabLifecycle(HostProcesses):
             "etcd": {"members": members, "endpoints": endpoints},
             "faults": [],
         }
+        # The cluster directory first: every host's configuration, certificates and (for a
+        # member) etc/default/etcd, as `vigil cluster init` / `add-host` make them.
+        addresses = {h: subnet.host_address(i) for i, h in enumerate(hosts, 1)}
+        cluster = lab_cluster.build(addresses, list(members))
+        vigil_bin = str(Path(sys.executable).parent / "vigil")
         for i, h in enumerate(hosts, 1):
             d = host_dir(h)
-            addr = subnet.host_address(i)
+            addr = addresses[h]
+            config = lab_cluster.config_path(cluster, h)
             st["hosts"][h] = {
                 "index": i, "address": addr, "netns": netns_name(h), "veth": veth_name(h),
                 "mntns": str(mntns_path(h)), "dir": str(d),
-                "agent_config": str(d / AGENT_CONFIG), "watchdog_file": str(d / WATCHDOG_FILE),
+                "agent_config": str(config), "watchdog_file": str(d / WATCHDOG_FILE),
                 "agent_log": str(d / AGENT_LOG), "etcd_log": str(d / ETCD_LOG),
                 "supervisor_log": str(d / SUPERVISOR_LOG),
                 "etcd_member": h in members,
-                "etcd_argv": etcdmod.member_argv(h, addr, members) if h in members else None,
-                "agent_argv": [a.format(config=d / AGENT_CONFIG, host=h, python=sys.executable,
+                # the member runs from its etc/default/etcd, as Debian's etcd.service does
+                "etcd_argv": [etcdmod.etcd_binary()] if h in members else None,
+                "etcd_env_file": str(lab_cluster.etcd_defaults(cluster, h)) if h in members else None,
+                "agent_argv": [a.format(config=config, host=h, python=sys.executable,
                                         watchdog=d / WATCHDOG_FILE) for a in agent_cmd],
+                # the API server of each host (a supervisor child): [api] and [etcd] of its vigil.toml
+                "api_argv": [vigil_bin, "api", "--config", str(config)],
+                "api_log": str(d / api_servers.API_LOG),
                 "supervisor_pid": None,
             }
+        st["etcd"]["tls"] = lab_cluster.operator_tls(cluster)
         for ds in dss:
             st["datastores"][ds] = {"path": str(datastore_path(ds)), "store": str(store_path(ds)),
                                     "image": str(image_path(ds)), "device": None}
@@ -133,39 +145,23 @@ class LabLifecycle(HostProcesses):
             (ETCD_DATA_DIR / h).mkdir(parents=True, exist_ok=True)
             os.chmod(ETCD_DATA_DIR / h, 0o700)
 
-        # Migration streams are encrypted in the lab: a CA and a certificate per host.
-        from vigil.pki import create_ca, create_host_certs
-
-        self.progress("creating the migration TLS CA and host certificates")
-        create_ca(RUN_DIR / "tls-ca")
         for h in hosts:
             hs = st["hosts"][h]
-            create_host_certs(RUN_DIR / "tls-ca", Path(hs["dir"]) / "tls", h, ips=(hs["address"],))
-            # the API server of each host: a supervisor child, with its own certificate
-            cert, key = api_servers.server_files(RUN_DIR / "tls-ca", Path(hs["dir"]), h, hs["address"])
-            own = [e for e in endpoints if e.startswith(hs["address"] + ":")]  # its own member first
-            hs["api_argv"] = api_servers.argv(str(Path(sys.executable).parent / "vigil"), hs["address"],
-                                              own + [e for e in endpoints if e not in own], cert, key)
-            hs["api_log"] = str(Path(hs["dir"]) / api_servers.API_LOG)
-        for h in hosts:
-            hs = st["hosts"][h]
-            AgentConfig(
-                host=h, address=hs["address"], etcd_endpoints=tuple(endpoints),
-                run_dir=str(Path(hs["dir"]) / "run"),
+            lab_cluster.write_agent_config(
+                cluster, h, run_dir=str(Path(hs["dir"]) / "run"),
                 datastores={ds: str(datastore_path(ds)) for ds in dss},
                 watchdog_file=hs["watchdog_file"],
                 isolation_addresses=(subnet.bridge_address,),
-                peers={p: st["hosts"][p]["address"] for p in hosts if p != h},
                 memory_mb=memory_mb, cpus=cpus, watchdog_s=cfg.watchdog_timeout_s,
-                tls_dir=str(Path(hs["dir"]) / "tls"),
                 networks={VM_NETWORK: HOST_VM_BRIDGE},
                 cache_dir=str(cache_dir()),
                 metrics_listen=f"{hs['address']}:{AGENT_METRICS_PORT}",
-            ).write(hs["agent_config"])
+            )
         _atomic_write_json(CLUSTER_FILE, {
             "etcd_endpoints": endpoints, "hosts": {h: st["hosts"][h]["address"] for h in hosts},
             "datastores": {ds: str(datastore_path(ds)) for ds in dss},
             "isolation_addresses": [subnet.bridge_address],
+            "etcd_tls": st["etcd"]["tls"],
         })
         self.save_state(st)
 
@@ -185,7 +181,7 @@ class LabLifecycle(HostProcesses):
         self.progress(f"waiting for etcd ({', '.join(endpoints)})")
         self.wait_etcd_healthy(timeout=cfg.etcd_timeout_s)
         urls = [api_servers.url(st["hosts"][h]["address"]) for h in hosts]
-        api = api_servers.bootstrap(endpoints, urls, RUN_DIR / "tls-ca")
+        api = api_servers.bootstrap(cluster, urls)
         self.progress(f"waiting for the API ({', '.join(urls)})")
         api_servers.wait_healthy(urls, api["ca"], timeout=cfg.etcd_timeout_s + 30)
         with self.mutate() as s:
@@ -201,11 +197,11 @@ class LabLifecycle(HostProcesses):
         need = len(eps) if members is None else members
 
         def ok():
-            return sum(etcdmod.health(eps).values()) >= need
+            return sum(etcdmod.health(eps, tls=self.etcd_tls).values()) >= need
         try:
             wait_for(ok, timeout, interval=0.25, what=f"{need} healthy etcd members")
         except LabError as e:
-            raise LabError(f"{e}: {etcdmod.health(eps)}") from None
+            raise LabError(f"{e}: {etcdmod.health(eps, tls=self.etcd_tls)}") from None
 
     # --- down --------------------------------------------------------------------------
     def down(self, keep_data: bool = False) -> None:

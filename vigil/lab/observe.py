@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from vigil import service
 from vigil.config import cluster_endpoints
+from vigil.config.etcd_client import cluster_tls
 from vigil.model import Event
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError, run_with_store
@@ -20,7 +21,7 @@ from vigil.store.events import parse_events
 
 
 def call(fn: Callable[[Store], Any], timeout: float = 3.0) -> Any:
-    return run_with_store(cluster_endpoints(), fn, timeout)
+    return run_with_store(cluster_endpoints(), fn, timeout, tls=cluster_tls())
 
 
 def cluster() -> dict[str, Any]:

@@ -47,7 +47,7 @@ class LabStatus(HostProcesses):
             "hosts": hosts,
             "datastores": {ds: d | self._datastore_faults(faults, ds)
                            for ds, d in st["datastores"].items()},
-            "etcd": {"endpoints": eps, "health": etcdmod.health(eps, etcd_timeout)},
+            "etcd": {"endpoints": eps, "health": etcdmod.health(eps, etcd_timeout, self.etcd_tls)},
             "faults": faults,
             "config": st["config"],
             "api": api_servers.read(),

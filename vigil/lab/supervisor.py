@@ -65,8 +65,9 @@ def be_punctual() -> bool:
 
 
 class Child:
-    def __init__(self, name: str, argv: list[str], log_path: Path):
+    def __init__(self, name: str, argv: list[str], log_path: Path, env_file: str | None = None):
         self.name, self.argv, self.log_path = name, argv, log_path
+        self.env_file = env_file  # ETCD_* settings (etc/default/etcd), read at each start as systemd does
         self.proc: subprocess.Popen | None = None
         self.restart_at: float | None = 0.0   # monotonic time of the next start; None = never
         self.starts = 0
@@ -76,6 +77,11 @@ class Child:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
 
     def start(self, env: dict[str, str]) -> None:
+        if self.env_file:
+            from vigil.bootstrap.etcd_member import parse
+
+            env = {k: v for k, v in env.items() if not k.startswith("ETCD_")}
+            env |= parse(Path(self.env_file).read_text())
         with open(self.log_path, "ab", buffering=0) as out:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
@@ -102,7 +108,8 @@ class Supervisor:
         self.realtime = False
         self.reset_log: list[dict] = []
         self._expires_at: float | None = None   # wall clock, of the last pet seen
-        self.etcd = Child("etcd", h["etcd_argv"], Path(h["etcd_log"])) if h.get("etcd_argv") else None
+        self.etcd = (Child("etcd", h["etcd_argv"], Path(h["etcd_log"]), h.get("etcd_env_file"))
+                     if h.get("etcd_argv") else None)
         self.agent = Child("agent", h["agent_argv"], Path(h["agent_log"]))
         self.api = Child("api", h["api_argv"], Path(h["api_log"])) if h.get("api_argv") else None
         self.env = dict(os.environ, VIGIL_LAB_HOST=host)

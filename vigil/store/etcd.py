@@ -22,6 +22,7 @@ import grpc
 
 from vigil.store import keys as K
 from vigil.store.changes import Changes
+from vigil.store.tls import EtcdTLS, TLSClient
 
 log = logging.getLogger("vigil.store")
 
@@ -61,7 +62,7 @@ def _encode(value: Any) -> bytes:
 
 def _target(endpoints: Iterable[str]) -> tuple[str, int]:
     """aetcd joins host and port into one gRPC target; a multi-address target lists them all."""
-    eps = [e.removeprefix("http://") for e in endpoints]
+    eps = [e.removeprefix("http://").removeprefix("https://") for e in endpoints]
     if not eps:
         raise StoreError("no etcd endpoints configured")
     if len(eps) == 1:
@@ -75,10 +76,13 @@ def _target(endpoints: Iterable[str]) -> tuple[str, int]:
 class Store:
     """One connection to the etcd cluster."""
 
-    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0, prefer_first: bool = False) -> None:
+    def __init__(self, endpoints: Iterable[str], timeout: float = 2.0, prefer_first: bool = False,
+                 tls: EtcdTLS | None = None) -> None:
         """``prefer_first``: stick to the first reachable endpoint in order (an agent lists its
-        own host's member first); otherwise spread calls over every connected member."""
+        own host's member first); otherwise spread calls over every connected member.
+        ``tls``: the client certificate etcd asks for (None: plain text)."""
         self.endpoints = list(endpoints)
+        self.tls = tls
         _target(self.endpoints)  # fail early on an empty list
         self.timeout = timeout
         self.prefer_first = prefer_first
@@ -97,7 +101,8 @@ class Store:
 
     def _make_client(self) -> aetcd.Client:
         host, port = _target(self._order)
-        return aetcd.Client(
+        tls = {} if self.tls is None else {"tls": self.tls}  # TLSClient: aetcd's over a secure channel
+        return (aetcd.Client if self.tls is None else TLSClient)(
             host=host,
             port=port,
             timeout=self.timeout,
@@ -117,6 +122,7 @@ class Store:
                 # Never inherit another channel's connection to a member that since died.
                 "grpc.use_local_subchannel_pool": 1,
             },
+            **tls,
         )
 
     async def _next_member(self) -> None:
@@ -383,7 +389,8 @@ async def _close_quietly(client: aetcd.Client) -> None:
         pass
 
 
-def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]], timeout: float = 3.0) -> T:
+def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]], timeout: float = 3.0,
+                   tls: EtcdTLS | None = None) -> T:
     """Open a connection, run ``fn`` on it, close it: for one-shot callers (CLI, tests).
 
     A member that is up but cut off from the raft leader answers nothing; the next member
@@ -396,7 +403,7 @@ def run_with_store(endpoints: Iterable[str], fn: Callable[[Store], Awaitable[T]]
     async def go() -> T:
         last: StoreError | None = None
         for i in range(len(eps)):
-            store = Store(eps[i:] + eps[:i], timeout=timeout, prefer_first=True)
+            store = Store(eps[i:] + eps[:i], timeout=timeout, prefer_first=True, tls=tls)
             try:
                 await store.connect()
                 return await fn(store)
