@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from vigil.model import HostInfo, HostState, Rule, VMSpec
+from vigil.policy.host_rules import must_break, should_breaks
 
 # vCPUs a host may carry per physical CPU; memory is never overcommitted.
 VCPU_OVERCOMMIT = 8
@@ -48,7 +49,10 @@ def fits(spec: VMSpec, info: HostInfo, load: Load) -> str | None:
 
 
 def rule_conflict(vm: str, host: str, rules: Sequence[Rule], where: Mapping[str, str]) -> str | None:
-    """None when placing ``vm`` on ``host`` keeps every VM-VM rule, else which one it breaks."""
+    """None when placing ``vm`` on ``host`` keeps every VM-VM rule and every "must" VM-host
+    rule, else which one it breaks."""
+    if (must := must_break(vm, host, rules)) is not None:
+        return must
     for r in rules:
         if vm not in r.vms:
             continue
@@ -70,8 +74,10 @@ def place(
     where: Mapping[str, str] | None = None,
 ) -> tuple[str | None, str]:
     """Return (host, why): the running host with the most free memory that keeps the
-    rules, or (None, reasons)."""
-    candidates: list[tuple[int, int, str]] = []
+    rules, or (None, reasons). A host that breaks a "should" VM-host rule is taken only
+    when none that keeps them all fits."""
+    candidates: list[tuple[int, int, int, str]] = []
+    shoulds: dict[str, list[str]] = {}
     reasons: list[str] = []
     for name in sorted(infos):
         info = infos[name]
@@ -86,8 +92,11 @@ def place(
             reasons.append(f"{name}: {why}")
             continue
         l = load.get(name, Load())
-        candidates.append((-(info.memory_mb - l.memory_mb), l.vcpus, name))
+        shoulds[name] = should_breaks(spec.name, name, rules)
+        candidates.append((len(shoulds[name]), -(info.memory_mb - l.memory_mb), l.vcpus, name))
     if not candidates:
         return None, "; ".join(reasons) or "no hosts"
-    _, _, best = min(candidates)
+    *_, best = min(candidates)
+    if shoulds[best]:
+        return best, f"most free memory; breaks should rule {', '.join(shoulds[best])}: no other host fits"
     return best, "most free memory"

@@ -17,6 +17,7 @@ from vigil.policy.commitments import commitments, holds_memory, standby_counted
 from vigil.policy.ft_secondaries import FT_SUSPECT_S, ft_failover_target, host_stopped, secondaries
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.maintenance import MAINTENANCE_PARALLEL, evacuate
+from vigil.policy.orchestration import Gate, order
 from vigil.policy.placement import Load, place
 from vigil.policy.plan_actions import (Action, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState,
                                        SetSecondary, StartMigration, Waiting, next_assignment)
@@ -66,7 +67,8 @@ def plan(view: ClusterView) -> list[Action]:
     moving = {t.vm for t in view.tasks}
 
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
-    for v in restart_order(list(view.vms.values())):
+    gate = Gate(view, states)  # restart orchestration: tiers and depends-on rules
+    for v in order(list(view.vms.values()), view.rules):
         spec, a = v.spec, v.assignment
         ft_fast = False  # an FT failover before the primary's host is declared failed
         if spec.power != "on":
@@ -133,6 +135,11 @@ def plan(view: ClusterView) -> list[Action]:
         retry = view.retries.get(spec.name)
         if kind == "retry" and retry is not None and view.now < retry.not_before:
             continue
+        held, note = gate.hold(v) if kind == "restart" else (None, "")
+        if held is not None:
+            actions.append(held)
+            continue
+        why_move = f"{why_move}; {note}" if note else why_move
         sec = ft_failover_target(v, states, view.rules, where)
         if kind == "restart" and sec is None and v.ft is not None and v.ft.can_fail_over and states.get(
                 v.ft.secondary or "") in (HostState.UNKNOWN, HostState.AGENT_DOWN, HostState.PARTITIONED):
@@ -144,6 +151,7 @@ def plan(view: ClusterView) -> list[Action]:
         if kind == "restart" and sec is not None:
             # its memory is counted on the secondary already
             where[spec.name] = sec
+            gate.placed(spec.name)
             actions.append(AssignVM(
                 vm=spec.name, host=sec, gen=(a.gen + 1) if a else 1, expect_rev=v.assign_rev, kind="ft-failover",
                 reason=f"{why_move}; the FT secondary on {sec} goes live from checkpoint {v.ft.ack_seq}",  # type: ignore[union-attr]
@@ -157,9 +165,11 @@ def plan(view: ClusterView) -> list[Action]:
             host, why = place(spec, infos, states, load, frozenset(), view.rules, where)
         if host is None:
             actions.append(Waiting(spec.name, f"no host can run it: {why}"))
+            gate.no_room(spec.name)
             continue
         load[host] = load.get(host, Load()).plus(spec)
         where[spec.name] = host
+        gate.placed(spec.name)
         new_retry = None
         if kind == "retry":
             attempts = (retry.attempts if retry else 0) + 1

@@ -98,3 +98,9 @@ class ClusterView:
     # (host, datastore) -> since when (now's clock) the host reports reaching it, as the
     # controller saw it; absent: for as long as anyone can tell
     reach_since: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
+    # settings/<name>: the raw objects an operator set (each policy reads its own)
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # restart orchestration (vigil.policy.orchestration), as the controller kept it: since
+    # when each held restart has waited, and (generation, since when) each VM is ready
+    holds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    ready_since: Mapping[str, tuple[int, float]] = field(default_factory=lambda: MappingProxyType({}))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from vigil.model import Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import Assignment, DatastoreSpec, HostGroup, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.store import keys as K
 from vigil.store.etcd import Entry
 
@@ -137,6 +137,7 @@ class ClusterState:
     disk_states: Mapping[str, DiskStateRecord] = field(default_factory=_empty)
     # settings/<name>: the raw object; each policy module reads its own into its type
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
+    host_groups: Mapping[str, HostGroup] = field(default_factory=_empty)
 
 
 # -- one reader per prefix ----------------------------------------------------------------
@@ -244,6 +245,7 @@ _READERS: dict[str, tuple[str, Callable[[Entry], Any]]] = {
     K.FTSTAT: ("ft_stats", _ft_stat),
     K.DISKSTATE: ("disk_states", _disk_state),
     K.SETTINGS: ("settings", lambda e: MappingProxyType(dict(_dict(e)))),
+    K.HOSTGROUPS: ("host_groups", lambda e: HostGroup.from_json(_dict(e))),
 }
 
 
