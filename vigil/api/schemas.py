@@ -256,14 +256,30 @@ class TargetOut(BaseModel):
 
 class RuleIn(Strict):
     name: str = Field(min_length=1, max_length=64)
-    kind: str = Field(max_length=32, description="anti-affinity | affinity")
+    kind: str = Field(max_length=32, description="anti-affinity | affinity | depends-on | must-run-on | "
+                      "should-run-on | must-not-run-on | should-not-run-on")
     vms: list[str] = Field(min_length=1, max_length=64)
+    on: list[str] = Field(default_factory=list, max_length=64, description="depends-on: the VMs they wait for")
+    group: str = Field("", max_length=64, description="VM-host rules: the host group")
 
 
 class RuleOut(BaseModel):
     name: str
     kind: str
     vms: list[str]
+    on: list[str] = []
+    group: str = ""
+    revision: int
+
+
+class HostGroupIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    hosts: list[str] = Field(min_length=1, max_length=256)
+
+
+class HostGroupOut(BaseModel):
+    name: str
+    hosts: list[str]
     revision: int
 
 

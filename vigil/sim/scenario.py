@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigil.model import Assignment, DiskSpec, Rule, VMSpec
+from vigil.model import Assignment, DiskSpec, HostGroup, Rule, VMSpec
+from vigil.policy.host_rules import must_break, resolve
 from vigil.sim import clock as vclock
 from vigil.sim.agent import SimAgent
 from vigil.sim.faults import ScenarioError, apply
@@ -49,6 +50,8 @@ class Scenario:
     hosts: list[dict[str, Any]]
     vms: list[dict[str, Any]]
     rules: list[dict[str, Any]] = field(default_factory=list)
+    hostgroups: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
     actions: list[dict[str, Any]] = field(default_factory=list)
     duration: float = 30.0
     seed: int = 1
@@ -63,7 +66,8 @@ def load(path: str | Path) -> Scenario:
     return Scenario(name=f.parent.name, hosts=d.get("host", []), vms=d.get("vm", []), rules=d.get("rule", []),
                     actions=sorted(d.get("action", []), key=lambda a: float(a["at"])),
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
-                    expect=d.get("expect", {}), sim=d.get("sim", {}))
+                    expect=d.get("expect", {}), sim=d.get("sim", {}), hostgroups=d.get("hostgroup", []),
+                    settings=d.get("settings", {}))
 
 
 def vm_spec(v: dict[str, Any]) -> VMSpec:
@@ -73,9 +77,15 @@ def vm_spec(v: dict[str, Any]) -> VMSpec:
         for i, ds in enumerate(v.get("disks", ["ds1"])))
     spec = VMSpec(name=v["name"], memory_mb=int(v.get("memory", 256)), vcpus=int(v.get("vcpus", 1)), disks=disks,
                   restart_priority=v.get("priority", "medium"), isolation_response=v.get("isolation", "power-off"),
-                  shutdown_timeout_s=float(v.get("shutdown_timeout", 20.0)), power=v.get("power", "on"))
+                  shutdown_timeout_s=float(v.get("shutdown_timeout", 20.0)), power=v.get("power", "on"),
+                  ready=v.get("ready", ""), ready_delay_s=v.get("ready_delay"), ready_timeout_s=v.get("ready_timeout"))
     spec.validate()
     return spec
+
+
+def rule_of(r: dict[str, Any]) -> Rule:
+    return Rule(name=r["name"], kind=r["kind"], vms=tuple(r["vms"]), on=tuple(r.get("on", ())),
+                group=r.get("group", ""))
 
 
 def line(t: float, kind: str, subject: str, message: str) -> str:
@@ -96,6 +106,9 @@ class Run:
         self.world = World(self.clock, self.store, self.log, boot_s=float(sc.sim.get("boot_s", 2.0)),
                            agent_factory=SimAgent)
         self.store.watchers.append((K.EVENTS, self._event))
+        groups = {g["name"]: HostGroup(g["name"], tuple(g["hosts"])) for g in sc.hostgroups}
+        self.rules = resolve((rule_of(r) for r in sc.rules), groups)
+        self.must_broken: list[str] = []  # a VM started where a must VM-host rule forbids
         for i, h in enumerate(sc.hosts):
             self.world.add_host(SimHost(
                 name=h["name"], address=f"10.0.0.{i + 1}", memory_mb=int(h.get("memory", 2048)),
@@ -108,6 +121,8 @@ class Run:
     def _event(self, e: Entry) -> None:
         v = e.value
         self.log(self.clock.virtual(v["time"]), v["kind"], v.get("vm") or v.get("host", ""), v["message"])
+        if v["kind"] == "vm-started" and (why := must_break(v.get("vm", ""), v.get("host", ""), self.rules)):
+            self.must_broken.append(f"{v.get('vm')} started on {v.get('host')} against {why}")
 
     async def _setup(self) -> None:
         await asyncio.sleep(SETUP_AT)
@@ -116,6 +131,8 @@ class Run:
             spec = vm_spec(v)
             if "guest_shutdown" in v:
                 self.world.guest_shutdown_s[spec.name] = float(v["guest_shutdown"])
+            if "guest_up" in v:
+                self.world.guest_up_s[spec.name] = float(v["guest_up"])
             ev = make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli", at=self.clock.time())
             ops = [st.put_op(K.VMS + spec.name, spec.to_json()), event_put_op(st, ev)]
             if v.get("ft"):  # vigil vm ft enable (vigil.service.ft_enable)
@@ -125,10 +142,16 @@ class Run:
             if v.get("on"):
                 ops.append(st.put_op(K.ASSIGN + spec.name, Assignment(host=v["on"], gen=1, reason="place").__dict__))
             await st.txn([st.absent(K.VMS + spec.name)], ops)
+        for g in self.sc.hostgroups:  # vigil rule group-create
+            group = HostGroup(g["name"], tuple(g["hosts"]))
+            group.validate()
+            await st.create(K.HOSTGROUPS + group.name, group.to_json())
+        for name, value in self.sc.settings.items():  # vigil cluster set <name>
+            await st.put(K.SETTINGS + name, value)
         for r in self.sc.rules:
-            rule = Rule(name=r["name"], kind=r["kind"], vms=tuple(r["vms"]))
+            rule = rule_of(r)
             rule.validate()
-            await st.create(K.RULES + rule.name, rule.__dict__ | {"vms": list(rule.vms)})
+            await st.create(K.RULES + rule.name, rule.to_json())
 
     async def _at(self, a: dict[str, Any]) -> None:
         await asyncio.sleep(float(a["at"]))
@@ -153,6 +176,7 @@ class Run:
     def final(self) -> list[str]:
         """The final state as log lines, and the invariant problems."""
         problems = [f"two running copies: {v}" for v in self.world.violations]
+        problems += self.must_broken
         problems += [f"a simulated process crashed: {c}" for c in self.world.crashes]
         if self.world.lock_refusals and not self.sc.expect.get("lock_refusals", False):
             problems += [f"start refused by a disk lock: {r}" for r in self.world.lock_refusals]

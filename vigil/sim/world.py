@@ -69,6 +69,8 @@ class World:
         self.lock_refusals: list[str] = []
         self.crashes: list[str] = []
         self.guest_shutdown_s: dict[str, float] = {}  # how long a guest's ACPI shutdown takes, if not 1 s
+        # how long after its QEMU runs a guest's heartbeat is first seen (absent: never)
+        self.guest_up_s: dict[str, float] = {}
         self.agent_factory = agent_factory
         self._pid = 1000
 
