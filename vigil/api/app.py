@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from vigil import __version__
 from vigil.api import problems, readmodel
 from vigil.api.metrics import metrics_response
-from vigil.api.routes import access, cluster, events, tasks, vms
+from vigil.api.routes import access, cluster, events, orchestration, tasks, vms
 from vigil.api.schemas import Health, Problem
 from vigil.api.security import READ
 from vigil.api.stream import Hub
@@ -59,7 +59,7 @@ def create_app(endpoints: list[str]) -> FastAPI:
     problems.install(app)
 
     api = APIRouter(prefix=PREFIX)
-    for r in (cluster.router, vms.router, tasks.router, events.router, access.router):
+    for r in (cluster.router, orchestration.router, vms.router, tasks.router, events.router, access.router):
         api.include_router(r)
     app.include_router(api)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import typer
 
 from vigil.cli import access, agent, api, cluster, config, datastore, demo, events, host, lab, rule, task, vm
+from vigil.cli import orchestration as _orchestration  # noqa: F401 - adds its commands to 'vigil cluster'
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli
