@@ -204,6 +204,10 @@ class VmIn(Strict):
     power: str = Field("on", max_length=8)
     host: Optional[str] = Field(None, max_length=64, description="start on this host (else the controller places it)")
     boot: Optional[BootIn] = None
+    ready: str = Field("", max_length=16, description="restart orchestration: when it counts as ready "
+                       "(allocated | powered-on | guest | app; empty: its tier's or the cluster's)")
+    ready_delay_s: Optional[float] = Field(None, ge=0, le=3600)
+    ready_timeout_s: Optional[float] = Field(None, ge=0, le=3600)
 
 
 class Done(BaseModel):
