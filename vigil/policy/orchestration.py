@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from vigil.model import READY_CONDITIONS, RESTART_PRIORITIES, HostState, Rule, SpecError, VMSpec
 from vigil.policy.plan_actions import Waiting
-from vigil.policy.restart_order import priority_rank
+from vigil.policy.restart_order import priority_rank, restart_order
 from vigil.policy.view import ClusterView, VMView
 
 SETTING = "orchestration"  # settings/orchestration
@@ -191,7 +191,10 @@ def depth(deps: Mapping[str, set[str]]) -> dict[str, int]:
 def order(vms: Iterable[VMView], rules: Sequence[Rule]) -> list[VMView]:
     """Restart priority first, then the VMs depended on before those that depend on them,
     then by name (with no depends-on rule: restart_order's order)."""
-    d = depth(dependencies(rules))
+    deps = dependencies(rules)
+    if not deps:
+        return restart_order(list(vms))
+    d = depth(deps)
     return sorted(vms, key=lambda v: (priority_rank(v.spec.restart_priority), d.get(v.spec.name, 0), v.spec.name))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from vigil.model import HostInfo, HostState, Rule, VMSpec
+from vigil.model import HOST_RULE_KINDS, HostInfo, HostState, Rule, VMSpec
 from vigil.policy.host_rules import must_break, should_breaks
 
 # vCPUs a host may carry per physical CPU; memory is never overcommitted.
@@ -51,6 +51,8 @@ def fits(spec: VMSpec, info: HostInfo, load: Load) -> str | None:
 def rule_conflict(vm: str, host: str, rules: Sequence[Rule], where: Mapping[str, str]) -> str | None:
     """None when placing ``vm`` on ``host`` keeps every VM-VM rule and every "must" VM-host
     rule, else which one it breaks."""
+    if not rules:
+        return None
     if (must := must_break(vm, host, rules)) is not None:
         return must
     for r in rules:
@@ -78,6 +80,7 @@ def place(
     when none that keeps them all fits."""
     candidates: list[tuple[int, int, int, str]] = []
     shoulds: dict[str, list[str]] = {}
+    mine = [r for r in rules if r.kind in HOST_RULE_KINDS and not r.must and spec.name in r.vms]
     reasons: list[str] = []
     for name in sorted(infos):
         info = infos[name]
@@ -92,11 +95,12 @@ def place(
             reasons.append(f"{name}: {why}")
             continue
         l = load.get(name, Load())
-        shoulds[name] = should_breaks(spec.name, name, rules)
-        candidates.append((len(shoulds[name]), -(info.memory_mb - l.memory_mb), l.vcpus, name))
+        if mine:
+            shoulds[name] = should_breaks(spec.name, name, mine)
+        candidates.append((len(shoulds[name]) if mine else 0, -(info.memory_mb - l.memory_mb), l.vcpus, name))
     if not candidates:
         return None, "; ".join(reasons) or "no hosts"
     *_, best = min(candidates)
-    if shoulds[best]:
+    if shoulds.get(best):
         return best, f"most free memory; breaks should rule {', '.join(shoulds[best])}: no other host fits"
     return best, "most free memory"
