@@ -121,7 +121,7 @@ class Run:
     def _event(self, e: Entry) -> None:
         v = e.value
         self.log(self.clock.virtual(v["time"]), v["kind"], v.get("vm") or v.get("host", ""), v["message"])
-        if v["kind"] == "vm-started" and (why := must_break(v.get("vm", ""), v.get("host", ""), self.rules)):
+        if v["kind"] in ("vm-started", "vm-migrated") and (why := must_break(v.get("vm", ""), v.get("host", ""), self.rules)):
             self.must_broken.append(f"{v.get('vm')} started on {v.get('host')} against {why}")
 
     async def _setup(self) -> None:
