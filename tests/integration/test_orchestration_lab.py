@@ -47,6 +47,7 @@ def test_dependency_chain_restarts_in_order_each_once_the_one_before_heartbeats(
     assert {v["host"] for v in got.values()} <= {"host1", "host3"}
     restarts = {e.vm: e.time for e in kinds_since(t0, "vm-restart")}
     assert set(restarts) == set(names), observe.recent_history()
+    print("restart issued after the power cut:", {n: round(restarts[n] - t0, 2) for n in names})
     assert restarts["db"] < restarts["app"] < restarts["web"], restarts
     waits = {e.vm: e.message for e in kinds_since(t0, "vm-waiting")}
     assert "restart waits for db (depends on; ready: guest heartbeat seen" in waits["app"], waits

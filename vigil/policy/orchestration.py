@@ -28,7 +28,7 @@ leader starts both afresh, so a wait is at most one timeout longer across a lead
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from vigil.model import READY_CONDITIONS, RESTART_PRIORITIES, HostState, Rule, SpecError, VMSpec
@@ -58,7 +58,7 @@ class ReadyPolicy:
 @dataclass(frozen=True)
 class Settings:
     default: ReadyPolicy = ReadyPolicy()
-    tiers: Mapping[str, ReadyPolicy] = None  # type: ignore[assignment]
+    tiers: Mapping[str, ReadyPolicy] = field(default_factory=dict)  # restart priority -> its own
 
 
 def _policy(raw: Mapping[str, Any], base: ReadyPolicy, where: str) -> ReadyPolicy:
@@ -116,7 +116,7 @@ def read_settings(raw: Mapping[str, Any] | None) -> Settings:
 
 def policy_for(spec: VMSpec, s: Settings) -> ReadyPolicy:
     """The VM's own fields over its tier's over the cluster's."""
-    base = (s.tiers or {}).get(spec.restart_priority, s.default)
+    base = s.tiers.get(spec.restart_priority, s.default)
     return ReadyPolicy(spec.ready or base.condition,
                        base.delay_s if spec.ready_delay_s is None else float(spec.ready_delay_s),
                        base.timeout_s if spec.ready_timeout_s is None else float(spec.ready_timeout_s))
@@ -150,6 +150,9 @@ def ready_marks(view: ClusterView, prev: Mapping[str, tuple[int, float]]) -> dic
     for "running" here; the plan checks the host state itself)."""
     s = read_settings(view.settings.get(SETTING))
     out: dict[str, tuple[int, float]] = {}
+    if not (s.default.delay_s > 0 or any(t.delay_s > 0 for t in s.tiers.values())
+            or any(v.spec.ready_delay_s for v in view.vms.values())):
+        return out  # only an extra delay needs to know since when
     for name, v in view.vms.items():
         a = v.assignment
         if a is None or v.spec.power != "on":
@@ -252,7 +255,7 @@ class Gate:
 
     def _paced(self) -> bool:
         """Whether any tier waits for anything (the default does not: allocated, no delay)."""
-        pols = [self.settings.default, *(self.settings.tiers or {}).values()]
+        pols = [self.settings.default, *self.settings.tiers.values()]
         pols += [policy_for(v.spec, self.settings) for v in self.view.vms.values()
                  if v.spec.ready or v.spec.ready_delay_s is not None]
         return any(p.condition != "allocated" or p.delay_s > 0 for p in pols)
