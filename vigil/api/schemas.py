@@ -137,6 +137,7 @@ class VmOut(BaseModel):
     disks: list[DiskOut]
     nics: list[NicOut]
     ft: dict[str, Any]
+    ready: dict[str, Any] = {}
 
 
 class EtcdMember(BaseModel):
