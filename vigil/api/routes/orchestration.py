@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from vigil.api.problems import problem_responses
 from vigil.api.security import ADMIN, READ, if_match
 from vigil.model import SpecError
-from vigil.policy.orchestration import SETTING, settings_to_json, validate_settings
+from vigil.policy.orchestration import SETTING, read_settings, settings_to_json, validate_settings
 from vigil.service.common import Invalid
 from vigil.service.settings import get_setting, put_setting
 
@@ -20,7 +20,7 @@ router = APIRouter(tags=["cluster"])
 async def get_orchestration(request: Request) -> dict[str, Any]:
     """The settings in force (defaults filled in), as stored, and the revision (0: never set)."""
     raw, rev = await get_setting(request.app.state.store, SETTING)
-    return {"effective": settings_to_json(validate_settings(raw)), "stored": raw, "revision": rev}
+    return {"effective": settings_to_json(read_settings(raw)), "stored": raw, "revision": rev}
 
 
 @router.put("/cluster/orchestration", dependencies=[ADMIN], responses=problem_responses(401, 403, 409, 422, 503))
