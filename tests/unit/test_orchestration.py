@@ -42,7 +42,7 @@ def down(name: str, mem: int = 4096) -> HostView:
 # -- settings, rules ----------------------------------------------------------------------
 def test_settings_defaults_and_refusals() -> None:
     s = validate_settings({})
-    assert (s.default.condition, s.default.delay_s, s.default.timeout_s) == ("allocated", 0.0, 30.0)
+    assert (s.default.condition, s.default.delay_s, s.default.timeout_s) == ("allocated", 0.0, 60.0)
     s = validate_settings({"ready": "guest", "timeout_s": 10, "tiers": {"high": {"ready": "app"}}})
     assert s.tiers["high"].condition == "app" and s.tiers["high"].timeout_s == 10.0
     for bad in ({"ready": "soon"}, {"delay_s": -1}, {"timeout_s": "x"}, {"tiers": {"disabled": {}}},
