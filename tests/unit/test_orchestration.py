@@ -240,3 +240,21 @@ def test_every_protected_vm_runs_again_once_an_allowed_host_has_room(c) -> None:
     for v in vms:
         assert assign[v.name].host not in failed, (v.name, assign[v.name])
         assert host_rules.must_break(v.name, assign[v.name].host, resolved) is None or assign[v.name].gen == 1
+
+
+def test_a_dependency_holds_a_restart_from_disk_but_not_an_ft_failover() -> None:
+    from vigil.policy.view import FtView
+
+    hosts = {"h1": down("h1"), "h2": up("h2"), "h3": up("h3")}
+    db = VMView(spec=spec("db"), assignment=Assignment("h1", 1), assign_rev=1, owner=None, status=None)
+    ft = FtView(secondary="h3", epoch=1, ack_seq=5, valid_from=3)
+    app = VMView(spec=spec("app"), assignment=Assignment("h1", 1), assign_rev=1, owner=None, status=None, ft=ft)
+    rules = (Rule("d", "depends-on", ("app",), on=("db",)),)
+    orch = MappingProxyType({"orchestration": {"ready": "powered-on"}})
+    acts = plan(ClusterView(now=100.0, hosts=hosts, vms={"db": db, "app": app}, rules=rules, settings=orch))
+    got = {a.vm: a for a in acts if isinstance(a, (AssignVM, Held))}
+    assert got["app"].kind == "ft-failover" and got["db"].kind == "restart"  # type: ignore[union-attr]
+    acts = plan(ClusterView(now=100.0, hosts=hosts, vms={"db": db, "app": replace(app, ft=None)}, rules=rules,
+                            settings=orch))
+    held = [a for a in acts if isinstance(a, Held)]
+    assert [a.vm for a in held] == ["app"] and "restart waits for db (depends on; ready: powered on" in held[0].reason

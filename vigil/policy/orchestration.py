@@ -22,6 +22,9 @@ a full distribution under KVM reaches its heartbeat agent in 10-30 s. A minute c
 those with room to spare, while a VM that never becomes ready holds those behind it for
 one minute, not ten.
 
+Only restarts from disk wait: an FT failover (the secondary's guest runs on), a new VM
+placed, or a start retried do not.
+
 A VM that waits for room (no host can run it) holds back the VMs that depend on it, but
 not the lower tiers: they may fit where it does not, and holding them would not make
 room for it. The controller keeps, from cycle to cycle, since when each wait began and

@@ -135,11 +135,6 @@ def plan(view: ClusterView) -> list[Action]:
         retry = view.retries.get(spec.name)
         if kind == "retry" and retry is not None and view.now < retry.not_before:
             continue
-        held, note = gate.hold(v) if kind == "restart" else (None, "")
-        if held is not None:
-            actions.append(held)
-            continue
-        why_move = f"{why_move}; {note}" if note else why_move
         sec = ft_failover_target(v, states, view.rules, where)
         if kind == "restart" and sec is None and v.ft is not None and v.ft.can_fail_over and states.get(
                 v.ft.secondary or "") in (HostState.UNKNOWN, HostState.AGENT_DOWN, HostState.PARTITIONED):
@@ -148,6 +143,12 @@ def plan(view: ClusterView) -> list[Action]:
                 actions.append(Waiting(spec.name, f"{why_move}; waiting for the FT secondary on {v.ft.secondary} "
                                        f"({states[v.ft.secondary or ''].value}) to take over", deadline))
                 continue
+        # restart orchestration holds restarts from disk, not an FT failover (its guest runs on)
+        held, note = gate.hold(v) if kind == "restart" and sec is None else (None, "")
+        if held is not None:
+            actions.append(held)
+            continue
+        why_move = f"{why_move}; {note}" if note else why_move
         if kind == "restart" and sec is not None:
             # its memory is counted on the secondary already
             where[spec.name] = sec
