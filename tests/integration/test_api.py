@@ -58,6 +58,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/rules", None, "auditor"),
     ("POST", "/rules", {"name": "r-{role}", "kind": "affinity", "vms": ["base", "other"]}, "operator"),
     ("DELETE", "/rules/r-{role}", None, "operator"),
+    ("GET", "/rules/conflicts", None, "auditor"),
+    ("GET", "/hostgroups", None, "auditor"),
+    ("POST", "/hostgroups", {"name": "g-{role}", "hosts": ["h1"]}, "operator"),
+    ("DELETE", "/hostgroups/g-{role}", None, "operator"),
+    ("GET", "/cluster/orchestration", None, "auditor"),
+    ("PUT", "/cluster/orchestration", {"ready": "powered-on"}, "admin"),
     ("GET", "/events", None, "auditor"),
     ("GET", "/drs/settings", None, "auditor"),
     ("PUT", "/drs/settings", {"threshold": 4}, "admin"),
@@ -234,6 +240,13 @@ BAD = [
     ("POST", "/rules", {"name": "r", "kind": "affinity", "vms": ["base"]}, 422, "at least two different VMs"),
     ("POST", "/rules", {"name": "r", "kind": "affinity", "vms": ["base", "ghost"]}, 422, "no VM named ghost"),
     ("DELETE", "/rules/none", None, 404, "no rule named 'none'"),
+    ("POST", "/rules", {"name": "r", "kind": "depends-on", "vms": ["base"], "on": ["base"]}, 422,
+     "cannot depend on itself"),
+    ("POST", "/rules", {"name": "r", "kind": "must-run-on", "vms": ["base"], "group": "nope"}, 422,
+     "no host group named nope"),
+    ("POST", "/hostgroups", {"name": "g", "hosts": []}, 422, "hosts"),
+    ("PUT", "/cluster/orchestration", {"ready": "soon"}, 422, "ready must be one of"),
+    ("PUT", "/cluster/orchestration", {"timeout_s": -1}, 422, "timeout_s must be"),
     ("POST", "/tasks/none/cancel", None, 404, "no running task for 'none'"),
     ("GET", "/tasks/none", None, 404, "no task 'none'"),
     ("POST", "/users", {"name": "x", "password": "short", "role": "auditor"}, 422, "at least 8 characters"),
@@ -414,3 +427,41 @@ def test_admission_control_refuses_a_power_on_with_its_numbers(rig: Rig) -> None
     finally:
         admin.put("/api/v1/cluster/admission", json={"policy": "off"})
         admin.delete("/api/v1/vms/big", params={"force": True})
+
+def test_rules_host_groups_and_orchestration_through_the_cli(rig: Rig, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`vigil rule` (depends-on, VM-host rules, host groups, conflicts) and `vigil cluster
+    set orchestration`, through the API."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "VIGIL_PASSWORD": ADMIN_PASSWORD}
+    env.pop("VIGIL_API", None)
+    vigil = [os.path.join(os.path.dirname(sys.executable), "vigil")]
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(vigil + list(argv), capture_output=True, text=True, env=env, timeout=60)
+    assert run("login", "--api", rig.url, "--ca", rig.ca, "--user", "admin").returncode == 0
+    r = run("rule", "group-create", "cli-g", "--hosts", "h1,h9")
+    assert r.returncode == 0 and "host group cli-g created" in r.stdout, r.stderr
+    r = run("rule", "create", "cli-dep", "--kind", "depends-on", "--vms", "other", "--on", "base")
+    assert r.returncode == 0, r.stderr
+    r = run("rule", "create", "cli-loop", "--kind", "depends-on", "--vms", "base", "--on", "other")
+    assert r.returncode == 1 and "dependency cycle: base -> other -> base" in r.stderr, r.stderr
+    r = run("rule", "create", "cli-pin", "--kind", "must-run-on", "--vms", "base", "--group", "cli-g")
+    assert r.returncode == 0 and "rule cli-pin created" in r.stdout, r.stderr
+    r = run("rule", "conflicts")
+    assert r.returncode == 0 and "host group cli-g: no host named h9 (yet)" in r.stdout, r.stdout
+    r = run("rule", "list", "--json")
+    got = {x["name"]: x for x in json.loads(r.stdout)}
+    assert got["cli-dep"]["on"] == ["base"] and got["cli-pin"]["group"] == "cli-g"
+    r = run("rule", "group-delete", "cli-g")
+    assert r.returncode == 1 and "named by rule cli-pin" in r.stderr, r.stderr
+    for name in ("cli-pin", "cli-dep"):
+        assert run("rule", "delete", name).returncode == 0
+    assert run("rule", "group-delete", "cli-g").returncode == 0
+    r = run("cluster", "set", "orchestration", "--ready", "guest", "--timeout", "45")
+    assert r.returncode == 0 and "ready when guest" in r.stdout and "timeout 45s" in r.stdout, r.stderr
+    r = run("cluster", "set", "orchestration", "--tier", "high", "--ready", "powered-on")
+    assert r.returncode == 0 and "tier high: powered-on" in r.stdout, r.stderr
+    r = run("cluster", "orchestration", "--json")
+    assert json.loads(r.stdout)["tiers"]["high"] == {"ready": "powered-on", "delay_s": 0.0, "timeout_s": 45.0}
+    r = run("cluster", "set", "orchestration", "--ready", "soon")
+    assert r.returncode == 1 and "ready must be one of" in r.stderr, r.stderr
+    assert run("logout").returncode == 0

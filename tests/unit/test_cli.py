@@ -265,6 +265,9 @@ def test_usage_errors(args: list[str]):
     ["host", "maintenance", "enter", "host1"], ["host", "maintenance", "exit", "host1"],
     ["datastore", "list"], ["datastore", "evacuate", "ds1"], ["task", "list", "--all"], ["task", "cancel", "x"], ["task", "show", "x"],
     ["rule", "create", "r", "--kind", "affinity", "--vms", "a,b"], ["rule", "list"], ["rule", "delete", "r"],
+    ["rule", "create", "d", "--kind", "depends-on", "--vms", "a", "--on", "b"], ["rule", "conflicts"],
+    ["rule", "group-create", "g", "--hosts", "host1"], ["rule", "group-list"], ["rule", "group-delete", "g"],
+    ["cluster", "orchestration"], ["cluster", "set", "orchestration", "--ready", "guest"],
     ["events"], ["events", "--json"], ["login", "--user", "u", "--password", "p"], ["user", "list"],
     ["user", "add", "u", "--password", "long-password"], ["token", "list"], ["token", "create", "ci"],
 ], ids=" ".join)

@@ -2,13 +2,13 @@
 and that a refused request leaves etcd exactly as it was (same keys, values, revisions)."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Awaitable, Callable
 
 import pytest
 
 from vigil import service
-from vigil.model import DatastoreSpec, DiskSpec, HostInfo, Rule, SpecError, VMSpec
+from vigil.model import DatastoreSpec, DiskSpec, HostGroup, HostInfo, Rule, SpecError, VMSpec
 from vigil.service import Conflict, Invalid, NotFound
 from vigil.sim.store import MemoryStore
 from vigil.store import keys as K
@@ -200,3 +200,50 @@ async def test_evacuating_an_unknown_datastore_is_not_found() -> None:
     await refused(s, NotFound, lambda: service.evacuation_step(s, "nope"))
     await refused(s, Invalid, lambda: service.evacuation_step(s, "ds1", "nope"))
     await refused(s, Invalid, lambda: service.evacuation_step(s, "ds1", "ds1"))
+
+
+async def test_dependency_rules_refuse_cycles_and_lower_priorities() -> None:
+    s = await mk()
+    for n, p in (("db", "high"), ("app", "medium"), ("web", "medium")):
+        await service.create_vm(s, replace(spec(n), restart_priority=p))
+    await service.create_rule(s, Rule("app-db", "depends-on", ("app",), on=("db",)))
+    await service.create_rule(s, Rule("web-app", "depends-on", ("web",), on=("app",)))
+    assert "dependency cycle: app -> web -> app" in await refused(
+        s, Invalid, lambda: service.create_rule(s, Rule("loop", "depends-on", ("app",), on=("web",))))
+    assert "db (high) cannot depend on web of lower restart priority (medium)" in await refused(
+        s, Invalid, lambda: service.create_rule(s, Rule("up", "depends-on", ("db",), on=("web",))))
+    assert await refused(s, Invalid, lambda: service.create_rule(
+        s, Rule("x", "depends-on", ("app",), on=("ghost",)))) == "rule x: no VM named ghost"
+    assert {r.name: r.on for r in service.rules(await s.snapshot())} == {"app-db": ("db",), "web-app": ("app",)}
+
+
+async def test_host_groups_and_vm_host_rules_with_their_conflicts() -> None:
+    s = await mk({"h1": 1024, "h2": 1024})
+    await running(s, "a", "h1")
+    await service.create_host_group(s, HostGroup("one", ("h1",)))
+    await service.create_host_group(s, HostGroup("two", ("h2", "h9")))
+    await refused(s, Conflict, lambda: service.create_host_group(s, HostGroup("one", ("h2",))))
+    await refused(s, Invalid, lambda: service.create_host_group(s, HostGroup("bad", ())))
+    assert await refused(s, Invalid, lambda: service.create_rule(
+        s, Rule("r", "must-run-on", ("a",), group="none"))) == "rule r: no host group named none"
+    assert await service.create_rule(s, Rule("on-one", "must-run-on", ("a",), group="one")) == []
+    # a second must rule that leaves "a" no host at all is refused
+    assert "leave it no host" in await refused(
+        s, Invalid, lambda: service.create_rule(s, Rule("not-one", "must-not-run-on", ("a",), group="one")))
+    # a should rule the must rule never lets be kept is created, and reported
+    warn = await service.create_rule(s, Rule("pref-two", "should-run-on", ("a",), group="two"))
+    assert warn and "should rule pref-two can never be kept" in warn[0]
+    out = service.conflicts(await s.snapshot())
+    assert "host group two: no host named h9 (yet)" in out and any("pref-two" in x for x in out)
+    await refused(s, Conflict, lambda: service.delete_host_group(s, "one"))
+    await service.delete_rule(s, "on-one")
+    await service.create_rule(s, Rule("off-one", "must-not-run-on", ("a",), group="one"))
+    assert "a runs on h1, against must-not-run-on rule off-one (group one: h1)" in service.conflicts(await s.snapshot())
+    # a user's migration keeps the must rules too
+    await service.delete_rule(s, "off-one")
+    await service.delete_rule(s, "pref-two")
+    await service.create_rule(s, Rule("stay", "must-run-on", ("a",), group="one"))
+    assert "must-run-on rule stay" in await refused(s, Conflict, lambda: service.migrate_vm(s, "a", "h2"))
+    await service.delete_rule(s, "stay")
+    await service.delete_host_group(s, "one")
+    assert [g.name for g in service.host_groups(await s.snapshot())] == ["two"]

@@ -140,6 +140,7 @@ class VmOut(BaseModel):
     nics: list[NicOut]
     ft: dict[str, Any]
     load: Optional[dict[str, Any]] = None  # measured, smoothed: cpu (cores), memory_mb (resident)
+    ready: dict[str, Any] = {}
 
 
 class EtcdMember(BaseModel):
@@ -207,6 +208,10 @@ class VmIn(Strict):
     power: str = Field("on", max_length=8)
     host: Optional[str] = Field(None, max_length=64, description="start on this host (else the controller places it)")
     boot: Optional[BootIn] = None
+    ready: str = Field("", max_length=16, description="restart orchestration: when it counts as ready "
+                       "(allocated | powered-on | guest | app; empty: its tier's or the cluster's)")
+    ready_delay_s: Optional[float] = Field(None, ge=0, le=3600)
+    ready_timeout_s: Optional[float] = Field(None, ge=0, le=3600)
 
 
 class Done(BaseModel):
@@ -259,14 +264,30 @@ class TargetOut(BaseModel):
 
 class RuleIn(Strict):
     name: str = Field(min_length=1, max_length=64)
-    kind: str = Field(max_length=32, description="anti-affinity | affinity")
+    kind: str = Field(max_length=32, description="anti-affinity | affinity | depends-on | must-run-on | "
+                      "should-run-on | must-not-run-on | should-not-run-on")
     vms: list[str] = Field(min_length=1, max_length=64)
+    on: list[str] = Field(default_factory=list, max_length=64, description="depends-on: the VMs they wait for")
+    group: str = Field("", max_length=64, description="VM-host rules: the host group")
 
 
 class RuleOut(BaseModel):
     name: str
     kind: str
     vms: list[str]
+    on: list[str] = []
+    group: str = ""
+    revision: int
+
+
+class HostGroupIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    hosts: list[str] = Field(min_length=1, max_length=256)
+
+
+class HostGroupOut(BaseModel):
+    name: str
+    hosts: list[str]
     revision: int
 
 

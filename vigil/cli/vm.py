@@ -62,6 +62,11 @@ def vm_create(
     network: list[str] = typer.Option([], "--network", help="a NIC on this VM network (repeatable)"),
     guest_ip: str = typer.Option("", "--guest-ip", help="the lab guest's address on its first network (ADDR/PREFIX)"),
     stopped: bool = typer.Option(False, "--stopped", help="create powered off"),
+    ready: str = typer.Option("", "--ready", help="restart orchestration: ready when allocated|powered-on|guest|app "
+                              "(default: its tier's or the cluster's)"),
+    ready_delay: Optional[float] = typer.Option(None, "--ready-delay", help="extra seconds once ready"),
+    ready_timeout: Optional[float] = typer.Option(None, "--ready-timeout",
+                                                  help="seconds those waiting on it wait at most"),
     api: Optional[str] = API_OPT,
 ) -> None:
     """Define a VM; it starts at once unless --stopped."""
@@ -69,7 +74,8 @@ def vm_create(
     if guest_ip and not network:
         raise SpecError("--guest-ip needs a --network for the guest's NIC")
     spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, networks=tuple(network),
-                  restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on")
+                  restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on",
+                  ready=ready, ready_delay_s=ready_delay, ready_timeout_s=ready_timeout)
     spec.validate()  # a typo fails here, before the guest image is built or etcd asked
     if guest:
         spec = replace(spec, boot=lab_guest_boot(workload, dirty_mb, guest_ip))
@@ -86,7 +92,9 @@ def vm_body(spec: VMSpec, host: Optional[str]) -> dict[str, Any]:
             "isolation_response": spec.isolation_response, "shutdown_timeout_s": spec.shutdown_timeout_s,
             "power": spec.power, "host": host,
             "boot": None if spec.boot is None else {"kernel": spec.boot.kernel, "initrd": spec.boot.initrd,
-                                                    "cmdline": spec.boot.cmdline}}
+                                                    "cmdline": spec.boot.cmdline},
+            **{k: v for k, v in (("ready", spec.ready), ("ready_delay_s", spec.ready_delay_s),
+                                 ("ready_timeout_s", spec.ready_timeout_s)) if v not in ("", None)}}
 
 
 @app.command("list")

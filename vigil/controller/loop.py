@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import MappingProxyType
 from typing import Callable
 
@@ -22,6 +22,8 @@ from vigil.model import TASK_ACTIVE, Assignment, HostState, Task
 from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
 from vigil.policy.heartbeats import PING_AFTER_S, HbTracker
+from vigil.policy.host_rules import resolve
+from vigil.policy.orchestration import Held, ready_marks
 from vigil.policy.replicas import stale_map
 from vigil.policy.view import ClusterView, FtView, HostView, Retry, Timing, VMView
 from vigil.store import keys as K
@@ -37,7 +39,7 @@ MIN_GAP_S = 0.05  # between two cycles begun by etcd changes
 # The keys whose change starts a cycle at once (acknowledgements and FT figures are read
 # every cycle, but checkpoints come many a second: they wait for the period).
 PLAN_KEYS = (K.HOSTS, K.ALIVE, K.VMS, K.ASSIGN, K.OWN, K.VMSTATUS, K.HOSTSTATE, K.LEADER, K.RULES, K.TASKS,
-             K.MAINTENANCE, K.FT, K.DISKSTATE, K.DATASTORES, K.SETTINGS)
+             K.MAINTENANCE, K.FT, K.DISKSTATE, K.DATASTORES, K.HOSTGROUPS, K.SETTINGS)
 
 
 class Controller:
@@ -61,6 +63,8 @@ class Controller:
         self.retries: dict[str, Retry] = {}
         self.ft_waits: dict[str, float] = {}
         self.notes: dict[str, str] = {}  # last Waiting/NotRestarted message per VM, to log once
+        self.holds: dict[str, float] = {}  # see ClusterView.holds
+        self.ready_since: dict[str, tuple[int, float]] = {}  # see ClusterView.ready_since
         self.cycles = 0
         self.reach_since: dict[tuple[str, str], float] = {}  # see ClusterView.reach_since
         self._failed_leases: list[tuple[str, int]] = []  # revoked at the end of the cycle
@@ -168,7 +172,7 @@ class Controller:
                 ft=ft_view(ft, state.ft_acks.get(name), state.ft_stats.get(name)) if ft else None,
             )
         tasks = tuple(r.task for r in state.tasks.values() if r.task.state in TASK_ACTIVE)
-        rules = tuple(state.rules.values())
+        rules = resolve(state.rules.values(), state.host_groups)
         reach = {(h, d) for h, i in infos.items() if h in alive for d in i.datastores}
         for key in list(self.reach_since):
             if key not in reach:
@@ -180,7 +184,8 @@ class Controller:
                            ft_waits=MappingProxyType(dict(self.ft_waits)),
                            reach_since=MappingProxyType(dict(self.reach_since)),
                            loads=state.loads, drs=state.settings.get("drs", MappingProxyType({})),
-                           settings=state.settings)
+                           settings=state.settings,
+                           holds=MappingProxyType(dict(self.holds)))
 
     async def cycle(self) -> None:
         snap = await self.store.snapshot()
@@ -198,7 +203,10 @@ class Controller:
         stored = snap.get(K.STATS_HA)
         self.stats = stats.loaded(stored.value if stored else None)
         before = self.stats
-        for action in plan(view):
+        self.ready_since = ready_marks(view, self.ready_since)
+        actions = plan(replace(view, ready_since=MappingProxyType(dict(self.ready_since))))
+        self.holds = {a.vm: a.since for a in actions if isinstance(a, Held)}
+        for action in actions:
             await self.apply(action)
         await self.drs.cycle(self, view, state, snap.get(K.DRS))
         running = {n: (v.assignment.gen, v.status.since) for n, v in view.vms.items()

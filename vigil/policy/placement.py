@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from vigil.model import HostInfo, HostState, Rule, VMSpec
+from vigil.model import HOST_RULE_KINDS, HostInfo, HostState, Rule, VMSpec
+from vigil.policy.host_rules import must_break, should_breaks
 
 # vCPUs a host may carry per physical CPU; memory is never overcommitted.
 VCPU_OVERCOMMIT = 8
@@ -48,7 +49,12 @@ def fits(spec: VMSpec, info: HostInfo, load: Load) -> str | None:
 
 
 def rule_conflict(vm: str, host: str, rules: Sequence[Rule], where: Mapping[str, str]) -> str | None:
-    """None when placing ``vm`` on ``host`` keeps every VM-VM rule, else which one it breaks."""
+    """None when placing ``vm`` on ``host`` keeps every VM-VM rule and every "must" VM-host
+    rule, else which one it breaks."""
+    if not rules:
+        return None
+    if (must := must_break(vm, host, rules)) is not None:
+        return must
     for r in rules:
         if vm not in r.vms:
             continue
@@ -71,9 +77,12 @@ def place(
     prefer: Callable[[str, VMSpec], float] | None = None,
 ) -> tuple[str | None, str]:
     """Return (host, why): the running host with the most free memory that keeps the
-    rules, or (None, reasons). ``prefer``: a host's load with the VM on it, ranked first
-    (DRS on: vigil.policy.drs_place)."""
-    candidates: list[tuple[float, int, int, str]] = []
+    rules, or (None, reasons). A host that breaks a "should" VM-host rule is taken only
+    when none that keeps them all fits. ``prefer``: a host's load with the VM on it, ranked
+    next (DRS on: vigil.policy.drs_place); then the most free memory."""
+    candidates: list[tuple[int, float, int, int, str]] = []
+    shoulds: dict[str, list[str]] = {}
+    mine = [r for r in rules if r.kind in HOST_RULE_KINDS and not r.must and spec.name in r.vms]
     reasons: list[str] = []
     for name in sorted(infos):
         info = infos[name]
@@ -89,11 +98,16 @@ def place(
             continue
         l = load.get(name, Load())
         rank = round(prefer(name, spec), 6) if prefer is not None else 0.0
-        candidates.append((rank, -(info.memory_mb - l.memory_mb), l.vcpus, name))
+        if mine:
+            shoulds[name] = should_breaks(spec.name, name, mine)
+        candidates.append((len(shoulds[name]) if mine else 0, rank, -(info.memory_mb - l.memory_mb), l.vcpus, name))
     if not candidates:
         return None, "; ".join(reasons) or "no hosts"
-    rank, _, _, best = min(candidates)
-    return best, f"least loaded with it ({rank:.0%}, DRS load model)" if prefer is not None else "most free memory"
+    _, rank, _, _, best = min(candidates)
+    why = f"least loaded with it ({rank:.0%}, DRS load model)" if prefer is not None else "most free memory"
+    if shoulds.get(best):
+        return best, f"{why}; breaks should rule {', '.join(shoulds[best])}: no other host fits"
+    return best, why
 
 
 def place_failover_first(reserved: frozenset[str]) -> Callable[..., tuple[str | None, str]]:

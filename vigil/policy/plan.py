@@ -19,6 +19,7 @@ from vigil.policy.drs_place import drs_preference
 from vigil.policy.ft_secondaries import FT_SUSPECT_S, ft_failover_target, host_stopped, secondaries
 from vigil.policy.hoststate import classify_host, vm_lost_on
 from vigil.policy.maintenance import MAINTENANCE_PARALLEL, evacuate
+from vigil.policy.orchestration import Gate, order
 from vigil.policy.placement import Load, place, place_failover_first
 from vigil.policy.plan_actions import (Action, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState,
                                        SetSecondary, StartMigration, Waiting, next_assignment)
@@ -73,7 +74,8 @@ def plan(view: ClusterView) -> list[Action]:
     prefer = drs_preference(view, where)  # None while DRS is off
 
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
-    for v in restart_order(list(view.vms.values())):
+    gate = Gate(view, states)  # restart orchestration: tiers and depends-on rules
+    for v in order(list(view.vms.values()), view.rules):
         spec, a = v.spec, v.assignment
         ft_fast = False  # an FT failover before the primary's host is declared failed
         if spec.power != "on":
@@ -154,9 +156,16 @@ def plan(view: ClusterView) -> list[Action]:
                 actions.append(Waiting(spec.name, f"{why_move}; waiting for the FT secondary on {v.ft.secondary} "
                                        f"({states[v.ft.secondary or ''].value}) to take over", deadline))
                 continue
+        # restart orchestration holds restarts from disk, not an FT failover (its guest runs on)
+        held, note = gate.hold(v) if kind == "restart" and sec is None else (None, "")
+        if held is not None:
+            actions.append(held)
+            continue
+        why_move = f"{why_move}; {note}" if note else why_move
         if kind == "restart" and sec is not None:
             # its memory is counted on the secondary already
             where[spec.name] = sec
+            gate.placed(spec.name)
             actions.append(AssignVM(
                 vm=spec.name, host=sec, gen=(a.gen + 1) if a else 1, expect_rev=v.assign_rev, kind="ft-failover",
                 reason=f"{why_move}; the FT secondary on {sec} goes live from checkpoint {v.ft.ack_seq}",  # type: ignore[union-attr]
@@ -171,11 +180,13 @@ def plan(view: ClusterView) -> list[Action]:
             host, why = pick(spec, infos, states, load, frozenset(), view.rules, where, prefer)
         if host is None:
             actions.append(Waiting(spec.name, f"no host can run it: {why}"))
+            gate.no_room(spec.name)
             continue
         load[host] = load.get(host, Load()).plus(spec)
         where[spec.name] = host
         if prefer is not None:
             prefer.add(host, spec)
+        gate.placed(spec.name)
         new_retry = None
         if kind == "retry":
             new_retry = schedule.after(tried + 1, view.now, host)

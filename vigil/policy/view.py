@@ -104,3 +104,7 @@ class ClusterView:
     drs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # settings/<name>: the cluster policies' raw objects (each policy module reads its own)
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # restart orchestration (vigil.policy.orchestration), as the controller kept it: since
+    # when each held restart has waited, and (generation, since when) each VM is ready
+    holds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    ready_since: Mapping[str, tuple[int, float]] = field(default_factory=lambda: MappingProxyType({}))

@@ -71,6 +71,9 @@ async def cluster(store: Store) -> dict[str, Any]:
             "disks": disk_state(snap, spec),
             "nics": [{"network": n, "mac": mac_address(spec.name, i)} for i, n in enumerate(spec.networks)],
             "ft": ft_state(snap, n), "load": vm_load_out(loads, own.get(n), n),
+            # restart orchestration: the VM's own ready condition, delay, timeout (empty: its tier's)
+            "ready": {k: x for k, x in (("ready", spec.ready), ("delay_s", spec.ready_delay_s),
+                                        ("timeout_s", spec.ready_timeout_s)) if x not in ("", None)},
         })
     return {"hosts": hosts, "vms": vms, "leader": leader.value if leader else None, "time": now,
             "revision": max((x.mod_revision for x in snap.values()), default=0)}

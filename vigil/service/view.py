@@ -7,7 +7,8 @@ controller counts it until its host is known to have lost it.
 """
 from __future__ import annotations
 
-from vigil.model import TASK_ACTIVE, Assignment, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import TASK_ACTIVE, Assignment, HostGroup, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.policy.host_rules import resolve
 from vigil.policy.replicas import stale_map
 from vigil.policy.view import ClusterView, FtView, HostView, VMView
 from vigil.service.common import under
@@ -45,6 +46,7 @@ def cluster_view(snap: dict[str, Entry], now: float) -> ClusterView:
             diskstate_rev=ds.mod_revision if ds else 0,
         )
     tasks = tuple(t for t in (Task.from_json(e.value) for e in under(snap, K.TASKS).values()) if t.state in TASK_ACTIVE)
-    rules = tuple(Rule.from_json(e.value) for e in under(snap, K.RULES).values())
-    settings = {n: dict(e.value) for n, e in under(snap, K.SETTINGS).items() if isinstance(e.value, dict)}
+    groups = {n: HostGroup.from_json(e.value) for n, e in under(snap, K.HOSTGROUPS).items()}
+    rules = resolve((Rule.from_json(e.value) for e in under(snap, K.RULES).values()), groups)
+    settings = {n: e.value for n, e in under(snap, K.SETTINGS).items() if isinstance(e.value, dict)}
     return ClusterView(now=now, hosts=hosts, vms=vms, rules=rules, tasks=tasks, settings=settings)

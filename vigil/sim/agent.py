@@ -63,6 +63,7 @@ class SimAgent:
         self.starting: set[str] = set()
         self.ds_ok: dict[str, bool] = {}
         self.published: dict[str, Any] = {}
+        self.guest_ok: dict[str, int] = {}  # VM -> the QEMU pid whose guest heartbeat was seen
         self.leader_hb = HbTracker(self.clock.monotonic())
         self.tasks: list[asyncio.Task] = []
         self.migrations = SimTasks(self)
@@ -258,8 +259,9 @@ class SimAgent:
     async def _status(self, name: str, state: str, message: str = "") -> None:
         vm = self.vms.get(name)
         q = self.h.qemus.get(name)
-        st = VMStatus(host=self.me, state=state, pid=q.pid if q and vm else 0, message=message)
-        key = (st.state, st.pid, st.message)
+        guest = "ok" if state == "running" and q is not None and self.guest_ok.get(name) == q.pid else "unknown"
+        st = VMStatus(host=self.me, state=state, pid=q.pid if q and vm else 0, message=message, guest=guest)
+        key = (st.state, st.pid, st.message, st.guest)
         if self.published.get(name) == key:
             return
         try:
@@ -320,6 +322,17 @@ class SimAgent:
         self._pids[name] = q.pid
         await self.event("vm-started", f"{name} started on {self.me} (pid {q.pid})", vm=name)
         await self._status(name, "running")
+        if (up := self.w.guest_up_s.get(name)) is not None:
+            self.spawn(self._guest_up(name, q.pid, up))
+
+    async def _guest_up(self, name: str, pid: int, after: float) -> None:
+        """The guest's first heartbeat, ``after`` seconds into its run (the real agent's
+        guest channel, reduced to the moment the status says "ok")."""
+        await self.clock.sleep(after)
+        vm, q = self.vms.get(name), self.h.qemus.get(name)
+        if vm is not None and q is not None and q.pid == pid:
+            self.guest_ok[name] = pid
+            await self._status(name, "running")
 
     # -- reconcile -----------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigil.model import Assignment, DiskSpec, MonitoringSpec, Rule, VMSpec
+from vigil.model import Assignment, DiskSpec, HostGroup, MonitoringSpec, Rule, VMSpec
 from vigil.policy.drs_settings import drs_settings
+from vigil.policy.host_rules import must_break, resolve
 from vigil.sim import clock as vclock
 from vigil.sim.agent import SimAgent
 from vigil.sim.faults import ScenarioError, apply
@@ -51,6 +52,7 @@ class Scenario:
     hosts: list[dict[str, Any]]
     vms: list[dict[str, Any]]
     rules: list[dict[str, Any]] = field(default_factory=list)
+    hostgroups: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     duration: float = 30.0
     seed: int = 1
@@ -69,7 +71,7 @@ def load(path: str | Path) -> Scenario:
                     actions=sorted(d.get("action", []), key=lambda a: float(a["at"])),
                     duration=float(d.get("duration", 30.0)), seed=int(d.get("seed", 1)),
                     expect=d.get("expect", {}), sim=d.get("sim", {}), drs=d.get("drs", {}),
-                    datastores=d.get("datastore", []),
+                    datastores=d.get("datastore", []), hostgroups=d.get("hostgroup", []),
                     settings={**{k: d[k] for k in ("admission", "retries") if k in d}, **d.get("settings", {})})
 
 
@@ -81,9 +83,15 @@ def vm_spec(v: dict[str, Any]) -> VMSpec:
     spec = VMSpec(name=v["name"], memory_mb=int(v.get("memory", 256)), vcpus=int(v.get("vcpus", 1)), disks=disks,
                   restart_priority=v.get("priority", "medium"), isolation_response=v.get("isolation", "power-off"),
                   shutdown_timeout_s=float(v.get("shutdown_timeout", 20.0)), power=v.get("power", "on"),
-                  monitoring=MonitoringSpec(**v["monitoring"]) if "monitoring" in v else None)
+                  monitoring=MonitoringSpec(**v["monitoring"]) if "monitoring" in v else None,
+                  ready=v.get("ready", ""), ready_delay_s=v.get("ready_delay"), ready_timeout_s=v.get("ready_timeout"))
     spec.validate()
     return spec
+
+
+def rule_of(r: dict[str, Any]) -> Rule:
+    return Rule(name=r["name"], kind=r["kind"], vms=tuple(r["vms"]), on=tuple(r.get("on", ())),
+                group=r.get("group", ""))
 
 
 def line(t: float, kind: str, subject: str, message: str) -> str:
@@ -108,6 +116,9 @@ class Run:
         for d in sc.datastores:  # a size makes the agents report the datastore's space
             self.world.ds_size[d["name"]] = float(d["size"])
             self.world.ds_used[d["name"]] = float(d.get("used", 0.0))
+        groups = {g["name"]: HostGroup(g["name"], tuple(g["hosts"])) for g in sc.hostgroups}
+        self.rules = resolve((rule_of(r) for r in sc.rules), groups)
+        self.must_broken: list[str] = []  # a VM started where a must VM-host rule forbids
         for i, h in enumerate(sc.hosts):
             self.world.add_host(SimHost(
                 name=h["name"], address=f"10.0.0.{i + 1}", memory_mb=int(h.get("memory", 2048)),
@@ -120,6 +131,8 @@ class Run:
     def _event(self, e: Entry) -> None:
         v = e.value
         self.log(self.clock.virtual(v["time"]), v["kind"], v.get("vm") or v.get("host", ""), v["message"])
+        if v["kind"] in ("vm-started", "vm-migrated") and (why := must_break(v.get("vm", ""), v.get("host", ""), self.rules)):
+            self.must_broken.append(f"{v.get('vm')} started on {v.get('host')} against {why}")
 
     async def _setup(self) -> None:
         await asyncio.sleep(SETUP_AT)
@@ -136,6 +149,8 @@ class Run:
             self.world.vm_memory[spec.name] = spec.memory_mb
             if "cpu" in v or "mem_used" in v:  # the load its guest puts on its host (vm-load changes it)
                 self.world.vm_load[spec.name] = (float(v.get("cpu", 0.1)), float(v.get("mem_used", spec.memory_mb / 2)))
+            if "guest_up" in v:
+                self.world.guest_up_s[spec.name] = float(v["guest_up"])
             ev = make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli", at=self.clock.time())
             ops = [st.put_op(K.VMS + spec.name, spec.to_json()), event_put_op(st, ev)]
             if v.get("ft"):  # vigil vm ft enable (vigil.service.ft_enable)
@@ -148,10 +163,14 @@ class Run:
         if self.sc.drs:
             drs_settings(self.sc.drs)  # refused as the service would
             await st.put(K.SETTINGS + "drs", dict(self.sc.drs))
+        for g in self.sc.hostgroups:  # vigil rule group-create
+            group = HostGroup(g["name"], tuple(g["hosts"]))
+            group.validate()
+            await st.create(K.HOSTGROUPS + group.name, group.to_json())
         for r in self.sc.rules:
-            rule = Rule(name=r["name"], kind=r["kind"], vms=tuple(r["vms"]))
+            rule = rule_of(r)
             rule.validate()
-            await st.create(K.RULES + rule.name, rule.__dict__ | {"vms": list(rule.vms)})
+            await st.create(K.RULES + rule.name, rule.to_json())
 
     async def _at(self, a: dict[str, Any]) -> None:
         await asyncio.sleep(float(a["at"]))
@@ -176,6 +195,7 @@ class Run:
     def final(self) -> list[str]:
         """The final state as log lines, and the invariant problems."""
         problems = [f"two running copies: {v}" for v in self.world.violations]
+        problems += self.must_broken
         problems += [f"a simulated process crashed: {c}" for c in self.world.crashes]
         if self.world.lock_refusals and not self.sc.expect.get("lock_refusals", False):
             problems += [f"start refused by a disk lock: {r}" for r in self.world.lock_refusals]

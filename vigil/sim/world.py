@@ -70,6 +70,8 @@ class World:
         self.lock_refusals: list[str] = []
         self.crashes: list[str] = []
         self.guest_shutdown_s: dict[str, float] = {}  # how long a guest's ACPI shutdown takes, if not 1 s
+        # how long after its QEMU runs a guest's heartbeat is first seen (absent: never)
+        self.guest_up_s: dict[str, float] = {}
         self.agent_factory = agent_factory
         self.vm_load: dict[str, tuple[float, float]] = {}  # VM -> (CPU cores, resident MiB) it uses (vm-load)
         self.vm_memory: dict[str, int] = {}  # VM -> its spec's memory (the idle load's half)

@@ -26,6 +26,7 @@ def name_of(key: str, prefix: str) -> str:
 def event_key(time_ns: int, source: str) -> str:
     return f"{EVENTS}{time_ns:020d}-{source}"
 RULES = PREFIX + "rules/"  # Rule
+HOSTGROUPS = PREFIX + "hostgroups/"  # HostGroup: named sets of hosts, for VM-host rules
 TASKS = PREFIX + "tasks/"  # Task: migrations and disk moves
 MAINTENANCE = PREFIX + "maintenance/"  # a host in (or entering) maintenance mode
 FT = PREFIX + "ft/"  # FT on for the VM: {"secondary": host | None, "epoch": n}, the controller's

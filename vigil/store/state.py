@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from vigil.model import Assignment, DatastoreSpec, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
+from vigil.model import Assignment, DatastoreSpec, HostGroup, HostInfo, Rule, SpecError, Task, VMSpec, VMStatus
 from vigil.store import keys as K
 from vigil.store.etcd import Entry
 
@@ -139,6 +139,7 @@ class ClusterState:
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
     # load/<host>: the agent's smoothed measurements, raw (vigil.policy.drs_load reads them)
     loads: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
+    host_groups: Mapping[str, HostGroup] = field(default_factory=_empty)
 
 
 # -- one reader per prefix ----------------------------------------------------------------
@@ -247,6 +248,7 @@ _READERS: dict[str, tuple[str, Callable[[Entry], Any]]] = {
     K.DISKSTATE: ("disk_states", _disk_state),
     K.SETTINGS: ("settings", lambda e: MappingProxyType(dict(_dict(e)))),
     K.LOAD: ("loads", lambda e: MappingProxyType(dict(_dict(e)))),
+    K.HOSTGROUPS: ("host_groups", lambda e: HostGroup.from_json(_dict(e))),
 }
 
 

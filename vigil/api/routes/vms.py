@@ -29,7 +29,8 @@ def spec_of(body: VmIn) -> VMSpec:
     boot = BootSpec(**body.boot.model_dump()) if body.boot else None
     return VMSpec(name=body.name, memory_mb=body.memory_mb, vcpus=body.vcpus, disks=disks, boot=boot,
                   restart_priority=body.restart_priority, isolation_response=body.isolation_response,
-                  shutdown_timeout_s=body.shutdown_timeout_s, power=body.power, networks=tuple(body.networks))
+                  shutdown_timeout_s=body.shutdown_timeout_s, power=body.power, networks=tuple(body.networks),
+                  ready=body.ready, ready_delay_s=body.ready_delay_s, ready_timeout_s=body.ready_timeout_s)
 
 
 async def vm_out(request: Request, name: str) -> dict[str, Any]:
