@@ -6,7 +6,7 @@ from typing import Mapping
 
 from vigil.model import HostState
 from vigil.policy.hoststate import vm_lost_on
-from vigil.policy.placement import Load, host_load
+from vigil.policy.placement import Load, LoadIndex, host_load
 from vigil.policy.view import ClusterView, VMView
 
 
@@ -37,7 +37,7 @@ def commitments(view: ClusterView, states: Mapping[str, HostState]) -> tuple[dic
         if t.kind == "migrate" and t.dst and t.vm in view.vms:
             load[t.dst] = load.get(t.dst, Load()).plus(view.vms[t.vm].spec)
             where[t.vm] = t.dst
-    return load, where
+    return LoadIndex(load), where  # a dict; place() finds its host faster with it
 
 
 def holds_memory(v: VMView) -> bool:
