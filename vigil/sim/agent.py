@@ -244,12 +244,12 @@ class SimAgent:
 
     # -- VM execution --------------------------------------------------------------------------
     async def _status(self, name: str, state: str, message: str = "") -> None:
-        vm = self.vms.get(name)
         q = self.h.qemus.get(name)
-        st = VMStatus(host=self.me, state=state, pid=q.pid if q and vm else 0, message=message)
-        key = (st.state, st.pid, st.message)
+        pid = q.pid if q and name in self.vms else 0
+        key = (state, pid, message)
         if self.published.get(name) == key:
             return
+        st = VMStatus(host=self.me, state=state, pid=pid, message=message)
         try:
             await self.store.put(K.VMSTATUS + name, st.__dict__)
             self.published[name] = key
