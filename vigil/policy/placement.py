@@ -25,10 +25,12 @@ class Load:
 
 
 def host_load(assigned: Iterable[tuple[str, VMSpec]]) -> dict[str, Load]:
-    load: dict[str, Load] = {}
+    mem: dict[str, int] = {}  # summed as numbers: one Load per host, not one per VM
+    cpu: dict[str, int] = {}
     for host, spec in assigned:
-        load[host] = load.get(host, Load()).plus(spec)
-    return load
+        mem[host] = mem.get(host, 0) + spec.memory_mb
+        cpu[host] = cpu.get(host, 0) + spec.vcpus
+    return {h: Load(m, cpu[h]) for h, m in mem.items()}
 
 
 class LoadIndex(dict):  # type: ignore[type-arg]  # dict[str, Load]

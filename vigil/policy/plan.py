@@ -66,12 +66,13 @@ def plan(view: ClusterView) -> list[Action]:
     moving = {t.vm for t in view.tasks}
 
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
+    reach_all = [set().union(*map(set, reach))]  # the same to copies_unreachable, united once, not per VM
     for v in restart_order(list(view.vms.values())):
         spec, a = v.spec, v.assignment
         ft_fast = False  # an FT failover before the primary's host is declared failed
         if spec.power != "on":
             continue
-        if v.owner is None and reach and (dead := copies_unreachable(spec, {}, reach)):
+        if v.owner is None and reach and (dead := copies_unreachable(spec, {}, reach_all)):
             disk, ds = dead[0]
             actions.append(MarkStale(spec.name, disk, ds, mark_stale(v.diskstate, disk, ds, view.now,
                                                                      f"no running host reaches {ds}"),
