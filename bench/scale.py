@@ -20,6 +20,19 @@ parts measured apart on the same input (whole state parsed, view, plan), the tra
 allocates (tracemalloc, in a separate run: tracing slows Python down) and the store's and
 state's size; at the end the process's peak RSS and the ratio to the goal: one round for
 1000 hosts / 40 000 VMs under 1 s. The machine is shared: the load is printed.
+
+Figures (CPU ms per round, median of 2, 2-core machine shared, load 4-8):
+
+| hosts / VMs | steady before / after | 1 failed before / after | 10 failed before / after |
+| --- | --- | --- | --- |
+| 64 / 2 560 | 44 / 25 | 135 / 34 | 179 / 51 |
+| 500 / 20 000 | 625 / 277 | 1 833 / 390 | 2 632 / 413 |
+| 1 000 / 40 000 | 1 021 / 660-680 | 2 995 / 1 046-1 170 | 4 900 / 812-1 104 |
+
+"before" is the code before the typed state was parsed incrementally and before
+place() took its hosts from an ordered index; plan() alone for 1000 hosts with 10
+failed went from 2.4 s to 0.31-0.41 s. The whole snapshot parsed from nothing (a new
+leader's first round) is 1.4-2.2 s for 1000 hosts, besides.
 """
 from __future__ import annotations
 
