@@ -11,6 +11,7 @@ real time ratio, and what the runs' final checks found (two running copies must 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -59,7 +60,7 @@ def main() -> int:
     rnd = random.Random(args.seed)
     faults = virtual = 0.0
     copies = refusals = unfinished = live_holder = crashes = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(args.runs):
         sc = random_scenario(rnd, i)
         r = Run(sc, i)
@@ -75,9 +76,11 @@ def main() -> int:
         if args.verbose:
             for x in r.world.lock_refusals + r.world.violations + problems:
                 print(f"  run {i}: {x}")
-    real = time.perf_counter() - t0
+    real, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"{args.runs} runs, {faults:.0f} simulated failures, {virtual:.0f} virtual s in {real:.2f} real s")
     print(f"  {faults / real:.0f} simulated failures per second, virtual/real time {virtual / real:.0f}x")
+    print(f"  {faults / cpu:.0f} simulated failures per CPU second ({cpu:.2f} CPU s; the machine is shared: "
+          f"load {os.getloadavg()[0]:.1f})")
     print(f"  two running copies: {copies}; starts refused by a disk lock: {refusals}; "
           f"VMs not running at the end: {unfinished}")
     print(f"  refusals where the lock holder's agent was running (not hung or dead): {live_holder}; "

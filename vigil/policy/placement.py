@@ -5,6 +5,7 @@ earlier in the same cycle count too (the caller passes the updated load).
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -25,10 +26,76 @@ class Load:
 
 
 def host_load(assigned: Iterable[tuple[str, VMSpec]]) -> dict[str, Load]:
-    load: dict[str, Load] = {}
+    mem: dict[str, int] = {}  # summed as numbers: one Load per host, not one per VM
+    cpu: dict[str, int] = {}
     for host, spec in assigned:
-        load[host] = load.get(host, Load()).plus(spec)
-    return load
+        mem[host] = mem.get(host, 0) + spec.memory_mb
+        cpu[host] = cpu.get(host, 0) + spec.vcpus
+    return {h: Load(m, cpu[h]) for h, m in mem.items()}
+
+
+class LoadIndex(dict):  # type: ignore[type-arg]  # dict[str, Load]
+    """The load model (host -> Load) that also keeps the running hosts in ``place``'s order
+    of preference (most free memory, then fewest vCPUs given away, then name), so that
+    ``place`` takes the first that fits instead of weighing every host for every VM (a
+    restart wave of hundreds of VMs over a thousand hosts). The order is made on the first
+    ``place`` for the infos and states it is given, and follows every ``load[host] = ...``;
+    any other change of the dict drops it (made again on the next ``place``)."""
+
+    _order: list[tuple[int, int, str]] | None = None
+    _key: dict[str, tuple[int, int, str]]
+    _made_for: tuple[Any, Any] = (None, None)
+
+    def _key_of(self, host: str, info: HostInfo) -> tuple[int, int, str]:
+        l = dict.get(self, host, Load())
+        return -(info.memory_mb - l.memory_mb), l.vcpus, host
+
+    def order(self, infos: Mapping[str, HostInfo], states: Mapping[str, HostState]) -> list[tuple[int, int, str]]:
+        if self._order is None or self._made_for[0] is not infos or self._made_for[1] is not states:
+            self._key = {h: self._key_of(h, i) for h, i in infos.items() if states.get(h) is HostState.RUNNING}
+            self._order = sorted(self._key.values())
+            self._made_for = (infos, states)
+        return self._order
+
+    def __setitem__(self, host: str, value: Load) -> None:
+        dict.__setitem__(self, host, value)
+        if self._order is not None and host in self._key:
+            old = self._key[host]
+            del self._order[bisect.bisect_left(self._order, old)]
+            new = self._key[host] = self._key_of(host, self._made_for[0][host])
+            bisect.insort(self._order, new)
+
+    def _drop(self) -> None:
+        self._order = None
+
+    def __delitem__(self, host: str) -> None:
+        dict.__delitem__(self, host)
+        self._drop()
+
+    def pop(self, *a: Any) -> Any:
+        self._drop()
+        return dict.pop(self, *a)
+
+    def popitem(self) -> Any:
+        self._drop()
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        self._drop()
+        dict.clear(self)
+
+    def update(self, *a: Any, **kw: Any) -> None:
+        self._drop()
+        dict.update(self, *a, **kw)
+
+    def setdefault(self, *a: Any) -> Any:
+        self._drop()
+        return dict.setdefault(self, *a)
+
+    def __ior__(self, other: Any) -> "LoadIndex":
+        self._drop()
+        dict.update(self, other)
+        return self
 
 
 def fits(spec: VMSpec, info: HostInfo, load: Load) -> str | None:
@@ -79,10 +146,22 @@ def place(
     """Return (host, why): the running host with the most free memory that keeps the
     rules, or (None, reasons). A host that breaks a "should" VM-host rule is taken only
     when none that keeps them all fits. ``prefer``: a host's load with the VM on it, ranked
-    next (DRS on: vigil.policy.drs_place); then the most free memory."""
+    next (DRS on: vigil.policy.drs_place); then the most free memory.
+
+    With a ``LoadIndex`` as ``load`` (and neither ``prefer`` nor a "should" rule of the VM
+    to rank by), the hosts are tried in that order and the first that qualifies is taken:
+    the same host the scan of all of them picks (the order is the scan's minimum), and the
+    scan runs only when none qualifies, for its reasons."""
+    mine = [r for r in rules if r.kind in HOST_RULE_KINDS and not r.must and spec.name in r.vms]
+    if isinstance(load, LoadIndex) and prefer is None and not mine:
+        for _, _, name in load.order(infos, states):
+            if name in avoid:
+                continue
+            if (fits(spec, infos[name], load.get(name, Load())) is None
+                    and rule_conflict(spec.name, name, rules, where or {}) is None):
+                return name, "most free memory"
     candidates: list[tuple[int, float, int, int, str]] = []
     shoulds: dict[str, list[str]] = {}
-    mine = [r for r in rules if r.kind in HOST_RULE_KINDS and not r.must and spec.name in r.vms]
     reasons: list[str] = []
     for name in sorted(infos):
         info = infos[name]

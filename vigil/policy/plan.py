@@ -75,12 +75,13 @@ def plan(view: ClusterView) -> list[Action]:
 
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
     gate = Gate(view, states)  # restart orchestration: tiers and depends-on rules
+    reach_all = [set().union(*map(set, reach))]  # the same to copies_unreachable, united once, not per VM
     for v in order(list(view.vms.values()), view.rules):
         spec, a = v.spec, v.assignment
         ft_fast = False  # an FT failover before the primary's host is declared failed
         if spec.power != "on":
             continue
-        if v.owner is None and reach and (dead := copies_unreachable(spec, {}, reach)):
+        if v.owner is None and reach and (dead := copies_unreachable(spec, {}, reach_all)):
             disk, ds = dead[0]
             actions.append(MarkStale(spec.name, disk, ds, mark_stale(v.diskstate, disk, ds, view.now,
                                                                      f"no running host reaches {ds}"),

@@ -16,7 +16,7 @@ only (vigil.sim.ft).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Mapping
 
 from vigil.agent.agent import LOCAL_RESTARTS
 from vigil.agent.loadreport import LoadReport, load_loop
@@ -35,12 +35,12 @@ from vigil.sim.ft import SimFt
 from vigil.sim.guests import SimResets, watched
 from vigil.sim.leader import leader_loop
 from vigil.sim.migrate import SimTasks
+from vigil.sim.reads import EtcdWord, etcd_word
 from vigil.sim.store import HostStore
 from vigil.sim.world import StartFailed, World
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 from vigil.store.events import event_put_op, make_event
-from vigil.store.state import read_assignment
 
 START_S = 0.5  # QEMU's start-up until it runs
 GUEST_SHUTDOWN_S = 1.0  # a guest's clean ACPI shutdown
@@ -71,7 +71,6 @@ class SimAgent:
         self.disks = SimDisks(self)
         self.promoting: dict[str, int] = {}  # FT failovers whose standby is taken: its checkpoint
         self.ds_reach: dict[str, bool] = {}  # reached now (the heartbeat loop), ds_ok: as published
-        self._specs: dict[str, tuple[int, VMSpec]] = {}
         self._pids: dict[str, int] = {}  # pid of each QEMU this agent started (vm-exited names it)
         self.monitoring = VmMonitor(self, self.clock, SimResets(world, host, self.clock), lambda now: watched(self, now),
                                     lambda: [vm.spec for vm in self.vms.values()])
@@ -257,13 +256,13 @@ class SimAgent:
 
     # -- VM execution --------------------------------------------------------------------------
     async def _status(self, name: str, state: str, message: str = "") -> None:
-        vm = self.vms.get(name)
         q = self.h.qemus.get(name)
+        pid = q.pid if q and name in self.vms else 0
         guest = "ok" if state == "running" and q is not None and self.guest_ok.get(name) == q.pid else "unknown"
-        st = VMStatus(host=self.me, state=state, pid=q.pid if q and vm else 0, message=message, guest=guest)
-        key = (st.state, st.pid, st.message, st.guest)
+        key = (state, pid, message, guest)
         if self.published.get(name) == key:
             return
+        st = VMStatus(host=self.me, state=state, pid=pid, message=message, guest=guest)
         try:
             await self.store.put(K.VMSTATUS + name, st.__dict__)
             self.published[name] = key
@@ -339,51 +338,28 @@ class SimAgent:
         while True:
             if self.lease_ok():
                 try:
-                    await self.reconcile(await self._read())
+                    await self.reconcile(await etcd_word(self.store))
                     await self.monitoring.read_settings()  # the real agent: from its snapshot
                 except StoreError:
                     pass
             await self.clock.sleep(self.cfg.tick_s / 2)
 
-    async def _read(self) -> tuple[dict[str, Entry], ...]:
-        """The keys reconcile reads, by prefix (the real agent takes a whole snapshot; these
-        are all of it that reconcile looks at, and MemoryStore reads them at one revision)."""
-        return (await self.store.get_prefix(K.VMS), await self.store.get_prefix(K.ASSIGN),
-                await self.store.get_prefix(K.OWN), await self.store.get_prefix(K.FT),
-                await self.store.get_prefix(K.DISKSTATE))
-
-    def _spec(self, e: Entry) -> VMSpec:
-        """Parsed once per revision of the spec key: the same VMSpec as from_json gives."""
-        hit = self._specs.get(e.key)
-        if hit is None or hit[0] != e.mod_revision:
-            hit = self._specs[e.key] = (e.mod_revision, VMSpec.from_json(e.value))
-        return hit[1]
-
-    async def reconcile(self, keys: tuple[dict[str, Entry], ...]) -> None:
+    async def reconcile(self, word: EtcdWord) -> None:
         """vigil.agent.agent.Agent.reconcile over the simulated host: the same
         vigil.policy.host decisions, asked one VM at a time right before each is carried
         out, in the same order (FT standbys taken, FT and disk sync, VMs that must stop
-        here, VMs assigned here)."""
-        vms, assigned, owned, ftkeys, diskstate = keys
-        n_vms, n_assign, n_own = len(K.VMS), len(K.ASSIGN), len(K.OWN)
-        specs = {k[n_vms:]: self._spec(e) for k, e in vms.items()}
-        assign = {k[n_assign:]: e for k, e in assigned.items()}
-        own = {k[n_own:]: e.value for k, e in owned.items()}
-        facts = {
-            name: HP.VMFacts(spec=specs.get(name),
-                             assignment=read_assignment(assign[name].value) if name in assign else None,
-                             owner=own.get(name))
-            for name in set(specs) | set(assign) | set(own)
-        }
-        mine = [name for name in assign if HP.is_mine(self.me, facts[name])]  # in etcd's order
+        here, VMs assigned here). ``word``: the keys reconcile looks at (the real agent
+        takes a whole snapshot), read at one revision (vigil.sim.reads)."""
+        specs, facts, assign = word.specs, word.facts, word.assign
+        mine = word.mine.get(self.me, ())
         for name in mine:  # FT failovers: keep the standby before sync drops the role
             if HP.take_standby(self.me, name, facts[name], self._here(name)) is not None:
                 seq = self.ft.take(name)
                 if seq is not None:
                     self.promoting[name] = seq
-        if ftkeys or self.ft.standby:
-            await self.ft.sync(assigned | owned | ftkeys, specs)
-        self.disks.update(diskstate)
+        if word.ft or self.ft.standby:
+            await self.ft.sync(word)
+        self.disks.update(word.diskstate)
         self.disks.sync()
         nothing = HP.VMFacts()
         for name, vm in list(self.vms.items()):  # running here, not assigned here to run
@@ -416,7 +392,8 @@ class SimAgent:
                             starting=name in self.starting or name in self.migrations.incoming,
                             has_standby=name in self.promoting, crashes=crashes)
 
-    async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts], assign: dict[str, Entry]) -> None:
+    async def _carry_out(self, act: HP.HostAction, facts: Mapping[str, HP.VMFacts],
+                         assign: Mapping[str, Entry]) -> None:
         """One reconcile action, as vigil.agent.agent.Agent._carry_out does it."""
         name = act.vm
         if isinstance(act, HP.PowerOff):

@@ -17,7 +17,8 @@ from __future__ import annotations
 from vigil.model import VMSpec
 from vigil.sim.world import StartFailed
 from vigil.store import keys as K
-from vigil.store.etcd import Entry, StoreError
+from vigil.store.etcd import StoreError
+from vigil.sim.reads import EtcdWord
 from vigil.sim.context import LocalVM, AgentContext
 
 
@@ -34,11 +35,9 @@ class SimFt:
         self.stat: dict[str, tuple[str, int]] = {}  # vm -> (secondary, epoch) ftstat was written for
         self.next_ckpt = 0.0
 
-    async def sync(self, snap: dict[str, Entry], specs: dict[str, VMSpec]) -> None:
+    async def sync(self, word: "EtcdWord") -> None:
         a, me = self.a, self.a.me
-        ft = {K.name_of(k, K.FT): e.value for k, e in snap.items() if k.startswith(K.FT)}
-        own = {K.name_of(k, K.OWN): e.value for k, e in snap.items() if k.startswith(K.OWN)}
-        assign = {K.name_of(k, K.ASSIGN): e.value for k, e in snap.items() if k.startswith(K.ASSIGN)}
+        ft, own, assign, specs = word.ft, word.owners, word.assign_values, word.specs
         self.enabled = set(ft)
         for name, vm in a.vms.items():  # primary: valid_from for this (secondary, epoch)
             f = ft.get(name)

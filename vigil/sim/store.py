@@ -91,6 +91,11 @@ class MemoryStore:
         self.revision = 1
         self._snap: dict[str, Entry] | None = None
         self._snap_rev = 0
+        # counts changes of the kept keys (not sink puts, which raise the revision too):
+        # what reads are cached on, as nothing they return can differ while it stands
+        self._gen = 0
+        self._ranges: dict[str, tuple[int, dict[str, Entry]]] = {}
+        self._memo: dict[str, tuple[int, Any]] = {}
         self._kv: dict[str, Entry] = {}
         self._enc: dict[str, str] = {}
         self._created: dict[str, int] = {}
@@ -100,6 +105,17 @@ class MemoryStore:
         self._expiry: list[tuple[float, int]] = []
         self._next_lease = 0x7E57_0000
         self.watchers: list[tuple[str, Callable[[Entry], None]]] = []  # (prefix, on put)
+
+    def copy(self, now: Callable[[], float] | None = None) -> "MemoryStore":
+        """An independent store with the same keys, leases and revision (entries are never
+        changed, so they are shared); no watchers. For benchmarks that start many runs
+        from one large cluster."""
+        c = MemoryStore(now or self.now, self.sink)
+        c.revision, c._next_lease, c._gen = self.revision, self._next_lease, self._gen
+        c._kv, c._enc, c._created, c._keys = dict(self._kv), dict(self._enc), dict(self._created), list(self._keys)
+        c._leases, c._expiry = dict(self._leases), list(self._expiry)
+        c._lease_keys = {lid: set(keys) for lid, keys in self._lease_keys.items()}
+        return c
 
     # -- internals -------------------------------------------------------------------------
     def _expire(self) -> None:
@@ -123,6 +139,7 @@ class MemoryStore:
         if e is None:
             return
         del self._enc[key], self._created[key]
+        self._gen += 1
         self._keys.pop(bisect.bisect_left(self._keys, key))
         if e.lease:
             self._lease_keys.get(e.lease, set()).discard(key)
@@ -141,6 +158,7 @@ class MemoryStore:
         elif old.lease and old.lease != lease:
             self._lease_keys.get(old.lease, set()).discard(key)
         enc = _encode(value)
+        self._gen += 1
         e = Entry(key, json.loads(enc), self.revision, (old.version if old else 0) + 1, lease)
         self._kv[key], self._enc[key] = e, enc
         if lease:
@@ -171,22 +189,41 @@ class MemoryStore:
         self._expire()
         return self._kv.get(key)
 
-    async def get_prefix(self, prefix: str) -> dict[str, Entry]:
-        self._expire()
+    def _range(self, prefix: str) -> dict[str, Entry]:
+        """The keys under ``prefix`` in etcd's order, read once per change of the store
+        (the caller must not change the dict)."""
+        hit = self._ranges.get(prefix)
+        if hit is not None and hit[0] == self._gen:
+            return hit[1]
         i = bisect.bisect_left(self._keys, prefix)
         out: dict[str, Entry] = {}
         for k in self._keys[i:]:
             if not k.startswith(prefix):
                 break
             out[k] = self._kv[k]
+        self._ranges[prefix] = (self._gen, out)
         return out
+
+    async def get_prefix(self, prefix: str) -> dict[str, Entry]:
+        self._expire()
+        return dict(self._range(prefix))
+
+    def memo(self, name: str, build: Callable[["MemoryStore", Any], Any]) -> Any:
+        """``build(store, previous)``, computed once per change of the store and shared by
+        every caller: the simulator's hosts read the same keys many times per virtual
+        second and derive the same things from them (the result must not be changed)."""
+        self._expire()
+        hit = self._memo.get(name)
+        if hit is None or hit[0] != self._gen:
+            hit = self._memo[name] = (self._gen, build(self, hit[1] if hit else None))
+        return hit[1]
 
     async def snapshot(self) -> dict[str, Entry]:
         """Every vigil key; read again only when the revision moved (as the real store does:
         hosts' loops ask many times per virtual second and mostly nothing changed)."""
         self._expire()
         if self._snap is None or self._snap_rev != self.revision:
-            self._snap, self._snap_rev = await self.get_prefix(K.PREFIX), self.revision
+            self._snap, self._snap_rev = self._range(K.PREFIX), self.revision
         return dict(self._snap)
 
     @property
@@ -306,6 +343,11 @@ class HostStore:
     async def snapshot(self) -> dict[str, Entry]:
         await self._check()
         return await self.mem.snapshot()
+
+    async def memo(self, name: str, build: Callable[[MemoryStore, Any], Any]) -> Any:
+        """``MemoryStore.memo`` through this host's link."""
+        await self._check()
+        return self.mem.memo(name, build)
 
     async def put(self, key: str, value: Any, lease: int = 0) -> None:
         await self._check()

@@ -263,6 +263,26 @@ def _split(key: str) -> tuple[str, str] | None:
     return K.PREFIX + head + "/", name
 
 
+def _read_key(key: str, e: Entry) -> tuple[str, str, Any] | None:
+    """(attribute, name, record) of one key; None for a key that is not state or does not
+    parse. The leader key comes back as ("leader", "", its Leader or None)."""
+    if key == K.LEADER:
+        return "leader", "", read_leader(e)
+    split = _split(key)
+    if split is None or split[0] not in _READERS:
+        return None
+    attr, read = _READERS[split[0]]
+    try:
+        return attr, split[1], read(e)
+    except _BAD:
+        return None
+
+
+def _assemble(out: dict[str, dict[str, Any]], revision: int, leader: Leader | None) -> ClusterState:
+    fields_ = {attr: MappingProxyType(v) for attr, v in out.items() if attr != "maintenance"}
+    return ClusterState(revision=revision, leader=leader, maintenance=frozenset(out["maintenance"]), **fields_)
+
+
 def cluster_state(snapshot: Mapping[str, Entry]) -> ClusterState:
     """Every key of ``snapshot`` read once into its typed record."""
     out: dict[str, dict[str, Any]] = {attr: {} for attr, _ in _READERS.values()}
@@ -270,35 +290,60 @@ def cluster_state(snapshot: Mapping[str, Entry]) -> ClusterState:
     leader: Leader | None = None
     for key, e in snapshot.items():
         revision = max(revision, e.mod_revision)
-        if key == K.LEADER:
-            leader = read_leader(e)
+        got = _read_key(key, e)
+        if got is None:
             continue
-        split = _split(key)
-        if split is None or split[0] not in _READERS:
-            continue
-        attr, read = _READERS[split[0]]
-        try:
-            out[attr][split[1]] = read(e)
-        except _BAD:
-            continue
-    fields_ = {attr: MappingProxyType(v) for attr, v in out.items() if attr != "maintenance"}
-    return ClusterState(revision=revision, leader=leader, maintenance=frozenset(out["maintenance"]), **fields_)
+        if got[0] == "leader":
+            leader = got[2]
+        else:
+            out[got[0]][got[1]] = got[2]
+    return _assemble(out, revision, leader)
 
 
 class StateCache:
     """``cluster_state`` of a store's snapshots, parsed once per etcd revision: on an idle
     cluster every loop gets the same snapshot again, and the same typed state with it
-    (a ClusterState is read-only, so it is shared)."""
+    (a ClusterState is read-only, so it is shared).
+
+    When the revision moved, only the keys that changed are parsed again: a key's record
+    is kept while its mod_revision and lease are those it was read at (etcd gives every
+    change of a key a new mod_revision), so the state is the one ``cluster_state`` gives."""
 
     def __init__(self) -> None:
         self._rev = 0
         self._state: ClusterState | None = None
+        # key -> (mod_revision, lease, what _read_key gave)
+        self._keys: dict[str, tuple[int, int, tuple[str, str, Any] | None]] = {}
 
     def of(self, snapshot: Mapping[str, Entry], revision: int = 0) -> ClusterState:
         """``revision``: the one the snapshot was read at (0: unknown, parse it)."""
         if revision and revision == self._rev and self._state is not None:
             return self._state
-        state = cluster_state(snapshot)
+        state = self._parse(snapshot)
         if revision:
             self._rev, self._state = revision, state
         return state
+
+    def _parse(self, snapshot: Mapping[str, Entry]) -> ClusterState:
+        out: dict[str, dict[str, Any]] = {attr: {} for attr, _ in _READERS.values()}
+        revision = 0
+        leader: Leader | None = None
+        old = self._keys
+        keys: dict[str, tuple[int, int, tuple[str, str, Any] | None]] = {}
+        for key, e in snapshot.items():
+            mod = e.mod_revision
+            if mod > revision:
+                revision = mod
+            c = old.get(key)
+            if c is None or c[0] != mod or c[1] != e.lease:
+                c = (mod, e.lease, _read_key(key, e))
+            keys[key] = c
+            got = c[2]
+            if got is None:
+                continue
+            if got[0] == "leader":
+                leader = got[2]
+            else:
+                out[got[0]][got[1]] = got[2]
+        self._keys = keys
+        return _assemble(out, revision, leader)
