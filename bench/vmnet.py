@@ -21,23 +21,22 @@ network path, may bound the figures; the path's cost shows in the difference bet
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re
-import socket
 import statistics
 import sys
 import time
 
 from vigil import service
 from vigil.lab import observe
+from vigil.lab.guestshell import guest_sh as _sh
+from vigil.lab.guestshell import with_shell
 from vigil.lab.lab import Lab, LabConfig
 from vigil.lab.net import vm_address
 from vigil.lab.scenario import lab_vm_spec, wait_cluster_ready
 
 MiB = 1 << 20
-SHELL_PORT = 7001
 SINK_PORT = 5001
 GUESTS = {"va": ("host1", 21), "vb": ("host2", 22)}
 SINK = ("#!/bin/sh\nread a _ </proc/uptime; n=$(wc -c); read b _ </proc/uptime; "
@@ -55,23 +54,7 @@ def ip_of(vm: str) -> str:
 
 
 def guest_sh(vm: str, script: str, timeout: float = 120.0) -> str:
-    """Run ``script`` in a shell inside ``vm``; its output once the shell exits."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            sock = socket.create_connection((ip_of(vm), SHELL_PORT), timeout=5)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    with sock:
-        sock.settimeout(timeout)
-        sock.sendall((script + "\nexit\n").encode())
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
-    return out.decode(errors="replace")
+    return _sh(ip_of(vm), script, timeout=timeout)
 
 
 def throughput(src: str, dst: str, mib: int) -> float:
@@ -124,10 +107,7 @@ def run_lab(args: argparse.Namespace) -> dict:
     try:
         wait_cluster_ready(2, timeout=120)
         for vm, (host, n) in GUESTS.items():
-            spec = lab_vm_spec(vm, ip=vm_address(n), memory_mb=256)
-            assert spec.boot is not None
-            spec = dataclasses.replace(spec, boot=dataclasses.replace(
-                spec.boot, cmdline=spec.boot.cmdline + f" vigil.shell={SHELL_PORT}"))
+            spec = with_shell(lab_vm_spec(vm, ip=vm_address(n), memory_mb=256))
             observe.call(lambda s: service.create_vm(s, spec, host))
         observe.wait_for("guests running", lambda: observe.running_vms_ok(list(GUESTS)), 180)
         for vm in GUESTS:
