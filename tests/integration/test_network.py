@@ -77,7 +77,7 @@ def test_a_tcp_connection_survives_live_migration_and_an_agent_restart_and_the_a
 
 
 STREAM = ("rm -f /tmp/stream.out; (i=0; while :; do i=$((i+1)); echo \"req $i\"; sleep 0.1; done "
-          "| nc {peer} 7000 >/tmp/stream.out 2>&1 </dev/null &)")
+          "| nc {peer} 7000 >/tmp/stream.out 2>&1 &)")
 ACK_RE = re.compile(r"ack (\d+) (\d+)\s*$")
 
 
