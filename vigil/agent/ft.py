@@ -284,14 +284,7 @@ class FtRunner:
                     await self.clock.sleep(0.5)
 
         try:
-            gate.hold()
-            while True:  # buffers a previous agent left stay held until invalidate()
-                try:
-                    await nics_do(nics.adopt)
-                    break
-                except (Q.QemuError, OSError) as e:
-                    log.warning("%s: finding held NIC output: %s", vm, e)
-                    await self.clock.sleep(0.5)
+            gate.hold()  # (and NIC buffers a previous agent left stay in QEMU until open_all)
             while not await invalidate():
                 await self.clock.sleep(0.5)
             await open_all()
