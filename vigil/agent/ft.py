@@ -1,8 +1,9 @@
 """The agent's Fault Tolerance roles.
 
 *Primary* (the host that runs an FT VM): sends checkpoints to the secondary's standby, one
-after another, and holds the guest's output (its :class:`OutputGate`) until the checkpoint
-that produced it is acknowledged: the outside world never sees what a failover could undo.
+after another, and holds the guest's output (its heartbeat lines in its :class:`OutputGate`,
+its NICs' frames in QEMU's net filters, vigil.hypervisor.nichold) until the checkpoint that
+produced it is acknowledged: the outside world never sees what a failover could undo.
 
 *Secondary*: keeps standby QEMUs for the VM (the committed one, the one receiving, a spare
 being started), publishes where the next checkpoint goes (``ftrx/``) and which one it
@@ -31,6 +32,7 @@ from vigil.agent.ftstandby import POLL_S, Secondary, Standby, kill_qemus
 from vigil.hypervisor import ft as FT
 from vigil.hypervisor import ftdisk as FTD
 from vigil.hypervisor import migration as MG
+from vigil.hypervisor import nichold as NH
 from vigil.hypervisor import qemu as Q
 from vigil.model import VMSpec
 from vigil.policy import ftroles as FR
@@ -110,8 +112,9 @@ class FtRunner:
         want_p = FR.primary_roles(me, stopping, ft, own)
         for name in FR.gates_to_open(me, stopping, ft, own, assigned, frozenset(self.primaries)):
             gate = self.a.vms[name].gate
-            if gate is not None:
+            if gate is not None and gate.held:
                 gate.open()
+                asyncio.create_task(self._open_nics(name))
         for name, vm in self.a.vms.items():
             busy = self.collapsing.get(name)
             if (name not in ft and vm.spec is not None and not vm.stopping and (busy is None or busy.done())
@@ -174,13 +177,27 @@ class FtRunner:
             await sb.conn.close()
         dest = Q.VMPaths.for_vm(Path(self.a.cfg.run_dir), vm)
         dest.dir.mkdir(parents=True, exist_ok=True)
-        moved = [sb.paths.qmp_sock, sb.paths.hb_sock, sb.paths.pidfile, sb.paths.serial_log,
-                 *map(sb.paths.net_sock, range(len(spec.networks)))]
+        moved = [sb.paths.qmp_sock, sb.paths.hb_sock, sb.paths.pidfile, sb.paths.serial_log]
         for f in moved:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f, dest.dir / f.name)
         shutil.rmtree(sb.paths.dir, ignore_errors=True)
         return sb.pid
+
+    async def _open_nics(self, vm: str) -> None:
+        """Let out the frames an FT primary of ours held in the VM's QEMU (this agent's
+        loop ended, or a previous agent left them): nothing protects them any more."""
+        local = self.a.vms.get(vm)
+        if local is None or local.spec is None or not local.spec.networks:
+            return
+        paths = Q.VMPaths.for_vm(Path(self.a.cfg.run_dir), vm)
+        try:
+            async with Q.QMPConn(paths, pid=local.pid, name=vm) as conn:
+                n = await NH.NicHold(len(local.spec.networks)).open(conn)
+            if n:
+                log.info("%s: %d held NIC buffer generation(s) released", vm, n)
+        except (Q.QemuError, OSError) as e:
+            log.warning("%s: releasing its held NIC output: %s", vm, e)
 
     async def _collapse(self, vm: str, pid: int, spec: VMSpec) -> None:
         """FT is off for a VM running here on disk overlays: back onto its base images."""
@@ -214,6 +231,7 @@ class FtRunner:
         if spec is None:
             return
         paths = Q.VMPaths.for_vm(Path(a.cfg.run_dir), vm)
+        nics = NH.NicHold(len(spec.networks))
         st = PrimaryStats()
         last_seq = 0
         last_ok = self.clock.monotonic()
@@ -249,18 +267,34 @@ class FtRunner:
             except StoreError:
                 return False
 
+        async def nics_do(op: Callable[[Q.QMPConn], Any]) -> None:
+            async with Q.QMPConn(paths, pid=local.pid, name=vm) as conn:
+                await op(conn)
+
+        async def open_all() -> None:
+            """Output flows freely: the gate, and the NICs' buffers in QEMU."""
+            gate.open()
+            while True:
+                try:
+                    return await nics_do(nics.open)
+                except (Q.QemuError, OSError) as e:
+                    log.warning("%s: releasing held NIC output: %s", vm, e)
+                    if a.vms.get(vm) is not local or local.stopping:
+                        return
+                    await self.clock.sleep(0.5)
+
         try:
-            gate.hold()
+            gate.hold()  # (and NIC buffers a previous agent left stay in QEMU until open_all)
             while not await invalidate():
                 await self.clock.sleep(0.5)
-            gate.open()
+            await open_all()
             await a.event("ft-starting", f"{vm}: FT checkpoints from {a.me} to {secondary} (epoch {epoch})", vm=vm)
             while a.vms.get(vm) is local and not local.stopping:
                 now = self.clock.monotonic()
                 if protected and now - last_ok > UNPROTECTED_AFTER_S:
                     if await invalidate():
                         protected = False
-                        gate.open()
+                        await open_all()
                         await a.event("ft-unprotected", f"{vm}: no checkpoint acknowledged for "
                                       f"{UNPROTECTED_AFTER_S:.0f}s ({st.last_error or 'secondary silent'}); "
                                       "runs unprotected", vm=vm)
@@ -277,20 +311,22 @@ class FtRunner:
                 last_seq = seq
                 gate.hold()
                 t0 = self.clock.monotonic()
-                async def one(uri: str) -> tuple[MG.MigrationResult, int, float]:
+                async def one(uri: str) -> tuple[MG.MigrationResult, int, int, float]:
                     async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
+                        await nics.hold(src)
                         res = await FT.checkpoint(src, uri, self.policy())
                         t_done = self.clock.monotonic()
                         cut = gate.received  # the guest is stopped: all of this precedes the checkpoint
-                        try:  # and so does every disk write so far: later ones go to new overlays
+                        try:  # and so does every frame and disk write so far: later ones go to new
+                            ncut = await nics.cut(src)  # NIC buffers and new disk overlays
                             await FTD.hold_writes(src, spec, a.cfg.datastores, seq)
                         finally:
                             await FT.resume(src)
-                        return res, cut, (self.clock.monotonic() - t_done) * 1000
+                        return res, cut, ncut, (self.clock.monotonic() - t_done) * 1000
 
                 try:
                     # shielded: a role change mid-checkpoint must not leave the guest stopped
-                    res, cut, stopped_ms = await asyncio.shield(asyncio.ensure_future(one(str(rx["uri"]))))
+                    res, cut, ncut, stopped_ms = await asyncio.shield(asyncio.ensure_future(one(str(rx["uri"]))))
                 except (Q.QemuError, OSError) as e:
                     st.failures += 1
                     st.last_error = str(e)[:200]
@@ -301,9 +337,14 @@ class FtRunner:
                         while not await invalidate():
                             await self.clock.sleep(0.2)
                     log.warning("%s: checkpoint %d to %s failed: %s", vm, seq, secondary, e)
+                    if isinstance(e, NH.NicHoldError):  # no checkpoint can protect its frames
+                        if protected or not st.failures - 1:
+                            await a.event("ft-unprotected", f"{vm}: {e}; runs unprotected", vm=vm)
+                        protected = False
+                        await open_all()
                     with contextlib.suppress(StoreError):
                         await write_stat("protected" if protected else "unprotected")
-                    await self.clock.sleep(0.3)
+                    await self.clock.sleep(30 if isinstance(e, NH.NicHoldError) else 0.3)
                     continue
                 t_cut = self.clock.monotonic()
                 acked = await self._wait_ack(vm, secondary, epoch, seq)
@@ -313,11 +354,13 @@ class FtRunner:
                     continue
                 gate.release(cut)
                 t_ack = self.clock.monotonic()
-                try:  # no failover can go back before this checkpoint: merge older disk writes
-                    async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:
+                try:  # no failover can go back before this checkpoint: let its frames out and
+                    async with Q.QMPConn(paths, pid=local.pid, name=vm) as src:  # merge older disk writes
+                        await nics.release(src, ncut)
+                        t_ack = self.clock.monotonic()
                         await FTD.commit_before(src, spec, a.cfg.datastores, seq)
                 except (Q.QemuError, OSError) as e:
-                    st.last_error = f"merging disk overlays: {e}"[:200]
+                    st.last_error = f"releasing output or merging disk overlays: {e}"[:200]
                     log.warning("%s: %s", vm, st.last_error)
                 now = self.clock.monotonic()
                 st.checkpoints += 1

@@ -77,7 +77,8 @@ class Guests:
 
     async def _carry_nics(self, name: str, gate: OutputGate, spec: Callable[[], VMSpec | None],
                           pid: Callable[[], int], announce: bool) -> None:
-        """Plug the VM's NICs into this host's bridges, once its spec is known."""
+        """Plug the VM's NICs (its QEMU's taps) into this host's bridges, once its spec is
+        known; the frames then flow without us."""
         while (s := spec()) is None:
             await self.clock.sleep(0.5)
         paths = executor.paths(self.cfg, name)
@@ -87,7 +88,7 @@ class Guests:
             if bridge is None:
                 await self.host.event("nic-unplugged", f"{name}: {self.me} has no network {network}", vm=name)
                 continue
-            ports.append(NicPort(name, i, paths.net_sock(i), bridge, gate, paths, pid, announce=announce))
+            ports.append(NicPort(name, i, bridge, paths, pid, announce=announce))
         if ports:
             try:
                 await asyncio.gather(*(p.run() for p in ports))

@@ -1,26 +1,26 @@
-"""A VM's NICs on the host's VM networks: the agent carries their frames.
+"""A VM's NICs on the host's VM networks: taps on the host's bridges, no daemon in between.
 
-QEMU serves each NIC's frames on a unix socket (``-netdev stream``: a 4-byte big-endian
-length, then the frame). The agent connects to it and plugs a tap device into the bridge
-the host maps the NIC's network to (``AgentConfig.networks``). Frames from the network go
-straight to the guest; frames from the guest go out through the VM's
-:class:`~vigil.hypervisor.qemu.OutputGate`, so that an FT primary's packets leave only
-once the checkpoint that produced them is safe on the secondary (the Remus output rule),
-in order with the guest's other output.
+QEMU makes one tap per NIC (``-netdev tap,ifname=...,script=no``, vigil.hypervisor.argv);
+the agent only puts it on the bridge the host maps the NIC's network to
+(``AgentConfig.networks``) and brings it up. From then on frames go guest <-> QEMU <-> tap
+<-> bridge without the agent: an agent restart (``KillMode=process``) leaves every VM's
+network as it was, and the tap goes away with its QEMU.
+
+The taps are found from the QEMU process itself (its tun file descriptors name them in
+``/proc/<pid>/fdinfo``), so a VM adopted after an agent restart, or an FT standby that went
+live, is plugged by the tap it really has. An FT primary's output is held in QEMU
+(vigil.hypervisor.nichold), not here.
 
 A VM that just arrived (restart, live migration, FT failover) announces its MACs
-(``announce-self``, gratuitous RARP) once the agent is connected, so the bridges learn
-where it is now. The tap goes away with the agent's file descriptor.
+(``announce-self``, gratuitous RARP) once its taps are on the bridge, so the bridges learn
+where it is now.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import hashlib
 import logging
 import os
-import struct
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -28,27 +28,26 @@ from vigil.hypervisor import qemu
 
 log = logging.getLogger("vigil.agent.nics")
 
-TUNSETIFF = 0x400454CA
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-MAX_FRAME = 65536
 ANNOUNCE = {"initial": 50, "max": 550, "rounds": 5, "step": 100}
+TAP_RE = re.compile(r"^iff:\s*(\S+)$", re.M)
+NIC_RE = re.compile(r"n(\d+)$")
 
 
-def tap_name(vm: str, index: int) -> str:
-    """A tap name (at most 15 characters) that tells which VM's which NIC it is."""
-    return f"vt{hashlib.sha256(vm.encode()).hexdigest()[:9]}n{index}"
-
-
-def open_tap(name: str) -> int:
-    """A new tap device ``name`` (no packet information header), non-blocking."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+def taps_of(pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
+    """NIC index -> the tap the process ``pid`` holds for it (names from tap_name)."""
+    out: dict[int, str] = {}
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+        fds = list((proc / str(pid) / "fdinfo").iterdir())
     except OSError:
-        os.close(fd)
-        raise
-    return fd
+        return out
+    for fd in fds:
+        try:
+            m = TAP_RE.search(fd.read_text())
+        except OSError:
+            continue
+        if m and (n := NIC_RE.search(m.group(1))):
+            out[int(n.group(1))] = m.group(1)
+    return out
 
 
 async def _ip(*argv: str) -> None:
@@ -60,83 +59,36 @@ async def _ip(*argv: str) -> None:
 
 
 class NicPort:
-    """One NIC: QEMU's frame socket <-> a tap on ``bridge``, guest frames via ``gate``."""
+    """One NIC: its QEMU's tap, put on ``bridge``; then announced (``announce``)."""
 
-    def __init__(self, vm: str, index: int, sock: Path, bridge: str, gate: qemu.OutputGate,
-                 qmp_paths: qemu.VMPaths, pid: Callable[[], int], announce: bool = True) -> None:
-        self.vm, self.index, self.sock, self.bridge, self.gate = vm, index, sock, bridge, gate
-        self.qmp_paths, self.pid, self.announce = qmp_paths, pid, announce
-        self.tap = tap_name(vm, index)
-        self.fd: int | None = None
+    def __init__(self, vm: str, index: int, bridge: str, paths: qemu.VMPaths, pid: Callable[[], int],
+                 announce: bool = True) -> None:
+        self.vm, self.index, self.bridge, self.paths, self.pid, self.announce = vm, index, bridge, paths, pid, announce
+        self.tap = ""
 
-    async def run(self) -> None:
-        """Carry frames until cancelled; reconnect when QEMU's socket goes away."""
-        try:
-            self.fd = open_tap(self.tap)
-            await _ip("link", "set", self.tap, "master", self.bridge, "up")
-            announced = not self.announce
-            while True:
-                try:
-                    reader, writer = await asyncio.open_unix_connection(str(self.sock))
-                except OSError:
-                    await asyncio.sleep(0.2)
-                    continue
-                try:
-                    if not announced:
-                        announced = await self._announce()
-                    await self._carry(reader, writer)
-                except (OSError, asyncio.IncompleteReadError) as e:
-                    log.debug("%s nic%d: %s", self.vm, self.index, e)
-                finally:
-                    writer.close()
-                await asyncio.sleep(0.2)
-        finally:
-            if self.fd is not None:
-                with contextlib.suppress(OSError):
-                    asyncio.get_running_loop().remove_reader(self.fd)
-                os.close(self.fd)
-                self.fd = None
+    async def run(self, wait_s: float = 10.0) -> None:
+        """Plug the tap (waiting ``wait_s`` for QEMU to hold it), then announce."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not (tap := taps_of(self.pid()).get(self.index)):
+            if loop.time() > deadline:
+                raise OSError(f"QEMU (pid {self.pid()}) holds no tap for NIC {self.index}")
+            await asyncio.sleep(0.1)
+        self.tap = tap
+        await _ip("link", "set", tap, "master", self.bridge, "up")
+        log.info("%s nic%d: tap %s on %s", self.vm, self.index, tap, self.bridge)
+        while self.announce and not await self._announce():
+            await asyncio.sleep(0.5)
 
     async def _announce(self) -> bool:
         """Gratuitous RARPs from the guest's MAC, now that frames can leave."""
         try:
-            async with qemu.QMPConn(self.qmp_paths, pid=self.pid(), name=self.vm) as conn:
+            async with qemu.QMPConn(self.paths, pid=self.pid(), name=self.vm) as conn:
                 await conn.execute("announce-self", dict(ANNOUNCE, interfaces=[f"nic{self.index}"]))
             return True
         except qemu.QemuError as e:
             log.debug("%s nic%d: announce-self: %s", self.vm, self.index, e)
-            return False
-
-    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        fd = self.fd
-        assert fd is not None
-
-        def to_guest() -> None:
-            while True:
-                try:
-                    frame = os.read(fd, MAX_FRAME)
-                except BlockingIOError:
-                    return
-                writer.write(struct.pack(">I", len(frame)) + frame)
-
-        def to_tap(frames: list[bytes]) -> None:
-            # released later by the gate: the tap may be closed by then, and its number
-            # reused by another file
-            if self.fd != fd:
-                return
-            for f in frames:
-                with contextlib.suppress(BlockingIOError):
-                    os.write(fd, f)
-
-        loop.add_reader(fd, to_guest)
-        try:
-            while True:
-                n = struct.unpack(">I", await reader.readexactly(4))[0]
-                frame = await reader.readexactly(n)
-                self.gate.add_to(to_tap, frame)
-        finally:
-            loop.remove_reader(fd)
+            return not os.path.exists(f"/proc/{self.pid()}")  # gone: nothing to announce
 
 
-__all__ = ["NicPort", "tap_name", "open_tap"]
+__all__ = ["NicPort", "taps_of"]

@@ -13,6 +13,7 @@ from typing import Protocol
 from vigil.env import executor
 from vigil.config import AgentConfig
 from vigil.hypervisor import iostats
+from vigil.hypervisor.argv import tap_name
 from vigil.model import VMSpec
 
 StartError = executor.StartError  # raised by Hypervisor.start when QEMU does not start
@@ -75,13 +76,12 @@ class QemuHypervisor:
         return await executor.shutdown(self.cfg, vm, pid, timeout_s)
 
     async def io_counters(self, vm: str, pid: int, spec: VMSpec | None) -> int | None:
-        from vigil.agent.nics import tap_name  # the taps' names: whoever opens them names them so
-
-        disks = await iostats.disk_bytes(executor.paths(self.cfg, vm), pid, vm)
+        paths = executor.paths(self.cfg, vm)
+        disks = await iostats.disk_bytes(paths, pid, vm)
         if disks is None:
             return None
         nics = len(spec.networks) if spec else 0
-        return disks + iostats.nic_bytes([tap_name(vm, i) for i in range(nics)])
+        return disks + iostats.nic_bytes([tap_name(paths, i) for i in range(nics)])
 
     async def reset(self, vm: str, pid: int) -> None:
         await iostats.system_reset(executor.paths(self.cfg, vm), pid, vm)

@@ -1,7 +1,9 @@
 """QEMU's command line for a VM: machine, disks (quorum for two copies), NICs, TLS."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,30 @@ def quorum_blockdev(index: int, files: Sequence[tuple[int, Path]]) -> dict[str, 
     }
 
 
+VHOST_NET = "/dev/vhost-net"
+
+
+def tap_name(paths: VMPaths, index: int) -> str:
+    """The tap QEMU makes for the NIC ``index`` of the QEMU run from ``paths`` (at most 15
+    characters): unique per run dir on a host, so an FT secondary's standbys never ask for
+    the same tap, and the NIC's index is its last digit (vigil.agent.nics reads it back)."""
+    return f"vt{hashlib.sha256(str(paths.dir).encode()).hexdigest()[:9]}n{index}"
+
+
+def vhost_usable(accel: str) -> bool:
+    """vhost-net moves a NIC's frames in the kernel, but only KVM gives it the guest's
+    notifications (under TCG QEMU falls back to its own path anyway), and only where the
+    device is there and ours to open."""
+    return accel == "kvm" and os.access(VHOST_NET, os.R_OK | os.W_OK)
+
+
+def nic_argv(index: int, tap: str, mac: str, vhost: bool) -> list[str]:
+    """One virtio NIC on the tap ``tap`` (QEMU makes it; the agent puts it on the bridge,
+    no script), with vhost-net or not."""
+    netdev = f"tap,id=net{index},ifname={tap},script=no,downscript=no" + (",vhost=on" if vhost else "")
+    return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=net{index},id=nic{index},mac={mac}"]
+
+
 TLS_SERVER_ID = "vigil-tls-server"
 TLS_CLIENT_ID = "vigil-tls-client"
 
@@ -91,6 +117,7 @@ def build_argv(
     tls_dir: str | Path | None = None,
     standby: bool = False,
     stale: Mapping[str, str] | None = None,
+    vhost: bool = False,
 ) -> list[str]:
     """The full QEMU command line of a VM (no I/O).
 
@@ -102,6 +129,11 @@ def build_argv(
     stopped). ``tls_dir``: add the TLS credential objects of :func:`tls_argv`. ``standby``:
     an FT standby, incoming and ``-S``: it stays paused once a checkpoint arrived, until
     ``cont`` makes it the running copy (:mod:`vigil.hypervisor.ft`).
+
+    Each NIC is a tap (:func:`tap_name`) that the agent plugs into the host's bridge for its
+    network: frames go guest <-> QEMU (or vhost-net with ``vhost``) <-> tap <-> bridge, no
+    daemon in between. A standby never gets vhost-net: an FT primary's output is held by
+    QEMU's net filters (vigil.hypervisor.nichold), which vhost-net would bypass.
     """
     if accel not in ("kvm", "tcg"):
         raise QemuError(f"unknown accelerator {accel!r}")
@@ -143,10 +175,7 @@ def build_argv(
             dev += f",bootindex={i}"
         argv += ["-blockdev", json.dumps(blockdev, separators=(",", ":")), "-device", dev]
     for i, _ in enumerate(spec.networks):
-        # QEMU serves the NIC's frames on a socket; the agent carries them to the host's
-        # bridge for that network (and holds them back while FT protects the VM)
-        argv += ["-netdev", f"stream,id=net{i},server=on,addr.type=unix,addr.path={paths.net_sock(i)}",
-                 "-device", f"virtio-net-pci,netdev=net{i},id=nic{i},mac={mac_address(spec.name, i)}"]
+        argv += nic_argv(i, tap_name(paths, i), mac_address(spec.name, i), vhost and not standby)
     if spec.boot is not None:
         argv += ["-kernel", spec.boot.kernel]
         if spec.boot.initrd:

@@ -30,7 +30,7 @@ from typing import Any
 from vigil.hypervisor.base import HB_PORT_NAME, MACHINE, QEMU_BIN, QEMU_IMG, QemuError, _opt  # noqa: F401
 from vigil.hypervisor.argv import (  # noqa: F401  (re-exported)
     TLS_CLIENT_ID, TLS_SERVER_ID, build_argv, copy_node_name, disk_device_id, disk_node_name,
-    disk_path, live_copies, quorum_blockdev, quorum_node_name, tls_argv)
+    disk_path, live_copies, quorum_blockdev, quorum_node_name, tap_name, tls_argv, vhost_usable)
 from vigil.hypervisor.guest import (  # noqa: F401  (re-exported)
     GuestChannel, HB_RE, Heartbeat, OutputGate)
 from vigil.hypervisor.processes import (  # noqa: F401  (re-exported)
@@ -130,7 +130,7 @@ async def start(
     missing disks are still created (empty, for a shared-nothing migration to fill).
     """
     argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
-                      stale=stale)
+                      stale=stale, vhost=vhost_usable(accel))
     paths.dir.mkdir(parents=True, exist_ok=True)
     old = read_pid(paths.pidfile)
     if old and is_vm_process(old, paths):
