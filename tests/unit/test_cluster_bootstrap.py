@@ -80,7 +80,7 @@ def test_each_member_gets_a_tls_only_etcd_default_file(cluster: CD.Cluster) -> N
         text = (cluster.bundle(h) / "etc" / "default" / "etcd").read_text()
         env = etcd_member.parse(text)
         assert "http://" not in text
-        assert env["ETCD_NAME"] == h and env["ETCD_DATA_DIR"] == "/var/lib/etcd/default"
+        assert env["ETCD_NAME"] == h and env["ETCD_DATA_DIR"] == "/var/lib/etcd/vigil"
         assert env["ETCD_LISTEN_CLIENT_URLS"] == f"https://{addr}:2379,https://127.0.0.1:2379"
         assert env["ETCD_LISTEN_PEER_URLS"] == env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"https://{addr}:2380"
         assert env["ETCD_INITIAL_CLUSTER"] == ",".join(f"{n}=https://{a}:2380" for n, a in MEMBERS.items())

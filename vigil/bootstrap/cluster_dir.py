@@ -38,7 +38,8 @@ from vigil.store.tls import DEFAULT_SERVER_NAME, EtcdTLS
 CLUSTER_FILE = "cluster.json"
 ADMIN_USER = "admin"
 API_PORT = 8443
-DEFAULT_DATA_DIR = "/var/lib/etcd/default"  # Debian's etcd.service default
+DEFAULT_DATA_DIR = "/var/lib/etcd/vigil"  # not Debian's default: etcd-server starts once on install with its
+# own single-member settings there, and a member restarted over that data would keep them
 MEMBER_COUNTS = (3, 5)  # for `vigil cluster init`: a quorum that survives 1 or 2 failures
 
 

@@ -15,7 +15,7 @@ DEFAULT_LISTEN = "127.0.0.1:8443"
 
 @friendly
 def api(
-    config: Optional[Path] = typer.Option(None, "--config", help=f"the host's vigil.toml: its [etcd] and [api] "
+    config: Optional[Path] = typer.Option(None, "--config", help=f"the host's vigil.toml: its etcd and api "
                                           f"sections (default: {DEFAULT_PATH} when it exists and --etcd is not given)"),
     listen: Optional[str] = typer.Option(None, "--listen", help=f"ADDRESS[:PORT] to serve HTTPS on (default: "
                                          f"api.listen, else {DEFAULT_LISTEN})"),

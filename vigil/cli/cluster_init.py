@@ -42,7 +42,7 @@ def init(
     member: List[str] = typer.Option(..., "--member", help="an etcd member host, NAME=ADDRESS (3 or 5 of them)"),
     directory: Path = DIR_OPT,
     name: str = typer.Option("vigil", "--name", help="the cluster's name (in its CA and etcd's cluster token)"),
-    data_dir: str = typer.Option("/var/lib/etcd/default", "--etcd-data-dir", help="the members' etcd data dir"),
+    data_dir: str = typer.Option("/var/lib/etcd/vigil", "--etcd-data-dir", help="the members' etcd data dir"),
 ) -> None:
     """Make a cluster directory: a CA, the first admin's credentials, and each etcd
     member's certificates, /etc/default/etcd and vigil.toml."""
