@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import Any, Mapping
+
+from vigil.names import NAME_RE, SpecError, check_name  # noqa: F401 - NAME_RE re-exported
+from vigil.rules import (ALL_RULE_KINDS, DEPENDENCY_KINDS, HOST_RULE_KINDS, RULE_KINDS, HostGroup,  # noqa: F401
+                         Rule)  # re-exported: vigil.model names every record type
 
 
 @functools.cache
@@ -20,12 +23,6 @@ def _field_names(cls: type) -> frozenset[str]:
     of every snapshot)."""
     return frozenset(f.name for f in fields(cls))
 
-
-class SpecError(ValueError):
-    """A spec or request that vigil refuses; the message is shown to the user as is."""
-
-
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 RESTART_PRIORITIES = ("highest", "high", "medium", "low", "lowest", "disabled")
 ISOLATION_RESPONSES = ("leave-powered-on", "power-off", "shutdown")
@@ -46,14 +43,6 @@ class HostState(str, Enum):
     ENTERING_MAINTENANCE = "entering-maintenance"
     MAINTENANCE = "maintenance"
     UNKNOWN = "unknown"
-
-
-def check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise SpecError(
-            f"invalid {kind} name {name!r}: use 1-63 lower-case letters, digits, '.', '_' or '-'"
-        )
-    return name
 
 
 MAX_NICS = 4
@@ -328,95 +317,6 @@ class Event:
     source: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     user: str = ""  # the person whose request caused it (API and CLI writes); "" for vigil's own
-
-
-RULE_KINDS = ("anti-affinity", "affinity")
-# a VM-VM restart dependency: the rule's ``vms`` start only once every VM in ``on`` is ready
-DEPENDENCY_KINDS = ("depends-on",)
-# VM-host rules: the rule's ``vms`` and the hosts of host group ``group``
-HOST_RULE_KINDS = ("must-run-on", "should-run-on", "must-not-run-on", "should-not-run-on")
-ALL_RULE_KINDS = RULE_KINDS + DEPENDENCY_KINDS + HOST_RULE_KINDS
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A rule on VMs: anti-affinity keeps the VMs on different hosts, affinity on one host;
-    depends-on restarts ``vms`` only once those ``on`` are ready (vigil.policy.orchestration);
-    the VM-host kinds keep ``vms`` on or off the hosts of host group ``group``
-    (vigil.policy.host_rules). ``hosts`` is not stored: the controller fills it in from the
-    group each cycle, so that placement needs the rules alone."""
-
-    name: str
-    kind: str
-    vms: tuple[str, ...]
-    on: tuple[str, ...] = ()
-    group: str = ""
-    hosts: frozenset[str] | None = None
-
-    def validate(self) -> None:
-        check_name("rule", self.name)
-        if self.kind not in ALL_RULE_KINDS:
-            raise SpecError(f"rule {self.name}: kind must be one of {', '.join(ALL_RULE_KINDS)}")
-        for v in self.vms + self.on:
-            check_name("VM", v)
-        if self.kind in RULE_KINDS:
-            if len(set(self.vms)) < 2:
-                raise SpecError(f"rule {self.name}: name at least two different VMs")
-        elif not self.vms:
-            raise SpecError(f"rule {self.name}: name at least one VM")
-        if self.kind in DEPENDENCY_KINDS:
-            if not self.on:
-                raise SpecError(f"rule {self.name}: name the VMs it depends on")
-            if both := sorted(set(self.vms) & set(self.on)):
-                raise SpecError(f"rule {self.name}: {', '.join(both)} cannot depend on itself")
-        elif self.on:
-            raise SpecError(f"rule {self.name}: only a depends-on rule names VMs it depends on")
-        if self.kind in HOST_RULE_KINDS:
-            check_name("host group", self.group)
-        elif self.group:
-            raise SpecError(f"rule {self.name}: only a VM-host rule names a host group")
-
-    @property
-    def must(self) -> bool:
-        return self.kind.startswith("must-")
-
-    def to_json(self) -> dict[str, Any]:
-        """What is stored: the VM-VM shape as before, the new fields only when set."""
-        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "vms": list(self.vms)}
-        if self.on:
-            d["on"] = list(self.on)
-        if self.group:
-            d["group"] = self.group
-        return d
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Rule":
-        return cls(name=data["name"], kind=data["kind"], vms=tuple(data["vms"]), on=tuple(data.get("on", ())),
-                   group=str(data.get("group", "")))
-
-
-@dataclass(frozen=True)
-class HostGroup:
-    """A named set of hosts, for VM-host rules (``hostgroups/<name>``)."""
-
-    name: str
-    hosts: tuple[str, ...]
-
-    def validate(self) -> None:
-        check_name("host group", self.name)
-        if not self.hosts:
-            raise SpecError(f"host group {self.name}: name at least one host")
-        for h in self.hosts:
-            check_name("host", h)
-        if len(set(self.hosts)) != len(self.hosts):
-            raise SpecError(f"host group {self.name}: a host is named twice")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "hosts": list(self.hosts)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "HostGroup":
-        return cls(name=data["name"], hosts=tuple(data.get("hosts", ())))
 
 
 TASK_KINDS = ("migrate", "move-disk", "repair-disk")
