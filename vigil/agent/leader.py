@@ -21,6 +21,7 @@ import asyncio
 import logging
 
 from vigil.agent.context import HostContext
+from vigil.env.pings import Pings
 from vigil.policy.heartbeats import PING_AFTER_S, HbTracker
 from vigil.policy.leader import leader_failed, ping_needed
 from vigil.store import keys as K
@@ -30,7 +31,6 @@ from vigil.store.state import read_leader
 log = logging.getLogger("vigil.agent")
 
 CHECK_S = 0.5
-PING_FRESH_S = 2.0  # a ping answer counts this long (as the controller's do)
 
 
 class Leadership:
@@ -38,8 +38,7 @@ class Leadership:
         self.host = host
         self.task: asyncio.Task | None = None  # the controller, while this host leads
         self.hb = HbTracker(host.env.clock.monotonic())  # the leader's datastore heartbeat
-        self.pings: dict[str, tuple[float, bool]] = {}  # host -> (when, answered)
-        self._pinging: set[str] = set()
+        self.pings = Pings(host.env)  # the leader's, handed to the controller this host may start
         self._next_check = CHECK_S  # sooner when the leader's grace time ends before then
 
     async def loop(self) -> None:
@@ -70,7 +69,7 @@ class Leadership:
                 now = h.env.clock.monotonic()
                 controller = Controller(store, h.me, h.cfg, is_leader=h.lease_ok,
                                         hb=self.hb.handed_over(now, 2 * CHECK_S),
-                                        pings={k: v for k, v in self.pings.items() if now - v[0] < PING_FRESH_S})
+                                        pings=self.pings.fresh_answers(now))
                 self.task = asyncio.create_task(controller.run())
             elif not leading and self.task is not None:
                 self.task.cancel()
@@ -96,30 +95,12 @@ class Leadership:
             age = self.hb.age(leader, now, clock.time())
         address = h.cfg.peers.get(leader)
         if age is not None and address is not None and age >= PING_AFTER_S:
-            self._ping_in_background(leader, address)
+            self.pings.probe(leader, address)
         if not ping_needed(leader, age, h.cfg.hb_grace_s):
             if age is not None and age >= PING_AFTER_S:  # look again right when the grace ends
                 self._next_check = min(CHECK_S, max(0.05, h.cfg.hb_grace_s - age + 0.02))
             return False
-        p = self.pings.get(leader)
-        if p is not None and now - p[0] < PING_FRESH_S:
-            answered: bool | None = p[1]
-        else:
-            answered = None if address is None else await h.env.network.any_answers([address], 0.5)
-            if answered is not None:
-                self.pings[leader] = (clock.monotonic(), answered)
+        answered = self.pings.fresh(leader, now)
+        if answered is None and address is not None:
+            answered = await self.pings.ask(leader, address)
         return leader_failed(leader, age, answered, h.cfg.hb_grace_s)[0]
-
-    def _ping_in_background(self, host: str, address: str) -> None:
-        if host in self._pinging:
-            return
-        self._pinging.add(host)
-
-        async def go() -> None:
-            try:
-                ok = await self.host.env.network.any_answers([address], 0.5)
-                self.pings[host] = (self.host.env.clock.monotonic(), ok)
-            finally:
-                self._pinging.discard(host)
-
-        asyncio.create_task(go())

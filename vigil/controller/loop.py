@@ -15,6 +15,7 @@ from typing import Callable
 
 from vigil.policy import hastats as stats
 from vigil.env.base import Env, read_all_heartbeats
+from vigil.env.pings import Pings
 from vigil.env.real import RealEnv
 from vigil.config import AgentConfig
 from vigil.controller.drs import DrsRunner
@@ -58,8 +59,7 @@ class Controller:
             lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s,
         )
         self.hb = hb if hb is not None else HbTracker(self.env.clock.monotonic())
-        self.pings: dict[str, tuple[float, bool]] = dict(pings or {})
-        self._pinging: set[str] = set()
+        self.pings = Pings(self.env, pings)
         self.retries: dict[str, Retry] = {}
         self.ft_waits: dict[str, float] = {}
         self.notes: dict[str, str] = {}  # last Waiting/NotRestarted message per VM, to log once
@@ -120,20 +120,6 @@ class Controller:
         self.hb.observe(now, records)
         return reached
 
-    def _ping_in_background(self, host: str, address: str) -> None:
-        if host in self._pinging:
-            return
-        self._pinging.add(host)
-
-        async def go() -> None:
-            try:
-                ok = await self.env.network.ping(address, 0.5)
-                self.pings[host] = (self.env.clock.monotonic(), ok)
-            finally:
-                self._pinging.discard(host)
-
-        asyncio.create_task(go())
-
     def build_view(self, state: ClusterState, now: float, hb_readable: bool = True) -> ClusterView:
         """The policy's input: the store's typed state plus what this controller observed
         (datastore heartbeats, ping, retries, waits)."""
@@ -147,9 +133,8 @@ class Controller:
             age = self.hb.age(h, now, wall) if hb_readable else None
             rec = self.hb.latest.get(h)
             if age is not None and age >= PING_AFTER_S:
-                self._ping_in_background(h, info.address)
-            p = self.pings.get(h)
-            ping_ok = p[1] if p and now - p[0] < 2.0 else None
+                self.pings.probe(h, info.address)
+            ping_ok = self.pings.fresh(h, now)
             hosts[h] = HostView(
                 name=h, info=info, alive=h in alive, lease=alive.get(h, 0), hb_age=age,
                 hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),

@@ -9,28 +9,17 @@ from __future__ import annotations
 import asyncio
 
 from vigil.controller.loop import Controller
+from vigil.env.pings import Pings
 from vigil.policy.heartbeats import PING_AFTER_S
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
 from vigil.sim.context import AgentContext
 
 
-
-PING_FRESH_S = 2.0  # as vigil.agent.leader
-
-
-class _Watch:
-    """What the agent watching the leader remembers (vigil.agent.leader.Leadership's)."""
-
-    def __init__(self) -> None:
-        self.pings: dict[str, tuple[float, bool]] = {}
-        self.pinging: set[str] = set()
-        self.next_check = 0.5
-
-
 async def leader_loop(a: "AgentContext") -> None:
     task: asyncio.Task | None = None
-    w = _Watch()
+    pings = Pings(a.env, spawn=a.spawn)  # type: ignore[arg-type]
+    nap = 0.5
     while True:
         leading = False
         if a.lease_ok():
@@ -42,7 +31,10 @@ async def leader_loop(a: "AgentContext") -> None:
                         await a.event("leader-elected", f"{a.me} is the leader; its controller is active")
                 else:
                     leading = e.value == a.me and e.lease == a.lease_id
-                    if not leading and e.value != a.me and await leader_dead(a, e.value, w):
+                    dead = False
+                    if not leading and e.value != a.me:
+                        dead, nap = await leader_dead(a, e.value, pings)
+                    if dead:
                         await a.store.revoke(e.lease)
                         await a.event("leader-fenced", f"{a.me}: leader {e.value} is silent on every "
                                       "datastore and answers no ping; its lease is revoked")
@@ -52,43 +44,33 @@ async def leader_loop(a: "AgentContext") -> None:
             now = a.clock.monotonic()
             controller = Controller(a.store, a.me, a.cfg, is_leader=a.lease_ok, env=a.env,  # type: ignore[arg-type]
                                     hb=a.leader_hb.handed_over(now, 1.0),
-                                    pings={k: v for k, v in w.pings.items() if now - v[0] < PING_FRESH_S})
+                                    pings=pings.fresh_answers(now))
             task = a.spawn(controller.run())
         elif not leading and task is not None:
             task.cancel()
             task = None
-        nap, w.next_check = w.next_check, 0.5
         await a.clock.sleep(nap)
+        nap = 0.5
 
 
-async def leader_dead(a: "AgentContext", leader: str, w: _Watch) -> bool:
+async def leader_dead(a: "AgentContext", leader: str, pings: Pings) -> tuple[bool, float]:
+    """As vigil.agent.leader.Leadership._leader_dead: whether the leader is dead, and when
+    to look again (right when its grace time ends, if that comes before the period)."""
     now = a.clock.monotonic()
     records = [r for n, p in a.cfg.datastores.items() if a.ds_ok.get(n)
                for r in a.env.datastores.read_heartbeats(p).values()]
     if not records:
-        return False
+        return False, 0.5
     a.leader_hb.observe(now, records)
     age = a.leader_hb.age(leader, now, a.clock.time())
     address = a.cfg.peers.get(leader)
-    if address is not None and age >= PING_AFTER_S and leader not in w.pinging:
-        w.pinging.add(leader)
-
-        async def ping() -> None:
-            try:
-                ok = await a.env.network.any_answers([address], 0.5)
-                w.pings[leader] = (a.clock.monotonic(), ok)
-            finally:
-                w.pinging.discard(leader)
-        a.spawn(ping())
+    if address is not None and age >= PING_AFTER_S:
+        pings.probe(leader, address)
     if age < a.cfg.hb_grace_s:
-        if age >= PING_AFTER_S:  # look again right when the grace ends
-            w.next_check = min(0.5, max(0.05, a.cfg.hb_grace_s - age + 0.02))
-        return False
+        return False, min(0.5, max(0.05, a.cfg.hb_grace_s - age + 0.02)) if age >= PING_AFTER_S else 0.5
     if address is None:
-        return False
-    p = w.pings.get(leader)
-    if p is not None and now - p[0] < PING_FRESH_S:
-        return not p[1]
-    ok = await a.env.network.any_answers([address], 0.5)
-    w.pings[leader] = (a.clock.monotonic(), ok)
-    return not ok
+        return False, 0.5
+    answered = pings.fresh(leader, now)
+    if answered is None:
+        answered = await pings.ask(leader, address)
+    return not answered, 0.5
