@@ -79,6 +79,7 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("PUT", "/cluster/retries", {"delays": [2, 4, 8, 16, 32, 60]}, "admin"),
     ("GET", "/cluster/capacity", None, "auditor"),
     ("GET", "/cluster/what-if?fail=h1", None, "auditor"),
+    ("GET", "/cluster/what-if/drs", None, "auditor"),
 ]
 RANK = {r: i for i, r in enumerate(access.ROLES)}
 
@@ -424,6 +425,8 @@ def test_admission_control_refuses_a_power_on_with_its_numbers(rig: Rig) -> None
         w = admin.get("/api/v1/cluster/what-if", params={"fail": ["h1"]}).json()
         assert w["failed"] == ["h1"]
         assert admin.get("/api/v1/cluster/what-if", params={"fail": ["nope"]}).status_code == 422
+        d = admin.get("/api/v1/cluster/what-if/drs").json()
+        assert d["mode"] == "off" and isinstance(d["moves"], list) and "imbalance" in d, d
     finally:
         admin.put("/api/v1/cluster/admission", json={"policy": "off"})
         admin.delete("/api/v1/vms/big", params={"force": True})

@@ -235,3 +235,17 @@ def test_noisy_load_over_many_rounds_does_not_oscillate():
     _, eager, eager_back = noisy_rounds(DrsSettings(mode="automatic", threshold=5, hold_rounds=1, cooldown_s=0))
     assert over > 20  # the noise does cross the threshold
     assert 0 < guarded <= eager / 2 and back <= 3 < eager_back, (guarded, eager, back, eager_back)
+
+
+def test_what_if_drs_answers_now_whatever_the_mode_and_the_hold():
+    """`vigil cluster what-if --drs`: the moves a round would make, without the hold time
+    and with DRS off; the same moves the controller makes once the imbalance lasted."""
+    from vigil.policy.whatif import drs_now, drs_now_json
+
+    s = DrsSettings(mode="off", hold_rounds=3)
+    r = drs_now(hot(), s)
+    assert r.moves and all(m.src == "h0" for m in r.moves)
+    held = drs_round(hot(), DrsSettings(mode="automatic", hold_rounds=3), Memory(rounds_over=3))
+    assert [m.id for m in r.moves] == [m.id for m in held.moves]
+    j = drs_now_json(r)
+    assert j["moves"][0]["vm"] == r.moves[0].vm and j["imbalance"] > j["tolerated"]

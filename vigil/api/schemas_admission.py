@@ -90,6 +90,26 @@ class WhatIfOut(BaseModel):
     not_restarted: list[LeftOut]
 
 
+class DrsMoveOut(BaseModel):
+    vm: str
+    src: str
+    dst: str
+    mandatory: bool
+    reason: str
+    imbalance_after: float
+    memory_mb: int
+
+
+class DrsWhatIfOut(BaseModel):
+    mode: str
+    threshold: int
+    imbalance: float
+    imbalance_after: float
+    tolerated: float
+    reason: str
+    moves: list[DrsMoveOut]
+
+
 class ResizeIn(Strict):
     memory_mb: Optional[int] = Field(None, ge=16, le=1024 * 1024)
     vcpus: Optional[int] = Field(None, ge=1, le=256)

@@ -111,11 +111,23 @@ def capacity(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
 
 @app.command("what-if")
 @friendly
-def what_if(fail: list[str] = typer.Option(..., "--fail", help="a host to fail (repeatable)"),
+def what_if(fail: list[str] = typer.Option([], "--fail", help="a host to fail (repeatable)"),
+            drs: bool = typer.Option(False, "--drs", help="what DRS would do now, on the present load"),
             api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Where every VM of the failed hosts would restart, in what order, and which would
-    not and why: the controller's own plan on the present state. Nothing is changed."""
-    w = connect(api).get("/cluster/what-if", fail=fail)
+    not and why: the controller's own plan on the present state. With --drs, the moves a
+    DRS round would recommend now. Nothing is changed."""
+    if not fail and not drs:
+        raise SpecError("name a host to fail (--fail HOST) or ask what DRS would do (--drs)")
+    client = connect(api)
+    if drs:
+        d = client.get("/cluster/what-if/drs")
+        if as_json and not fail:
+            return print_json(d)
+        _print_drs(d)
+    if not fail:
+        return
+    w = client.get("/cluster/what-if", fail=fail)
     if as_json:
         return print_json(w)
     if not w["affected"]:
@@ -129,6 +141,20 @@ def what_if(fail: list[str] = typer.Option(..., "--fail", help="a host to fail (
     console.print(t)
     for x in w["not_restarted"]:
         console.print(f"[red]not restarted[/] {x['vm']}: {x['reason']}")
+
+
+def _print_drs(d: dict) -> None:
+    console.print(f"DRS now (mode {d['mode']}, threshold {d['threshold']}): imbalance {d['imbalance']:.3f}, "
+                  f"tolerated {d['tolerated']:.3f}; {d['reason']}")
+    if not d["moves"]:
+        return
+    t = Table(title="DRS would move")
+    for col in ("VM", "from", "to", "memory", "imbalance after", "why"):
+        t.add_column(col)
+    for m in d["moves"]:
+        t.add_row(m["vm"] + (" (mandatory)" if m["mandatory"] else ""), m["src"], m["dst"], f"{m['memory_mb']} MiB",
+                  f"{m['imbalance_after']:.3f}", m["reason"])
+    console.print(t)
 
 
 @vm_app.command("resize")

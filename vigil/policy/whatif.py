@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
+from vigil.policy.drs import Memory, Round, drs_round
+from vigil.policy.drs_settings import DrsSettings
 from vigil.policy.plan import AssignVM, NotRestarted, Waiting, plan
 from vigil.policy.view import ClusterView
 
@@ -78,3 +80,18 @@ def what_if(view: ClusterView, fail: Iterable[str]) -> WhatIf:
             left[n] = "no restart this cycle"
     return WhatIf(failed, tuple(affected), tuple(restarts), tuple(Left(n, left[n]) for n in sorted(left)))
 
+
+
+def drs_now(view: ClusterView, settings: DrsSettings) -> Round:
+    """What a DRS round would recommend on this view now: its threshold, margins and rules,
+    as if the imbalance had lasted the hold time, whatever the mode (off included: the
+    answer is what turning it on would do). Cool-downs are not known here (the controller
+    keeps them), so a VM moved a moment ago may be named again."""
+    return drs_round(view, settings, Memory(rounds_over=settings.hold_rounds))
+
+
+def drs_now_json(r: Round) -> dict[str, Any]:
+    return {"imbalance": r.imbalance, "imbalance_after": r.imbalance_after, "tolerated": round(r.tolerated, 4),
+            "reason": r.reason,
+            "moves": [{"vm": m.vm, "src": m.src, "dst": m.dst, "mandatory": m.mandatory, "reason": m.reason,
+                       "imbalance_after": m.imbalance_after, "memory_mb": m.memory_mb} for m in r.moves]}

@@ -14,7 +14,8 @@ from vigil.model import SpecError
 from vigil.policy.admission_control import SETTING, AdmissionSetting, Change, admission_setting, admit, capacity
 from vigil.policy.plan import classify_all
 from vigil.policy.retry_schedule import SETTING as RETRIES, RetrySchedule
-from vigil.policy.whatif import what_if
+from vigil.policy.drs_settings import safe_drs_settings
+from vigil.policy.whatif import drs_now, drs_now_json, what_if
 from vigil.service.common import Conflict, Invalid, under
 from vigil.service.settings import get_setting, put_setting
 from vigil.service.view import cluster_view
@@ -119,3 +120,11 @@ async def cluster_what_if(store: Store, fail: list[str]) -> dict[str, Any]:
     if unknown:
         raise Invalid(f"unknown host {', '.join(unknown)} (known: {', '.join(sorted(hosts)) or 'none'})")
     return what_if(cluster_view(snap, time.time()), fail).to_json()
+
+
+async def drs_what_if(store: Store) -> dict[str, Any]:
+    """``vigil cluster what-if --drs``: the moves a DRS round would recommend now."""
+    snap = await store.snapshot()
+    view = cluster_view(snap, time.time())
+    settings = safe_drs_settings(view.settings.get("drs"))
+    return {"mode": settings.mode, "threshold": settings.threshold, **drs_now_json(drs_now(view, settings))}

@@ -49,4 +49,5 @@ def cluster_view(snap: dict[str, Entry], now: float) -> ClusterView:
     groups = {n: HostGroup.from_json(e.value) for n, e in under(snap, K.HOSTGROUPS).items()}
     rules = resolve((Rule.from_json(e.value) for e in under(snap, K.RULES).values()), groups)
     settings = {n: e.value for n, e in under(snap, K.SETTINGS).items() if isinstance(e.value, dict)}
-    return ClusterView(now=now, hosts=hosts, vms=vms, rules=rules, tasks=tasks, settings=settings)
+    loads = {h: e.value for h, e in under(snap, K.LOAD).items() if isinstance(e.value, dict)}
+    return ClusterView(now=now, hosts=hosts, vms=vms, rules=rules, tasks=tasks, settings=settings, loads=loads)

@@ -8,7 +8,8 @@ from typing import Any, Optional
 from fastapi import APIRouter, Depends, Query, Request
 
 from vigil.api.problems import problem_responses
-from vigil.api.schemas_admission import AdmissionIn, AdmissionOut, CapacityOut, RetriesIn, RetriesOut, WhatIfOut
+from vigil.api.schemas_admission import (AdmissionIn, AdmissionOut, CapacityOut, DrsWhatIfOut, RetriesIn, RetriesOut,
+                                         WhatIfOut)
 from vigil.api.security import ADMIN, READ, if_match
 from vigil.service import admission
 
@@ -60,3 +61,11 @@ async def what_if(request: Request, fail: list[str] = Query(...,
     """Where every VM of the failed hosts would go, in order, and which would not restart and
     why: the controller's plan on the present state, nothing changed."""
     return await admission.cluster_what_if(request.app.state.store, fail)
+
+
+@router.get("/cluster/what-if/drs", response_model=DrsWhatIfOut, dependencies=[READ],
+            responses=problem_responses(401, 403, 503))
+async def drs_what_if(request: Request) -> dict[str, Any]:
+    """What DRS would do now: the moves a round would recommend on the present load, as if
+    the imbalance had lasted its hold time and whatever the mode; nothing changed."""
+    return await admission.drs_what_if(request.app.state.store)
