@@ -132,6 +132,10 @@ def test_dashboard_follows_failover_migrates_and_hides_actions_from_an_auditor(l
         expect(row).to_have_attribute("data-state", "running", timeout=30_000)
         expect(row).to_have_attribute("data-host", h)
     expect(page.get_by_test_id("etcd").locator('[data-healthy="true"]')).to_have_count(3, timeout=30_000)
+    # the cluster's policies, as set (defaults here): DRS and VM monitoring off
+    expect(page.get_by_test_id("policy-drs")).to_have_attribute("data-mode", "off", timeout=30_000)
+    expect(page.get_by_test_id("policy-monitoring")).to_have_text("off")
+    expect(page.get_by_test_id("policy-orchestration")).to_contain_text("ready when allocated")
     shot(page, "1-admin-overview")
 
     # host2 loses its power: the page shows it failed and its VMs running elsewhere, by itself.

@@ -6,6 +6,7 @@ import { $, h, replace } from "./dom.js";
 import { closePanel, installMigrate, openMigrate, openPanel, panelEvent, panelVm, reloadPanelEvents, renderPanel } from "./panel.js";
 import { eventItem, renderCluster, renderTasks } from "./views.js";
 import { refreshCapacity } from "./capacity.js";
+import { refreshPolicies } from "./policies.js";
 
 const REFRESH_MS = 250;        // at most four re-reads a second
 const POLL_MS = 3000;          // while the stream is down
@@ -141,6 +142,7 @@ async function refresh() {
     S.tasks = tasks;
     renderCluster(cluster, ctx);
     refreshCapacity();
+    refreshPolicies();
     renderTasks(tasks, ctx);
     renderPanel(cluster, ctx);
     fillFilters(cluster);
