@@ -74,6 +74,8 @@ def decide(view: ClusterView, classified: Mapping[str, tuple[HostState, str]]
         if dev is None or state not in FENCED_STATES:
             continue
         f = h.fence
+        if state is HostState.FAILED:  # held back: its lease is not revoked (yet)
+            why = why.replace("; its lease is revoked", "")
         bound = f"the watchdog bound ({t.fenced_after:g}s of silence)"
         if f is not None and f.state == "confirmed":
             out[name] = (HostState.FAILED, f"{why}; fenced through its BMC: {f.detail}")
