@@ -1,0 +1,135 @@
+"""Fencing through the lab's BMC emulators (vigil.lab.bmc: a Redfish server and ipmi_sim
+per host, whose power actions are the lab's real power-off), each test with the
+duplicate-copy watch running: a hung host is fenced and its VMs restart once the fence
+is confirmed, well before the watchdog bound; a BMC that dies with its host leaves the
+VMs to the watchdog bound; a partitioned host still running its VMs is fenced before
+they restart; with two of three hosts lost, nobody is fenced.
+
+Run alone, under the lab queue:  flock /run/vigil-lab-queue.lock .venv/bin/pytest -x tests/integration/test_fencing.py
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from labcheck import LAB_MARKS, running_lab
+from vigil.lab import faults, observe
+from vigil.lab.scenario import create_lab_vms
+
+pytestmark = LAB_MARKS
+
+TIMEOUT = 120
+WATCHDOG_S, MARGIN_S = 5.0, 1.5  # the lab's watchdog, policy.view.Timing.watchdog_margin
+BOUND_S = WATCHDOG_S + MARGIN_S  # the heartbeat silence past which a host counts as reset
+TICK_S = 0.5  # the agent's heartbeat period: its last write may be this much before the fault
+
+
+def lab_with(fencing: str, **kw):
+    return running_lab(hosts=3, datastores=1, reboot_delay_s=60.0, fencing=fencing, **kw)
+
+
+def others(n: int) -> list[str]:
+    """``n`` hosts that do not lead: faults on them keep the controller where it is."""
+    leader = observe.cluster()["leader"]
+    return [h for h in ("host1", "host2", "host3") if h != leader][:n]
+
+
+def start_vms(names: list[str], host: str) -> None:
+    create_lab_vms(names, hosts=[host], stagger_s=0.5)
+    observe.wait_for(f"{names} running on {host}", lambda: observe.running_vms_ok(names), timeout=180)
+
+
+def fence_events(t0: float, host: str) -> list:
+    return [e for e in observe.events() if e.time >= t0 and e.kind == "fence" and e.host == host]
+
+
+def first(t0: float, kind: str, vm: str) -> float:
+    return min(e.time for e in observe.events() if e.time >= t0 and e.kind == kind and e.vm == vm)
+
+
+def restarted(names: list[str], away: set[str]) -> dict:
+    return observe.wait_for("VMs restarted elsewhere", lambda: observe.running_vms_ok(names, exclude_hosts=away),
+                            TIMEOUT)
+
+
+@pytest.mark.parametrize("kind", ["redfish", "ipmi"])
+def test_hung_host_is_fenced_and_its_vms_restart_once_the_fence_is_confirmed(kind):
+    with lab_with(kind) as lab:
+        (victim,) = others(1)
+        names = ["f1", "f2"]
+        start_vms(names, victim)
+        with observe.DuplicateWatch() as watch:
+            t0 = time.time()
+            faults.hang(lab, victim)
+            restarted(names, {victim})
+        watch.check()
+        fences = fence_events(t0, victim)
+        results = [e.data.get("result") for e in fences]
+        assert results[:2] == ["attempt", "confirmed"], [e.message for e in fences]
+        confirmed = fences[1].time
+        for n in names:
+            restart = first(t0, "vm-restart", n)
+            assert restart >= confirmed  # never before the BMC said it is off
+            assert restart - t0 < BOUND_S - TICK_S, f"{n}: restart {restart - t0:.1f}s after the hang"
+        # the BMC's power-off was the lab's real one, before the watchdog would have fired
+        assert any(f["kind"] == "power_off" and f["host"] == victim for f in lab.state["faults"])
+        assert confirmed - t0 < WATCHDOG_S, f"fence confirmed {confirmed - t0:.1f}s after the hang"
+        print(f"{kind}: fence asked {fences[0].time - t0:.2f}s, confirmed {confirmed - t0:.2f}s, restarts "
+              + ", ".join(f"{first(t0, 'vm-restart', n) - t0:.2f}s" for n in names))
+
+
+def test_bmc_dead_with_its_host_leaves_the_restart_to_the_watchdog_bound():
+    with lab_with("ipmi") as lab:
+        (victim,) = others(1)
+        names = ["g1"]
+        start_vms(names, victim)
+        with observe.DuplicateWatch() as watch:
+            faults.bmc_fail(lab, victim)
+            t0 = time.time()
+            faults.power_off(lab, victim)
+            restarted(names, {victim})
+        watch.check()
+        results = [e.data.get("result") for e in fence_events(t0, victim)]
+        assert "confirmed" not in results and "attempt" in results
+        restart = first(t0, "vm-restart", "g1")
+        assert restart - t0 >= BOUND_S - TICK_S, f"restart {restart - t0:.1f}s after the power cut"
+
+
+def test_partitioned_host_still_running_its_vms_is_fenced_before_they_restart():
+    with lab_with("redfish") as lab:
+        (victim,) = others(1)
+        rest = [h for h in ("host1", "host2", "host3") if h != victim]
+        names = ["p1"]
+        start_vms(names, victim)
+        with observe.DuplicateWatch() as watch:
+            t0 = time.time()
+            # cut from the other hosts and from its datastore: silent and no ping, yet running
+            faults.partition(lab, [victim], rest)
+            faults.datastore_loss(lab, victim, "ds1")
+            restarted(names, {victim})
+        watch.check()
+        fences = fence_events(t0, victim)
+        confirmed = [e.time for e in fences if e.data.get("result") == "confirmed"]
+        assert confirmed, [e.message for e in fences]
+        assert first(t0, "vm-restart", "p1") >= confirmed[0]
+
+
+def test_two_of_three_hosts_lost_no_fencing_storm():
+    # etcd on host1 alone: it keeps its quorum with the other two hosts hung
+    with lab_with("redfish", etcd_members=1) as lab:
+        assert observe.cluster()["leader"] == "host1"
+        names = ["s2", "s3"]
+        start_vms(["s2"], "host2")
+        start_vms(["s3"], "host3")
+        with observe.DuplicateWatch() as watch:
+            t0 = time.time()
+            faults.hang(lab, "host2")
+            faults.hang(lab, "host3")
+            restarted(names, {"host2", "host3"})
+        watch.check()
+        assert fence_events(t0, "host2") == [] and fence_events(t0, "host3") == []
+        for n in names:
+            assert first(t0, "vm-restart", n) - t0 >= BOUND_S - TICK_S
+        assert any(e.kind == "host-fencing" and "no fencing storm" in e.message
+                   for e in observe.events() if e.time >= t0)
