@@ -15,7 +15,7 @@ import pytest
 
 from labcheck import LAB_MARKS, running_lab
 from vigil.lab import faults, observe
-from vigil.lab.scenario import create_lab_vms
+from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
 
 pytestmark = LAB_MARKS
 
@@ -54,13 +54,22 @@ def restarted(names: list[str], away: set[str]) -> dict:
 
 
 def lead_from_host1(lab) -> None:
-    """Move the leader key to host1 (the etcd member) by killing other leaders' agents."""
-    for _ in range(6):
+    """Move the leader key to host1 (the etcd member): revoke another leader's lease (the
+    key goes with it; that agent takes a new lease) until host1 wins the campaign."""
+    from vigil.store import keys as K
+
+    async def revoke(store):
+        e = await store.get(K.LEADER)
+        if e is not None and e.lease:
+            await store.revoke(e.lease)
+
+    for _ in range(8):
         leader = observe.cluster()["leader"]
         if leader == "host1":
-            return
-        faults.kill_agent(lab, leader)
-        observe.wait_for("a new leader", lambda: observe.cluster()["leader"] not in ("", None, leader), 30)
+            break
+        observe.call(revoke)
+        observe.wait_for("a leader", lambda: observe.cluster()["leader"], 30)
+    wait_cluster_ready(3, timeout=60)
     assert observe.cluster()["leader"] == "host1"
 
 
