@@ -153,3 +153,24 @@ def test_two_of_three_hosts_lost_no_fencing_storm():
             assert first(t0, "vm-restart", n) - t0 >= BOUND_S - TICK_S
         assert any(e.kind == "host-fencing" and "no fencing storm" in e.message
                    for e in observe.events() if e.time >= t0)
+
+
+def test_vigil_host_fence_cuts_the_power_through_the_bmc():
+    import subprocess
+
+    from labcheck import vigil_cmd
+
+    with lab_with("redfish") as lab:
+        (victim,) = others(1)
+        t0 = time.time()
+        r = subprocess.run(vigil_cmd() + ["host", "fence", victim, "--yes"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{victim} fenced" in r.stdout
+        assert any(f["kind"] == "power_off" and f["host"] == victim for f in lab.state["faults"])
+        fences = fence_events(t0, victim)
+        assert [e.data.get("result") for e in fences][:2] == ["attempt", "confirmed"]
+        assert fences[0].user  # who asked
+        r = subprocess.run(vigil_cmd() + ["host", "fence", "nosuchhost", "--yes"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "unknown host" in r.stderr and "Traceback" not in r.stderr
