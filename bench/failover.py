@@ -4,6 +4,10 @@ Prints, as medians over N runs (fresh lab each run): power-off -> host declared 
 -> restart issued, -> QEMU started, -> guest heartbeat back; for a non-leader host and for
 the leader's host; and the ratio to vSphere HA (~18 s before restarts begin) and Proxmox
 (~120 s). Run as root: `make bench` or `.venv/bin/python bench/failover.py --runs 5`.
+
+`--hung`: a hung host instead (every process but its watchdog stopped), fenced through its
+BMC over Redfish, over IPMI (the lab's BMC emulators, vigil.lab.bmc), and without fencing
+(the watchdog resets it): hang -> fence confirmed, -> restart issued, -> guest back.
 """
 from __future__ import annotations
 
@@ -22,9 +26,9 @@ PROXMOX_RESTART_S = 120.0
 VMS_PER_RUN = 3
 
 
-def one_run(leader_host: bool, run: int) -> dict[str, float | None]:
+def one_run(leader_host: bool, run: int, hang: bool = False, fencing: str = "") -> dict[str, float | None]:
     lab = Lab()
-    lab.up(LabConfig(hosts=3, datastores=1, reboot_delay_s=120.0))
+    lab.up(LabConfig(hosts=3, datastores=1, reboot_delay_s=120.0, fencing=fencing))
     try:
         c = wait_cluster_ready(3, timeout=120)
         leader = c["leader"]
@@ -34,10 +38,13 @@ def one_run(leader_host: bool, run: int) -> dict[str, float | None]:
         observe.wait_for("VMs running", lambda: observe.running_vms_ok(names), timeout=180)
         time.sleep(2)  # let the heartbeats settle
         t0 = time.time()
-        faults.power_off(lab, victim)
+        (faults.hang if hang else faults.power_off)(lab, victim)
         observe.wait_for("failover", lambda: observe.running_vms_ok(names, exclude_hosts={victim}), timeout=180)
         tl = observe.failover_timeline(t0, victim, names)
+        fenced = [e.time - t0 for e in observe.events() if e.time >= t0 and e.kind == "fence"
+                  and e.host == victim and e.data.get("result") == "confirmed"]
         return {
+            "fenced": fenced[0] if fenced else None,
             "failed": tl.failed,
             "restart": max(tl.restart.values()) if len(tl.restart) == len(names) else None,
             "started": max(tl.started.values()) if len(tl.started) == len(names) else None,
@@ -56,7 +63,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--hung", action="store_true", help="a hung host, with Redfish, IPMI and no fencing")
     args = ap.parse_args()
+    if args.hung:
+        return hung(args.runs, args.json)
     results: dict[str, dict[str, float | None]] = {}
     for case, leader_host in (("non-leader host", False), ("leader's host", True)):
         runs = []
@@ -80,6 +90,28 @@ def main() -> int:
               f"{(f'{VSPHERE_RESTART_S / rs:.1f}x' if rs else '-'):>12}"
               f"{(f'{PROXMOX_RESTART_S / rs:.1f}x' if rs else '-'):>12}")
     print("goals: restart issued <= 4 s, guest back <= 8 s; 'vs' = how many times sooner restarts begin")
+    return 0
+
+
+def hung(runs: int, as_json: bool) -> int:
+    results: dict[str, dict[str, float | None]] = {}
+    for case, fencing in (("Redfish fencing", "redfish"), ("IPMI fencing", "ipmi"), ("no fencing", "")):
+        rs = []
+        for i in range(runs):
+            r = one_run(False, i, hang=True, fencing=fencing)
+            print(f"hung host, {case}, run {i + 1}: " + ", ".join(
+                f"{k} {v:.2f}s" if v is not None else f"{k} -" for k, v in r.items()), file=sys.stderr, flush=True)
+            rs.append(r)
+        results[case] = {k: median([r[k] for r in rs]) for k in ("fenced", "failed", "restart", "started", "guest")}
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return 0
+    f = lambda x: f"{x:.2f}s" if x is not None else "-"  # noqa: E731
+    print(f"\nhung host (non-leader), medians of {runs} runs, {VMS_PER_RUN} VMs on it (the last VM of each step):")
+    print(f"{'case':<18}{'fence confirmed':>17}{'declared failed':>17}{'restart issued':>16}{'guest back':>12}")
+    for case, m in results.items():
+        print(f"{case:<18}{f(m['fenced']):>17}{f(m['failed']):>17}{f(m['restart']):>16}{f(m['guest']):>12}")
+    print("goal: hung host to restart issued < 3 s with fencing")
     return 0
 
 

@@ -36,7 +36,8 @@ qemu_ok() {
 system_packages() {
     local pkgs=(qemu-utils etcd-server etcd-client busybox-static iproute2 nftables iptables iputils-ping
                 python3-venv openssl procps util-linux mount e2fsprogs kmod xz-utils zstd cpio
-                chromium libatomic1 libstdc++6)  # the dashboard test's browser; Playwright's bundled node needs the two libraries
+                chromium libatomic1 libstdc++6  # the dashboard test's browser; Playwright's bundled node needs the two libraries
+                ipmitool openipmi)  # fencing over IPMI, and the lab's IPMI BMC emulator (ipmi_sim)
     local missing=()
     for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if ! qemu_ok || [ ${#missing[@]} -gt 0 ]; then

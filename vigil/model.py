@@ -40,6 +40,7 @@ class HostState(str, Enum):
     PARTITIONED = "partitioned"
     ISOLATED = "isolated"
     FAILED = "failed"
+    FENCING = "fencing"  # silent, its VMs held until its BMC confirms power off (or the watchdog bound)
     ENTERING_MAINTENANCE = "entering-maintenance"
     MAINTENANCE = "maintenance"
     UNKNOWN = "unknown"
@@ -270,10 +271,14 @@ class HostInfo:
     accel: str = "tcg"
     maintenance: bool = False
     networks: tuple[str, ...] = ()  # the VM networks this host has a bridge for
+    # how to fence this host through its BMC (vigil.fencing.device.FenceDevice.to_json,
+    # no password: a file path); empty: no fencing
+    fencing: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "HostInfo":
         d = dict(data)
+        d["fencing"] = dict(d.get("fencing") or {})
         d["datastores"] = tuple(d.get("datastores", ()))
         d["networks"] = tuple(d.get("networks", ()))
         return cls(**{k: v for k, v in d.items() if k in _field_names(cls)})

@@ -14,11 +14,18 @@ import os
 from pathlib import Path
 
 from vigil.agent.context import HostContext
+from vigil.fencing.device import FenceDevice
 from vigil.model import HostInfo
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
 
 log = logging.getLogger("vigil.agent")
+
+
+def fence_device(cfg: object) -> dict:
+    """This host's [fencing], as hosts/<name> publishes it for the controller (no password)."""
+    dev = FenceDevice.from_config(cfg)
+    return dev.to_json() if dev is not None else {}
 
 
 class HostLease:
@@ -39,6 +46,7 @@ class HostLease:
             name=h.me, address=h.cfg.address, memory_mb=h.cfg.memory_mb, cpus=h.cfg.cpus,
             datastores=tuple(sorted(n for n, ok in h.ds_ok.items() if ok)), accel=h.accel,
             networks=tuple(sorted(h.cfg.networks)),
+            fencing=fence_device(h.cfg),
         )
 
     async def obtain(self) -> None:

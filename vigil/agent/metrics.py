@@ -1,7 +1,8 @@
 """Each agent's own /metrics (prometheus-client, plain HTTP on the host's address): what only
 the host sees. Its QEMUs' CPU time and resident memory (from /proc), and the age of every
 host's heartbeat file on each datastore as this host reads it through its own mounts (a
-datastore one host cannot reach shows there first). The cluster's view is the API's
+datastore one host cannot reach shows there first), and the fences its controller carried
+out while it led (vigil_fence_total). The cluster's view is the API's
 /metrics; this one is scraped per host, like a node exporter.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from vigil.controller.fence import COUNTS as FENCES
 from vigil.env import dsheartbeat
 
 log = logging.getLogger("vigil.agent")
@@ -67,7 +69,11 @@ class HostCollector:
                                 labels=["datastore", "host", "observer"])
         for ds, h, a in heartbeat_ages(self.datastores, time.time()):
             age.add_metric([ds, h, self.host], a)
-        return [cpu, rss, age] + (self._smoothed(self.load(time.time())) if self.load is not None else [])
+        fences = CounterMetricFamily("vigil_fence", "fences through a host's BMC carried out by this agent's "
+                                     "controller (while it led), by result", labels=["host", "driver", "result"])
+        for (h, driver, result), n in sorted(FENCES.items()):
+            fences.add_metric([h, driver, result], n)
+        return [cpu, rss, age, fences] + (self._smoothed(self.load(time.time())) if self.load is not None else [])
 
     def _smoothed(self, rec: Mapping[str, Any]) -> list[Any]:
         """The load report's smoothed figures (what DRS weighs): cores and MiB in use."""

@@ -14,7 +14,7 @@ maintenance_app = typer.Typer(no_args_is_help=True, help="Maintenance mode")
 app.add_typer(maintenance_app, name="maintenance")
 
 STATE_STYLE = {"running": "green", "failed": "red", "isolated": "yellow", "partitioned": "yellow",
-               "agent-down": "yellow", "unknown": "dim", "maintenance": "cyan"}
+               "agent-down": "yellow", "fencing": "red", "unknown": "dim", "maintenance": "cyan"}
 
 
 @app.command("list")
@@ -34,6 +34,17 @@ def host_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
                   f"{h['memory_mb']} MiB", str(h["cpus"]), load_text(h.get("load")), ",".join(h["datastores"]), h["accel"],
                   ", ".join(h["vms"]) or "-")
     console.print(t)
+
+
+@app.command("fence")
+@friendly
+def host_fence(host: str, yes: bool = typer.Option(False, "--yes", help="do not ask"),
+               api: Optional[str] = API_OPT) -> None:
+    """Power HOST off through its BMC (Redfish or IPMI, as its vigil.toml says) and wait
+    until the BMC confirms it; its VMs then restart elsewhere. Admin only."""
+    if not yes:
+        typer.confirm(f"Cut the power of {host} (its VMs stop at once)?", abort=True)
+    console.print(connect(api).post(f"/hosts/{host}/fence")["message"])
 
 
 @maintenance_app.command("enter")

@@ -23,11 +23,13 @@ def lab_up(
     hosts: int = typer.Option(3, "--hosts", min=1, max=20),
     datastores: int = typer.Option(1, "--datastores", min=1, max=8),
     host_memory: Optional[int] = typer.Option(None, "--host-memory", help="MiB each lab host offers to VMs"),
+    fencing: str = typer.Option("", "--fencing", help="give every host BMC emulators and fence them over "
+                                "'redfish' or 'ipmi'"),
 ) -> None:
     """Build a cluster on this machine: namespaces, etcd, datastores, agents."""
     from vigil.lab.lab import Lab, LabConfig
 
-    Lab(progress).up(LabConfig(hosts=hosts, datastores=datastores, memory_mb=host_memory))
+    Lab(progress).up(LabConfig(hosts=hosts, datastores=datastores, memory_mb=host_memory, fencing=fencing))
     console.print(f"lab up: {hosts} hosts, {datastores} datastore(s). Try 'vigil host list'.")
 
 

@@ -53,6 +53,8 @@ class AgentConfig:
     cache_dir: str = ""  # the accelerator probe's answer (and its guest); empty: cache_dir()
     metrics_listen: str = ""  # ADDRESS:PORT of this host's own /metrics (plain HTTP); empty: none
     # etcd client TLS (vigil.config.etcd_client.etcd_tls); empty etcd_ca: plain text
+    # The fencing_* keys say how to fence this host (its agent publishes them in hosts/, the
+    # leader's controller uses them).
     etcd_ca: str = ""
     etcd_cert: str = ""
     etcd_key: str = ""
@@ -67,6 +69,9 @@ class AgentConfig:
     fencing_address: str = ""
     fencing_user: str = ""
     fencing_password_file: str = ""
+    fencing_port: int = 0  # 0: the protocol's own (443 for Redfish, 623 for IPMI)
+    fencing_ca: str = ""  # Redfish: the CA that signed the BMC's certificate; empty: not verified
+    fencing_timeout_s: float = 5.0
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":

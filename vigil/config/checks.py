@@ -57,6 +57,12 @@ def positive_int(v: Any) -> int:
     return v
 
 
+def port(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
+        raise _want("a port number (1 to 65535)", v)
+    return v
+
+
 def positive_number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
         raise _want("a positive number", v)

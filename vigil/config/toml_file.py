@@ -56,7 +56,9 @@ SECTIONS: dict[str, tuple[Key, ...] | Table] = {
                  Key("timeout_s", "watchdog_s", C.positive_number, 5.0)),
     "fencing": (Key("kind", "fencing_kind", C.one_of("redfish", "ipmi")),
                 Key("address", "fencing_address", C.host_or_ip), Key("user", "fencing_user", C.string),
-                Key("password_file", "fencing_password_file", C.abs_path)),
+                Key("password_file", "fencing_password_file", C.abs_path),
+                Key("port", "fencing_port", C.port, 0), Key("ca", "fencing_ca", C.abs_path),
+                Key("timeout_s", "fencing_timeout_s", C.positive_number, 5.0)),
     "timings": (Key("lease_ttl", "lease_ttl", C.positive_int, 3), Key("tick_s", "tick_s", C.positive_number, 0.5),
                 Key("hb_grace_s", "hb_grace_s", C.positive_number, 2.5),
                 Key("guest_hb_timeout_s", "guest_hb_timeout_s", C.positive_number, 5.0)),
@@ -64,6 +66,8 @@ SECTIONS: dict[str, tuple[Key, ...] | Table] = {
               Key("tls_dir", "tls_dir", C.abs_path)),
     "metrics": (Key("listen", "metrics_listen", C.host_port),),
 }
+
+FENCING_REQUIRED = ("kind", "address", "user", "password_file")  # when [fencing] is given
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -176,7 +180,7 @@ def _across(v: dict[str, Any], bad: set[str], data: dict) -> list[str]:
         out.append("etcd.ca: required with etcd.cert (the CA that signed the etcd members)")
     if isinstance(data.get("fencing"), dict):
         for k in SECTIONS["fencing"]:
-            if not v[k.field] and k.field not in bad:
+            if k.key in FENCING_REQUIRED and not v[k.field] and k.field not in bad:
                 out.append(f"fencing.{k.key}: required when [fencing] is given")
     if good("host", "peers") and v["host"] in v["peers"]:
         out.append(f"{dotted('peers', v['host'])}: is this host (host.name); list the other hosts")

@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import Callable
 
 from vigil.policy import hastats as stats
+from vigil.controller.fence import Fences
+from vigil.policy.fencing import FenceHost
 from vigil.env.base import Env, read_all_heartbeats
 from vigil.env.pings import Pings
 from vigil.env.real import RealEnv
@@ -73,6 +75,7 @@ class Controller:
         self.stats = stats.empty()  # read from etcd each cycle: a new leader carries on
         self.states = StateCache()
         self.drs = DrsRunner()
+        self.fences = Fences(self.env, store, me)  # fences through hosts' BMCs (vigil.policy.fencing)
 
     async def run(self) -> None:
         """A cycle every CYCLE_S, and one sooner when the etcd watch reports a change of a
@@ -140,6 +143,7 @@ class Controller:
                 hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),
                 ping=ping_ok, prev_state=HostState(prev.get(h, "unknown")), maintenance=h in maintenance,
             )
+            hosts[h] = replace(hosts[h], fence=self.fences.of(hosts[h], self.timing))
         vms: dict[str, VMView] = {}
         for name, r in state.vms.items():
             a = state.assignments.get(name)
@@ -293,6 +297,8 @@ class Controller:
                             vm=action.vm, host=action.host, source="controller", at=wall, epoch=action.epoch)
             await self._guarded([st.unchanged(K.FT + action.vm, action.expect_rev)], [
                 st.put_op(K.FT + action.vm, {"secondary": action.host, "epoch": action.epoch}), event_put_op(st, ev)])
+        elif isinstance(action, FenceHost):
+            await self.fences.begin(action)
         elif isinstance(action, (Waiting, NotRestarted)):
             if isinstance(action, Waiting) and action.deadline is not None:
                 self.ft_waits.setdefault(action.vm, action.deadline)

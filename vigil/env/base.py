@@ -1,6 +1,6 @@
 """The one environment interface: everything the agent and the controller touch in the world.
 
-Clock and sleep, the cluster store (etcd), datastore heartbeats, ping: the real
+Clock and sleep, the cluster store (etcd), datastore heartbeats, ping, other hosts' BMCs: the real
 implementation is vigil.env.real; the simulator (vigil.sim) gives the same interface
 over a virtual clock, an in-memory store and simulated hosts, so that the same decision
 code runs in both (Proxmox ha-manager's Env.pm does the same). Decisions themselves are
@@ -9,7 +9,7 @@ pure functions in vigil.policy and never see an Env.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from vigil.model import HbRecord
 
@@ -56,6 +56,15 @@ class LoadMeter(Protocol):
         ...
 
 
+class Fencing(Protocol):
+    """Other hosts' management controllers (BMCs), as this host reaches them."""
+
+    async def fence(self, host: str, device: Mapping[str, Any]) -> tuple[bool, str]:
+        """Power ``host`` off through the BMC that ``device`` (hosts/<host>'s ``fencing``)
+        names and confirm it: (confirmed, what happened). Never raises; bounded in time."""
+        ...
+
+
 class Env(Protocol):
     """One host's view of the world (the controller runs inside a host's agent)."""
 
@@ -63,6 +72,7 @@ class Env(Protocol):
     datastores: Datastores
     network: Network
     load: LoadMeter
+    fencing: Fencing
 
 
 def read_all_heartbeats(env: Env, datastores: Mapping[str, str]) -> tuple[bool, list[HbRecord]]:

@@ -1,9 +1,11 @@
-"""The real environment: the system clock, datastore files through this host's mounts, ping."""
+"""The real environment: the system clock, datastore files through this host's mounts, ping,
+other hosts' BMCs (vigil.fencing)."""
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from vigil.env import dsheartbeat, net
 from vigil.env.procload import ProcLoadMeter
@@ -40,6 +42,17 @@ class PingNetwork:
         return await net.any_answers(list(addresses), timeout_s)
 
 
+class BmcFencing:
+    async def fence(self, host: str, device: Mapping[str, Any]) -> tuple[bool, str]:
+        from vigil import fencing
+
+        dev = fencing.FenceDevice.from_json(dict(device))
+        if dev is None:
+            return False, f"{host} has no usable fence device"
+        r = await fencing.fence(dev)
+        return r.ok, f"{r.detail} ({r.seconds:.2f}s)"
+
+
 class RealEnv:
     """What a host's agent and controller use on a real host (and in the lab)."""
 
@@ -48,3 +61,4 @@ class RealEnv:
         self.datastores = FileDatastores()
         self.network = PingNetwork()
         self.load = ProcLoadMeter()
+        self.fencing = BmcFencing()

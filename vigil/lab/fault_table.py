@@ -89,6 +89,10 @@ FAULTS: tuple[Fault, ...] = (
     Fault("datastore-return", F.datastore_return, _DS,
           "A failed datastore comes back (checked with e2fsck); refused while something still holds a file on it.",
           lambda a, _: f"datastore {a['datastore']} back"),
+    Fault("bmc-fail", F.bmc_fail, _HOST, "The host's BMCs (Redfish and IPMI) stop answering.",
+          lambda a, _: f"{a['host']}: BMC failed"),
+    Fault("bmc-return", F.bmc_return, _HOST, "The host's BMCs answer again.",
+          lambda a, _: f"{a['host']}: BMC back"),
     Fault("heal", F.heal, (Arg("host", OPTIONAL_HOST),), "Undo every fault (of one host, or all).",
           lambda a, undone: _healed(undone)),
 )

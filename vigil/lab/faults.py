@@ -8,7 +8,7 @@ state (`state["faults"]`, shown by `Lab.status()`).
 
 Fault records: {"kind": ..., "host": ..., "since": t, ...}; a partition has "a"/"b" lists
 instead of "host", a datastore_fail only "ds" (it hits every host). Kinds: power_off, hang,
-isolate, partition, datastore_loss, datastore_fail, etcd_down.
+isolate, partition, datastore_loss, datastore_fail, etcd_down, bmc_fail.
 """
 
 from __future__ import annotations
@@ -266,6 +266,21 @@ def datastore_return(lab: Lab, ds: str) -> None:
                         if not (f["kind"] == "datastore_fail" and f.get("ds") == ds)]
 
 
+# --- BMCs ------------------------------------------------------------------------------
+def bmc_fail(lab: Lab, host: str) -> None:
+    """The host's BMCs (vigil.lab.bmc) stop answering: Redfish holds connections without
+    a word, ipmi_sim is stopped. Undone by bmc_return or heal."""
+    lab.host(host)
+    if not lab.state.get("bmc_pid"):
+        raise LabError("this lab has no BMCs (vigil lab up --fencing redfish|ipmi)")
+    _record(lab, {"kind": "bmc_fail", "host": host})
+
+
+def bmc_return(lab: Lab, host: str) -> None:
+    with lab.mutate() as st:
+        st["faults"] = [f for f in st["faults"] if not (f["kind"] == "bmc_fail" and f.get("host") == host)]
+
+
 # --- heal --------------------------------------------------------------------------------
 def heal(lab: Lab, host: str | None = None) -> list[dict]:
     """Undo every fault on `host` (partitions it is part of included), or on all hosts and
@@ -312,4 +327,4 @@ def _return_datastores(lab: Lab) -> list[dict]:
 
 __all__ = ["power_off", "power_on", "hang", "unhang", "kill_agent", "kill_etcd", "start_etcd",
            "isolate", "unisolate", "blip", "partition", "datastore_loss", "datastore_restore",
-           "datastore_fail", "datastore_return", "heal"]
+           "datastore_fail", "datastore_return", "bmc_fail", "bmc_return", "heal"]

@@ -24,8 +24,13 @@ class LabConfig:
     memory_mb: int | None = None           # per host; default: half the RAM shared out
     cpus: int | None = None                # per host; default: the machine's CPUs
     etcd_timeout_s: float = 30.0
+    # Fencing: every host gets a Redfish and an IPMI BMC emulator (vigil.lab.bmc); this
+    # says which one its vigil.toml names ("redfish" | "ipmi"); empty: no BMCs, no fencing.
+    fencing: str = ""
 
     def validate(self) -> None:
+        if self.fencing not in ("", "redfish", "ipmi"):
+            raise LabError('fencing must be "redfish", "ipmi" or empty')
         if not 1 <= self.hosts <= 200:
             raise LabError("hosts must be between 1 and 200")
         if not 0 <= self.datastores <= 100:

@@ -21,6 +21,7 @@ from .host_processes import HostProcesses
 from .lab_config import LabConfig, _machine_memory_mb, default_agent_command
 from .lab_state import STATE_VERSION, _atomic_write_json
 from . import api_servers
+from . import bmc
 from .api_servers import AGENT_METRICS_PORT
 from .layout import (AGENT_LOG, BRIDGE, CLUSTER_FILE, DATA_DIR, DS_DIR, HOST_VM_BRIDGE,
                      VM_NETWORK, ETCD_DATA_DIR, ETCD_LOG, HOSTS_DIR, MNT_NS_DIR, NETNS_PREFIX,
@@ -145,8 +146,14 @@ class LabLifecycle(HostProcesses):
             (ETCD_DATA_DIR / h).mkdir(parents=True, exist_ok=True)
             os.chmod(ETCD_DATA_DIR / h, 0o700)
 
+        if cfg.fencing:
+            self.progress(f"BMC emulators: Redfish and IPMI for every host on {subnet.bridge_address} "
+                          f"(hosts fenced over {cfg.fencing})")
+            bmc.prepare(cluster.ca_dir, subnet.bridge_address)
         for h in hosts:
             hs = st["hosts"][h]
+            fence = (bmc.device(cfg.fencing, subnet.bridge_address, hs["index"], str(cluster.ca_dir / "ca-cert.pem"))
+                     if cfg.fencing else {})
             lab_cluster.write_agent_config(
                 cluster, h, run_dir=str(Path(hs["dir"]) / "run"),
                 datastores={ds: str(datastore_path(ds)) for ds in dss},
@@ -156,6 +163,7 @@ class LabLifecycle(HostProcesses):
                 networks={VM_NETWORK: HOST_VM_BRIDGE},
                 cache_dir=str(cache_dir()),
                 metrics_listen=f"{hs['address']}:{AGENT_METRICS_PORT}",
+                **fence,
             )
         _atomic_write_json(CLUSTER_FILE, {
             "etcd_endpoints": endpoints, "hosts": {h: st["hosts"][h]["address"] for h in hosts},
@@ -170,6 +178,9 @@ class LabLifecycle(HostProcesses):
         self.progress("guest image and accelerator probe (once per machine boot)")
         accel = probe_accel(cache_dir(), build_guest_image(progress=self.progress))
         self.progress(f"accelerator: {accel} ({accel_reason(cache_dir())})")
+        if cfg.fencing:
+            st["bmc_pid"] = bmc.start()
+            self.save_state(st)
         self.progress(f"starting supervisors (etcd members: {', '.join(members)}; agent: "
                       f"{' '.join(agent_cmd)})")
         for h in hosts:
@@ -215,6 +226,8 @@ class LabLifecycle(HostProcesses):
             hosts |= {p.name for p in MNT_NS_DIR.iterdir()}
         hosts = sorted(hosts)
 
+        # 0. the BMC emulators (root namespace): before the hosts they could power on
+        bmc.stop()
         # 1. supervisors: SIGTERM, a moment to stop their children
         sups = []
         for h in hosts:

@@ -14,6 +14,7 @@ import math
 
 from vigil.model import HostState
 from vigil.policy.admission_control import failover_hosts
+from vigil.policy.fencing import decide as fence_decide
 from vigil.policy.commitments import commitments, holds_memory, standby_counted
 from vigil.policy.drs_place import drs_preference
 from vigil.policy.ft_secondaries import FT_SUSPECT_S, ft_failover_target, host_stopped, secondaries
@@ -54,7 +55,7 @@ def classify_all(view: ClusterView) -> dict[str, tuple[HostState, str]]:
 
 
 def plan(view: ClusterView) -> list[Action]:
-    classified = classify_all(view)
+    fences, classified = fence_decide(view, classify_all(view))  # hosts with a BMC (vigil.policy.fencing)
     for h, (s, why) in list(classified.items()):
         if s is HostState.MAINTENANCE and any(
                 v.assignment and v.assignment.host == h and v.spec.power == "on" for v in view.vms.values()):
@@ -65,6 +66,7 @@ def plan(view: ClusterView) -> list[Action]:
         for h, (s, why) in sorted(classified.items())
         if s is not view.hosts[h].prev_state
     ]
+    actions += fences
     infos = {h: v.info for h, v in view.hosts.items() if v.info is not None}
     reserved = failover_hosts(view)  # admission control's failover hosts: HA restarts only
     normal = {h: i for h, i in infos.items() if h not in reserved} if reserved else infos

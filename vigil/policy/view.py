@@ -33,6 +33,17 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class FenceStatus:
+    """This controller's fence of a host, since the host was last seen well: "pending"
+    (asked of its BMC), "confirmed" (the BMC reports it off) or "failed" (no answer, a
+    refusal, or no confirmation in time)."""
+
+    state: str
+    since: float  # now's clock: when the fence began
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class HostView:
     name: str
     info: HostInfo | None
@@ -44,6 +55,7 @@ class HostView:
     ping: bool | None = None  # answered ping; None: not probed
     prev_state: HostState = HostState.UNKNOWN
     maintenance: bool = False  # the user put it in maintenance mode
+    fence: FenceStatus | None = None  # this controller's fence of it (vigil.policy.fencing)
 
 
 @dataclass(frozen=True)

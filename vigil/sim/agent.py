@@ -21,6 +21,7 @@ from typing import Any, Coroutine, Mapping
 from vigil.agent.agent import LOCAL_RESTARTS
 from vigil.agent.loadreport import LoadReport, load_loop
 from vigil.agent.vm_monitor import VmMonitor
+from vigil.agent.lease import fence_device
 from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
@@ -126,7 +127,7 @@ class SimAgent:
     def host_info(self) -> HostInfo:
         return HostInfo(name=self.me, address=self.cfg.address, memory_mb=self.cfg.memory_mb, cpus=self.cfg.cpus,
                         datastores=tuple(sorted(n for n, ok in self.ds_ok.items() if ok)), accel="kvm",
-                        networks=tuple(sorted(self.cfg.networks)))
+                        networks=tuple(sorted(self.cfg.networks)), fencing=fence_device(self.cfg))
 
     # -- lease ---------------------------------------------------------------------------------
     async def _obtain_lease(self) -> None:

@@ -4,12 +4,13 @@ The clock is the world's virtual one; a hung host's sleeps do not end until it i
 resumed (a SIGSTOPped agent, like the lab's hang fault), so every loop of its agent and
 of its controller freezes at its next wait. Datastores are the world's in-memory
 heartbeat files as this host reaches them; ping is answered by powered hosts with a link
-in the same partition group.
+in the same partition group; a fence asks the host's simulated BMC, which powers it off.
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from vigil.config import AgentConfig
 from vigil.model import HbRecord
@@ -106,6 +107,33 @@ class SimLoadMeter:
         return out
 
 
+BMC_RTT_S = 0.1  # one request to a simulated BMC and its answer
+
+
+class SimFencing:
+    """The simulated BMCs: a fence powers the host off (as the lab's BMC emulators do)."""
+
+    def __init__(self, world: World, host: str, clock: HostClock) -> None:
+        self.w, self.host, self.clock = world, host, clock
+
+    async def fence(self, host: str, device: Mapping[str, Any]) -> tuple[bool, str]:
+        timeout = float(device.get("timeout_s") or 5.0)
+        where = f"{device.get('kind')} {device.get('address')}"
+        if not self.w.bmc_answers(self.host, host):
+            await self.clock.sleep(min(timeout, 2.0))
+            return False, f"{where}: connection timed out"
+        h = self.w.hosts[host]
+        await self.clock.sleep(BMC_RTT_S)
+        if h.bmc_slow:
+            await self.clock.sleep(timeout - BMC_RTT_S)
+            return False, f"no confirmation within {timeout:g}s"
+        if h.powered:
+            self.w.log(self.w.clock.now, "bmc-power-off", host, f"{host}: powered off by its BMC ({where})")
+            self.w.power_off(host, "powered off by its BMC")
+        await self.clock.sleep(BMC_RTT_S)
+        return True, f"{where}: power off, state off"
+
+
 class SimEnv:
     """What one simulated host's agent and controller see of the world."""
 
@@ -114,6 +142,7 @@ class SimEnv:
         self.datastores = SimDatastores(world, host)
         self.network = SimNetwork(world, host, self.clock)
         self.load = SimLoadMeter(world, host)
+        self.fencing = SimFencing(world, host, self.clock)
 
 
 def agent_config(world: World, host: str) -> AgentConfig:
@@ -122,4 +151,6 @@ def agent_config(world: World, host: str) -> AgentConfig:
         host=host, address=h.address, etcd_endpoints=("memory",), run_dir=f"/sim/{host}",
         datastores={ds: f"/sim/ds/{ds}" for ds in h.datastores}, watchdog_file="sim",
         isolation_addresses=(GATEWAY,), peers={o.name: o.address for o in world.hosts.values() if o.name != host},
-        memory_mb=h.memory_mb, cpus=h.cpus, networks={n: "br-" + n for n in h.networks})
+        memory_mb=h.memory_mb, cpus=h.cpus, networks={n: "br-" + n for n in h.networks},
+        **({"fencing_kind": h.bmc, "fencing_address": world.bmc_address(host), "fencing_user": "vigil",
+            "fencing_password_file": "/sim/bmc-password"} if h.bmc else {}))

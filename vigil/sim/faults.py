@@ -12,6 +12,8 @@ Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
     datastore-fail datastore / datastore-return datastore           the datastore for everyone
     start-fails host [vm] / start-works host                         QEMU fails to start there
     vm-crash host vm                    the VM's QEMU on that host exits (the agent notices)
+    bmc-fail host / bmc-back host       the host's BMC stops answering / answers again
+    bmc-slow host                       its BMC takes a power-off but never confirms it
 
 Operator commands: maintenance-enter host / maintenance-exit host, vm-power vm power,
 vm-create vm [memory vcpus priority], vm-resize vm [memory vcpus], ft-enable vm, set-admission (the settings/admission
@@ -41,7 +43,8 @@ from vigil.store.events import event_put_op, make_event
 
 UNDO = {"power-off": "power-on", "hang": "unhang", "agent-kill": "agent-start", "isolate": "reconnect",
         "partition": "heal", "datastore-loss": "datastore-back", "datastore-fail": "datastore-return",
-        "start-fails": "start-works", "maintenance-enter": "maintenance-exit", **guest_faults.UNDO}
+        "start-fails": "start-works", "bmc-fail": "bmc-back", "maintenance-enter": "maintenance-exit",
+        **guest_faults.UNDO}
 OPERATOR = ("maintenance-enter", "maintenance-exit", "vm-power", "vm-create", "ft-enable", "set-admission",
             "set-retries", "what-if", "vm-resize", *guest_faults.OPERATOR)
 
@@ -98,6 +101,10 @@ async def apply(w: World, a: dict[str, Any]) -> None:
         if a.get("vm") in _h(w, a).qemus:
             w.log(w.clock.now, "qemu-killed", a["vm"], f"{a['vm']}'s QEMU on {a['host']} exited (crash)")
             w.stop_qemu(a["host"], a["vm"])
+    elif f in ("bmc-fail", "bmc-back"):
+        _h(w, a).bmc_up = f == "bmc-back"
+    elif f == "bmc-slow":
+        _h(w, a).bmc_slow = True
     elif f == "start-works":
         _h(w, a).fail_start.clear()
     elif f in ("maintenance-enter", "maintenance-exit"):

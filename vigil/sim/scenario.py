@@ -123,7 +123,7 @@ class Run:
             self.world.add_host(SimHost(
                 name=h["name"], address=f"10.0.0.{i + 1}", memory_mb=int(h.get("memory", 2048)),
                 cpus=int(h.get("cpus", 2)), datastores=tuple(h.get("datastores", ["ds1"])),
-                powered=False))
+                powered=False, bmc=str(h.get("fencing", ""))))
 
     def log(self, t: float, kind: str, subject: str, message: str) -> None:
         self.lines.append((round(t, 2), len(self.lines), line(t, kind, subject, message)))

@@ -53,6 +53,9 @@ class SimHost:
     lease_file: int = 0  # the agent's lease file in its run dir: survives an agent restart, not a reboot
     watchdog_fed: float | None = None  # None: disarmed
     agent: "AgentProcess | None" = None
+    bmc: str = ""  # its BMC's kind ("redfish" | "ipmi"); empty: none
+    bmc_up: bool = True  # the BMC answers (fault bmc-fail)
+    bmc_slow: bool = False  # the BMC takes the power-off but never confirms it (fault bmc-slow)
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -178,6 +181,16 @@ class World:
         if d is not None:
             d.state = "running"
             self._check(vm)
+
+    # -- BMCs --------------------------------------------------------------------------------
+    def bmc_address(self, host: str) -> str:
+        """Each BMC on the management network, which is no host's link: a host cut off still
+        has its BMC reachable (unless the BMC died: fault bmc-fail)."""
+        return f"10.0.1.{list(self.hosts).index(host) + 1}"
+
+    def bmc_answers(self, src: str, host: str) -> bool:
+        s, h = self.hosts[src], self.hosts.get(host)
+        return s.powered and s.link_up and h is not None and bool(h.bmc) and h.bmc_up
 
     # -- power, hangs, the watchdog ------------------------------------------------------------
     def feed_watchdog(self, host: str) -> None:

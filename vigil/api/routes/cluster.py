@@ -55,6 +55,19 @@ async def exit_maintenance(name: str, request: Request, revision: Optional[int] 
     return Done(changed=changed, message=f"{name}: " + ("left maintenance mode" if changed else "was not in maintenance mode"))
 
 
+@router.post("/hosts/{name}/fence", response_model=Done, dependencies=[ADMIN],
+             responses=problem_responses(401, 403, 404, 409, 503))
+async def fence(name: str, request: Request) -> Done:
+    """Power the host off through its BMC and confirm it (STONITH). Its VMs then restart
+    elsewhere as for a failed host. Admin only: it cuts a host's power."""
+    from vigil.service.fencing import fence_host
+
+    ok, message = await fence_host(request.app.state.store, name)
+    if not ok:
+        raise Conflict(message)
+    return Done(changed=True, message=message)
+
+
 @router.get("/datastores", response_model=list[DatastoreOut], dependencies=[READ],
             responses=problem_responses(401, 403, 503))
 async def list_datastores(request: Request) -> list[dict[str, Any]]:

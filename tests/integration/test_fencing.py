@@ -1,0 +1,196 @@
+"""Fencing through the lab's BMC emulators (vigil.lab.bmc: a Redfish server and ipmi_sim
+per host, whose power actions are the lab's real power-off), each test with the
+duplicate-copy watch running: a hung host is fenced and its VMs restart once the fence
+is confirmed, well before the watchdog bound; a BMC that dies with its host leaves the
+VMs to the watchdog bound; a partitioned host still running its VMs is fenced before
+they restart; with two of three hosts lost, nobody is fenced.
+
+Run alone, under the lab queue:  flock /run/vigil-lab-queue.lock .venv/bin/pytest -x tests/integration/test_fencing.py
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from labcheck import LAB_MARKS, running_lab
+from vigil.lab import faults, observe
+from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
+
+pytestmark = LAB_MARKS
+
+TIMEOUT = 120
+WATCHDOG_S, MARGIN_S = 5.0, 1.5  # the lab's watchdog, policy.view.Timing.watchdog_margin
+BOUND_S = WATCHDOG_S + MARGIN_S  # the heartbeat silence past which a host counts as reset
+TICK_S = 0.5  # the agent's heartbeat period: its last write may be this much before the fault
+
+
+def lab_with(fencing: str, **kw):
+    return running_lab(hosts=3, datastores=1, reboot_delay_s=60.0, fencing=fencing, **kw)
+
+
+def etcd_leader(lab) -> str:
+    """The host whose etcd member leads: etcd extends every lease by its TTL when it elects
+    a new leader, so hanging that host delays the lease expiry a hang is detected by."""
+    import httpx
+
+    for h in ("host1", "host2", "host3"):
+        try:
+            st = httpx.post(f"http://{lab.address(h)}:2379/v3/maintenance/status", json={}, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            continue
+        if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
+            return h
+    return ""
+
+
+def others(n: int, lab=None) -> list[str]:
+    """``n`` hosts that do not lead (nor, given ``lab``, lead etcd, when enough are left):
+    faults on them keep the controller and etcd's leader where they are."""
+    leader = observe.cluster()["leader"]
+    hosts = [h for h in ("host1", "host2", "host3") if h != leader]
+    if lab is not None:
+        calm = [h for h in hosts if h != etcd_leader(lab)]
+        hosts = calm + [h for h in hosts if h not in calm]
+    return hosts[:n]
+
+
+def start_vms(names: list[str], host: str) -> None:
+    create_lab_vms(names, hosts=[host], stagger_s=0.5)
+    observe.wait_for(f"{names} running on {host}", lambda: observe.running_vms_ok(names), timeout=180)
+
+
+def fence_events(t0: float, host: str) -> list:
+    return [e for e in observe.events() if e.time >= t0 and e.kind == "fence" and e.host == host]
+
+
+def first(t0: float, kind: str, vm: str) -> float:
+    return min(e.time for e in observe.events() if e.time >= t0 and e.kind == kind and e.vm == vm)
+
+
+def restarted(names: list[str], away: set[str]) -> dict:
+    return observe.wait_for("VMs restarted elsewhere", lambda: observe.running_vms_ok(names, exclude_hosts=away),
+                            TIMEOUT)
+
+
+def lead_from_host1(lab) -> None:
+    """Move the leader key to host1 (the etcd member): revoke another leader's lease (the
+    key goes with it; that agent takes a new lease) until host1 wins the campaign."""
+    from vigil.store import keys as K
+
+    async def revoke(store):
+        e = await store.get(K.LEADER)
+        if e is not None and e.lease:
+            await store.revoke(e.lease)
+
+    for _ in range(8):
+        leader = observe.cluster()["leader"]
+        if leader == "host1":
+            break
+        observe.call(revoke)
+        observe.wait_for("a leader", lambda: observe.cluster()["leader"], 30)
+    wait_cluster_ready(3, timeout=60)
+    assert observe.cluster()["leader"] == "host1"
+
+
+@pytest.mark.parametrize("kind", ["redfish", "ipmi"])
+def test_hung_host_is_fenced_and_its_vms_restart_once_the_fence_is_confirmed(kind):
+    with lab_with(kind) as lab:
+        (victim,) = others(1, lab)
+        names = ["f1", "f2"]
+        start_vms(names, victim)
+        with observe.DuplicateWatch() as watch:
+            t0 = time.time()
+            faults.hang(lab, victim)
+            restarted(names, {victim})
+        watch.check()
+        fences = fence_events(t0, victim)
+        results = [e.data.get("result") for e in fences]
+        assert results[:2] == ["attempt", "confirmed"], [e.message for e in fences]
+        confirmed = fences[1].time
+        for n in names:
+            restart = first(t0, "vm-restart", n)
+            assert restart >= confirmed  # never before the BMC said it is off
+            assert restart - t0 < BOUND_S - TICK_S, f"{n}: restart {restart - t0:.1f}s after the hang"
+        # the BMC's power-off was the lab's real one, before the watchdog would have fired
+        assert any(f["kind"] == "power_off" and f["host"] == victim for f in lab.state["faults"])
+        assert confirmed - t0 < WATCHDOG_S, f"fence confirmed {confirmed - t0:.1f}s after the hang"
+        print(f"{kind}: fence asked {fences[0].time - t0:.2f}s, confirmed {confirmed - t0:.2f}s, restarts "
+              + ", ".join(f"{first(t0, 'vm-restart', n) - t0:.2f}s" for n in names))
+
+
+def test_bmc_dead_with_its_host_leaves_the_restart_to_the_watchdog_bound():
+    with lab_with("ipmi") as lab:
+        (victim,) = others(1)
+        names = ["g1"]
+        start_vms(names, victim)
+        with observe.DuplicateWatch() as watch:
+            faults.bmc_fail(lab, victim)
+            t0 = time.time()
+            faults.power_off(lab, victim)
+            restarted(names, {victim})
+        watch.check()
+        results = [e.data.get("result") for e in fence_events(t0, victim)]
+        assert "confirmed" not in results and "attempt" in results
+        restart = first(t0, "vm-restart", "g1")
+        assert restart - t0 >= BOUND_S - TICK_S, f"restart {restart - t0:.1f}s after the power cut"
+
+
+def test_partitioned_host_still_running_its_vms_is_fenced_before_they_restart():
+    with lab_with("redfish") as lab:
+        (victim,) = others(1)
+        rest = [h for h in ("host1", "host2", "host3") if h != victim]
+        names = ["p1"]
+        start_vms(names, victim)
+        with observe.DuplicateWatch() as watch:
+            t0 = time.time()
+            # cut from the other hosts and from its datastore: silent and no ping, yet running
+            faults.partition(lab, [victim], rest)
+            faults.datastore_loss(lab, victim, "ds1")
+            restarted(names, {victim})
+        watch.check()
+        fences = fence_events(t0, victim)
+        confirmed = [e.time for e in fences if e.data.get("result") == "confirmed"]
+        assert confirmed, [e.message for e in fences]
+        assert first(t0, "vm-restart", "p1") >= confirmed[0]
+
+
+def test_two_of_three_hosts_lost_no_fencing_storm():
+    # etcd on host1 alone: it keeps its quorum with the other two hosts hung
+    with lab_with("redfish", etcd_members=1) as lab:
+        lead_from_host1(lab)
+        names = ["s2", "s3"]
+        start_vms(["s2"], "host2")
+        start_vms(["s3"], "host3")
+        with observe.DuplicateWatch() as watch:
+            t0 = time.time()
+            faults.hang(lab, "host2")
+            faults.hang(lab, "host3")
+            restarted(names, {"host2", "host3"})
+        watch.check()
+        assert fence_events(t0, "host2") == [] and fence_events(t0, "host3") == []
+        for n in names:
+            assert first(t0, "vm-restart", n) - t0 >= BOUND_S - TICK_S
+        assert any(e.kind == "host-fencing" and "no fencing storm" in e.message
+                   for e in observe.events() if e.time >= t0)
+
+
+def test_vigil_host_fence_cuts_the_power_through_the_bmc():
+    import subprocess
+
+    from labcheck import vigil_cmd
+
+    with lab_with("redfish") as lab:
+        (victim,) = others(1)
+        t0 = time.time()
+        r = subprocess.run(vigil_cmd() + ["host", "fence", victim, "--yes"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{victim} fenced" in r.stdout
+        assert any(f["kind"] == "power_off" and f["host"] == victim for f in lab.state["faults"])
+        fences = fence_events(t0, victim)
+        assert [e.data.get("result") for e in fences][:2] == ["attempt", "confirmed"]
+        assert fences[0].user  # who asked
+        r = subprocess.run(vigil_cmd() + ["host", "fence", "nosuchhost", "--yes"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "unknown host" in r.stderr and "Traceback" not in r.stderr
