@@ -71,7 +71,8 @@ def test_drs_manual_then_automatic_balances_vms_started_on_one_host(lab):
     moved = [e for e in observe.events() if e.time >= t0 and e.kind in ("task-migrate", "vm-migrated")]
     migrated = [e.vm for e in moved if e.kind == "vm-migrated"]
     assert migrated and len(migrated) == len(set(migrated)), f"a VM moved twice: {migrated}"
-    hosts = {v["name"]: v["host"] for v in observe.running_vms_ok(HOT + COOL).values()}
+    running = observe.wait_for("every VM running", lambda: observe.running_vms_ok(HOT + COOL), timeout=120)
+    hosts = {v["name"]: v["host"] for v in running.values()}
     assert len(set(hosts.values())) >= 2, hosts
     for v in HOT + COOL:
         assert_one_life(v)

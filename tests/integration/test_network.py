@@ -86,7 +86,8 @@ def stream_last(address: str) -> int:
     connection (the echo counts that connection's requests: it must be the request number)."""
     out = guest_sh(address, "tail -n 1 /tmp/stream.out", timeout=20, connect_s=20)
     m = ACK_RE.search(out)
-    assert m, f"no answer in the guest's stream: {out!r}"
+    if m is None:  # no answer yet (the stream just started): the callers wait for more
+        return 0
     n, c = int(m.group(1)), int(m.group(2))
     assert n == c, f"request {n} was the connection's {c}th: the stream reconnected"
     return n
