@@ -54,7 +54,7 @@ from vigil.config import AgentConfig  # noqa: E402
 from vigil.controller.loop import Controller  # noqa: E402
 from vigil.model import Assignment, DiskSpec, HbRecord, HostInfo, VMSpec, VMStatus  # noqa: E402
 from vigil.policy.plan import plan  # noqa: E402
-from vigil.sim.clock import EPOCH  # noqa: E402
+from vigil.sim.clock import VirtualClock  # noqa: E402
 from vigil.sim.store import MemoryStore  # noqa: E402
 from vigil.store import keys as K  # noqa: E402
 from vigil.store.state import cluster_state  # noqa: E402
@@ -65,17 +65,8 @@ DS_PATH = "/scale/ds1"
 FAIL_AT = 10.0  # seconds after the first round: past the watchdog (Timing.fenced_after 6.5 s)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._wall = EPOCH
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        self._wall = max(self._wall + 1e-6, EPOCH + self.now)
-        return self._wall
+class Clock(VirtualClock):
+    """The simulator's clock, slept on directly: one round at a time, no virtual event loop."""
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
