@@ -284,20 +284,9 @@ def _assemble(out: dict[str, dict[str, Any]], revision: int, leader: Leader | No
 
 
 def cluster_state(snapshot: Mapping[str, Entry]) -> ClusterState:
-    """Every key of ``snapshot`` read once into its typed record."""
-    out: dict[str, dict[str, Any]] = {attr: {} for attr, _ in _READERS.values()}
-    revision = 0
-    leader: Leader | None = None
-    for key, e in snapshot.items():
-        revision = max(revision, e.mod_revision)
-        got = _read_key(key, e)
-        if got is None:
-            continue
-        if got[0] == "leader":
-            leader = got[2]
-        else:
-            out[got[0]][got[1]] = got[2]
-    return _assemble(out, revision, leader)
+    """Every key of ``snapshot`` read once into its typed record (StateCache's parse with
+    nothing remembered: one reading of a snapshot, not two that could drift apart)."""
+    return StateCache()._parse(snapshot)
 
 
 class StateCache:
