@@ -253,5 +253,18 @@ def records_on_disk(vm: str, datastore: str = "ds1") -> list[int]:
 
     from vigil.hypervisor.ftdisk import chain_top
 
-    # an FT primary writes to overlays of its image: read the newest, with what is below it
-    return read_records(chain_top(DS_DIR / datastore / vm / "disk0.qcow2"))
+    from vigil.hypervisor.guest_image import GuestImageError
+
+    # an FT primary writes to overlays of its image: read the newest, with what is below it.
+    # While the primary commits or starts an overlay, a node of the chain briefly refuses
+    # even a shared read (QEMU unshares "consistent read" on a job's intermediate nodes):
+    # read the chain again, as it is then, rather than fail on that moment (the same for an
+    # overlay removed between finding the chain's top and opening it).
+    for attempt in range(20):
+        try:
+            return read_records(chain_top(DS_DIR / datastore / vm / "disk0.qcow2"))
+        except GuestImageError as e:
+            if not ("lock" in str(e) or "No such file" in str(e)) or attempt == 19:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
