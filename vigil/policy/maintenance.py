@@ -3,6 +3,7 @@ migration (or, FT VMs, by handing over to their secondary), a few at a time."""
 from __future__ import annotations
 
 from vigil.model import HostState
+from vigil.policy.drs_load import Preference
 from vigil.policy.ft_secondaries import ft_failover_target
 from vigil.policy.placement import Load, place
 from vigil.policy.plan_actions import Action, AssignVM, StartMigration, Waiting
@@ -15,8 +16,10 @@ MAINTENANCE_PARALLEL = 2
 
 
 def evacuate(view: ClusterView, states: dict[str, HostState], infos: dict, load: dict[str, Load],
-             where: dict[str, str], moving: set[str]) -> list[Action]:
-    """Maintenance mode: live-migrate the VMs of hosts entering maintenance, a few at a time."""
+             where: dict[str, str], moving: set[str], prefer: Preference | None = None) -> list[Action]:
+    """Maintenance mode: live-migrate the VMs of hosts entering maintenance, a few at a time.
+    ``prefer``: with DRS on, each goes where the DRS load model finds it least loaded (as
+    power-on and HA restart do), so that the next DRS round does not move it again."""
     out: list[Action] = []
     for h in sorted(x for x, s in states.items() if s is HostState.ENTERING_MAINTENANCE):
         busy = sum(1 for t in view.tasks if t.kind == "migrate" and t.src == h)
@@ -43,12 +46,14 @@ def evacuate(view: ClusterView, states: dict[str, HostState], infos: dict, load:
                 out.append(Waiting(v.spec.name, f"host {h} entering maintenance: waits until it runs"))
                 continue
             others = {n: x for n, x in where.items() if n != v.spec.name}
-            dst, why = place(v.spec, infos, states, load, frozenset({h}), view.rules, others)
+            dst, why = place(v.spec, infos, states, load, frozenset({h}), view.rules, others, prefer)
             if dst is None:
                 out.append(Waiting(v.spec.name, f"cannot leave {h} (entering maintenance): {why}"))
                 continue
             load[dst] = load.get(dst, Load()).plus(v.spec)
             where[v.spec.name] = dst
+            if prefer is not None:
+                prefer.add(dst, v.spec)
             busy += 1
             out.append(StartMigration(v.spec.name, h, dst, f"{h} entering maintenance; {dst}: {why}"))
     return out

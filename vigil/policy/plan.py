@@ -208,7 +208,8 @@ def plan(view: ClusterView) -> list[Action]:
             )
         )
     # a VM this plan already moved (an FT hand-over off a stopped host) is not evacuated too
-    actions += evacuate(view, states, normal, load, where, moving | {a.vm for a in actions if isinstance(a, AssignVM)})
+    actions += evacuate(view, states, normal, load, where, moving | {a.vm for a in actions if isinstance(a, AssignVM)},
+                        prefer)
     actions += secondaries(view, states, normal, load, where, {a.vm for a in actions if isinstance(a, AssignVM)})
     return actions
 
