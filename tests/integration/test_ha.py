@@ -148,6 +148,46 @@ def test_a_watchdog_that_fires_late_still_never_lets_two_copies_run(lab):
     print(f"late watchdog: reset {reset['done'] - t0:.1f} s after the hang; {len(refused)} start(s) refused before it")
 
 
+def test_hung_and_partitioned_host_that_resumes_gives_its_vms_up_at_once(lab):
+    """host2 hangs and is cut off from host1 and host3 (it still reaches the isolation
+    address). Silent and unpingable, it is declared failed and its VM restarted, which the
+    disk lock refuses while host2's copy lives. host2 resumes inside its watchdog window,
+    still partitioned: having stood still past hb_grace with its lease unconfirmed, it
+    gives its VM up, so the restart succeeds during the partition (not only once it heals),
+    without a watchdog reset and without two copies running guest code."""
+    from vigil.lab.layout import AGENT_LOG, host_dir
+
+    names = ["s1"]
+    start_vms(names, "host2", workload=True, isolation="power-off")
+    observe.wait_for("the guest acknowledging records", lambda: observe.acked_by_guest("host2", "s1") > 0, 60)
+    log_at = (host_dir("host2") / AGENT_LOG).stat().st_size
+    faults.partition(lab, ["host1", "host3"], ["host2"])
+    faults.hang(lab, "host2")
+    acked = observe.acked_by_guest("host2", "s1")
+    # resume once it is declared failed, or after 4 s at most (inside the 5 s watchdog
+    # window either way: a lease lost while standing still past hb_grace is what counts)
+    deadline = time.monotonic() + 4.0
+    try:
+        while time.monotonic() < deadline and not any(
+                h["name"] == "host2" and h["state"] == "failed" for h in observe.cluster()["hosts"]):
+            time.sleep(0.1)
+    finally:
+        faults.unhang(lab, "host2")
+    got = observe.wait_for("s1 running elsewhere during the partition",
+                           lambda: observe.running_vms_ok(names, exclude_hosts={"host2"}), FAILOVER_TIMEOUT)
+    with open(host_dir("host2") / AGENT_LOG, errors="replace") as f:
+        f.seek(log_at)
+        said = f.read()
+    assert "stood still" in said, said[-2000:]
+    assert not lab.supervisor_status("host2").get("reset_log"), "the watchdog reset host2"
+    assert all(len(p) == 1 for p in qemu_pids(names).values())
+    new = got["s1"]["host"]
+    observe.wait_for("s1 writing again", lambda: observe.acked_by_guest(new, "s1") > acked, 60)
+    on_disk = set(observe.records_on_disk("s1"))
+    assert not [r for r in range(acked + 1) if r not in on_disk]
+    faults.heal(lab)
+
+
 def test_isolation_power_off_restarts_elsewhere_and_heal_leaves_no_duplicate(lab):
     names = ["c1", "c2"]
     start_vms(names, "host2", isolation="power-off")

@@ -154,6 +154,15 @@ def test_isolation_verdict_after_the_pings():
     assert isolation_verdict(False, True, False, False)[0] == "none"  # another check was first
 
 
+def test_a_host_that_stood_still_past_hb_grace_gives_its_vms_up_even_if_it_reaches_the_network():
+    # it may have been declared failed meanwhile and its VMs restarted elsewhere
+    v, why = isolation_verdict(False, False, True, True, stalled_s=3.4, hb_grace=3.0)
+    assert v == "isolated" and "stood still 3.4s" in why
+    # a shorter stall, or one the lease has since been confirmed after, changes nothing
+    assert isolation_verdict(False, False, True, True, stalled_s=2.0, hb_grace=3.0)[0] == "partitioned"
+    assert isolation_verdict(True, False, True, True, stalled_s=9.0, hb_grace=3.0)[0] == "none"
+
+
 def test_tick_starts_one_isolation_check_and_ends_isolation_with_the_lease():
     assert tick_step(had_lease=True, lease_ok=False, isolated=False, checking=False) == "check"
     assert tick_step(had_lease=True, lease_ok=False, isolated=False, checking=True) == "none"

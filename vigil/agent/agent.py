@@ -77,6 +77,7 @@ class Agent:
         self.hypervisor: Hypervisor = hypervisor if hypervisor is not None else QemuHypervisor(cfg)
         self.run_dir = Path(cfg.run_dir)
         self.isolated = False
+        self.stall = (0.0, 0.0)  # this host's last stall past hb_grace: (when it ended, how long)
         self.boot = os.urandom(4).hex()
         self.vms: dict[str, LocalVM] = {}
         self.ds_ok: dict[str, bool] = {}  # datastores reached, as published (see _check_datastores)
@@ -154,7 +155,12 @@ class Agent:
         the controller sees it partitioned, not silent (each etcd call waits out its
         timeout there, and a tick that waited on them let the heartbeat stop for seconds).
         A silent heartbeat must mean an unfed watchdog: both live here, nowhere else."""
+        last = self.env.clock.monotonic()
         while not self.stopped.is_set():
+            now = self.env.clock.monotonic()
+            if now - last > self.cfg.hb_grace_s:  # this host stood still: see _check_isolation
+                self.stall = (now, now - last)
+            last = now
             self.watchdog.tick(holds_lease=self.lease_ok(), runs_vms=bool(self.vms))
             self.ds_reach = self._reachable()
             self._write_heartbeats()
@@ -238,15 +244,20 @@ class Agent:
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())
         net = self.env.network
-        peer_ok, iso_ok = await asyncio.gather(
-            net.any_answers(peers), net.any_answers(list(self.cfg.isolation_addresses)))
-        verdict, why = isolation_verdict(self.lease_ok(), self.isolated, peer_ok, iso_ok)
+        ended, stood = self.stall  # a stall since etcd last confirmed the lease counts
+        stalled = stood if ended > self.lease.ok_until - self.cfg.lease_ttl else 0.0
+        # after a stall, the lease loop's first keepalive gets its chance (its own timeout)
+        peer_ok, iso_ok, _ = await asyncio.gather(
+            net.any_answers(peers), net.any_answers(list(self.cfg.isolation_addresses)),
+            self.until_lease_ok(self.cfg.lease_ttl / 2 if stalled else 0.0))
+        verdict, why = isolation_verdict(self.lease_ok(), self.isolated, peer_ok, iso_ok,
+                                         stalled, self.cfg.hb_grace_s)
         if verdict == "partitioned":
             log.warning(why)
         if verdict != "isolated":
             return
         self.isolated = True
-        log.warning("%s is isolated: applying isolation responses", self.me)
+        log.warning("%s is isolated: %s", self.me, why)
         running = {n: RunningVM(vm.spec, n in self.ft.enabled) for n, vm in list(self.vms.items())}
         for act in isolation_actions(running):
             if isinstance(act, HP.PowerOff):
@@ -254,6 +265,12 @@ class Agent:
             elif isinstance(act, HP.Shutdown):
                 asyncio.create_task(self.guests.shutdown(act.vm, act.reason))
         self._write_heartbeats()
+
+    async def until_lease_ok(self, at_most_s: float) -> None:
+        """Wait until the lease is confirmed again, ``at_most_s`` at most."""
+        end = self.env.clock.monotonic() + at_most_s
+        while not self.lease_ok() and self.env.clock.monotonic() < end:
+            await self.sleep(min(0.05, at_most_s))
 
     # -- VM execution (vigil.agent.guests) ----------------------------------------------
     async def power_off(self, name: str, why: str, report: bool = True) -> None:

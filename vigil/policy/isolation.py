@@ -41,14 +41,27 @@ def tick_step(had_lease: bool, lease_ok: bool, isolated: bool, checking: bool) -
     return "none"
 
 
-def isolation_verdict(lease_ok: bool, isolated: bool, peers_answer: bool,
-                      isolation_address_answers: bool) -> tuple[Literal["none", "partitioned", "isolated"], str]:
+def isolation_verdict(lease_ok: bool, isolated: bool, peers_answer: bool, isolation_address_answers: bool,
+                      stalled_s: float = 0.0, hb_grace: float = 3.0,
+                      ) -> tuple[Literal["none", "partitioned", "isolated"], str]:
     """After the pings: isolated, partitioned, or nothing to do (the lease came back
-    meanwhile, or another check got there first)."""
+    meanwhile, or another check got there first).
+
+    ``stalled_s``: how long this host stood still (its own ticks stopped: a hang, a
+    frozen VM of the host, a stopped agent) since etcd last confirmed its lease. A host
+    that stood still past ``hb_grace`` may have been declared failed meanwhile (silent
+    datastore heartbeat and no ping answer: taken as powered off) and its VMs restarted
+    elsewhere, held off only by the disk locks. Reaching an isolation address then proves
+    nothing, so it gives its VMs up as an isolated host does, instead of running them on
+    for the whole partition (with its watchdog fed again, nothing else would stop them)."""
     if lease_ok:
         return "none", "the lease is back"
     if isolated:
         return "none", "already isolated"
+    if stalled_s > hb_grace:
+        return "isolated", (f"lease lost after this host stood still {stalled_s:.1f}s (past the "
+                            f"{hb_grace:g}s the controller waits): its VMs may run elsewhere now, "
+                            "applying isolation responses")
     if not is_isolated(True, peers_answer, isolation_address_answers):
         who = "a peer" if peers_answer else "an isolation address"
         return "partitioned", f"lease lost but {who} answers: partitioned, VMs keep running"

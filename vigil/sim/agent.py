@@ -27,7 +27,7 @@ from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
 from vigil.policy import host as HP
 from vigil.policy.host import PowerOff, Shutdown
-from vigil.policy.isolation import RunningVM, is_isolated, isolation_actions
+from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict
 from vigil.policy.watchdog import watchdog_step
 from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
@@ -57,6 +57,7 @@ class SimAgent:
                                timeout=min(2.0, self.cfg.lease_ttl / 2))
         self.lease_id = 0
         self.lease_ok_until = 0.0
+        self.stall = (0.0, 0.0)  # this host's last stall past hb_grace: (when it ended, how long)
         self.isolated = False
         self.boot = f"{host}-boot{self.h.boots}"
         self.vms: dict[str, LocalVM] = {}
@@ -176,7 +177,12 @@ class SimAgent:
     # -- tick ----------------------------------------------------------------------------------
     async def heartbeat_loop(self) -> None:
         """Mirrors Agent.heartbeat_loop: watchdog and datastore heartbeats, never waiting on etcd."""
+        last = self.clock.monotonic()
         while True:
+            now = self.clock.monotonic()
+            if now - last > self.cfg.hb_grace_s:
+                self.stall = (now, now - last)
+            last = now
             action, _ = watchdog_step(self.h.watchdog_fed is not None, self.lease_ok(), bool(self.vms))
             if action != "wait":
                 self.w.feed_watchdog(self.me)
@@ -242,9 +248,13 @@ class SimAgent:
 
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())
-        peer_ok, iso_ok = await asyncio.gather(self.env.network.any_answers(peers),
-                                               self.env.network.any_answers(self.cfg.isolation_addresses))
-        if self.lease_ok() or self.isolated or not is_isolated(True, peer_ok, iso_ok):
+        ended, stood = self.stall  # a stall since etcd last confirmed the lease counts
+        stalled = stood if ended > self.lease_ok_until - self.cfg.lease_ttl else 0.0
+        peer_ok, iso_ok, _ = await asyncio.gather(self.env.network.any_answers(peers),
+                                                  self.env.network.any_answers(self.cfg.isolation_addresses),
+                                                  self._until_lease_ok(self.cfg.lease_ttl / 2 if stalled else 0.0))
+        verdict, _ = isolation_verdict(self.lease_ok(), self.isolated, peer_ok, iso_ok, stalled, self.cfg.hb_grace_s)
+        if verdict != "isolated":
             return
         self.isolated = True
         running = {name: RunningVM(vm.spec, ft=name in self.ft.enabled) for name, vm in self.vms.items()}
@@ -254,6 +264,11 @@ class SimAgent:
             elif isinstance(act, Shutdown):
                 self.spawn(self._shutdown(act.vm, act.reason))
         self._write_heartbeats()
+
+    async def _until_lease_ok(self, at_most_s: float) -> None:
+        end = self.clock.monotonic() + at_most_s
+        while not self.lease_ok() and self.clock.monotonic() < end:
+            await self.clock.sleep(min(0.05, at_most_s))
 
     # -- VM execution --------------------------------------------------------------------------
     async def _status(self, name: str, state: str, message: str = "") -> None:

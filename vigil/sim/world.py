@@ -20,6 +20,10 @@ from vigil.sim.context import AgentProcess
 
 
 GATEWAY = "10.0.0.254"  # every host's isolation address: it answers whoever has a link
+# How long an agent out of a hang may take to give its VMs up, if it was declared failed
+# meanwhile: a tick to see its lease lost, the isolation check's pings (1 s timeout), the
+# power-off. A disk lock its copy holds that long after the hang is DESIGN's backstop.
+RESUME_CHECK_S = 2.0
 
 
 class StartFailed(Exception):
@@ -57,6 +61,7 @@ class SimHost:
     bmc_up: bool = True  # the BMC answers (fault bmc-fail)
     bmc_slow: bool = False  # the BMC takes the power-off but never confirms it (fault bmc-slow)
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed_at: float = -1.0  # when it last came out of a hang (the world's clock)
 
 
 class World:
@@ -157,8 +162,11 @@ class World:
             holder = others[0].host
             ho = self.hosts[holder]
             # a holder whose agent runs should have stopped its copy before losing its lease:
-            # DESIGN counts on the locks only while the holder's agent is hung or dead
-            agent = "hung" if ho.hung else "dead" if ho.agent is None else "running"
+            # DESIGN counts on the locks only while the holder's agent is hung or dead, or
+            # has just come out of a hang and is still finding out whether it was declared
+            # failed meanwhile (its isolation check: lease lost, then the pings' timeout)
+            resuming = 0 <= self.clock.now - ho.resumed_at <= RESUME_CHECK_S
+            agent = "hung" if ho.hung else "dead" if ho.agent is None else "resuming" if resuming else "running"
             self.lock_refusals.append(f"{self.clock.now:.2f}: {spec.name} on {host} (held on {holder}, "
                                       f"whose agent is {agent})")
             self.log(self.clock.now, "disk-lock-held", spec.name,
@@ -254,5 +262,5 @@ class World:
 
     def unhang(self, host: str) -> None:
         h = self.hosts[host]
-        h.hung = False
+        h.hung, h.resumed_at = False, self.clock.now
         h.resumed.set()
