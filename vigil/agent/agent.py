@@ -5,10 +5,12 @@ runs the QEMUs it is assigned (only while it holds their ownership keys), watche
 applies isolation responses, campaigns for the leader key to run the controller. QEMU is
 daemonized, so stopping or restarting the agent never stops a VM.
 
-This module holds the loops (tick, reconcile) and the start-up; what each does is
-decided in vigil.policy (host, crashes, isolation, leader, watchdog), and carried out by
-the parts beside it: lease.py (the lease and the host's keys), leader.py (leadership and
-the controller), guests.py (the QEMUs: start, adopt, watch, stop, status), ft.py,
+This module holds the start-up and names the Agent; its parts: agent_base.py (the host's
+state and what every loop uses), tick.py (the heartbeat and check loops: watchdog,
+datastore heartbeats, QEMU exits, isolation), reconcile.py (the reconcile loop). What each
+does is decided in vigil.policy (host, crashes, isolation, leader, watchdog), and carried
+out by the parts beside it: lease.py (the lease and the host's keys), leader.py (leadership
+and the controller), guests.py (the QEMUs: start, adopt, watch, stop, status), ft.py,
 disks.py and tasks.py (FT roles, disk copies, migrations), vm_monitor.py (VM and
 application monitoring's resets), all through one Env.
 """
@@ -16,376 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-from dataclasses import replace
-from pathlib import Path
-from typing import Awaitable, Mapping
 
 from vigil.agent import metrics as host_metrics
 from vigil.agent.context import LocalVM
-from vigil.agent.disks import DiskKeeper
-from vigil.agent.ft import FtRunner, Standby
-from vigil.agent.guests import Guests
-from vigil.agent.leader import Leadership
-from vigil.agent.lease import HostLease
 from vigil.agent.loadreport import LoadReport, report_load
+from vigil.agent.reconcile import RECONCILE_IDLE_S, RECONCILE_KEYS, Reconciler
 from vigil.agent.tasks import TaskRunner
-from vigil.agent.vm_monitor import VmMonitor, watched_here
-from vigil.agent.sdnotify import Notifier
-from vigil.agent.watchdog import make_watchdog
+from vigil.agent.tick import TickLoops
 from vigil.config import AgentConfig
-from vigil.env.base import Env
-from vigil.env.hypervisor import Hypervisor, QemuHypervisor
 from vigil.logs import setup_logging
-from vigil.model import HbRecord, VMSpec
-from vigil.policy import host as HP
-from vigil.policy.crashes import LOCAL_RESTARTS, after_exit
-from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict, tick_step
-from vigil.store import keys as K
-from vigil.store.changes import Changes
-from vigil.store.etcd import Store, StoreError
-from vigil.config.etcd_client import etcd_tls
-from vigil.store.state import AssignRecord, ClusterState, StateCache
-from vigil.store.events import make_event, record
+from vigil.policy.crashes import LOCAL_RESTARTS
+from vigil.store.etcd import StoreError
 
 log = logging.getLogger("vigil.agent")
 
-# What wakes reconcile: the keys it decides from, and those its own steps write.
-RECONCILE_KEYS = (K.VMS, K.ASSIGN, K.OWN, K.FT, K.DISKSTATE, K.VMSTATUS, K.ALIVE)
-RECONCILE_IDLE_S = 1.0
-
-__all__ = ["Agent", "LocalVM", "LOCAL_RESTARTS", "main"]  # LOCAL_RESTARTS: its home is policy.crashes
+__all__ = ["Agent", "LocalVM", "LOCAL_RESTARTS", "RECONCILE_KEYS", "RECONCILE_IDLE_S",
+           "main"]  # LOCAL_RESTARTS: its home is policy.crashes
 
 
-class Agent:
+class Agent(TickLoops, Reconciler):
     """One host's agent; to its helpers it is a vigil.agent.context.MigrationHost."""
-
-    def __init__(self, cfg: AgentConfig, env: Env | None = None, store: Store | None = None,
-                 hypervisor: Hypervisor | None = None) -> None:
-        """``env``, ``store`` and ``hypervisor``: the world this agent acts on; by default
-        the real one (a real host's clock, mounts and ping; etcd, the host's own member
-        first; QEMU through vigil.env.executor)."""
-        self.cfg = cfg
-        self.me = cfg.host
-        if env is None:
-            from vigil.env.real import RealEnv
-
-            env = RealEnv()
-        self.env: Env = env
-        self.store = store if store is not None else self._default_store(cfg)
-        self.hypervisor: Hypervisor = hypervisor if hypervisor is not None else QemuHypervisor(cfg)
-        self.run_dir = Path(cfg.run_dir)
-        self.isolated = False
-        self.stall = (0.0, 0.0)  # this host's last stall past hb_grace: (when it ended, how long)
-        self.boot = os.urandom(4).hex()
-        self.vms: dict[str, LocalVM] = {}
-        self.ds_ok: dict[str, bool] = {}  # datastores reached, as published (see _check_datastores)
-        self.ds_reach: dict[str, bool] = {}  # datastores reached now (the heartbeat loop's)
-        self.accel = "tcg"
-        self.ft = FtRunner(self)
-        self.disks = DiskKeeper(self)
-        self.guests = Guests(self, self.ft)
-        self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
-        self.watchdog, self.notify = make_watchdog(cfg), Notifier()  # the host's, and systemd's
-        self.stopped = asyncio.Event()
-        self._ticked = asyncio.Event()  # set by each heartbeat tick, for the check loop
-        self.lease = HostLease(self, self.boot)
-        self.leadership = Leadership(self)
-        self.states = StateCache()  # the snapshots' typed state, parsed once per revision
-        self.monitoring = VmMonitor(self, self.env.clock, self.hypervisor, lambda now: watched_here(self.vms),
-                                    lambda: [vm.spec for vm in self.vms.values()])
-
-    @staticmethod
-    def _default_store(cfg: AgentConfig) -> Store:
-        local = [e for e in cfg.etcd_endpoints if e.rpartition(":")[0] == cfg.address]
-        others = [e for e in cfg.etcd_endpoints if e not in local]
-        return Store(local + others, timeout=min(2.0, cfg.lease_ttl / 2), prefer_first=True, tls=etcd_tls(cfg))
-
-    # -- small helpers -----------------------------------------------------------------
-    @property
-    def lease_id(self) -> int:
-        return self.lease.id
-
-    def lease_ok(self) -> bool:
-        return self.lease.ok()
-
-    def stale_disks(self, vm: str) -> dict[str, str]:
-        """The VM's disk copies known stale (left out when it starts here)."""
-        return self.disks.stale(vm)
-
-    async def event(self, kind: str, message: str, vm: str = "", **data: object) -> None:
-        """Log and record an event, stamped by the environment's clock."""
-        log.info("%s: %s", kind, message)
-        ev = make_event(kind, message, host=self.me, vm=vm, source=self.me, **data)
-        await record(self.store, replace(ev, time=self.env.clock.time()))
-
-    async def sleep(self, s: float, *until: Awaitable[object]) -> None:
-        """Sleep ``s`` on the environment's clock, or until the agent is told to stop (or
-        one of ``until`` is done)."""
-        if self.stopped.is_set():
-            return
-        waits = [asyncio.ensure_future(self.env.clock.sleep(s)), asyncio.ensure_future(self.stopped.wait()),
-                 *map(asyncio.ensure_future, until)]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-
-    def mark(self) -> int:
-        """Where the store's changes stand: taken before a loop reads (see wait_change)."""
-        changes = getattr(self.store, "changes", None)
-        return changes.mark() if changes is not None else 0
-
-    async def wait_change(self, mark: int, prefixes: tuple[str, ...], idle_s: float, poll_s: float) -> None:
-        """Sleep until a key under ``prefixes`` changed after ``mark`` (the etcd watch
-        says so), ``idle_s`` at most; while no watch runs, ``poll_s`` (the loop's old
-        period: a lost watch costs reads, never a late decision)."""
-        changes: Changes | None = getattr(self.store, "changes", None)
-        if changes is None or not changes.watching:
-            await self.sleep(poll_s)
-        else:
-            await self.sleep(idle_s, changes.wait(mark, prefixes))
-
-    # -- tick: watchdog, datastore heartbeat, process and isolation checks ---------------
-    async def heartbeat_loop(self) -> None:
-        """The watchdog and the datastore heartbeats, from the agent's first moment, and
-        never waiting on etcd: a host cut off from etcd keeps its heartbeat advancing, so
-        the controller sees it partitioned, not silent (each etcd call waits out its
-        timeout there, and a tick that waited on them let the heartbeat stop for seconds).
-        A silent heartbeat must mean an unfed watchdog: both live here, nowhere else."""
-        last = self.env.clock.monotonic()
-        while not self.stopped.is_set():
-            now = self.env.clock.monotonic()
-            if now - last > self.cfg.hb_grace_s:  # this host stood still: see _check_isolation
-                self.stall = (now, now - last)
-            last = now
-            self.watchdog.tick(holds_lease=self.lease_ok(), runs_vms=bool(self.vms))
-            self.ds_reach = self._reachable()
-            self._write_heartbeats()
-            self._ticked.set()
-            self.notify.tick()
-            await self.sleep(self.cfg.tick_s)
-
-    async def check_loop(self) -> None:
-        """What the tick reports to etcd, once connected: datastore changes, QEMU exits,
-        guests gone silent, the start and end of an isolation. It runs right after each
-        tick of the heartbeat loop and takes the datastores that tick reached (one read
-        of them a tick); two ticks at most if that loop were ever late."""
-        checking = None
-        while not self.stopped.is_set():
-            self._ticked.clear()
-            await self._check_datastores()
-            await self._check_processes()
-            step = tick_step(self.lease.ok_until > 0, self.lease_ok(), self.isolated,
-                             checking is not None and not checking.done())
-            if step == "check":
-                checking = asyncio.create_task(self._check_isolation())
-            elif step == "end":
-                self.isolated = False
-                await self.event("isolation-ended", f"{self.me} reaches the cluster again")
-            await self.sleep(2 * self.cfg.tick_s, self._ticked.wait())
-
-    def _reachable(self) -> dict[str, bool]:
-        return {n: self.env.datastores.reachable(n, p) for n, p in self.cfg.datastores.items()}
-
-    def _write_heartbeats(self) -> None:
-        rec = HbRecord(host=self.me, counter=int(self.env.clock.time() * 1000), boot=self.boot,
-                       isolated=self.isolated, vms=tuple(sorted(self.vms)))
-        for name, path in self.cfg.datastores.items():
-            if self.ds_reach.get(name):
-                self.env.datastores.write_heartbeat(path, rec)
-
-    async def _check_datastores(self) -> None:
-        """``ds_ok`` is the datastore list as published (host info, disk decisions); it
-        follows what this host reaches (``ds_reach``, the heartbeat loop's reading) only
-        after lost copies are dropped."""
-        now = dict(self.ds_reach)
-        changed = [n for n in now if now[n] != self.ds_ok.get(n)]
-        first = not self.ds_ok
-        self.ds_ok = now
-        # Replicated disks drop a lost copy (every tick, until it is recorded) before the
-        # controller learns of the loss, so that it sees a VM running on the copy it still
-        # has, not a VM to move. (Without a lease etcd is away: no stale mark, no drop.)
-        if self.lease_ok():
-            await self.disks.degrade()
-        if changed and not first:
-            for n in changed:
-                await self.event("datastore-" + ("back" if now[n] else "lost"),
-                                 f"datastore {n} {'reachable again' if now[n] else 'lost'} on {self.me}")
-            if self.lease_ok():
-                try:
-                    await self.lease.publish()
-                except StoreError:
-                    pass
-
-    async def _check_processes(self) -> None:
-        """Each VM in turn: a guest gone silent is reported; a QEMU that exited is counted
-        and reported, and handed back once its restarts here are used up (policy.crashes)."""
-        for name, vm in list(self.vms.items()):
-            if vm.stopping or self.hypervisor.alive(vm.pid):
-                if HP.guest_went_silent(vm.guest, vm.last_hb, self.env.clock.time(), self.cfg.guest_hb_timeout_s):
-                    vm.guest = "lost"
-                    await self.event("guest-heartbeat-lost",
-                                     f"{name}: no guest heartbeat for {self.cfg.guest_hb_timeout_s:.0f}s on {self.me}",
-                                     vm=name)
-                    await self.guests.status(name, "running", message="guest heartbeat lost")
-                continue
-            self.guests.forget(name)
-            out = after_exit(vm.gen, self.guests.failed.get(name))
-            self.guests.failed[name] = out.crashes
-            log.info("%s: %s", name, out.reason)
-            await self.event("vm-exited", f"{name}: QEMU (pid {vm.pid}) exited on {self.me}", vm=name)
-            await self.guests.status(name, out.state, message=out.message)
-            if out.release:
-                await self.guests.release(name)
-
-    async def _check_isolation(self) -> None:
-        peers = list(self.cfg.peers.values())
-        net = self.env.network
-        ended, stood = self.stall  # a stall since etcd last confirmed the lease counts
-        stalled = stood if ended > self.lease.ok_until - self.cfg.lease_ttl else 0.0
-        # after a stall, the lease loop's first keepalive gets its chance (its own timeout)
-        peer_ok, iso_ok, _ = await asyncio.gather(
-            net.any_answers(peers), net.any_answers(list(self.cfg.isolation_addresses)),
-            self.until_lease_ok(self.cfg.lease_ttl / 2 if stalled else 0.0))
-        verdict, why = isolation_verdict(self.lease_ok(), self.isolated, peer_ok, iso_ok,
-                                         stalled, self.cfg.hb_grace_s)
-        if verdict == "partitioned":
-            log.warning(why)
-        if verdict != "isolated":
-            return
-        self.isolated = True
-        log.warning("%s is isolated: %s", self.me, why)
-        running = {n: RunningVM(vm.spec, n in self.ft.enabled) for n, vm in list(self.vms.items())}
-        for act in isolation_actions(running):
-            if isinstance(act, HP.PowerOff):
-                await self.guests.power_off(act.vm, act.reason, report=act.report)
-            elif isinstance(act, HP.Shutdown):
-                asyncio.create_task(self.guests.shutdown(act.vm, act.reason))
-        self._write_heartbeats()
-
-    async def until_lease_ok(self, at_most_s: float) -> None:
-        """Wait until the lease is confirmed again, ``at_most_s`` at most."""
-        end = self.env.clock.monotonic() + at_most_s
-        while not self.lease_ok() and self.env.clock.monotonic() < end:
-            await self.sleep(min(0.05, at_most_s))
-
-    # -- VM execution (vigil.agent.guests) ----------------------------------------------
-    async def power_off(self, name: str, why: str, report: bool = True) -> None:
-        await self.guests.power_off(name, why, report)
-
-    def plug_incoming(self, name: str, pid: int, spec: VMSpec) -> None:
-        self.guests.plug_incoming(name, pid, spec)
-
-    def unplug_incoming(self, name: str) -> None:
-        self.guests.unplug_incoming(name)
-
-    def adopt_migrated(self, name: str, pid: int, spec: VMSpec, gen: int) -> None:
-        self.guests.adopt_migrated(name, pid, spec, gen)
-
-    # -- reconcile ---------------------------------------------------------------------
-    async def reconcile_loop(self) -> None:
-        """Reconcile when the etcd watch reports a change of the keys it decides from or
-        of those this host's own steps write (a QEMU exited, a start ended, a lease
-        regained), RECONCILE_IDLE_S at most; tick_s / 2 while no watch runs, as before.
-        None of its decisions is due to time alone, and safety does not rest on how
-        soon it runs: a host runs a VM only while it holds the VM's ownership key (a
-        guarded transaction); the lease, the datastore heartbeats and the watchdog have
-        their own loops, timed as before. Its snapshot is as fresh as a read
-        (vigil.store.etcd.Store.snapshot)."""
-        while not self.stopped.is_set():
-            mark = self.mark()
-            if self.lease_ok():
-                try:
-                    await self.reconcile(self.states.of(await self.store.snapshot(),
-                                                        getattr(self.store, "snapshot_revision", 0)))
-                except StoreError as e:
-                    log.warning("reconcile: %s", e)
-            await self.wait_change(mark, RECONCILE_KEYS, RECONCILE_IDLE_S, self.cfg.tick_s / 2)
-
-    async def reconcile(self, state: ClusterState) -> None:
-        """Gather what etcd says and what this host knows, one VM at a time, ask
-        vigil.policy.host, and carry out its answer (each VM decided right before it is
-        acted on: the actions await, and the host's state moves meanwhile)."""
-        specs = {name: r.spec for name, r in state.vms.items()}
-        assign = state.assignments
-        self.monitoring.use_settings(state.settings.get("monitoring"))
-        facts = {
-            name: HP.VMFacts(spec=specs.get(name),
-                             assignment=assign[name].assignment if name in assign else None,
-                             owner=state.owners[name].host if name in state.owners else None)
-            for name in set(specs) | set(assign) | set(state.owners)
-        }
-        nothing = HP.VMFacts()
-        mine = [name for name in assign if HP.is_mine(self.me, facts[name])]  # in etcd's order
-        for name in mine:  # FT failovers: keep the standby before sync drops the role
-            if HP.take_standby(self.me, name, facts[name], self._here(name)) is not None:
-                sb = self.ft.take_committed(name)
-                if sb is not None:
-                    self.promoting[name] = sb
-        self.ft.sync(state, specs)
-        self.disks.update(state)
-        self.disks.sync()
-        # VMs running here that should not: stopped, deleted, or handed to another host.
-        for name, vm in list(self.vms.items()):
-            if name in mine:
-                continue
-            here = HP.HereFacts(running=True, stopping=vm.stopping)
-            await self._carry_out(HP.stray_action(self._host_facts(), name, facts.get(name, nothing), here),
-                                  facts, assign)
-        for name in mine:
-            a = facts[name].assignment
-            assert a is not None
-            vm = self.vms.get(name)
-            if vm is not None:  # the spec and generation the assignment gives it
-                vm.spec, vm.gen = specs[name], a.gen
-            await self._carry_out(HP.assigned_action(self._host_facts(), name, facts[name], self._here(name)),
-                                  facts, assign)
-
-    def _host_facts(self) -> HP.HostFacts:
-        return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
-
-    def _here(self, name: str) -> HP.HereFacts:
-        vm = self.vms.get(name)
-        return HP.HereFacts(running=vm is not None, stopping=vm is not None and vm.stopping,
-                            starting=name in self.guests.starting, has_standby=name in self.promoting,
-                            crashes=self.guests.failed.get(name))
-
-    async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts],
-                         assign: Mapping[str, AssignRecord]) -> None:
-        """One reconcile action (vigil.policy.host), with the ownership claim it needs."""
-        name = act.vm
-        if isinstance(act, HP.PowerOff):
-            await self.guests.power_off(name, act.reason, report=act.report)
-            if act.release:
-                await self.guests.release(name)
-        elif isinstance(act, HP.Shutdown):
-            asyncio.create_task(self.guests.shutdown(name, act.reason))
-        elif isinstance(act, HP.Claim):
-            await self._claim(name, assign[name])
-        elif isinstance(act, HP.ReportRunning):
-            await self.guests.status(name, "running")
-        elif isinstance(act, HP.Start):
-            if act.claim and not await self._claim(name, assign[name]):
-                return
-            spec, a = facts[name].spec, facts[name].assignment
-            assert spec is not None and a is not None
-            sb = self.promoting.pop(name, None)
-            if sb is not None:
-                asyncio.create_task(self.guests.promote(spec, a, sb))
-            else:
-                asyncio.create_task(self.guests.start(spec, a))
-        elif isinstance(act, HP.Wait):
-            log.debug("%s: %s", name, act.reason)
-
-    async def _claim(self, name: str, assigned: AssignRecord) -> bool:
-        """Take the VM's ownership key, bound to our lease, if the assignment is unchanged."""
-        return await self.store.txn(
-            [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assigned.rev)],
-            [self.store.put_op(K.OWN + name, self.me, self.lease_id)],
-        )
 
     # -- main --------------------------------------------------------------------------
     async def run(self) -> None:
