@@ -180,7 +180,7 @@ async def one_round(base: Cluster, failed_n: int, trace: bool = False) -> dict[s
     out: dict[str, Any] = {}
     if not trace:
         snap = await c.store.snapshot()
-        saved = dict(ctl.reach_since)
+        saved, saved_views = dict(ctl.reach_since), dict(ctl._vm_views)
         t0 = time.process_time()
         state = cluster_state(snap)
         t1 = time.process_time()
@@ -192,6 +192,7 @@ async def one_round(base: Cluster, failed_n: int, trace: bool = False) -> dict[s
                 "restarts": sum(1 for a in actions if type(a).__name__ == "AssignVM")}
         ctl.reach_since.clear()  # build_view keeps these: as they were before the parts
         ctl.reach_since.update(saved)
+        ctl._vm_views = saved_views
     c.txns = 0
     if trace:
         tracemalloc.start()

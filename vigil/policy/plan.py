@@ -78,6 +78,7 @@ def plan(view: ClusterView) -> list[Action]:
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
     gate = Gate(view, states)  # restart orchestration: tiers and depends-on rules
     reach_all = [set().union(*map(set, reach))]  # the same to copies_unreachable, united once, not per VM
+    reached = {h: set(i.datastores) for h, i in infos.items()}  # for datastores_lost, made once
     for v in order(list(view.vms.values()), view.rules):
         spec, a = v.spec, v.assignment
         ft_fast = False  # an FT failover before the primary's host is declared failed
@@ -103,7 +104,7 @@ def plan(view: ClusterView) -> list[Action]:
             kind, avoid = "restart", frozenset({a.host})
             why_move = f"host {a.host} silent for {view.hosts[a.host].hb_age:.1f}s and answers no ping"
             ft_fast = True
-        elif (lost := datastores_lost(v, infos, states)) is not None:
+        elif (lost := datastores_lost(v, infos, states, reached)) is not None:
             reaching = [h for h, i in infos.items()
                         if h != a.host and states.get(h) is HostState.RUNNING and spec.datastores <= set(i.datastores)]
             # A host that reaches the datastores again only just now says little: when an
@@ -213,13 +214,19 @@ def plan(view: ClusterView) -> list[Action]:
     return actions
 
 
-def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> list[str] | None:
-    """The datastores of ``v`` that its running host no longer reaches, or None."""
+def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState],
+                    reached: dict[str, set[str]] | None = None) -> list[str] | None:
+    """The datastores of ``v`` that its running host no longer reaches, or None.
+    ``reached``: each host's datastores as a set (made once per plan, not per VM)."""
     a = v.assignment
     if a is None or states.get(a.host) is not HostState.RUNNING or a.host not in infos:
         return None
-    have = set(infos[a.host].datastores)
+    have = reached[a.host] if reached is not None else set(infos[a.host].datastores)
     # a disk is lost when none of its copies is reachable (one lost copy of a replicated
     # disk is the agent's to drop: the VM runs on, on the other)
-    lost = sorted({ds for d in v.spec.disks if not have & set(d.copies) for ds in d.copies})
-    return lost or None
+    lost: set[str] = set()
+    for d in v.spec.disks:
+        copies = d.copies
+        if have.isdisjoint(copies):
+            lost.update(copies)
+    return sorted(lost) if lost else None
