@@ -18,7 +18,7 @@ from vigil.policy.fencing import decide as fence_decide
 from vigil.policy.commitments import commitments, holds_memory, standby_counted
 from vigil.policy.drs_place import drs_preference
 from vigil.policy.ft_secondaries import FT_SUSPECT_S, ft_failover_target, host_stopped, secondaries
-from vigil.policy.hoststate import classify_host, vm_lost_on
+from vigil.policy.hoststate import LOSES_VMS, classify_host, vm_lost_on
 from vigil.policy.maintenance import MAINTENANCE_PARALLEL, evacuate
 from vigil.policy.orchestration import Gate, order
 from vigil.policy.placement import Load, place, place_failover_first
@@ -94,7 +94,8 @@ def plan(view: ClusterView) -> list[Action]:
             kind, avoid, why_move = "place", frozenset(), "new VM"
         elif a.host == "" and a.reason == VMCP_REASON:
             kind, avoid, why_move = "restart", frozenset(), "VM component protection"
-        elif a.host in view.hosts and vm_lost_on(states[a.host], view.hosts[a.host], spec.name):
+        elif a.host in view.hosts and states[a.host] in LOSES_VMS and vm_lost_on(states[a.host], view.hosts[a.host],
+                                                                                  spec.name):
             if spec.restart_priority == "disabled":
                 actions.append(NotRestarted(spec.name, f"host {a.host} {states[a.host].value}; restart priority is disabled"))
                 continue
