@@ -27,12 +27,20 @@ Figures (CPU ms per round, median of 2, 2-core machine shared, load 4-8):
 | --- | --- | --- | --- |
 | 64 / 2 560 | 44 / 25 | 135 / 34 | 179 / 51 |
 | 500 / 20 000 | 625 / 277 | 1 833 / 390 | 2 632 / 413 |
-| 1 000 / 40 000 | 1 021 / 660-680 | 2 995 / 1 046-1 170 | 4 900 / 812-1 104 |
+| 1 000 / 40 000 | 1 021 / 423-455 | 2 995 / 527-726 | 4 900 / 713-834 |
 
 "before" is the code before the typed state was parsed incrementally and before
 place() took its hosts from an ordered index; plan() alone for 1000 hosts with 10
 failed went from 2.4 s to 0.31-0.41 s. The whole snapshot parsed from nothing (a new
-leader's first round) is 1.4-2.2 s for 1000 hosts, besides.
+leader's first round) is 2.3-2.9 s for 1000 hosts, besides.
+
+The 1000-host row's "after" is from 2026-12-01 (medians of 3, load 4.4-7.0). The code
+just before that day's cuts measured on the same day: steady 861 ms, 1 failed 1 211,
+10 failed 1 018 (medians of 3 runs, load 8.4-13). The cuts: build_view keeps a VM's
+view while its records are the same and copies a host's view only when it has a fence;
+plan makes each host's datastore set once and skips vm_lost_on where it cannot be true;
+restart priorities are ranked from a dict; events are stored without asdict's deep copy;
+the in-memory store reads a range up to etcd's range end.
 """
 from __future__ import annotations
 
@@ -180,7 +188,7 @@ async def one_round(base: Cluster, failed_n: int, trace: bool = False) -> dict[s
     out: dict[str, Any] = {}
     if not trace:
         snap = await c.store.snapshot()
-        saved = dict(ctl.reach_since)
+        saved, saved_views = dict(ctl.reach_since), dict(ctl._vm_views)
         t0 = time.process_time()
         state = cluster_state(snap)
         t1 = time.process_time()
@@ -192,6 +200,7 @@ async def one_round(base: Cluster, failed_n: int, trace: bool = False) -> dict[s
                 "restarts": sum(1 for a in actions if type(a).__name__ == "AssignVM")}
         ctl.reach_since.clear()  # build_view keeps these: as they were before the parts
         ctl.reach_since.update(saved)
+        ctl._vm_views = saved_views
     c.txns = 0
     if trace:
         tracemalloc.start()

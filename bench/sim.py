@@ -7,6 +7,16 @@ disks on two datastores) with a random fault every 0.5-3 virtual
 seconds for 100 s (power loss, hang, isolation, agent crash, partition, datastore loss, each undone
 later), the real controller deciding. Prints failures per real second, the virtual-to-
 real time ratio, and what the runs' final checks found (two running copies must be 0).
+
+Figures (40 runs, seed 1: 2 192 failures, 199 starts refused by a disk lock, no two
+running copies; 2-core machine shared, so CPU time varies with the load far more than
+with the code: the same code gave 59 failures per CPU second at load 8.3 and 104 at 4.6).
+2026-12-01, the code before / after that day's cuts to the controller's round and the
+in-memory store, run in turns: 73, 104, 104 / 112, 110, 109 failures per CPU second at
+load 2.8-5.9 (medians 104 / 110). Most of the remaining CPU is asyncio's scheduling of
+the simulated hosts' timed loops (reconcile, checks, lease, leadership, migrations,
+controller), which wake on the same virtual schedule as the agents do; the controller's
+cycle is about a quarter of it.
 """
 from __future__ import annotations
 

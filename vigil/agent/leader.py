@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Mapping
 
 from vigil.agent.context import HostContext
+from vigil.config import AgentConfig
+from vigil.env.base import Env
 from vigil.env.pings import Pings
-from vigil.policy.heartbeats import PING_AFTER_S, HbTracker
-from vigil.policy.leader import leader_failed, ping_needed
+from vigil.policy.heartbeats import HbTracker
+from vigil.policy.leader import leader_failed, watch_leader
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
 from vigil.store.state import read_leader
@@ -81,26 +84,34 @@ class Leadership:
             await h.wait_change(mark, (K.LEADER,), nap, nap)
 
     async def _leader_dead(self, leader: str) -> bool:
-        """The controller's own classification (vigil.policy.leader over hoststate): silent
-        datastore heartbeat and no ping, so a dead leader's lease is not waited out before
-        another one takes over. It is pinged once its heartbeat is late (in the background,
-        so the answer is there when the grace time ends), and again if that answer is old."""
-        h, clock = self.host, self.host.env.clock
-        now = clock.monotonic()
-        records = [r for n, p in h.cfg.datastores.items() if h.ds_ok.get(n)
-                   for r in h.env.datastores.read_heartbeats(p).values()]
-        age = None  # no record readable here: the leader's silence means nothing
-        if records:
-            self.hb.observe(now, records)
-            age = self.hb.age(leader, now, clock.time())
-        address = h.cfg.peers.get(leader)
-        if age is not None and address is not None and age >= PING_AFTER_S:
-            self.pings.probe(leader, address)
-        if not ping_needed(leader, age, h.cfg.hb_grace_s):
-            if age is not None and age >= PING_AFTER_S:  # look again right when the grace ends
-                self._next_check = min(CHECK_S, max(0.05, h.cfg.hb_grace_s - age + 0.02))
-            return False
-        answered = self.pings.fresh(leader, now)
-        if answered is None and address is not None:
-            answered = await self.pings.ask(leader, address)
-        return leader_failed(leader, age, answered, h.cfg.hb_grace_s)[0]
+        h = self.host
+        dead, self._next_check = await leader_dead(h.env, h.cfg, h.ds_ok, self.hb, self.pings, leader, CHECK_S)
+        return dead
+
+
+async def leader_dead(env: Env, cfg: AgentConfig, ds_ok: Mapping[str, bool], hb: HbTracker, pings: Pings,
+                      leader: str, period: float) -> tuple[bool, float]:
+    """The controller's own classification (vigil.policy.leader over hoststate): silent
+    datastore heartbeat and no ping, so a dead leader's lease is not waited out before
+    another one takes over. It is pinged once its heartbeat is late (in the background,
+    so the answer is there when the grace time ends), and again if that answer is old.
+    Returns whether the leader is dead and when to look again. The simulator's agents
+    call this too (vigil.sim.leader): one test of the leader, not two."""
+    clock = env.clock
+    now = clock.monotonic()
+    records = [r for n, p in cfg.datastores.items() if ds_ok.get(n)
+               for r in env.datastores.read_heartbeats(p).values()]
+    age = None  # no record readable here: the leader's silence means nothing
+    if records:
+        hb.observe(now, records)
+        age = hb.age(leader, now, clock.time())
+    address = cfg.peers.get(leader)
+    watch = watch_leader(leader, age, cfg.hb_grace_s, period)
+    if watch.probe and address is not None:
+        pings.probe(leader, address)
+    if not watch.ask:
+        return False, watch.next_check
+    answered = pings.fresh(leader, now)
+    if answered is None and address is not None:
+        answered = await pings.ask(leader, address)
+    return leader_failed(leader, age, answered, cfg.hb_grace_s)[0], watch.next_check

@@ -81,15 +81,20 @@ class VmMonitor:
         self.host, self.clock, self.hv, self.watched, self.specs = host, clock, hypervisor, watched, specs
         self.cluster = VM.DEFAULT
         self.tracks: dict[str, _Track] = {}
+        self._read_rev: int | None = None  # the key's mod_revision read_settings parsed last
 
-    def use_settings(self, raw: Any) -> None:
+    def use_settings(self, raw: Any, rev: int | None = None) -> None:
         """The cluster's ``settings/monitoring``, as the agent's reconcile read it."""
         self.cluster = VM.cluster_settings(raw if isinstance(raw, Mapping) else None)
+        self._read_rev = rev
 
     async def read_settings(self) -> None:
-        """The same, read on its own (the simulated agent, whose reconcile reads no snapshot)."""
+        """The same, read on its own (the simulated agent, whose reconcile reads no snapshot);
+        parsed again only when the key changed (0: absent)."""
         e = await self.host.store.get(K.SETTINGS + "monitoring")
-        self.use_settings(e.value if e is not None else None)
+        rev = e.mod_revision if e is not None else 0
+        if rev != self._read_rev:
+            self.use_settings(e.value if e is not None else None, rev)
 
     async def loop(self) -> None:
         while True:

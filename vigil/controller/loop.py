@@ -45,6 +45,15 @@ PLAN_KEYS = (K.HOSTS, K.ALIVE, K.VMS, K.ASSIGN, K.OWN, K.VMSTATUS, K.HOSTSTATE, 
              K.MAINTENANCE, K.FT, K.DISKSTATE, K.DATASTORES, K.HOSTGROUPS, K.SETTINGS)
 
 
+_HOST_STATES = {s.value: s for s in HostState}
+
+
+def _host_state(value: object) -> HostState:
+    """``HostState(value)``, without the enum's slow call for the states it knows."""
+    known = _HOST_STATES.get(value) if isinstance(value, str) else None
+    return known if known is not None else HostState(value)
+
+
 class Controller:
     def __init__(self, store: Store, me: str, cfg: AgentConfig, is_leader: Callable[[], bool],
                  env: Env | None = None, hb: HbTracker | None = None,
@@ -74,6 +83,7 @@ class Controller:
         self._came_from: dict[str, str] = {}  # this cycle: each VM's host before its actions
         self.stats = stats.empty()  # read from etcd each cycle: a new leader carries on
         self.states = StateCache()
+        self._vm_views: dict[str, tuple[tuple, VMView]] = {}  # see build_view
         self.drs = DrsRunner()
         self.fences = Fences(self.env, store, me)  # fences through hosts' BMCs (vigil.policy.fencing)
 
@@ -138,28 +148,43 @@ class Controller:
             if age is not None and age >= PING_AFTER_S:
                 self.pings.probe(h, info.address)
             ping_ok = self.pings.fresh(h, now)
-            hosts[h] = HostView(
+            hv = hosts[h] = HostView(
                 name=h, info=info, alive=h in alive, lease=alive.get(h, 0), hb_age=age,
                 hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),
-                ping=ping_ok, prev_state=HostState(prev.get(h, "unknown")), maintenance=h in maintenance,
+                ping=ping_ok, prev_state=_host_state(prev.get(h, "unknown")), maintenance=h in maintenance,
             )
-            hosts[h] = replace(hosts[h], fence=self.fences.of(hosts[h], self.timing))
+            fence = self.fences.of(hv, self.timing)
+            if fence is not None:  # (most hosts have none: no copy of their view then)
+                hosts[h] = replace(hv, fence=fence)
         vms: dict[str, VMView] = {}
+        # a VM's view is made of its records alone: kept from the last cycle while they are
+        # the same (the typed state keeps a record while its key is unchanged)
+        last, views = self._vm_views, {}
         for name, r in state.vms.items():
             a = state.assignments.get(name)
             ds = state.disk_states.get(name)
             own = state.owners.get(name)
             ft = state.ft.get(name)
+            status = state.statuses.get(name)
+            ack, stat = (state.ft_acks.get(name), state.ft_stats.get(name)) if ft else (None, None)
+            records = (r, a, ds, own, status, ft, ack, stat)
+            hit = last.get(name)
+            if hit is not None and hit[0] == records:
+                vms[name] = hit[1]
+                views[name] = hit
+                continue
             vms[name] = VMView(
-                spec=r.spec.without_stale(stale_map(ds.value if ds else None)),
+                spec=r.spec.without_stale(stale_map(ds.value)) if ds else r.spec,
                 diskstate=dict(ds.value) if ds else {},
                 diskstate_rev=ds.rev if ds else 0,
                 assignment=a.assignment if a else None,
                 assign_rev=a.rev if a else 0,
                 owner=own.host if own else None,
-                status=state.statuses.get(name),
-                ft=ft_view(ft, state.ft_acks.get(name), state.ft_stats.get(name)) if ft else None,
+                status=status,
+                ft=ft_view(ft, ack, stat) if ft else None,
             )
+            views[name] = (records, vms[name])
+        self._vm_views = views
         tasks = tuple(r.task for r in state.tasks.values() if r.task.state in TASK_ACTIVE)
         rules = resolve(state.rules.values(), state.host_groups)
         reach = {(h, d) for h, i in infos.items() if h in alive for d in i.datastores}

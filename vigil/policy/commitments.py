@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from vigil.model import HostState
-from vigil.policy.hoststate import vm_lost_on
+from vigil.policy.hoststate import LOSES_VMS, vm_lost_on
 from vigil.policy.placement import Load, LoadIndex, host_load
 from vigil.policy.view import ClusterView, VMView
 
@@ -22,7 +22,8 @@ def commitments(view: ClusterView, states: Mapping[str, HostState]) -> tuple[dic
         a = v.assignment
         if a is None or a.host not in view.hosts:
             return False
-        return not vm_lost_on(states[a.host], view.hosts[a.host], v.spec.name)
+        s = states[a.host]
+        return s not in LOSES_VMS or not vm_lost_on(s, view.hosts[a.host], v.spec.name)
 
     there = [(n, v) for n, v in view.vms.items() if v.assignment and still_there(v)]  # asked once per VM
     load: dict[str, Load] = host_load(

@@ -45,6 +45,11 @@ def classify_host(h: HostView, t: Timing) -> tuple[HostState, str]:
     return HostState.AGENT_DOWN, "lease expired, datastore heartbeat silent, host answers ping"
 
 
+# The only states in which vm_lost_on can be True: callers asking for every VM of a large
+# cluster skip the others without the call.
+LOSES_VMS = frozenset({HostState.FAILED, HostState.ISOLATED})
+
+
 def vm_lost_on(state: HostState, h: HostView, vm: str) -> bool:
     """True when the VM surely no longer runs on host ``h``, so it may be restarted elsewhere."""
     if state is HostState.FAILED:

@@ -18,7 +18,7 @@ from vigil.policy.fencing import decide as fence_decide
 from vigil.policy.commitments import commitments, holds_memory, standby_counted
 from vigil.policy.drs_place import drs_preference
 from vigil.policy.ft_secondaries import FT_SUSPECT_S, ft_failover_target, host_stopped, secondaries
-from vigil.policy.hoststate import classify_host, vm_lost_on
+from vigil.policy.hoststate import LOSES_VMS, classify_host, vm_lost_on
 from vigil.policy.maintenance import MAINTENANCE_PARALLEL, evacuate
 from vigil.policy.orchestration import Gate, order
 from vigil.policy.placement import Load, place, place_failover_first
@@ -78,6 +78,7 @@ def plan(view: ClusterView) -> list[Action]:
     reach = [i.datastores for h, i in infos.items() if states.get(h) is HostState.RUNNING]
     gate = Gate(view, states)  # restart orchestration: tiers and depends-on rules
     reach_all = [set().union(*map(set, reach))]  # the same to copies_unreachable, united once, not per VM
+    reached = {h: set(i.datastores) for h, i in infos.items()}  # for datastores_lost, made once
     for v in order(list(view.vms.values()), view.rules):
         spec, a = v.spec, v.assignment
         ft_fast = False  # an FT failover before the primary's host is declared failed
@@ -93,7 +94,8 @@ def plan(view: ClusterView) -> list[Action]:
             kind, avoid, why_move = "place", frozenset(), "new VM"
         elif a.host == "" and a.reason == VMCP_REASON:
             kind, avoid, why_move = "restart", frozenset(), "VM component protection"
-        elif a.host in view.hosts and vm_lost_on(states[a.host], view.hosts[a.host], spec.name):
+        elif a.host in view.hosts and states[a.host] in LOSES_VMS and vm_lost_on(states[a.host], view.hosts[a.host],
+                                                                                  spec.name):
             if spec.restart_priority == "disabled":
                 actions.append(NotRestarted(spec.name, f"host {a.host} {states[a.host].value}; restart priority is disabled"))
                 continue
@@ -103,7 +105,7 @@ def plan(view: ClusterView) -> list[Action]:
             kind, avoid = "restart", frozenset({a.host})
             why_move = f"host {a.host} silent for {view.hosts[a.host].hb_age:.1f}s and answers no ping"
             ft_fast = True
-        elif (lost := datastores_lost(v, infos, states)) is not None:
+        elif (lost := datastores_lost(v, infos, states, reached)) is not None:
             reaching = [h for h, i in infos.items()
                         if h != a.host and states.get(h) is HostState.RUNNING and spec.datastores <= set(i.datastores)]
             # A host that reaches the datastores again only just now says little: when an
@@ -214,13 +216,19 @@ def plan(view: ClusterView) -> list[Action]:
     return actions
 
 
-def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState]) -> list[str] | None:
-    """The datastores of ``v`` that its running host no longer reaches, or None."""
+def datastores_lost(v: VMView, infos: dict, states: dict[str, HostState],
+                    reached: dict[str, set[str]] | None = None) -> list[str] | None:
+    """The datastores of ``v`` that its running host no longer reaches, or None.
+    ``reached``: each host's datastores as a set (made once per plan, not per VM)."""
     a = v.assignment
     if a is None or states.get(a.host) is not HostState.RUNNING or a.host not in infos:
         return None
-    have = set(infos[a.host].datastores)
+    have = reached[a.host] if reached is not None else set(infos[a.host].datastores)
     # a disk is lost when none of its copies is reachable (one lost copy of a replicated
     # disk is the agent's to drop: the VM runs on, on the other)
-    lost = sorted({ds for d in v.spec.disks if not have & set(d.copies) for ds in d.copies})
-    return lost or None
+    lost: set[str] = set()
+    for d in v.spec.disks:
+        copies = d.copies
+        if have.isdisjoint(copies):
+            lost.update(copies)
+    return sorted(lost) if lost else None

@@ -1,8 +1,9 @@
 """A simulated host's agent: the protocol of ``vigil agent``, over a ``SimEnv``.
 
 Its protocol steps mirror vigil.agent.agent (lease loop, heartbeat and check loops,
-reconcile, claim, start, power off, shut down, the isolation check; leadership in
-vigil.sim.leader, FT in vigil.sim.ft, replicated disks in vigil.sim.disks) one for one,
+reconcile in vigil.sim.reconcile, claim, start, power off and shut down in
+vigil.sim.vm_exec, the isolation check; leadership in vigil.sim.leader, FT in
+vigil.sim.ft, replicated disks in vigil.sim.disks) one for one,
 in the same order, with the same keys, values and transactions, so that the REAL
 controller it runs when leading sees what it sees on the lab. It calls the real pure
 decisions where the real agent does: reconcile (policy.host, one VM at a time, as the
@@ -16,16 +17,14 @@ only (vigil.sim.ft).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, Mapping
+from typing import Any, Coroutine
 
-from vigil.agent.agent import LOCAL_RESTARTS
 from vigil.agent.loadreport import LoadReport, load_loop
 from vigil.agent.vm_monitor import VmMonitor
 from vigil.agent.lease import fence_device
-from vigil.model import Assignment, HbRecord, HostInfo, VMSpec, VMStatus
+from vigil.model import HbRecord, HostInfo
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
-from vigil.policy import host as HP
 from vigil.policy.host import PowerOff, Shutdown
 from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict
 from vigil.policy.watchdog import watchdog_step
@@ -36,18 +35,19 @@ from vigil.sim.ft import SimFt
 from vigil.sim.guests import SimResets, watched
 from vigil.sim.leader import leader_loop
 from vigil.sim.migrate import SimTasks
-from vigil.sim.reads import EtcdWord, etcd_word
+from vigil.sim.reconcile import Reconciler
 from vigil.sim.store import HostStore
-from vigil.sim.world import StartFailed, World
+from vigil.sim.world import World
 from vigil.store import keys as K
-from vigil.store.etcd import Entry, StoreError
+from vigil.store.etcd import StoreError
 from vigil.store.events import event_put_op, make_event
 
-START_S = 0.5  # QEMU's start-up until it runs
-GUEST_SHUTDOWN_S = 1.0  # a guest's clean ACPI shutdown
 
 
-class SimAgent:
+class SimAgent(Reconciler):
+    """One host's agent: its process, lease and check loops; reconcile and the VM
+    actions are its bases (vigil.sim.reconcile, vigil.sim.vm_exec)."""
+
     def __init__(self, world: World, host: str) -> None:
         self.w, self.h, self.me = world, world.hosts[host], host
         self.env = SimEnv(world, host)
@@ -269,171 +269,3 @@ class SimAgent:
         end = self.clock.monotonic() + at_most_s
         while not self.lease_ok() and self.clock.monotonic() < end:
             await self.clock.sleep(min(0.05, at_most_s))
-
-    # -- VM execution --------------------------------------------------------------------------
-    async def _status(self, name: str, state: str, message: str = "") -> None:
-        q = self.h.qemus.get(name)
-        pid = q.pid if q and name in self.vms else 0
-        guest = "ok" if state == "running" and q is not None and self.guest_ok.get(name) == q.pid else "unknown"
-        key = (state, pid, message, guest)
-        if self.published.get(name) == key:
-            return
-        st = VMStatus(host=self.me, state=state, pid=pid, message=message, guest=guest)
-        try:
-            await self.store.put(K.VMSTATUS + name, st.__dict__)
-            self.published[name] = key
-        except StoreError:
-            pass
-
-    async def _power_off(self, name: str, why: str, report: bool = True) -> None:
-        vm = self.vms.get(name)
-        if not vm:
-            return
-        vm.stopping = True
-        self.w.stop_qemu(self.me, name)
-        self.vms.pop(name, None)
-        await self.event("vm-powered-off", f"{name} powered off on {self.me}: {why}", vm=name)
-        if report:
-            await self._status(name, "stopped", message=why)
-
-    async def _shutdown(self, name: str, why: str) -> None:
-        vm = self.vms.get(name)
-        if not vm or vm.stopping:
-            return
-        vm.stopping = True
-        timeout = vm.spec.shutdown_timeout_s if vm.spec else 20.0
-        guest = self.w.guest_shutdown_s.get(name, GUEST_SHUTDOWN_S)
-        await self.clock.sleep(min(guest, timeout))
-        self.w.stop_qemu(self.me, name)
-        self.vms.pop(name, None)
-        how = "shut down" if guest <= timeout else f"powered off after {timeout:.0f}s shutdown timeout"
-        await self.event("vm-stopped", f"{name} {how} on {self.me}: {why}", vm=name)
-        await self._status(name, "stopped", message=why)
-        await self._release(name)
-
-    async def _release(self, name: str) -> None:
-        try:
-            await self.store.txn([self.store.equals(K.OWN + name, self.me)], [self.store.delete_op(K.OWN + name)])
-        except StoreError:
-            pass
-
-    async def _start(self, spec: VMSpec, a: Assignment) -> None:
-        name = spec.name
-        self.starting.add(name)
-        try:
-            await self._status(name, "starting")
-            await self.event("vm-starting", f"{name} starting on {self.me} (gen {a.gen}, {a.reason})", vm=name)
-            await self.clock.sleep(START_S)
-            q = self.w.start_qemu(self.me, spec.without_stale(self.disks.stale(name)))
-        except StartFailed as e:
-            self.failed[name] = (a.gen, LOCAL_RESTARTS, str(e))
-            await self.event("vm-start-failed", f"{name} failed to start on {self.me}: {e}", vm=name)
-            await self._release(name)
-            await self._status(name, "failed", message=str(e))
-            return
-        finally:
-            self.starting.discard(name)
-        self.vms[name] = LocalVM(name, spec, a.gen)
-        self._pids[name] = q.pid
-        await self.event("vm-started", f"{name} started on {self.me} (pid {q.pid})", vm=name)
-        await self._status(name, "running")
-        if (up := self.w.guest_up_s.get(name)) is not None:
-            self.spawn(self._guest_up(name, q.pid, up))
-
-    async def _guest_up(self, name: str, pid: int, after: float) -> None:
-        """The guest's first heartbeat, ``after`` seconds into its run (the real agent's
-        guest channel, reduced to the moment the status says "ok")."""
-        await self.clock.sleep(after)
-        vm, q = self.vms.get(name), self.h.qemus.get(name)
-        if vm is not None and q is not None and q.pid == pid:
-            self.guest_ok[name] = pid
-            await self._status(name, "running")
-
-    # -- reconcile -----------------------------------------------------------------------------
-    async def reconcile_loop(self) -> None:
-        while True:
-            if self.lease_ok():
-                try:
-                    await self.reconcile(await etcd_word(self.store))
-                    await self.monitoring.read_settings()  # the real agent: from its snapshot
-                except StoreError:
-                    pass
-            await self.clock.sleep(self.cfg.tick_s / 2)
-
-    async def reconcile(self, word: EtcdWord) -> None:
-        """vigil.agent.agent.Agent.reconcile over the simulated host: the same
-        vigil.policy.host decisions, asked one VM at a time right before each is carried
-        out, in the same order (FT standbys taken, FT and disk sync, VMs that must stop
-        here, VMs assigned here). ``word``: the keys reconcile looks at (the real agent
-        takes a whole snapshot), read at one revision (vigil.sim.reads)."""
-        specs, facts, assign = word.specs, word.facts, word.assign
-        mine = word.mine.get(self.me, ())
-        for name in mine:  # FT failovers: keep the standby before sync drops the role
-            if HP.take_standby(self.me, name, facts[name], self._here(name)) is not None:
-                seq = self.ft.take(name)
-                if seq is not None:
-                    self.promoting[name] = seq
-        if word.ft or self.ft.standby:
-            await self.ft.sync(word)
-        self.disks.update(word.diskstate)
-        self.disks.sync()
-        nothing = HP.VMFacts()
-        for name, vm in list(self.vms.items()):  # running here, not assigned here to run
-            if name in mine:
-                continue
-            here = HP.HereFacts(running=True, stopping=vm.stopping)
-            await self._carry_out(HP.stray_action(self._host_facts(), name, facts.get(name, nothing), here),
-                                  facts, assign)
-        for name in mine:
-            a = facts[name].assignment
-            assert a is not None
-            vm = self.vms.get(name)
-            if vm is not None:  # the spec and generation the assignment gives it
-                vm.spec, vm.gen = specs[name], a.gen
-            await self._carry_out(HP.assigned_action(self._host_facts(), name, facts[name], self._here(name)),
-                                  facts, assign)
-
-    def _host_facts(self) -> HP.HostFacts:
-        return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
-
-    def _here(self, name: str) -> HP.HereFacts:
-        """As the real agent's: an incoming migration's copy counts as a start under way
-        (the real agent's takeover and adoption of it happen with no wait between)."""
-        vm = self.vms.get(name)
-        crashes = None
-        if name in self.failed:
-            gen, count, msg = self.failed[name]
-            crashes = Crashes(gen, count, msg)
-        return HP.HereFacts(running=vm is not None, stopping=vm is not None and vm.stopping,
-                            starting=name in self.starting or name in self.migrations.incoming,
-                            has_standby=name in self.promoting, crashes=crashes)
-
-    async def _carry_out(self, act: HP.HostAction, facts: Mapping[str, HP.VMFacts],
-                         assign: Mapping[str, Entry]) -> None:
-        """One reconcile action, as vigil.agent.agent.Agent._carry_out does it."""
-        name = act.vm
-        if isinstance(act, HP.PowerOff):
-            await self._power_off(name, act.reason, report=act.report)
-            if act.release:
-                await self._release(name)
-        elif isinstance(act, HP.Shutdown):
-            self.spawn(self._shutdown(name, act.reason))
-        elif isinstance(act, HP.Claim):
-            await self._claim(name, assign[name])
-        elif isinstance(act, HP.ReportRunning):
-            await self._status(name, "running")
-        elif isinstance(act, HP.Start):
-            if act.claim and not await self._claim(name, assign[name]):
-                return
-            spec, a = facts[name].spec, facts[name].assignment
-            assert spec is not None and a is not None
-            seq = self.promoting.pop(name, None)
-            if seq is not None:
-                self.spawn(self.ft.promote(spec, a.gen, seq))
-            else:
-                self.spawn(self._start(spec, a))
-
-    async def _claim(self, name: str, assign_entry: Entry) -> bool:
-        return await self.store.txn(
-            [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assign_entry.mod_revision)],
-            [self.store.put_op(K.OWN + name, self.me, self.lease_id)])

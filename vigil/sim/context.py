@@ -26,8 +26,10 @@ class AgentContext(Protocol):
 
     me: str
     cfg: AgentConfig
+    env: Any     # vigil.sim.env.SimEnv
     store: Any   # vigil.sim.store.HostStore
     clock: Any   # vigil.sim.clock.VirtualClock
+    leader_hb: Any  # vigil.policy.heartbeats.HbTracker: the leader's datastore heartbeat
     w: Any       # vigil.sim.world.World
     h: Any       # vigil.sim.world.SimHost (this host's side of the world)
     vms: dict[str, LocalVM]

@@ -26,6 +26,11 @@ from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 
 
+def _range_end(prefix: str) -> str:
+    """The first key after every key that starts with ``prefix`` (etcd's range end)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def _encode(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -91,6 +96,7 @@ class MemoryStore:
         self.revision = 1
         self._snap: dict[str, Entry] | None = None
         self._snap_rev = 0
+        self._snap_gen = -1
         # counts changes of the kept keys (not sink puts, which raise the revision too):
         # what reads are cached on, as nothing they return can differ while it stands
         self._gen = 0
@@ -195,12 +201,10 @@ class MemoryStore:
         hit = self._ranges.get(prefix)
         if hit is not None and hit[0] == self._gen:
             return hit[1]
-        i = bisect.bisect_left(self._keys, prefix)
-        out: dict[str, Entry] = {}
-        for k in self._keys[i:]:
-            if not k.startswith(prefix):
-                break
-            out[k] = self._kv[k]
+        keys, kv = self._keys, self._kv
+        i = bisect.bisect_left(keys, prefix)
+        j = bisect.bisect_left(keys, _range_end(prefix), i) if prefix else len(keys)  # etcd's range end
+        out = {k: kv[k] for k in keys[i:j]}
         self._ranges[prefix] = (self._gen, out)
         return out
 
@@ -222,8 +226,10 @@ class MemoryStore:
         """Every vigil key; read again only when the revision moved (as the real store does:
         hosts' loops ask many times per virtual second and mostly nothing changed)."""
         self._expire()
-        if self._snap is None or self._snap_rev != self.revision:
-            self._snap, self._snap_rev = self._range(K.PREFIX), self.revision
+        if self._snap is None or self._snap_gen != self._gen:
+            # (a sink put raises the revision but changes no kept key: the same snapshot,
+            # under the revision it was read at, so its typed state is not parsed again)
+            self._snap, self._snap_rev, self._snap_gen = self._range(K.PREFIX), self.revision, self._gen
         return dict(self._snap)
 
     @property
@@ -343,6 +349,11 @@ class HostStore:
     async def snapshot(self) -> dict[str, Entry]:
         await self._check()
         return await self.mem.snapshot()
+
+    @property
+    def snapshot_revision(self) -> int:
+        """The revision of the store's last snapshot (MemoryStore.snapshot_revision)."""
+        return self.mem.snapshot_revision
 
     async def memo(self, name: str, build: Callable[[MemoryStore, Any], Any]) -> Any:
         """``MemoryStore.memo`` through this host's link."""

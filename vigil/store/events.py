@@ -21,16 +21,29 @@ def make_event(kind: str, message: str, *, host: str = "", vm: str = "", source:
                  source=source, data=data, user=user)
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def event_value(event: Event) -> dict[str, Any]:
+    """``asdict(event)``, without its generic deep copy when the event's data holds plain
+    values only (as nearly all do: a restart wave writes hundreds of events in one round)."""
+    if all(type(v) in _PLAIN for v in event.data.values()):
+        out = {f: getattr(event, f) for f in EVENT_FIELDS}
+        out["data"] = dict(event.data)
+        return out
+    return asdict(event)
+
+
 async def record(store: Store, event: Event) -> None:
     """Append an event; losing one because etcd is away is not worth failing the caller."""
     try:
-        await store.put(K.event_key(int(event.time * 1e9), event.source or "cli"), asdict(event))
+        await store.put(K.event_key(int(event.time * 1e9), event.source or "cli"), event_value(event))
     except StoreError:
         pass
 
 
 def event_put_op(store: Store, event: Event):  # type: ignore[no-untyped-def]
-    return store.put_op(K.event_key(int(event.time * 1e9), event.source or "cli"), asdict(event))
+    return store.put_op(K.event_key(int(event.time * 1e9), event.source or "cli"), event_value(event))
 
 
 def event_of(value: dict[str, Any]) -> Event:

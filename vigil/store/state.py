@@ -317,22 +317,23 @@ class StateCache:
         out: dict[str, dict[str, Any]] = {attr: {} for attr, _ in _READERS.values()}
         revision = 0
         leader: Leader | None = None
-        old = self._keys
+        old_get = self._keys.get  # (names bound once: this loop runs over every key of a large cluster)
         keys: dict[str, tuple[int, int, tuple[str, str, Any] | None]] = {}
         for key, e in snapshot.items():
             mod = e.mod_revision
             if mod > revision:
                 revision = mod
-            c = old.get(key)
+            c = old_get(key)
             if c is None or c[0] != mod or c[1] != e.lease:
                 c = (mod, e.lease, _read_key(key, e))
             keys[key] = c
             got = c[2]
             if got is None:
                 continue
-            if got[0] == "leader":
+            attr = got[0]
+            if attr == "leader":
                 leader = got[2]
             else:
-                out[got[0]][got[1]] = got[2]
+                out[attr][got[1]] = got[2]
         self._keys = keys
         return _assemble(out, revision, leader)
