@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -24,6 +25,7 @@ from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
 VSPHERE_RESTART_S = 18.0
 PROXMOX_RESTART_S = 120.0
 VMS_PER_RUN = 3
+SPAWN_KEYS = ("issued_to_started", "issued_to_starting", "spawn", "qemu_up", "load1")
 
 
 def one_run(leader_host: bool, run: int, hang: bool = False, fencing: str = "") -> dict[str, float | None]:
@@ -41,6 +43,7 @@ def one_run(leader_host: bool, run: int, hang: bool = False, fencing: str = "") 
         (faults.hang if hang else faults.power_off)(lab, victim)
         observe.wait_for("failover", lambda: observe.running_vms_ok(names, exclude_hosts={victim}), timeout=180)
         tl = observe.failover_timeline(t0, victim, names)
+        spawn = spawn_steps(t0, victim, names)
         fenced = [e.time - t0 for e in observe.events() if e.time >= t0 and e.kind == "fence"
                   and e.host == victim and e.data.get("result") == "confirmed"]
         return {
@@ -49,9 +52,39 @@ def one_run(leader_host: bool, run: int, hang: bool = False, fencing: str = "") 
             "restart": max(tl.restart.values()) if len(tl.restart) == len(names) else None,
             "started": max(tl.started.values()) if len(tl.started) == len(names) else None,
             "guest": max(tl.guest.values()) if len(tl.guest) == len(names) else None,
+            **spawn,
         }
     finally:
         lab.down()
+
+
+def spawn_steps(t0: float, victim: str, names: list[str]) -> dict[str, float | None]:
+    """Restart issued -> QEMU started, per VM (the median of the run's VMs), in two parts:
+    issued -> the agent's ``vm-starting`` (the watch, reconcile, the ownership claim) and
+    ``vm-starting`` -> ``vm-started`` (the QEMU spawn); and the load average then."""
+    issued: dict[str, float] = {}
+    starting: dict[str, float] = {}
+    started: dict[str, float] = {}
+    qemu_up: dict[str, float] = {}  # the agent's own measure of the QEMU spawn (vm-started's spawn_s)
+    for e in observe.events():
+        if e.time < t0 or e.vm not in names:
+            continue
+        if e.kind == "vm-restart":
+            issued.setdefault(e.vm, e.time)
+        elif e.kind == "vm-starting" and e.host != victim:
+            starting.setdefault(e.vm, e.time)
+        elif e.kind == "vm-started" and e.host != victim:
+            started.setdefault(e.vm, e.time)
+            if isinstance(e.data.get("spawn_s"), (int, float)):
+                qemu_up.setdefault(e.vm, float(e.data["spawn_s"]))
+    ok = [v for v in names if v in issued and v in starting and v in started]
+    return {
+        "issued_to_started": median([started[v] - issued[v] for v in ok]),
+        "issued_to_starting": median([starting[v] - issued[v] for v in ok]),
+        "spawn": median([started[v] - starting[v] for v in ok]),
+        "qemu_up": median(list(qemu_up.values())),
+        "load1": os.getloadavg()[0],
+    }
 
 
 def median(xs: list[float | None]) -> float | None:
@@ -64,18 +97,23 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--hung", action="store_true", help="a hung host, with Redfish, IPMI and no fencing")
+    ap.add_argument("--case", choices=("both", "non-leader", "leader"), default="both",
+                    help="power cut on a non-leader host, the leader's, or both")
     args = ap.parse_args()
     if args.hung:
         return hung(args.runs, args.json)
     results: dict[str, dict[str, float | None]] = {}
     for case, leader_host in (("non-leader host", False), ("leader's host", True)):
+        if args.case != "both" and leader_host != (args.case == "leader"):
+            continue
         runs = []
         for i in range(args.runs):
             r = one_run(leader_host, i)
             print(f"{case} run {i + 1}: " + ", ".join(f"{k} {v:.2f}s" if v is not None else f"{k} -"
                                                       for k, v in r.items()), file=sys.stderr, flush=True)
             runs.append(r)
-        results[case] = {k: median([r[k] for r in runs]) for k in ("failed", "restart", "started", "guest")}
+        results[case] = {k: median([r[k] for r in runs]) for k in ("failed", "restart", "started", "guest",
+                                                                  *SPAWN_KEYS)}
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -89,7 +127,15 @@ def main() -> int:
         print(f"{case:<18}{f(m['failed']):>17}{f(rs):>16}{f(m['started']):>14}{f(m['guest']):>12}"
               f"{(f'{VSPHERE_RESTART_S / rs:.1f}x' if rs else '-'):>12}"
               f"{(f'{PROXMOX_RESTART_S / rs:.1f}x' if rs else '-'):>12}")
-    print("goals: restart issued <= 4 s, guest back <= 8 s; 'vs' = how many times sooner restarts begin")
+    print("\nrestart issued -> QEMU started, per VM (medians over runs of each run's median): "
+          "issued -> vm-starting (watch, reconcile, claim), vm-starting -> vm-started (spawn)")
+    for case, m in results.items():
+        f = lambda x: f"{x:.2f}s" if x is not None else "-"  # noqa: E731
+        print(f"{case:<18} issued->started {f(m['issued_to_started'])}  issued->starting "
+              f"{f(m['issued_to_starting'])}  spawn {f(m['spawn'])} (QEMU's own start {f(m['qemu_up'])})  "
+              f"load average (1 min) {m['load1']:.1f}")
+    print("goals: restart issued <= 4 s, guest back <= 8 s, issued -> QEMU started <= 0.5 s; "
+          "'vs' = how many times sooner restarts begin")
     return 0
 
 

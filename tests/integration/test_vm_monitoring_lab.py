@@ -4,7 +4,9 @@ heartbeating while they write to their disk, or whose application stops heartbea
 Each VM carries its own monitoring settings (its spec's, over the cluster's default of
 off): 10 s failure interval, 20 s minimum uptime, one reset an hour, so that a guest
 that fails again after its reset shows the limit too. The guests fail by themselves
-(vigil.hang=..., vigil.app_stop_after=... on their command line, see the guest's init).
+(vigil.hang=..., vigil.app_stop_after=... on their command line, see the guest's init),
+but for one that panics when the test tells it to (``vigil-hang panic`` through its shell
+port: its kernel panics, pvpanic stops it, and VM monitoring resets it).
 Each reset's delay after the guest failed is printed (run with -s to see it).
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 from vigil import service
 from vigil.lab import observe
+from vigil.lab.guestshell import guest_sh, with_shell
 from vigil.lab.net import vm_address
 from vigil.lab.netcheck import EchoClient
 from vigil.lab.scenario import lab_vm_spec
@@ -34,8 +37,11 @@ VMS = {
     "quiet": f" vigil.workload=1 vigil.hang=heartbeat vigil.hang_after={HANG_AFTER}",
     "app": " vigil.app_hb=1 vigil.app_stop_after=30",
     "net": f" vigil.hang=heartbeat vigil.hang_after={HANG_AFTER}",  # no disk I/O: only its NIC's traffic
+    "panicky": "",  # panics on command (its shell port)
 }
 NET_IP = vm_address(21)
+PANICKY_IP = vm_address(22)
+IPS = {"net": NET_IP, "panicky": PANICKY_IP}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +49,11 @@ def lab():
     with running_lab(hosts=2, datastores=1):
         t0 = time.time()
         for i, (name, extra) in enumerate(VMS.items()):
-            spec = lab_vm_spec(name, ip=NET_IP if name == "net" else "")
+            spec = lab_vm_spec(name, ip=IPS.get(name, ""))
             assert spec.boot is not None
             spec = replace(spec, boot=replace(spec.boot, cmdline=spec.boot.cmdline + extra), monitoring=OWN)
+            if name == "panicky":
+                spec = with_shell(spec)
             observe.call(lambda s, spec=spec, host=f"host{i % 2 + 1}": service.create_vm(s, spec, host))
             time.sleep(0.5)
         observe.wait_for("the guests heartbeating", lambda: observe.running_vms_ok(list(VMS)), timeout=180)
@@ -129,3 +137,23 @@ def test_an_application_heartbeat_loss_resets_the_vm(lab) -> None:
     print(f"app: {ev.message}")
     observe.wait_for("app's guest back", lambda: len(boots("app")) >= 2, timeout=90)
     assert observe.qemu_processes()["app"] == pids["app"]
+
+
+def test_a_guest_that_panics_is_reset_and_heartbeats_again(lab) -> None:
+    """A kernel panic is a failure at once (no failure interval to wait out): the QEMU
+    stays, stopped by pvpanic, the agent hears GUEST_PANICKED on its event monitor, VM
+    monitoring counts the reset, and the guest boots again."""
+    _, pids, _ = lab
+    before = len(boots("panicky"))
+    t_cmd = time.time()
+    try:  # the shell's connection may go with the guest
+        guest_sh(PANICKY_IP.split("/")[0], "(sleep 1; vigil-hang panic) >/dev/null 2>&1 &", timeout=10)
+    except OSError:
+        pass
+    ev = observe.wait_for("panicky reset", lambda: resets(t_cmd, "panicky"), timeout=60)[0]
+    assert ev.data.get("cause") == "panic" and "panicked" in ev.message
+    print(f"panicky: reset {ev.time - t_cmd - 1:.1f}s after its panic")
+    observe.wait_for("panicky heartbeating again", lambda: len(boots("panicky")) > before, timeout=90)
+    assert observe.qemu_processes()["panicky"] == pids["panicky"]
+    m = observe.call(lambda s: SM.vm_monitoring(s, "panicky"))
+    assert m["last_reset"]["cause"] == "panic"

@@ -43,7 +43,8 @@ def test_basic_argv() -> None:
     assert "-daemonize" in argv
     assert _after(argv, "-name") == ["web1,debug-threads=on"]
     assert _after(argv, "-pidfile") == ["/run/vigil/web1/qemu.pid"]
-    assert _after(argv, "-qmp") == ["unix:/run/vigil/web1/qmp.sock,server=on,wait=off"]
+    assert _after(argv, "-qmp") == ["unix:/run/vigil/web1/qmp.sock,server=on,wait=off",
+                                    "unix:/run/vigil/web1/events.sock,server=on,wait=off"]  # the panic watch's
     assert _after(argv, "-accel") == ["tcg"]
     assert _after(argv, "-m") == ["256"]
     assert _after(argv, "-smp") == ["2"]
@@ -59,7 +60,7 @@ def test_basic_argv() -> None:
     assert f"virtserialport,bus=vser0.0,chardev=hb,name={HB_PORT_NAME}" in devices
     assert "pvpanic" in devices
     assert "-no-reboot" not in argv
-    assert _after(argv, "-action") == ["panic=shutdown"]
+    assert _after(argv, "-action") == ["panic=pause"]  # VM monitoring decides (vigil.agent.panics)
 
 
 def test_disks_blockdev_with_locking_default() -> None:
@@ -85,7 +86,8 @@ def test_disk_boot_without_kernel() -> None:
 
 def test_commas_in_paths_escaped() -> None:
     argv = build_argv(_spec(disks=()), VMPaths.for_vm(Path("/r,x"), "web1"), "tcg", DS)
-    assert _after(argv, "-qmp") == ["unix:/r,,x/web1/qmp.sock,server=on,wait=off"]
+    assert _after(argv, "-qmp") == ["unix:/r,,x/web1/qmp.sock,server=on,wait=off",
+                                    "unix:/r,,x/web1/events.sock,server=on,wait=off"]
 
 
 def test_unknown_datastore_and_accel() -> None:

@@ -75,6 +75,7 @@ class AgentBase:
         self.states = StateCache()  # the snapshots' typed state, parsed once per revision
         self.monitoring = VmMonitor(self, self.env.clock, self.hypervisor, lambda now: watched_here(self.vms),
                                     lambda: [vm.spec for vm in self.vms.values()])
+        self.guests.on_panic = self.monitoring.note_panic  # guest panics (vigil.agent.panics) are its to decide
 
     @staticmethod
     def _default_store(cfg: AgentConfig) -> Store:

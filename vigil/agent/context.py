@@ -39,6 +39,7 @@ class LocalVM:
     monitor: asyncio.Task | None = None
     gate: OutputGate | None = None  # the guest's output on its way out (held for FT)
     nics: asyncio.Task | None = None  # carries the NICs' frames (vigil.agent.nics)
+    panics: asyncio.Task | None = None  # watches for guest panics (vigil.agent.panics)
 
 
 class HostContext(Protocol):

@@ -177,7 +177,7 @@ class FtRunner:
             await sb.conn.close()
         dest = Q.VMPaths.for_vm(Path(self.a.cfg.run_dir), vm)
         dest.dir.mkdir(parents=True, exist_ok=True)
-        moved = [sb.paths.qmp_sock, sb.paths.hb_sock, sb.paths.pidfile, sb.paths.serial_log]
+        moved = [sb.paths.qmp_sock, sb.paths.events_sock, sb.paths.hb_sock, sb.paths.pidfile, sb.paths.serial_log]
         for f in moved:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f, dest.dir / f.name)

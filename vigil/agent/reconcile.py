@@ -104,15 +104,17 @@ class Reconciler(AgentBase):
         elif isinstance(act, HP.ReportRunning):
             await self.guests.status(name, "running")
         elif isinstance(act, HP.Start):
-            if act.claim and not await self._claim(name, assign[name]):
-                return
             spec, a = facts[name].spec, facts[name].assignment
             assert spec is not None and a is not None
-            sb = self.promoting.pop(name, None)
-            if sb is not None:
-                asyncio.create_task(self.guests.promote(spec, a, sb))
-            else:
-                asyncio.create_task(self.guests.start(spec, a))
+            if name not in self.promoting:  # a plain start claims in its own task (Guests.start)
+                claim = (lambda rec=assign[name]: self._claim(name, rec)) if act.claim else None
+                self.guests.starting.add(name)
+                asyncio.create_task(self.guests.start(spec, a, claim))
+                return
+            if act.claim and not await self._claim(name, assign[name]):
+                return
+            sb = self.promoting.pop(name)
+            asyncio.create_task(self.guests.promote(spec, a, sb))
         elif isinstance(act, HP.Wait):
             log.debug("%s: %s", name, act.reason)
 

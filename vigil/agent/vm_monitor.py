@@ -8,6 +8,11 @@ owning the VM, with its ``vm-monitoring-reset`` event in the same transaction) a
 then carried out through the hypervisor (QMP ``system_reset``). A reset that cannot be
 counted is not made: the count survives agent restarts and moves with the VM.
 
+A guest's kernel panic is told to it (:meth:`VmMonitor.note_panic`, by the real agent's
+QMP event watch, vigil.agent.panics, or by the simulator's fault) and decided at the
+next round, by the same policy: a reset within the same limits, or, where VM monitoring
+does not watch the VM, its QEMU ended (the crash restarts take it from there).
+
 The real agent and the simulated one run this same class; each hands it its own view of
 its VMs (``Watched``) and its own hypervisor.
 """
@@ -56,6 +61,8 @@ class Resettable(Protocol):
 
     async def reset(self, vm: str, pid: int) -> None: ...
 
+    async def power_off(self, vm: str, pid: int) -> None: ...
+
 
 class MonitorHost(Protocol):
     me: str
@@ -82,6 +89,12 @@ class VmMonitor:
         self.cluster = VM.DEFAULT
         self.tracks: dict[str, _Track] = {}
         self._read_rev: int | None = None  # the key's mod_revision read_settings parsed last
+        self.panics: dict[str, int] = {}  # vm -> the pid of its QEMU whose guest panicked
+
+    def note_panic(self, vm: str, pid: int) -> None:
+        """The guest of ``vm``'s QEMU ``pid`` panicked (it stays stopped): the next round
+        decides what is done."""
+        self.panics[vm] = pid
 
     def use_settings(self, raw: Any, rev: int | None = None) -> None:
         """The cluster's ``settings/monitoring``, as the agent's reconcile read it."""
@@ -113,11 +126,15 @@ class VmMonitor:
             return
         if not self.cluster.enabled and not any(s is not None and s.monitoring is not None for s in self.specs()):
             self.tracks.clear()
-            return
+            if not self.panics:
+                return
         now = self.clock.time()
         vms = self.watched(now)
         for gone in set(self.tracks) - {w.name for w in vms}:
             del self.tracks[gone]
+        if self.panics:
+            for gone in set(self.panics) - {w.name for w in vms if w.pid == self.panics.get(w.name)}:
+                del self.panics[gone]  # that QEMU is gone (or not ours any more)
         for w in vms:
             await self._check(w, now)
 
@@ -126,8 +143,11 @@ class VmMonitor:
         tr = self.tracks.get(w.name)
         if tr is None or tr.pid != w.pid:
             tr = self.tracks[w.name] = _Track(w.pid, w.started)
+        panicked = self.panics.get(w.name) == w.pid
         if not s.enabled:
             tr.io.clear()
+            if panicked:
+                await self._end(w, VM.decide(VM.GuestFacts(0.0, False, 0.0, panicked=True, now=now), s), now)
             return
         hb_age = now - max(w.last_hb, tr.booted)
         if hb_age >= SAMPLE_AFTER_S:
@@ -141,7 +161,7 @@ class VmMonitor:
         facts = VM.GuestFacts(
             uptime_s=now - tr.booted, hb_seen=w.last_hb > 0, hb_age_s=hb_age,
             app_age_s=None if w.app_moved is None else now - max(w.app_moved, tr.booted),
-            io=tuple(tr.io), now=now)
+            io=tuple(tr.io), now=now, panicked=panicked)
         verdict = VM.decide(facts, s)
         if isinstance(verdict, VM.Healthy):
             tr.limited = False
@@ -170,10 +190,23 @@ class VmMonitor:
                             [st.put_op(key, record), event_put_op(st, ev)]):
             return  # no longer ours, or counted meanwhile: look again next round
         tr.booted, tr.io, tr.limited = now, [], False
+        self.panics.pop(w.name, None)
         try:
             await self.hv.reset(w.name, w.pid)
         except Exception as e:  # QEMU went away meanwhile: the crash watch takes it from here
             log.warning("%s: reset failed: %s", w.name, e)
+
+    async def _end(self, w: Watched, v: VM.Verdict, now: float) -> None:
+        """A panicked guest VM monitoring does not watch: end its QEMU (the host's crash
+        watch then sees it exit, as it used to when QEMU quit on a panic)."""
+        if not isinstance(v, VM.EndQemu):
+            return
+        self.panics.pop(w.name, None)
+        await self._event("guest-panicked", f"{w.name}: {v.reason} (on {self.host.me})", w.name, now)
+        try:
+            await self.hv.power_off(w.name, w.pid)
+        except Exception as e:
+            log.warning("%s: power off failed: %s", w.name, e)
 
     async def _event(self, kind: str, message: str, vm: str, now: float) -> None:
         st = self.host.store

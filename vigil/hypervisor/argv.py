@@ -143,6 +143,7 @@ def build_argv(
         "-daemonize",
         "-pidfile", str(paths.pidfile),
         "-qmp", f"unix:{_opt(paths.qmp_sock)},server=on,wait=off",
+        "-qmp", f"unix:{_opt(paths.events_sock)},server=on,wait=off",
         "-machine", MACHINE,
         "-accel", accel,
         "-m", str(spec.memory_mb),
@@ -155,7 +156,7 @@ def build_argv(
         "-chardev", f"socket,id=hb,path={_opt(paths.hb_sock)},server=on,wait=off",
         "-device", f"virtserialport,bus=vser0.0,chardev=hb,name={HB_PORT_NAME}",
         "-device", "pvpanic",
-        "-action", "panic=shutdown",
+        "-action", "panic=pause",
     ]
     for i, disk in enumerate(spec.disks):
         node = disk_node_name(i)

@@ -73,6 +73,11 @@ async def disk_bytes(paths: VMPaths, pid: int, name: str) -> int | None:
 
 
 async def system_reset(paths: VMPaths, pid: int, name: str) -> None:
-    """The guest's reset button: QEMU stays, the guest boots again."""
+    """The guest's reset button: QEMU stays, the guest boots again. A guest that panicked
+    (run state "guest-panicked") is left stopped by the reset ("prelaunch"): ``cont`` then
+    runs it. No other stopped VM is resumed (a migration's source, a storage error's pause)."""
     async with QMPConn(paths, pid=pid, name=name) as conn:
+        panicked = await conn.status() == "guest-panicked"
         await conn.execute("system_reset")
+        if panicked and await conn.status() != "running":
+            await conn.execute("cont")

@@ -26,6 +26,12 @@ class VMPaths:
         return self.dir / "qmp.sock"
 
     @property
+    def events_sock(self) -> Path:
+        """A second QMP monitor, held by the agent's event watch (GUEST_PANICKED), so that
+        the commands of others on ``qmp.sock`` never wait for it."""
+        return self.dir / "events.sock"
+
+    @property
     def hb_sock(self) -> Path:
         return self.dir / "hb.sock"
 

@@ -15,9 +15,12 @@ Choices worth knowing:
   modern machine type for live migration.
 - no ``-no-reboot``: a guest that reboots itself is not a failure; the process, its disk
   locks and its ownership key stay, the agent sees a RESET event and a new guest boot_id.
-- ``-action panic=shutdown`` with ``-device pvpanic``: a guest kernel panic becomes
-  GUEST_PANICKED + SHUTDOWN(reason=guest-panic) and the process exits, so the agent (not
-  the guest's ``panic=`` timer) decides what happens next, the way it does for any VM death.
+- ``-action panic=pause`` with ``-device pvpanic``: a guest kernel panic becomes
+  GUEST_PANICKED and the guest stays stopped in run state "guest-panicked" (not rebooted
+  by the guest's ``panic=`` timer), so the agent decides what happens next: VM monitoring
+  resets it where it watches the VM (vigil.agent.panics), else the QEMU is ended and
+  the host's crash restarts take it, as for any VM death. The agent's event watch has a
+  QMP monitor of its own (``events.sock``).
 """
 from __future__ import annotations
 
@@ -135,7 +138,7 @@ async def start(
     old = read_pid(paths.pidfile)
     if old and is_vm_process(old, paths):
         raise QemuError(f"VM {spec.name} already runs here (pid {old})")
-    for leftover in (paths.pidfile, paths.qmp_sock, paths.hb_sock, *map(paths.net_sock, range(len(spec.networks)))):
+    for leftover in (paths.pidfile, paths.qmp_sock, paths.events_sock, paths.hb_sock, *map(paths.net_sock, range(len(spec.networks)))):
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     await ensure_disks(spec, datastore_paths, stale)

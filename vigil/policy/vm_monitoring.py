@@ -7,6 +7,12 @@ the interval, while the guest's own heartbeat still comes, gets its VM reset too
 does not save it: the application is gone, the guest may well be busy). No reset before the minimum uptime after a (re)start, and no
 more than ``max_resets`` in any ``window_s`` (vSphere's presets, below).
 
+A guest whose kernel panicked (QEMU's pvpanic device, QMP ``GUEST_PANICKED``; QEMU keeps
+it stopped) is a failure at once: no failure interval to wait out, no minimum uptime (the
+guest said so itself, nothing is left to boot), within the same reset limits. Where VM
+monitoring does not watch the VM, its QEMU is ended and the host's crash restarts take it
+(vigil.policy.crashes), as for any QEMU that exits.
+
 The settings are ``settings/monitoring`` (the cluster's), over which a VM's spec may set
 its own (``VMSpec.monitoring``). Everything here is pure: the agent that owns the VM
 gathers the facts, counts the resets in etcd and carries the reset out.
@@ -125,11 +131,12 @@ class GuestFacts:
     io: Sequence[tuple[float, int]] = ()  # (time, disk + NIC bytes so far), oldest first
     resets: Sequence[float] = ()  # times of the resets monitoring made of it (etcd's count)
     now: float = 0.0
+    panicked: bool = False  # its kernel panicked since its start or last reset (GUEST_PANICKED)
 
 
 @dataclass(frozen=True)
 class Reset:
-    """Reset the VM (QMP ``system_reset``): ``cause`` is 'guest' or 'application'."""
+    """Reset the VM (QMP ``system_reset``): ``cause`` is 'guest', 'application' or 'panic'."""
 
     reason: str
     cause: str
@@ -147,7 +154,15 @@ class Healthy:
     reason: str
 
 
-Verdict = Reset | LimitReached | Healthy
+@dataclass(frozen=True)
+class EndQemu:
+    """A panicked guest that VM monitoring does not watch: end its QEMU, so that the host's
+    crash restarts take it (what a panic did before VM monitoring knew of panics)."""
+
+    reason: str
+
+
+Verdict = Reset | LimitReached | Healthy | EndQemu
 
 
 def io_idle_for(io: Sequence[tuple[float, int]], now: float, interval_s: float) -> bool:
@@ -171,15 +186,20 @@ def resets_in_window(resets: Sequence[float], now: float, window_s: float) -> in
 
 
 def decide(f: GuestFacts, s: MonitoringSettings) -> Verdict:
-    """Reset, limit reached, or healthy, with the reason in words."""
+    """Reset, limit reached, or healthy (a panicked guest unwatched: end its QEMU), with
+    the reason in words."""
     if not s.enabled:
+        if f.panicked:
+            return EndQemu("guest kernel panicked; VM monitoring off: its QEMU is ended and restarted as a crash")
         return Healthy("monitoring off")
-    if f.uptime_s < s.min_uptime_s:
-        return Healthy(f"up {f.uptime_s:.0f}s, under the minimum uptime {s.min_uptime_s:g}s")
     cause = ""
+    if f.panicked:
+        cause, why = "panic", "guest kernel panicked"
+    elif f.uptime_s < s.min_uptime_s:
+        return Healthy(f"up {f.uptime_s:.0f}s, under the minimum uptime {s.min_uptime_s:g}s")
     # the application's beats ride on the guest heartbeat: a silent channel says nothing of
     # the application, so a guest gone silent is judged as one (its I/O may save it)
-    if s.application and f.app_age_s is not None and f.app_age_s >= s.interval_s and f.hb_age_s < s.interval_s:
+    elif s.application and f.app_age_s is not None and f.app_age_s >= s.interval_s and f.hb_age_s < s.interval_s:
         cause, why = "application", f"no application heartbeat for {f.app_age_s:.0f}s"
     elif f.hb_seen and f.hb_age_s >= s.interval_s:
         if not io_idle_for(f.io, f.now, s.interval_s):
@@ -198,4 +218,5 @@ def decide(f: GuestFacts, s: MonitoringSettings) -> Verdict:
 
 
 __all__ = ["MonitoringSettings", "PRESETS", "MONITORING_PRESETS", "GuestFacts", "Reset", "LimitReached", "Healthy",
+           "EndQemu",
            "decide", "effective", "cluster_settings", "parse", "normalized", "io_idle_for", "resets_in_window"]

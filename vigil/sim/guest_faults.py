@@ -6,6 +6,8 @@ each boot, a guest that keeps failing):
     guest-hang vm        the guest hangs: no heartbeat, no I/O (lab: vigil-hang freeze)
     guest-quiet vm       its heartbeat stops, its I/O goes on (lab: vigil-hang heartbeat)
     guest-unhang vm      heartbeat and I/O again (``for`` on the two above)
+    guest-panic vm       its kernel panics (lab: vigil-hang panic): QEMU stops it and tells
+                         the agent (QMP GUEST_PANICKED); no ``sticky``
     app-start vm         an application heartbeats (``at_boot = true``: after each boot too)
     app-stop vm          the application dies: its heartbeat stops
     app-disable vm       it stops heartbeating cleanly (no longer monitored)
@@ -25,7 +27,7 @@ from vigil.sim.guests import BOOT_S, SimGuest, guest_of
 from vigil.store import keys as K
 from vigil.store.events import event_put_op, make_event
 
-FAULTS = ("guest-hang", "guest-quiet", "guest-unhang", "app-start", "app-stop", "app-disable")
+FAULTS = ("guest-hang", "guest-quiet", "guest-unhang", "guest-panic", "app-start", "app-stop", "app-disable")
 OPERATOR = ("monitoring-set", "vm-monitoring")
 UNDO = {"guest-hang": "guest-unhang", "guest-quiet": "guest-unhang"}
 KEYS = ("preset", "interval_s", "max_resets", "window_s", "min_uptime_s", "application")
@@ -56,6 +58,10 @@ def apply_fault(w: Any, a: dict[str, Any]) -> None:
             g.io_stops = now
         if sticky is not None:
             g.sticky, g.sticky_s = f.removeprefix("guest-"), sticky
+    elif f == "guest-panic":
+        g.hb_stops = g.io_stops = now
+        g.panicked, g.sticky = True, ""
+        _tell_panic(w, a["vm"])
     elif f == "guest-unhang":
         g.io_before, g.io_since = g.io(now), now  # its I/O goes on from here
         g.hb_stops = g.io_stops = None
@@ -71,6 +77,15 @@ def apply_fault(w: Any, a: dict[str, Any]) -> None:
             g.sticky, g.sticky_s = "app", sticky
     elif f == "app-disable":
         g.app = g.app_at_boot = False
+
+
+def _tell_panic(w: Any, vm: str) -> None:
+    """QMP's GUEST_PANICKED, on the agent's event watch: its VM monitoring is told (an
+    agent not running then is not; the real one asks the run state when it connects)."""
+    q = w.running_copies(vm)[0]
+    monitor = getattr(w.hosts[q.host].agent, "monitoring", None)
+    if monitor is not None:
+        monitor.note_panic(vm, q.pid)
 
 
 async def apply_operator(w: Any, a: dict[str, Any]) -> None:

@@ -7,6 +7,9 @@ I/O counter is its bytes so far: 1000 a second while it does I/O (a reset does n
 it: QEMU's block statistics outlive the guest's reboot). A ``sticky`` failure comes back
 ``sticky`` seconds after each boot (a guest that keeps hanging).
 
+A guest that panics stops at once (no heartbeat, no I/O; QEMU keeps it stopped) and its
+host's agent is told, as the real one is by QMP's GUEST_PANICKED; a reset runs it again.
+
 ``SimResets`` is the part of the hypervisor the shared monitor (vigil.agent.vm_monitor)
 calls on a simulated host, and ``watched`` its view of the host's VMs.
 """
@@ -36,6 +39,7 @@ class SimGuest:
     sticky: str = ""  # "hang" | "quiet" | "app": fails again after each boot
     sticky_s: float = 0.0
     resets: int = 0
+    panicked: bool = False  # its kernel panicked: QEMU keeps it stopped until a reset
 
     def last_hb(self, now: float) -> float:
         up = self.booted + BOOT_S
@@ -58,6 +62,7 @@ class SimGuest:
         self.prev_hb, self.io_before, self.io_since = self.last_hb(now), self.io(now), None
         self.booted, self.resets = now, self.resets + 1
         self.hb_stops = self.io_stops = self.app_stops = None
+        self.panicked = False
         self.app = self.app_at_boot
         again = now + BOOT_S + self.sticky_s
         if self.sticky in ("hang", "quiet"):
@@ -89,7 +94,9 @@ class SimResets:
     async def io_counters(self, vm: str, pid: int, spec: VMSpec | None) -> int | None:
         q = self._qemu(vm, pid)
         now = self.clock.time()
-        return None if q is None else guest_of(q, now).io(now)
+        if q is None or guest_of(q, now).panicked:
+            return None  # (a panicked guest is stopped: QMP says "guest-panicked", not "running")
+        return guest_of(q, now).io(now)
 
     async def reset(self, vm: str, pid: int) -> None:
         q = self._qemu(vm, pid)
@@ -97,6 +104,12 @@ class SimResets:
             now = self.clock.time()
             guest_of(q, now).reset(now)
             self.w.log(self.w.clock.now, "guest-reset", vm, f"{vm}'s guest boots again (system_reset on {self.host})")
+
+    async def power_off(self, vm: str, pid: int) -> None:
+        """Its QEMU ends (SIGKILL): the agent's crash watch sees it exit."""
+        if self._qemu(vm, pid) is not None:
+            self.w.log(self.w.clock.now, "qemu-killed", vm, f"{vm}'s QEMU on {self.host} powered off")
+            self.w.stop_qemu(self.host, vm)
 
 
 def watched(agent: Any, now: float) -> list[Watched]:
