@@ -6,16 +6,21 @@ read them (vigil.policy.drs_load); ``vigil host list``, ``vigil vm list``, the A
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from vigil.env.base import Env
-from vigil.policy.load_smoothing import due, ewma
+from vigil.policy.disk_io import DiskIo, counters, latency_changed
+from vigil.policy.load_smoothing import MIN_WRITE_S, due, ewma
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
 
 log = logging.getLogger("vigil.agent")
 
 SAMPLE_S = 2.0
+DISK_SAMPLE_S = 10.0  # QMP's block statistics: a session per VM, so less often (the window is 30 s)
+
+# (VM, its QEMU's pid) -> its ``query-blockstats`` answer, None when not known now
+BlockStats = Callable[[str, int], Awaitable[Sequence[Mapping[str, Any]] | None]]
 
 
 class LoadReport:
@@ -29,6 +34,8 @@ class LoadReport:
         self.written_at = -1e9
         self.sampled_at: float | None = None
         self.space: dict[str, tuple[float, float]] = {}  # datastore -> (size, used MiB), as last read
+        self.io = DiskIo()  # the VMs' disk latency (Storage DRS), from QEMU's block statistics
+        self.io_at = -1e9
 
     def fold(self, now: float, vms: Mapping[str, tuple[float, float]], host: tuple[float, float]) -> None:
         dt = now - self.sampled_at if self.sampled_at is not None else 0.0
@@ -43,24 +50,57 @@ class LoadReport:
 
     def record(self, wall: float) -> dict[str, Any]:
         cpu, used = self.total or (0.0, 0.0)
+        disks = self.io.record()
+        vms: dict[str, dict[str, Any]] = {vm: {"cpu": round(c, 3), "memory_mb": round(m)}
+                                          for vm, (c, m) in sorted(self.vms.items())}
+        for vm, d in disks.items():
+            if vm in vms:
+                vms[vm]["disks"] = d
         return {"time": round(wall, 3), "cpus": self.cpus, "memory_mb": self.memory_mb, "cpu": round(cpu, 3),
-                "memory_used_mb": round(used), "vms": {vm: {"cpu": round(c, 3), "memory_mb": round(m)}
-                                                       for vm, (c, m) in sorted(self.vms.items())},
+                "memory_used_mb": round(used), "vms": vms,
                 "datastores": {ds: {"size_mb": round(s), "used_mb": round(u)} for ds, (s, u) in sorted(self.space.items())}}
+
+    async def sample_disks(self, now: float, pids: Mapping[str, int], blockstats: BlockStats) -> None:
+        """Every DISK_SAMPLE_S: each VM's block statistics, one VM after the other (a QMP
+        session held elsewhere, an FT checkpoint's, costs its timeout, 2 s, at most)."""
+        if now - self.io_at < DISK_SAMPLE_S:
+            return
+        self.io_at = now
+        got: dict[str, Any] = {}
+        for n in sorted(pids):
+            stats = await blockstats(n, pids[n])
+            if stats:
+                got[n] = counters(stats)
+        self.io.fold(now, got)
+        self.io.keep(set(pids))
+
+
+def disks_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """A VM's disk latency moved enough since the record last written."""
+    if old is None:
+        return True
+    ov = old.get("vms", {})
+    return any(latency_changed(ov.get(vm, {}).get("disks", {}), v.get("disks", {}))
+               for vm, v in new.get("vms", {}).items())
 
 
 async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[], Mapping[str, int]],
-                    datastores: Mapping[str, str] | None = None) -> None:
+                    datastores: Mapping[str, str] | None = None, blockstats: BlockStats | None = None) -> None:
     """Sample, smooth, and write when due; etcd away costs a write, nothing else.
-    ``datastores`` (name -> mount path): their space is reported too (Storage DRS)."""
+    ``datastores`` (name -> mount path): their space is reported too (Storage DRS), and
+    with ``blockstats`` each VM's disk latency."""
     while True:
         now = env.clock.monotonic()
-        vms, host = env.load.sample(pids())
+        running = pids()
+        vms, host = env.load.sample(running)
         report.fold(now, vms, host)
         if datastores:
             report.space = env.load.space(datastores)
+        if blockstats is not None:
+            await report.sample_disks(now, running, blockstats)
         rec = report.record(env.clock.time())
-        if due(report.written, rec, now - report.written_at):
+        since = now - report.written_at
+        if due(report.written, rec, since) or (since >= MIN_WRITE_S and disks_changed(report.written, rec)):
             try:
                 await store.put(K.LOAD + report.host, rec)
                 report.written, report.written_at = rec, now
@@ -70,7 +110,7 @@ async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[],
 
 
 def report_load(env: Env, store: Any, report: LoadReport, vms: Mapping[str, Any],
-                datastores: Mapping[str, str]) -> Any:
+                datastores: Mapping[str, str], blockstats: BlockStats | None = None) -> Any:
     """The load loop of an agent whose running VMs (objects with a ``pid``) are ``vms``."""
     return load_loop(env, store, report, lambda: {n: v.pid for n, v in list(vms.items()) if getattr(v, "pid", 0)},
-                     datastores)
+                     datastores, blockstats)

@@ -1,5 +1,6 @@
 """A VM's I/O so far, in bytes: its disks (QMP ``query-blockstats``) and its NICs, and
-its reset (QMP ``system_reset``), for VM monitoring (vigil.agent.vm_monitor).
+its reset (QMP ``system_reset``), for VM monitoring (vigil.agent.vm_monitor); its disks'
+raw block statistics for Storage DRS's latency (vigil.policy.disk_io).
 
 NIC bytes are read from the host's side of each NIC, its tap device: ``/proc/net/dev``
 of the reader's network namespace (the agent's, where its taps are), else
@@ -66,6 +67,22 @@ async def disk_bytes(paths: VMPaths, pid: int, name: str) -> int | None:
                 if (await conn.execute("query-status")).get("status") != "running":
                     return None  # paused (a migration's end, a storage error): not a hung guest
                 return block_bytes(await conn.execute("query-blockstats"))
+            finally:
+                await conn.close()
+    except (QemuError, TimeoutError, OSError):
+        return None
+
+
+async def block_stats(paths: VMPaths, pid: int, name: str) -> list[dict[str, Any]] | None:
+    """The VM's ``query-blockstats`` answer (its disks' operations and their total time,
+    for Storage DRS's latency); None when QMP does not answer in time."""
+    try:
+        async with asyncio.timeout(QMP_TIMEOUT_S):
+            conn = QMPConn(paths, pid=pid, name=name)
+            await conn.connect(QMP_TIMEOUT_S)
+            try:
+                got = await conn.execute("query-blockstats")
+                return list(got) if isinstance(got, list) else None
             finally:
                 await conn.close()
     except (QemuError, TimeoutError, OSError):
