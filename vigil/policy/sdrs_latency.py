@@ -142,7 +142,8 @@ def latency_moves(view: ClusterView, settings: DrsSettings, clusters: Mapping[st
             used[dst] += size
         out.append(LatencyMove(d.vm, d.disk, ds, dst,
                                f"{ds} {src.latency_ms:.1f} ms per operation (threshold {limit:g} ms), "
-                               f"{d.disk} {d.iops:.0f} of its {src.iops:.0f} op/s; {dst} {t_ms:.1f} ms"))
+                               f"{d.disk} {d.iops:.0f} of its {src.iops:.0f} op/s; {dst} "
+                               + (f"{t_ms:.1f} ms" if dst in lat and lat[dst].iops >= MIN_IOPS else "idle")))
     return out, notes
 
 
