@@ -165,6 +165,12 @@ class DatastoreOut(BaseModel):
     name: str
     path: str
     hosts: list[str]
+    # Storage DRS: its datastore cluster ("": none) and what the agents report of it (None: nothing yet)
+    cluster: str = ""
+    size_mb: Optional[int] = None
+    used_mb: Optional[int] = None
+    iops: Optional[float] = None
+    latency_ms: Optional[float] = None
 
 
 class DatastoreIn(Strict):
