@@ -74,18 +74,33 @@ def test_load_report_samples_block_stats_every_ten_seconds_and_reports_per_disk(
     async def stats(vm: str, pid: int):
         calls.append(vm)
         n = len(calls)
-        return [entry(0, wr=(100 * n, 100 * n * 20_000_000))]
+        return {"blockstats": [entry(0, wr=(100 * n, 100 * n * 20_000_000))], "guest_used_mb": 90.0}
 
     r = LoadReport("h1", 4, 8192)
     r.fold(0.0, {"a": (0.5, 300.0)}, (0.5, 1000.0))
 
     async def go():
         for t in (0.0, 2.0, 4.0, 10.0):
-            await r.sample_disks(t, {"a": 1001}, stats)
+            await r.sample_qemus(t, {"a": 1001}, stats)
 
     asyncio.run(go())
     assert calls == ["a", "a"]  # at 0 s and 10 s
     rec = r.record(100.0)
     assert rec["vms"]["a"]["disks"]["0"]["latency_ms"] == pytest.approx(20.0)
+    r.fold(12.0, {"a": (0.5, 300.0)}, (0.5, 1000.0))  # RSS 300 MiB, the guest says 90
+    rec = r.record(100.0)
+    assert rec["vms"]["a"]["memory_from"] == "balloon" and rec["vms"]["a"]["memory_mb"] < 300
     assert disks_changed(None, rec)
     assert not disks_changed(rec, rec)
+
+
+def test_balloon_figures_are_the_guests_used_memory_while_fresh():
+    from vigil.hypervisor.balloon import STALE_S, guest_used_mb
+
+    mib = 2**20
+    st = {"last-update": 1000, "stats": {"stat-total-memory": 512 * mib, "stat-available-memory": 400 * mib,
+                                         "stat-free-memory": 300 * mib, "stat-disk-caches": 50 * mib}}
+    assert guest_used_mb(st, 1001) == 112.0
+    assert guest_used_mb({**st, "stats": {**st["stats"], "stat-available-memory": -1}}, 1001) == 162.0
+    assert guest_used_mb(st, 1000 + STALE_S + 1) is None  # the guest stopped answering
+    assert guest_used_mb({"last-update": 0, "stats": {}}, 1) is None  # never asked yet

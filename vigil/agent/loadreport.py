@@ -6,7 +6,7 @@ read them (vigil.policy.drs_load); ``vigil host list``, ``vigil vm list``, the A
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping
 
 from vigil.env.base import Env
 from vigil.policy.disk_io import DiskIo, counters, latency_changed
@@ -19,8 +19,9 @@ log = logging.getLogger("vigil.agent")
 SAMPLE_S = 2.0
 DISK_SAMPLE_S = 10.0  # QMP's block statistics: a session per VM, so less often (the window is 30 s)
 
-# (VM, its QEMU's pid) -> its ``query-blockstats`` answer, None when not known now
-BlockStats = Callable[[str, int], Awaitable[Sequence[Mapping[str, Any]] | None]]
+# (VM, its QEMU's pid) -> {"blockstats": its query-blockstats answer, "guest_used_mb": its
+# guest's own figure through a balloon, or None}; None when not known now
+QemuStats = Callable[[str, int], Awaitable[Mapping[str, Any] | None]]
 
 
 class LoadReport:
@@ -36,12 +37,14 @@ class LoadReport:
         self.space: dict[str, tuple[float, float]] = {}  # datastore -> (size, used MiB), as last read
         self.io = DiskIo()  # the VMs' disk latency (Storage DRS), from QEMU's block statistics
         self.io_at = -1e9
+        self.guest_mb: dict[str, float] = {}  # VM -> MiB its guest says it uses (a balloon's figures)
 
     def fold(self, now: float, vms: Mapping[str, tuple[float, float]], host: tuple[float, float]) -> None:
         dt = now - self.sampled_at if self.sampled_at is not None else 0.0
         self.sampled_at = now
         nxt: dict[str, tuple[float, float]] = {}
         for vm, (cpu, mem) in vms.items():
+            mem = self.guest_mb.get(vm, mem)  # the guest's own figure where it has a balloon, else RSS
             old = self.vms.get(vm)
             nxt[vm] = (ewma(old[0] if old else None, cpu, dt), ewma(old[1] if old else None, mem, dt))
         self.vms = nxt
@@ -56,23 +59,33 @@ class LoadReport:
         for vm, d in disks.items():
             if vm in vms:
                 vms[vm]["disks"] = d
+        for vm in self.guest_mb:
+            if vm in vms:
+                vms[vm]["memory_from"] = "balloon"  # else its QEMU's resident size
         return {"time": round(wall, 3), "cpus": self.cpus, "memory_mb": self.memory_mb, "cpu": round(cpu, 3),
                 "memory_used_mb": round(used), "vms": vms,
                 "datastores": {ds: {"size_mb": round(s), "used_mb": round(u)} for ds, (s, u) in sorted(self.space.items())}}
 
-    async def sample_disks(self, now: float, pids: Mapping[str, int], blockstats: BlockStats) -> None:
-        """Every DISK_SAMPLE_S: each VM's block statistics, one VM after the other (a QMP
-        session held elsewhere, an FT checkpoint's, costs its timeout, 2 s, at most)."""
+    async def sample_qemus(self, now: float, pids: Mapping[str, int], qemu_stats: QemuStats) -> None:
+        """Every DISK_SAMPLE_S: each VM's block statistics and balloon figures, one VM
+        after the other (a QMP session held elsewhere, an FT checkpoint's, costs its
+        timeout, 2 s, at most)."""
         if now - self.io_at < DISK_SAMPLE_S:
             return
         self.io_at = now
         got: dict[str, Any] = {}
+        guest: dict[str, float] = {}
         for n in sorted(pids):
-            stats = await blockstats(n, pids[n])
-            if stats:
-                got[n] = counters(stats)
+            stats = await qemu_stats(n, pids[n])
+            if not stats:
+                continue
+            if stats.get("blockstats"):
+                got[n] = counters(stats["blockstats"])
+            if stats.get("guest_used_mb") is not None:
+                guest[n] = float(stats["guest_used_mb"])
         self.io.fold(now, got)
         self.io.keep(set(pids))
+        self.guest_mb = guest
 
 
 def disks_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -85,10 +98,11 @@ def disks_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool
 
 
 async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[], Mapping[str, int]],
-                    datastores: Mapping[str, str] | None = None, blockstats: BlockStats | None = None) -> None:
+                    datastores: Mapping[str, str] | None = None, qemu_stats: QemuStats | None = None) -> None:
     """Sample, smooth, and write when due; etcd away costs a write, nothing else.
     ``datastores`` (name -> mount path): their space is reported too (Storage DRS), and
-    with ``blockstats`` each VM's disk latency."""
+    with ``qemu_stats`` each VM's disk latency and, where its guest has a balloon, the
+    guest's own memory figure instead of its QEMU's resident size."""
     while True:
         now = env.clock.monotonic()
         running = pids()
@@ -96,8 +110,8 @@ async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[],
         report.fold(now, vms, host)
         if datastores:
             report.space = env.load.space(datastores)
-        if blockstats is not None:
-            await report.sample_disks(now, running, blockstats)
+        if qemu_stats is not None:
+            await report.sample_qemus(now, running, qemu_stats)
         rec = report.record(env.clock.time())
         since = now - report.written_at
         if due(report.written, rec, since) or (since >= MIN_WRITE_S and disks_changed(report.written, rec)):
@@ -110,7 +124,7 @@ async def load_loop(env: Env, store: Any, report: LoadReport, pids: Callable[[],
 
 
 def report_load(env: Env, store: Any, report: LoadReport, vms: Mapping[str, Any],
-                datastores: Mapping[str, str], blockstats: BlockStats | None = None) -> Any:
+                datastores: Mapping[str, str], qemu_stats: QemuStats | None = None) -> Any:
     """The load loop of an agent whose running VMs (objects with a ``pid``) are ``vms``."""
     return load_loop(env, store, report, lambda: {n: v.pid for n, v in list(vms.items()) if getattr(v, "pid", 0)},
-                     datastores, blockstats)
+                     datastores, qemu_stats)

@@ -218,6 +218,8 @@ class VmIn(Strict):
                        "(allocated | powered-on | guest | app; empty: its tier's or the cluster's)")
     ready_delay_s: Optional[float] = Field(None, ge=0, le=3600)
     ready_timeout_s: Optional[float] = Field(None, ge=0, le=3600)
+    balloon: bool = Field(False, description="a virtio-balloon device: the guest's own memory figures count as "
+                          "its memory used (else its QEMU's resident size)")
 
 
 class Done(BaseModel):

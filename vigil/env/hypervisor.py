@@ -50,8 +50,9 @@ class Hypervisor(Protocol):
         """The guest's reset button (VM monitoring): the QEMU stays, the guest boots again."""
         ...
 
-    async def block_stats(self, vm: str, pid: int) -> list[dict[str, Any]] | None:
-        """QEMU's ``query-blockstats`` (Storage DRS's latency); None: not known now."""
+    async def qemu_stats(self, vm: str, pid: int) -> dict[str, Any] | None:
+        """QEMU's ``blockstats`` (Storage DRS's latency) and the guest's ``guest_used_mb``
+        (a balloon's figure, else None) for the load report; None: not known now."""
         ...
 
 
@@ -90,5 +91,5 @@ class QemuHypervisor:
     async def reset(self, vm: str, pid: int) -> None:
         await iostats.system_reset(executor.paths(self.cfg, vm), pid, vm)
 
-    async def block_stats(self, vm: str, pid: int) -> list[dict[str, Any]] | None:
-        return await iostats.block_stats(executor.paths(self.cfg, vm), pid, vm)
+    async def qemu_stats(self, vm: str, pid: int) -> dict[str, Any] | None:
+        return await iostats.qemu_stats(executor.paths(self.cfg, vm), pid, vm)

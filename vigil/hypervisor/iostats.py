@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vigil.hypervisor import balloon
 from vigil.hypervisor.base import QemuError
 from vigil.hypervisor.processes import VMPaths
 from vigil.hypervisor.qmp import QMPConn
@@ -73,16 +75,19 @@ async def disk_bytes(paths: VMPaths, pid: int, name: str) -> int | None:
         return None
 
 
-async def block_stats(paths: VMPaths, pid: int, name: str) -> list[dict[str, Any]] | None:
-    """The VM's ``query-blockstats`` answer (its disks' operations and their total time,
-    for Storage DRS's latency); None when QMP does not answer in time."""
+async def qemu_stats(paths: VMPaths, pid: int, name: str) -> dict[str, Any] | None:
+    """What the load report reads of a VM in one QMP session: ``blockstats`` (the
+    ``query-blockstats`` answer: its disks' operations and their total time, for Storage
+    DRS's latency) and ``guest_used_mb`` (its guest's own figure through a balloon
+    device, vigil.hypervisor.balloon; None without one). None when QMP does not answer in time."""
     try:
         async with asyncio.timeout(QMP_TIMEOUT_S):
             conn = QMPConn(paths, pid=pid, name=name)
             await conn.connect(QMP_TIMEOUT_S)
             try:
                 got = await conn.execute("query-blockstats")
-                return list(got) if isinstance(got, list) else None
+                used = await balloon.read_guest_used(conn, time.time())
+                return {"blockstats": list(got) if isinstance(got, list) else [], "guest_used_mb": used}
             finally:
                 await conn.close()
     except (QemuError, TimeoutError, OSError):

@@ -39,13 +39,13 @@ def _spec(world: Any, vm: str) -> VMSpec | None:
 
 
 class SimBlockStats:
-    """One simulated host's ``block_stats(vm, pid)`` (vigil.agent.loadreport.BlockStats)."""
+    """One simulated host's ``qemu_stats(vm, pid)`` (vigil.agent.loadreport.QemuStats)."""
 
     def __init__(self, world: Any, host: str, clock: Any) -> None:
         self.w, self.host, self.clock = world, host, clock
         self.acc: dict[tuple[str, int], tuple[float, float, float]] = {}  # (vm, disk) -> (when, ops, ns)
 
-    async def __call__(self, vm: str, pid: int) -> list[dict[str, Any]] | None:
+    async def __call__(self, vm: str, pid: int) -> dict[str, Any] | None:
         q = self.w.hosts[self.host].qemus.get(vm)
         spec = _spec(self.w, vm)
         if not self.w.vm_iops or q is None or q.pid != pid or q.state != "running" or spec is None:
@@ -62,4 +62,4 @@ class SimBlockStats:
             self.acc[(vm, i)] = (now, ops, ns)
             out.append({"device": "", "qdev": f"/machine/peripheral/virtio-disk{i}/virtio-backend",
                         "stats": {"wr_operations": int(ops), "wr_total_time_ns": int(ns)}})
-        return out
+        return {"blockstats": out, "guest_used_mb": None}
