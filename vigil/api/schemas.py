@@ -139,7 +139,8 @@ class VmOut(BaseModel):
     disks: list[DiskOut]
     nics: list[NicOut]
     ft: dict[str, Any]
-    load: Optional[dict[str, Any]] = None  # measured, smoothed: cpu (cores), memory_mb (resident)
+    load: Optional[dict[str, Any]] = None  # measured, smoothed: cpu (cores), memory_mb (resident, or the
+    # guest's figure with memory_from: balloon), disks (per index: iops, latency_ms, read/write/flush_ms)
     ready: dict[str, Any] = {}
 
 
