@@ -153,6 +153,9 @@ class VMSpec:
     ready: str = ""
     ready_delay_s: float | None = None
     ready_timeout_s: float | None = None
+    # a virtio-balloon device: its guest's own memory figures (guest-stats) are the VM's
+    # memory used in the load report instead of its QEMU's resident size
+    balloon: bool = False
 
     def validate(self) -> None:
         check_name("VM", self.name)
@@ -225,6 +228,8 @@ class VMSpec:
         for k in ("ready", "ready_delay_s", "ready_timeout_s"):  # stored only when set
             if d[k] in ("", None):
                 del d[k]
+        if not self.balloon:
+            del d["balloon"]
         return d
 
     @classmethod

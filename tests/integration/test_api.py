@@ -33,6 +33,9 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/datastores", None, "auditor"),
     ("POST", "/datastores", {"name": "ds7", "path": "/srv/ds7"}, "admin"),
     ("POST", "/datastores/ds1/evacuate", {}, "operator"),
+    ("GET", "/datastore-clusters", None, "auditor"),
+    ("PUT", "/datastore-clusters/c-{role}", {"datastores": ["ds1"]}, "admin"),
+    ("DELETE", "/datastore-clusters/c-{role}", None, "admin"),
     ("GET", "/vms", None, "auditor"),
     ("POST", "/vms", {"name": "m-{role}", "power": "off", "disks": [{"datastore": "ds1"}]}, "operator"),
     ("GET", "/vms/base", None, "auditor"),
@@ -401,6 +404,21 @@ def test_drs_settings_and_recommendations(rig: Rig) -> None:
     assert rec["moves"] == [] and "no DRS round" in rec["reason"]
     assert admin.post("/api/v1/drs/apply", json={"ids": ["nope"]}).status_code == 404
     admin.put("/api/v1/drs/settings", json={"mode": "off"})
+
+def test_datastore_clusters_and_the_datastores_figures(rig: Rig) -> None:
+    admin = rig.client("admin")
+    r = admin.put("/api/v1/datastore-clusters/gold", json={"datastores": ["ds1"]})
+    assert r.status_code == 200 and r.json() == {"name": "gold", "datastores": ["ds1"]}, r.text
+    assert admin.put("/api/v1/datastore-clusters/silver", json={"datastores": ["ds1"]}).status_code == 422
+    assert admin.put("/api/v1/datastore-clusters/x", json={"datastores": ["nope"]}).status_code == 404
+    got = admin.get("/api/v1/datastore-clusters").json()
+    assert [(c["name"], c["datastores"]) for c in got] == [("gold", ["ds1"])] and got[0]["latency_ms"] is None
+    ds = {d["name"]: d for d in admin.get("/api/v1/datastores").json()}
+    assert ds["ds1"]["cluster"] == "gold"
+    assert admin.delete("/api/v1/datastore-clusters/gold").status_code == 200
+    assert admin.delete("/api/v1/datastore-clusters/gold").status_code == 404
+    assert admin.get("/api/v1/datastore-clusters").json() == []
+
 
 def test_admission_control_refuses_a_power_on_with_its_numbers(rig: Rig) -> None:
     admin = rig.client("admin")

@@ -57,3 +57,18 @@ def test_agent_metrics_show_the_smoothed_load():
     assert fams["vigil_vm_cpu_used_cores"].samples[0].value == 1.5
     assert fams["vigil_vm_memory_in_use_bytes"].samples[0].value == 300 * 2**20
     assert fams["vigil_host_cpu_used_cores"].samples[0].value == 1.5
+
+
+def test_agent_metrics_show_each_disks_latency():
+    from vigil.agent.metrics import HostCollector
+    from vigil.policy.disk_io import DiskAverage
+
+    r = LoadReport("h1", 4, 8192)
+    r.fold(0.0, {"a": (0.5, 100.0)}, (0.5, 100.0))
+    avg = DiskAverage(((0, 0), (0, 0), (0, 0)))
+    avg.fold(((0, 0), (100, 100 * 3_000_000), (0, 0)), 10.0)
+    r.io.disks[("a", 0)] = avg
+    fams = {f.name: f for f in HostCollector("h1", lambda: {}, {}, r.record).collect()}
+    s = fams["vigil_vm_disk_latency_seconds"].samples[0]
+    assert s.labels == {"vm": "a", "host": "h1", "disk": "0"} and abs(s.value - 0.003) < 1e-9
+    assert fams["vigil_vm_disk_operations_per_second"].samples[0].value == 10.0

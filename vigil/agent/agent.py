@@ -70,7 +70,8 @@ class Agent(TickLoops, Reconciler):
         self.tasks = TaskRunner(self)
         tasks += [asyncio.create_task(c) for c in (self.check_loop(), self.lease.loop(), self.reconcile_loop(),
                                                    self.leadership.loop(), self.tasks.loop(),
-                                                   report_load(self.env, self.store, self.load, self.vms, self.cfg.datastores),
+                                                   report_load(self.env, self.store, self.load, self.vms, self.cfg.datastores,
+                                                               getattr(self.hypervisor, "qemu_stats", None)),
                                                    self.monitoring.loop())]
         if self.vms:
             adopted = ", ".join(sorted(self.vms))

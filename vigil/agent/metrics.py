@@ -79,14 +79,21 @@ class HostCollector:
         """The load report's smoothed figures (what DRS weighs): cores and MiB in use."""
         cores = GaugeMetricFamily("vigil_vm_cpu_used_cores", "CPU the VM's QEMU threads use, smoothed",
                                   labels=["vm", "host"])
-        used = GaugeMetricFamily("vigil_vm_memory_in_use_bytes", "resident memory of the VM's QEMU, smoothed",
-                                 labels=["vm", "host"])
+        used = GaugeMetricFamily("vigil_vm_memory_in_use_bytes", "resident memory of the VM's QEMU (its guest's "
+                                 "own figure where it has a balloon), smoothed", labels=["vm", "host"])
+        lat = GaugeMetricFamily("vigil_vm_disk_latency_seconds", "mean time of a disk's operations, smoothed "
+                                "(Storage DRS)", labels=["vm", "host", "disk"])
+        ops = GaugeMetricFamily("vigil_vm_disk_operations_per_second", "a disk's operations, smoothed",
+                                labels=["vm", "host", "disk"])
         for vm, v in sorted(rec.get("vms", {}).items()):
             cores.add_metric([vm, self.host], float(v.get("cpu", 0.0)))
             used.add_metric([vm, self.host], float(v.get("memory_mb", 0.0)) * 2**20)
+            for i, d in sorted((v.get("disks") or {}).items()):
+                lat.add_metric([vm, self.host, str(i)], float(d.get("latency_ms", 0.0)) / 1000)
+                ops.add_metric([vm, self.host, str(i)], float(d.get("iops", 0.0)))
         host = GaugeMetricFamily("vigil_host_cpu_used_cores", "CPU the host uses, smoothed", labels=["host"])
         host.add_metric([self.host], float(rec.get("cpu", 0.0)))
-        return [cores, used, host]
+        return [cores, used, host, lat, ops]
 
 
 def start(listen: str, host: str, vms: Mapping[str, Any], datastores: Mapping[str, str],

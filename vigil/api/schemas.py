@@ -139,7 +139,8 @@ class VmOut(BaseModel):
     disks: list[DiskOut]
     nics: list[NicOut]
     ft: dict[str, Any]
-    load: Optional[dict[str, Any]] = None  # measured, smoothed: cpu (cores), memory_mb (resident)
+    load: Optional[dict[str, Any]] = None  # measured, smoothed: cpu (cores), memory_mb (resident, or the
+    # guest's figure with memory_from: balloon), disks (per index: iops, latency_ms, read/write/flush_ms)
     ready: dict[str, Any] = {}
 
 
@@ -165,6 +166,12 @@ class DatastoreOut(BaseModel):
     name: str
     path: str
     hosts: list[str]
+    # Storage DRS: its datastore cluster ("": none) and what the agents report of it (None: nothing yet)
+    cluster: str = ""
+    size_mb: Optional[int] = None
+    used_mb: Optional[int] = None
+    iops: Optional[float] = None
+    latency_ms: Optional[float] = None
 
 
 class DatastoreIn(Strict):
@@ -212,6 +219,8 @@ class VmIn(Strict):
                        "(allocated | powered-on | guest | app; empty: its tier's or the cluster's)")
     ready_delay_s: Optional[float] = Field(None, ge=0, le=3600)
     ready_timeout_s: Optional[float] = Field(None, ge=0, le=3600)
+    balloon: bool = Field(False, description="a virtio-balloon device: the guest's own memory figures count as "
+                          "its memory used (else its QEMU's resident size)")
 
 
 class Done(BaseModel):

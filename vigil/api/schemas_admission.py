@@ -108,6 +108,8 @@ class DrsWhatIfOut(BaseModel):
     tolerated: float
     reason: str
     moves: list[DrsMoveOut]
+    disk_reason: str = ""  # Storage DRS: space and latency
+    disk_moves: list[dict[str, Any]] = []
 
 
 class ResizeIn(Strict):

@@ -12,6 +12,7 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil host ... / maintenance     cli/host.py
     vigil lab ... / lab fault ...    cli/lab.py (faults from vigil/lab/fault_table.py)
     vigil datastore ...              cli/datastore.py
+    vigil datastore-cluster ...      cli/datastore_cluster.py (Storage DRS's groups)
     vigil task ...                   cli/task.py
     vigil rule ...                   cli/rule.py
     vigil cluster ... / cluster set  cli/cluster.py (the groups; each policy adds its command)
@@ -28,6 +29,7 @@ from __future__ import annotations
 import typer
 
 from vigil.cli import access, agent, api, cluster, config, datastore, demo, drs, events, host, lab, rule, task, vm
+from vigil.cli import datastore_cluster
 from vigil.cli import admission as admission  # noqa: F401 - adds its commands to `vigil cluster`
 from vigil.cli import monitoring  # noqa: F401  (adds 'cluster set monitoring', 'cluster monitoring', 'vm set')
 from vigil.cli import cluster_init  # noqa: F401  (vigil cluster init / add-host / remove-host / admin)
@@ -50,6 +52,7 @@ app.add_typer(vm.app, name="vm")
 app.add_typer(host.app, name="host")
 app.add_typer(lab.app, name="lab")
 app.add_typer(datastore.app, name="datastore")
+app.add_typer(datastore_cluster.app, name="datastore-cluster")
 app.add_typer(task.app, name="task")
 app.add_typer(rule.app, name="rule")
 app.add_typer(cluster.app, name="cluster")

@@ -146,6 +146,15 @@ def what_if(fail: list[str] = typer.Option([], "--fail", help="a host to fail (r
 def _print_drs(d: dict) -> None:
     console.print(f"DRS now (mode {d['mode']}, threshold {d['threshold']}): imbalance {d['imbalance']:.3f}, "
                   f"tolerated {d['tolerated']:.3f}; {d['reason']}")
+    if d.get("disk_reason"):
+        console.print(f"Storage DRS now: {d['disk_reason']}", highlight=False)
+    if d.get("disk_moves"):
+        k = Table(title="Storage DRS would move")
+        for col in ("VM", "disk", "from", "to", "size", "why"):
+            k.add_column(col)
+        for m in d["disk_moves"]:
+            k.add_row(m["vm"], m["disk"], m["src"], m["dst"], f"{m['size_mb']} MiB", m["reason"])
+        console.print(k)
     if not d["moves"]:
         return
     t = Table(title="DRS would move")

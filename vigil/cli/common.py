@@ -78,7 +78,8 @@ def load_text(load: dict | None) -> str:
     """Measured use: CPU cores and memory in use (the agent's smoothed report)."""
     if not load:
         return "-"
-    return f"{load.get('cpu') or 0:.1f} cores, {load.get('memory_used_mb') or load.get('memory_mb') or 0:.0f} MiB"
+    return (f"{load.get('cpu') or 0:.1f} cores, {load.get('memory_used_mb') or load.get('memory_mb') or 0:.0f} MiB"
+            + (" (guest's figure)" if load.get("memory_from") == "balloon" else ""))
 
 
 def progress(msg: str) -> None:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from vigil.cli.client import API_OPT, connect
 from vigil.cli.common import JSON_OPT, console, err, friendly, print_json
+from vigil.cli.datastore_cluster import latency_cell, space_cell
 
 app = typer.Typer(no_args_is_help=True, help="Datastores")
 
@@ -21,10 +22,11 @@ def ds_list(api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     if as_json:
         return print_json(rows)
     t = Table(title="datastores")
-    for col in ("datastore", "path", "reached by"):
+    for col in ("datastore", "path", "reached by", "cluster", "space", "latency"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["name"], r["path"], ", ".join(r["hosts"]) or "[red]no host[/]")
+        t.add_row(r["name"], r["path"], ", ".join(r["hosts"]) or "[red]no host[/]", r.get("cluster") or "-",
+                  space_cell(r.get("size_mb"), r.get("used_mb")), latency_cell(r.get("latency_ms"), r.get("iops")))
     console.print(t)
 
 

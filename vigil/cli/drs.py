@@ -26,11 +26,14 @@ def set_drs(mode: Optional[str] = typer.Option(None, "--mode", help="off | manua
             space: Optional[float] = typer.Option(None, "--space-threshold",
                                                   help="Storage DRS: share of a datastore used past which disks "
                                                        "move off it (0.80 by default)"),
+            latency: Optional[float] = typer.Option(None, "--latency-threshold",
+                                                    help="Storage DRS: disk operations' mean time (ms) past which "
+                                                         "disks move off a datastore (15 by default)"),
             api: Optional[str] = API_OPT, as_json: bool = JSON_OPT) -> None:
     """Turn DRS on (manual: recommend; automatic: move) or off, and how eager it is."""
     s = connect(api).put("/drs/settings", {"mode": mode, "threshold": threshold, "interval_s": interval,
                                             "cooldown_s": cooldown, "max_moves": max_moves,
-                                            "space_threshold": space})
+                                            "space_threshold": space, "latency_threshold_ms": latency})
     if as_json:
         return print_json(s)
     console.print(f"DRS {s['mode']}, threshold {s['threshold']}: a round every {s['interval_s']:g} s, "

@@ -67,6 +67,8 @@ def vm_create(
     ready_delay: Optional[float] = typer.Option(None, "--ready-delay", help="extra seconds once ready"),
     ready_timeout: Optional[float] = typer.Option(None, "--ready-timeout",
                                                   help="seconds those waiting on it wait at most"),
+    balloon: bool = typer.Option(False, "--balloon", help="a virtio-balloon device: the guest's own memory "
+                                 "figures count as its memory used"),
     api: Optional[str] = API_OPT,
 ) -> None:
     """Define a VM; it starts at once unless --stopped."""
@@ -75,7 +77,7 @@ def vm_create(
         raise SpecError("--guest-ip needs a --network for the guest's NIC")
     spec = VMSpec(name=name, memory_mb=memory, vcpus=vcpus, disks=disks, networks=tuple(network),
                   restart_priority=priority, isolation_response=isolation, power="off" if stopped else "on",
-                  ready=ready, ready_delay_s=ready_delay, ready_timeout_s=ready_timeout)
+                  ready=ready, ready_delay_s=ready_delay, ready_timeout_s=ready_timeout, balloon=balloon)
     spec.validate()  # a typo fails here, before the guest image is built or etcd asked
     if guest:
         spec = replace(spec, boot=lab_guest_boot(workload, dirty_mb, guest_ip))
@@ -94,7 +96,8 @@ def vm_body(spec: VMSpec, host: Optional[str]) -> dict[str, Any]:
             "boot": None if spec.boot is None else {"kernel": spec.boot.kernel, "initrd": spec.boot.initrd,
                                                     "cmdline": spec.boot.cmdline},
             **{k: v for k, v in (("ready", spec.ready), ("ready_delay_s", spec.ready_delay_s),
-                                 ("ready_timeout_s", spec.ready_timeout_s)) if v not in ("", None)}}
+                                 ("ready_timeout_s", spec.ready_timeout_s)) if v not in ("", None)},
+            **({"balloon": True} if spec.balloon else {})}
 
 
 @app.command("list")

@@ -8,7 +8,7 @@ stays in vigil.hypervisor and the agent's helpers.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from vigil.env import executor
 from vigil.config import AgentConfig
@@ -50,6 +50,11 @@ class Hypervisor(Protocol):
         """The guest's reset button (VM monitoring): the QEMU stays, the guest boots again."""
         ...
 
+    async def qemu_stats(self, vm: str, pid: int) -> dict[str, Any] | None:
+        """QEMU's ``blockstats`` (Storage DRS's latency) and the guest's ``guest_used_mb``
+        (a balloon's figure, else None) for the load report; None: not known now."""
+        ...
+
 
 class QemuHypervisor:
     """The real one: QEMU processes under the agent's run dir (vigil.env.executor)."""
@@ -85,3 +90,6 @@ class QemuHypervisor:
 
     async def reset(self, vm: str, pid: int) -> None:
         await iostats.system_reset(executor.paths(self.cfg, vm), pid, vm)
+
+    async def qemu_stats(self, vm: str, pid: int) -> dict[str, Any] | None:
+        return await iostats.qemu_stats(executor.paths(self.cfg, vm), pid, vm)

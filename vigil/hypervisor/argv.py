@@ -32,6 +32,9 @@ def disk_node_name(index: int) -> str:
     return f"disk{index}"
 
 
+BALLOON_ID = "balloon0"
+
+
 def disk_device_id(index: int) -> str:
     return f"virtio-disk{index}"
 
@@ -158,6 +161,8 @@ def build_argv(
         "-device", "pvpanic",
         "-action", "panic=pause",
     ]
+    if spec.balloon:  # the guest's memory figures (vigil.hypervisor.balloon), never inflated by vigil
+        argv += ["-device", f"virtio-balloon-pci,id={BALLOON_ID}"]
     for i, disk in enumerate(spec.disks):
         node = disk_node_name(i)
         blockdev: dict[str, Any]

@@ -43,6 +43,7 @@ GUEST_MODULES = (
     "evdev",  # /dev/input/event* for busybox acpid
     "pvpanic_mmio",  # -device pvpanic (ISA) -> GUEST_PANICKED
     "pvpanic_pci",
+    "virtio_balloon",  # a VM with a balloon device reports its guest's memory figures (guest-stats)
 )
 
 # no_timer_check: without it about 1 in 20 concurrent TCG boots panicked (timer IRQ check).

@@ -1,5 +1,6 @@
 """A VM's I/O so far, in bytes: its disks (QMP ``query-blockstats``) and its NICs, and
-its reset (QMP ``system_reset``), for VM monitoring (vigil.agent.vm_monitor).
+its reset (QMP ``system_reset``), for VM monitoring (vigil.agent.vm_monitor); its disks'
+raw block statistics for Storage DRS's latency (vigil.policy.disk_io).
 
 NIC bytes are read from the host's side of each NIC, its tap device: ``/proc/net/dev``
 of the reader's network namespace (the agent's, where its taps are), else
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vigil.hypervisor import balloon
 from vigil.hypervisor.base import QemuError
 from vigil.hypervisor.processes import VMPaths
 from vigil.hypervisor.qmp import QMPConn
@@ -66,6 +69,25 @@ async def disk_bytes(paths: VMPaths, pid: int, name: str) -> int | None:
                 if (await conn.execute("query-status")).get("status") != "running":
                     return None  # paused (a migration's end, a storage error): not a hung guest
                 return block_bytes(await conn.execute("query-blockstats"))
+            finally:
+                await conn.close()
+    except (QemuError, TimeoutError, OSError):
+        return None
+
+
+async def qemu_stats(paths: VMPaths, pid: int, name: str) -> dict[str, Any] | None:
+    """What the load report reads of a VM in one QMP session: ``blockstats`` (the
+    ``query-blockstats`` answer: its disks' operations and their total time, for Storage
+    DRS's latency) and ``guest_used_mb`` (its guest's own figure through a balloon
+    device, vigil.hypervisor.balloon; None without one). None when QMP does not answer in time."""
+    try:
+        async with asyncio.timeout(QMP_TIMEOUT_S):
+            conn = QMPConn(paths, pid=pid, name=name)
+            await conn.connect(QMP_TIMEOUT_S)
+            try:
+                got = await conn.execute("query-blockstats")
+                used = await balloon.read_guest_used(conn, time.time())
+                return {"blockstats": list(got) if isinstance(got, list) else [], "guest_used_mb": used}
             finally:
                 await conn.close()
     except (QemuError, TimeoutError, OSError):

@@ -44,6 +44,8 @@ class DrsSettings:
     gain_per_gib: float = 0.001
     # Storage DRS (vigil.policy.sdrs): a datastore used past this share gets disks moved off
     space_threshold: float = 0.80
+    # and one whose disks' operations take longer than this on average (vSphere: 15 ms)
+    latency_threshold_ms: float = 15.0
 
     def tolerated(self, hosts: int) -> float:
         """The normalised imbalance this level tolerates on ``hosts`` hosts."""
@@ -81,6 +83,8 @@ def drs_settings(raw: Mapping[str, Any] | None) -> DrsSettings:
         raise SpecError("DRS threshold must be 1 (mandatory moves only) to 5 (most eager)")
     if not 0.1 <= s.space_threshold <= 0.99:
         raise SpecError("DRS space threshold must be between 0.1 and 0.99 (a share of the datastore)")
+    if not 1.0 <= s.latency_threshold_ms <= 1000.0:
+        raise SpecError("DRS latency threshold must be between 1 and 1000 ms")
     if s.interval_s <= 0 or s.cooldown_s < 0 or s.hold_rounds < 1 or s.max_moves < 1 or s.gain_per_gib < 0:
         raise SpecError("DRS interval must be > 0, cooldown >= 0, hold rounds and max moves >= 1")
     return s

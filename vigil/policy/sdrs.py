@@ -7,15 +7,19 @@ says; the newest record per datastore wins), a disk's size from its spec. The sa
 margin and cool-down as DRS (vigil.policy.drs_settings): a round that acts aims the margin
 below the threshold, a VM whose disk just moved is left alone, and at most ``max_moves``
 DRS tasks are in flight. Replicated disks and FT VMs are not moved (move-disk refuses them).
+Then the I/O rule (vigil.policy.sdrs_latency) with the moves left. Both move disks only
+within their datastore's cluster (vigil.policy.datastore_clusters).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from vigil.policy.datastore_clusters import SETTING, peers, safe_datastore_clusters
 from vigil.policy.drs import TASK_REASON
 from vigil.policy.drs_rules import unmovable
 from vigil.policy.drs_settings import DrsSettings
+from vigil.policy.sdrs_latency import latency_moves
 from vigil.policy.view import ClusterView
 
 
@@ -61,12 +65,12 @@ def sdrs_round(view: ClusterView, settings: DrsSettings, recent: Mapping[str, fl
     if any(t.kind == "move-disk" for t in view.tasks):
         return [], "a disk move is under way: the space it frees is counted once it is done"
     sp = space(view.loads, since)
+    clusters = safe_datastore_clusters(view.settings.get(SETTING))
     limit = settings.space_threshold
     aim = limit * (1.0 - settings.margin)
     used = {ds: u for ds, (_, u) in sp.items()}
-    full = sorted((ds for ds, (s, u) in sp.items() if u / s > limit), key=lambda d: -used[d] / sp[d][0])
-    if not full:
-        return [], "every datastore under " + f"{limit:.0%}" + (" full" if sp else " (no space reported yet)")
+    full = sorted((ds for ds, (s, u) in sp.items() if u / s > limit and peers(clusters, ds, sp)),
+                  key=lambda d: -used[d] / sp[d][0])
     moving = {t.vm for t in view.tasks}
     out: list[DiskMove] = []
     notes: list[str] = []
@@ -81,7 +85,8 @@ def sdrs_round(view: ClusterView, settings: DrsSettings, recent: Mapping[str, fl
                 continue
             for d in v.spec.disks:
                 if d.datastore == ds and not d.replica:
-                    candidates.append((d.size_mb, name, d.name, tuple(host.info.datastores)))
+                    reach = tuple(t for t in host.info.datastores if t in peers(clusters, ds, sp))
+                    candidates.append((d.size_mb, name, d.name, reach))
         # the fewest moves: the smallest disk that is enough, else the largest, again
         while used[ds] / size > aim and candidates and left > 0:
             need = used[ds] - aim * size
@@ -104,7 +109,16 @@ def sdrs_round(view: ClusterView, settings: DrsSettings, recent: Mapping[str, fl
                                 f"{used[ds] / size:.0%}; {dst} {fill:.0%} after"))
         if used[ds] / size > limit and not candidates:
             notes.append(f"{ds} stays {used[ds] / size:.0%} full: no disk on it can move now")
-    why = f"{len(out)} disk move(s)" if out else "no disk move"
+    lat, lat_notes = latency_moves(view, settings, clusters, {d: (s, used[d]) for d, (s, _) in sp.items()},
+                                   recent, left, moving, since)
+    for m in lat:
+        mb = next((d.size_mb for d in view.vms[m.vm].spec.disks if d.name == m.disk), 0)
+        out.append(DiskMove(m.vm, m.disk, m.src, m.dst, mb, m.reason))
+    notes += lat_notes
+    if not out and not notes:
+        return [], "every datastore under " + f"{limit:.0%}" + (" full" if sp else " (no space reported yet)") + \
+            f" and {settings.latency_threshold_ms:g} ms"
+    why = f"{len(out)} disk move(s)" + (f" ({len(lat)} for latency)" if lat else "") if out else "no disk move"
     return out, "; ".join([why] + notes)
 
 

@@ -15,6 +15,7 @@ from vigil.policy.admission_control import SETTING, AdmissionSetting, Change, ad
 from vigil.policy.plan import classify_all
 from vigil.policy.retry_schedule import SETTING as RETRIES, RetrySchedule
 from vigil.policy.drs_settings import safe_drs_settings
+from vigil.policy.sdrs import sdrs_round
 from vigil.policy.whatif import drs_now, drs_now_json, what_if
 from vigil.service.common import Conflict, Invalid, under
 from vigil.service.settings import get_setting, put_setting
@@ -127,4 +128,8 @@ async def drs_what_if(store: Store) -> dict[str, Any]:
     snap = await store.snapshot()
     view = cluster_view(snap, time.time())
     settings = safe_drs_settings(view.settings.get("drs"))
-    return {"mode": settings.mode, "threshold": settings.threshold, **drs_now_json(drs_now(view, settings))}
+    disks, disk_reason = sdrs_round(view, settings)  # Storage DRS too (no cool-downs known here)
+    return {"mode": settings.mode, "threshold": settings.threshold, **drs_now_json(drs_now(view, settings)),
+            "disk_reason": disk_reason,
+            "disk_moves": [{"vm": d.vm, "disk": d.disk, "src": d.src, "dst": d.dst, "size_mb": d.size_mb,
+                            "reason": d.reason} for d in disks]}

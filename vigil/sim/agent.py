@@ -32,6 +32,7 @@ from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
 from vigil.sim.disks import SimDisks
 from vigil.sim.ft import SimFt
+from vigil.sim.blockio import SimBlockStats
 from vigil.sim.guests import SimResets, watched
 from vigil.sim.leader import leader_loop
 from vigil.sim.migrate import SimTasks
@@ -108,7 +109,8 @@ class SimAgent(Reconciler):
         load = LoadReport(self.me, self.cfg.cpus, self.cfg.memory_mb)
         for loop in (self.check_loop(), self.lease_loop(), self.reconcile_loop(), leader_loop(self),
                      self.migrations.loop()) + ((load_loop(self.env, self.store, load, lambda: {
-                         n: q.pid for n, q in self.h.qemus.items() if n in self.vms}, self.cfg.datastores),)
+                         n: q.pid for n, q in self.h.qemus.items() if n in self.vms}, self.cfg.datastores,
+                         SimBlockStats(self.w, self.me, self.clock)),)
                                               if self.w.report_load else ()):
             self.spawn(loop)
         if self.vms:

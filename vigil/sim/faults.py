@@ -22,8 +22,10 @@ fields: policy, failures, hosts, ...), set-retries (delays, max_attempts), what-
 room (power on, create, resize, FT on, maintenance) pass admission control first, as the service's
 do (vigil.service.admission.check on the same snapshot): a refusal logs a ``refused`` line
 with its figures and writes nothing.
-Load: vm-load vm cpu memory   the VM's guest now uses ``cpu`` cores and ``memory`` MiB;
-datastore-fill datastore used    the datastore holds ``used`` MiB besides the VMs' disks.
+Load: vm-load vm cpu memory iops   the VM's guest now uses ``cpu`` cores and ``memory`` MiB
+(and does ``iops`` writes a second on each disk, vigil.sim.blockio);
+datastore-fill datastore used    the datastore holds ``used`` MiB besides the VMs' disks;
+datastore-latency datastore latency latency_per_iops   its operations take that long now.
 Faults inside guests and the monitoring settings: vigil.sim.guest_faults.
 """
 from __future__ import annotations
@@ -116,6 +118,11 @@ async def apply(w: World, a: dict[str, Any]) -> None:
     elif f == "vm-load":
         old = w.vm_load.get(a["vm"], (0.1, w.vm_memory.get(a["vm"], 256) / 2))
         w.vm_load[a["vm"]] = (float(a.get("cpu", old[0])), float(a.get("memory", old[1])))
+        if "iops" in a:
+            w.vm_iops[a["vm"]] = float(a["iops"])
+    elif f == "datastore-latency":
+        old_l = w.ds_latency.get(a["datastore"], (1.0, 0.0))
+        w.ds_latency[a["datastore"]] = (float(a.get("latency", old_l[0])), float(a.get("latency_per_iops", old_l[1])))
     elif f in ("vm-create", "ft-enable", "set-admission", "set-retries", "what-if", "vm-resize"):
         await operator(w, a)
     elif f in guest_faults.FAULTS:

@@ -116,6 +116,8 @@ class Run:
         for d in sc.datastores:  # a size makes the agents report the datastore's space
             self.world.ds_size[d["name"]] = float(d["size"])
             self.world.ds_used[d["name"]] = float(d.get("used", 0.0))
+            if "latency" in d or "latency_per_iops" in d:  # vigil.sim.blockio
+                self.world.ds_latency[d["name"]] = (float(d.get("latency", 1.0)), float(d.get("latency_per_iops", 0.0)))
         groups = {g["name"]: HostGroup(g["name"], tuple(g["hosts"])) for g in sc.hostgroups}
         self.rules = resolve((rule_of(r) for r in sc.rules), groups)
         self.must_broken: list[str] = []  # a VM started where a must VM-host rule forbids
@@ -149,6 +151,8 @@ class Run:
             self.world.vm_memory[spec.name] = spec.memory_mb
             if "cpu" in v or "mem_used" in v:  # the load its guest puts on its host (vm-load changes it)
                 self.world.vm_load[spec.name] = (float(v.get("cpu", 0.1)), float(v.get("mem_used", spec.memory_mb / 2)))
+            if "iops" in v:  # its disks' I/O (vigil.sim.blockio)
+                self.world.vm_iops[spec.name] = float(v["iops"])
             if "guest_up" in v:
                 self.world.guest_up_s[spec.name] = float(v["guest_up"])
             ev = make_event("vm-created", f"{spec.name} created", vm=spec.name, source="cli", at=self.clock.time())

@@ -85,6 +85,8 @@ class World:
         self.vm_memory: dict[str, int] = {}  # VM -> its spec's memory (the idle load's half)
         self.ds_size: dict[str, float] = {}  # datastore -> MiB (reported as space only when set)
         self.ds_used: dict[str, float] = {}  # datastore -> MiB used besides the VMs' disks (datastore-fill)
+        self.vm_iops: dict[str, float] = {}  # VM -> writes a second on each disk (vigil.sim.blockio)
+        self.ds_latency: dict[str, tuple[float, float]] = {}  # datastore -> (ms, ms per op/s on it)
         self.report_load = False  # the agents write load/ (scenarios about DRS; the others' logs unchanged)
         self._pid = 1000
 

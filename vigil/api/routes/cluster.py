@@ -12,6 +12,7 @@ from vigil.api.schemas import ClusterOut, DatastoreIn, DatastoreOut, Done, Evacu
 from vigil.api.security import ADMIN, OPERATE, READ, if_match
 from vigil.model import DatastoreSpec
 from vigil.service.common import Conflict, NotFound
+from vigil.service.datastore_clusters import datastore_figures
 
 router = APIRouter(tags=["cluster"])
 @router.get("/cluster", response_model=ClusterOut, dependencies=[READ], responses=problem_responses(401, 403, 503))
@@ -73,8 +74,9 @@ async def fence(name: str, request: Request) -> Done:
 async def list_datastores(request: Request) -> list[dict[str, Any]]:
     store = request.app.state.store
     dss, c = await service.datastores(store), await readmodel.cluster(request.app)
-    return [{"name": n, "path": d.path, "hosts": [h["name"] for h in c["hosts"] if n in h["datastores"]]}
-            for n, d in sorted(dss.items())]
+    figs = await datastore_figures(store)  # Storage DRS: cluster, space, latency
+    return [{"name": n, "path": d.path, "hosts": [h["name"] for h in c["hosts"] if n in h["datastores"]],
+             **figs.get(n, {})} for n, d in sorted(dss.items())]
 
 
 @router.post("/datastores", response_model=Done, status_code=201, dependencies=[ADMIN],

@@ -23,6 +23,8 @@ class DrsSettingsIn(Strict):
     max_moves: Optional[int] = Field(None, ge=1)
     gain_per_gib: Optional[float] = Field(None, ge=0)
     space_threshold: Optional[float] = Field(None, ge=0.1, le=0.99, description="Storage DRS: share of a datastore")
+    latency_threshold_ms: Optional[float] = Field(None, ge=1, le=1000,
+                                                  description="Storage DRS: mean disk operation time, ms")
 
 
 class DrsApplyIn(Strict):

@@ -30,7 +30,8 @@ def spec_of(body: VmIn) -> VMSpec:
     return VMSpec(name=body.name, memory_mb=body.memory_mb, vcpus=body.vcpus, disks=disks, boot=boot,
                   restart_priority=body.restart_priority, isolation_response=body.isolation_response,
                   shutdown_timeout_s=body.shutdown_timeout_s, power=body.power, networks=tuple(body.networks),
-                  ready=body.ready, ready_delay_s=body.ready_delay_s, ready_timeout_s=body.ready_timeout_s)
+                  ready=body.ready, ready_delay_s=body.ready_delay_s, ready_timeout_s=body.ready_timeout_s,
+                  balloon=body.balloon)
 
 
 async def vm_out(request: Request, name: str) -> dict[str, Any]:
