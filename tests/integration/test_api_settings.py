@@ -111,3 +111,20 @@ def test_roles_credentials_and_stale_revisions(rig: Rig) -> None:
     stale = admin.put("/api/v1/cluster/settings/retries", json={"delays": [2]}, headers={"If-Match": str(rev)})
     assert stale.status_code == 409 and "changed since revision" in stale.json()["detail"], stale.text
     assert rig.dump() == before
+
+
+def test_the_cli_lists_them(rig: Rig, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`vigil cluster settings` reads the same route."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "VIGIL_API": rig.url, "VIGIL_CA": rig.ca,
+           "VIGIL_TOKEN": rig.tokens["auditor"]}
+    vigil = os.path.join(os.path.dirname(sys.executable), "vigil")
+    r = subprocess.run([vigil, "cluster", "settings", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [s["name"] for s in json.loads(r.stdout)] == NAMES
+    r = subprocess.run([vigil, "cluster", "settings"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and "orchestration" in r.stdout and "ready when" in r.stdout, r.stdout + r.stderr
