@@ -147,6 +147,12 @@ def test_policies_rules_and_load_in_the_dashboard(rig: Rig, browser) -> None:  #
     assert (got["value"]["mode"], got["value"]["max_moves"], got["stored"]["mode"]) == ("manual", 2, "manual"), got
     assert api.get("/api/v1/drs/settings").json()["mode"] == "manual"
     shot(page, "2-drs-saved")
+    # a monitoring preset chosen brings its own values (not the ones shown for the old preset)
+    page.get_by_test_id("setting-edit-monitoring").click()
+    page.get_by_test_id("setting-monitoring-preset").select_option("high")
+    page.get_by_test_id("setting-save-monitoring").click()
+    expect(page.get_by_test_id("setting-summary-monitoring")).to_contain_text("high: reset after 30s", timeout=T)
+    assert api.get("/api/v1/cluster/monitoring").json()["interval_s"] == 30
 
     # Rules: base runs on h1, against not-first: marked; apart is kept
     expect(page.get_by_test_id("rule-not-first")).to_have_attribute("data-conflict", "true", timeout=T)

@@ -39,7 +39,12 @@ function shown(v) {
 function input(name, [key, kind, choices], value) {
   const testid = `setting-${name}-${key}`;
   if (kind === "select") {
-    return h("select", { name: key, testid }, choices.map((c) =>
+    // a new monitoring preset brings its own values: the numbers typed over the old one go
+    const onchange = key === "preset" ? (e) => e.target.form.querySelectorAll("input[type=number]").forEach((i) => {
+      i.value = "";
+      i.placeholder = "the preset's";
+    }) : undefined;
+    return h("select", { name: key, testid, onchange }, choices.map((c) =>
       h("option", { value: c, selected: String(c) === String(value) }, String(c))));
   }
   if (kind === "bool") return h("input", { type: "checkbox", name: key, testid, checked: !!value });
