@@ -125,6 +125,9 @@ def test_policies_rules_and_load_in_the_dashboard(rig: Rig, browser) -> None:  #
     expect(page.get_by_test_id("load-h2")).to_have_text("-")
     expect(page.get_by_test_id("load-base")).to_have_attribute("data-cpu-pct", "25")
     expect(page.get_by_test_id("load-base")).to_have_attribute("data-memory-mb", "200")
+    page.get_by_test_id("open-base").click()
+    expect(page.get_by_test_id("panel-load")).to_have_attribute("data-cpu-pct", "25", timeout=T)
+    page.get_by_test_id("panel-close").click()
 
     # Policies: all five shown; DRS edited with a bad value first
     for name in ("admission", "retries", "monitoring", "orchestration", "drs"):
