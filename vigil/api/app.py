@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from vigil import __version__
 from vigil.api import problems, readmodel
 from vigil.api.metrics import metrics_response
-from vigil.api.routes import access, admission, cluster, drs, events, monitoring, orchestration, tasks, vms
+from vigil.api.routes import access, admission, cluster, drs, events, monitoring, orchestration, settings, tasks, vms
 from vigil.api.routes import datastore_clusters
 from vigil.api.schemas import Health, Problem
 from vigil.api.security import READ
@@ -63,7 +63,7 @@ def create_app(endpoints: list[str], tls: EtcdTLS | None = None) -> FastAPI:
 
     api = APIRouter(prefix=PREFIX)
     for r in (cluster.router, admission.router, vms.router, tasks.router, events.router, access.router, drs.router,
-              monitoring.router, orchestration.router, datastore_clusters.router):
+              monitoring.router, orchestration.router, datastore_clusters.router, settings.router):
         api.include_router(r)
     app.include_router(api)
 

@@ -34,6 +34,7 @@ from vigil.cli import admission as admission  # noqa: F401 - adds its commands t
 from vigil.cli import monitoring  # noqa: F401  (adds 'cluster set monitoring', 'cluster monitoring', 'vm set')
 from vigil.cli import cluster_init  # noqa: F401  (vigil cluster init / add-host / remove-host / admin)
 from vigil.cli import orchestration as _orchestration  # noqa: F401 - adds its commands to 'vigil cluster'
+from vigil.cli import settings as _settings  # noqa: F401 - adds 'vigil cluster settings'
 from vigil.cli.common import fail, friendly
 from vigil.cli.vm import parse_disk
 from vigil.sim import cli as sim_cli

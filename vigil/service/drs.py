@@ -24,13 +24,15 @@ async def get_drs(store: Store) -> tuple[dict[str, Any], int]:
         return raw, rev
 
 
-async def set_drs(store: Store, changes: dict[str, Any], revision: int | None = None) -> dict[str, Any]:
-    """Change some DRS settings (the others keep their value); refused whole when one is bad."""
+async def set_drs(store: Store, changes: dict[str, Any], revision: int | None = None,
+                  replace: bool = False) -> dict[str, Any]:
+    """Change some DRS settings (the others keep their value; ``replace``: take their
+    defaults); refused whole when one is bad."""
     changes = {k: v for k, v in changes.items() if v is not None}
-    if not changes:
+    if not changes and not replace:
         raise Invalid("nothing to set: give --mode, --threshold or another setting")
     raw, rev = await get_setting(store, "drs")
-    new = {**raw, **changes}
+    new = dict(changes) if replace else {**raw, **changes}
     try:
         s = drs_settings(new)
     except SpecError as e:

@@ -8,10 +8,9 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from vigil.api.problems import problem_responses
 from vigil.api.security import ADMIN, READ, if_match
-from vigil.model import SpecError
-from vigil.policy.orchestration import SETTING, read_settings, settings_to_json, validate_settings
-from vigil.service.common import Invalid
-from vigil.service.settings import get_setting, put_setting
+from vigil.policy.orchestration import SETTING, read_settings, settings_to_json
+from vigil.service.cluster_settings import set_orchestration
+from vigil.service.settings import get_setting
 
 router = APIRouter(tags=["cluster"])
 
@@ -28,9 +27,5 @@ async def put_orchestration(request: Request, body: dict[str, Any] = Body(...),
                             revision: Optional[int] = Depends(if_match)) -> dict[str, Any]:
     """Replace the settings: ``{"ready": allocated|powered-on|guest|app, "delay_s", "timeout_s",
     "tiers": {priority: {the same}}}``; absent fields keep their defaults."""
-    try:
-        s = validate_settings(body)
-    except SpecError as e:
-        raise Invalid(str(e)) from None
-    rev = await put_setting(request.app.state.store, SETTING, dict(body), revision)
-    return {"effective": settings_to_json(s), "stored": body, "revision": rev}
+    rev = await set_orchestration(request.app.state.store, body, revision)
+    return {"effective": settings_to_json(read_settings(body)), "stored": body, "revision": rev}

@@ -20,8 +20,8 @@ export function setCsrf(token) {
 }
 
 /** One request; resolves to the decoded body, rejects with an ApiError. */
-export async function request(method, path, body) {
-  const headers = { Accept: "application/json, application/problem+json" };
+export async function request(method, path, body, extra) {
+  const headers = { Accept: "application/json, application/problem+json", ...(extra || {}) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrf;
   let resp;
@@ -49,7 +49,7 @@ export async function request(method, path, body) {
 
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body);
-export const put = (path, body) => request("PUT", path, body);
+export const put = (path, body, headers) => request("PUT", path, body, headers);
 export const del = (path) => request("DELETE", path);
 
 /** A path segment, escaped. */

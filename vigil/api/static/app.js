@@ -7,6 +7,8 @@ import { closePanel, installMigrate, openMigrate, openPanel, panelEvent, panelVm
 import { eventItem, renderCluster, renderTasks } from "./views.js";
 import { refreshCapacity } from "./capacity.js";
 import { refreshPolicies } from "./policies.js";
+import { refreshSettings } from "./settings.js";
+import { refreshRules } from "./rules.js";
 
 const REFRESH_MS = 250;        // at most four re-reads a second
 const POLL_MS = 3000;          // while the stream is down
@@ -17,8 +19,10 @@ const S = { me: null, cluster: null, tasks: [], stream: null, retry: 0, eventKey
 
 const ctx = {
   canWrite: false,
+  role: "",
   act,
   report: (text) => notify("error", text),
+  notify: (text) => notify("ok", text),
   openVm: (name) => openPanel(name, S.cluster, ctx),
   openMigrate: (name) => openMigrate(name, ctx),
 };
@@ -66,6 +70,7 @@ function loggedIn(me) {
   S.me = me;
   setCsrf(me.csrf_token);
   ctx.canWrite = WRITERS.has(me.role);
+  ctx.role = me.role;
   document.body.dataset.role = me.role;
   $("who-name").textContent = `${me.user} (${me.role})`;
   $("who").hidden = false;
@@ -143,6 +148,8 @@ async function refresh() {
     renderCluster(cluster, ctx);
     refreshCapacity();
     refreshPolicies();
+    refreshSettings(ctx);
+    refreshRules(ctx);
     renderTasks(tasks, ctx);
     renderPanel(cluster, ctx);
     fillFilters(cluster);

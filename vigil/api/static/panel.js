@@ -1,7 +1,7 @@
 // The VM panel (details, actions, its events) and the migration host picker.
 import { del, get, post, put, seg } from "./api.js";
 import { $, badge, bytes, h, mb, replace, stamp } from "./dom.js";
-import { diskList, eventItem, ftLabel, vmActions } from "./views.js";
+import { diskList, eventItem, ftLabel, measured, vmActions } from "./views.js";
 
 let openName = null;
 let actionsKey = "";
@@ -77,6 +77,7 @@ export function renderPanel(cluster, ctx) {
     ...row("Owner", v.owner || "-"),
     ...row("Since", v.since ? stamp(v.since) : "-"),
     ...row("Size", `${mb(v.memory_mb)}, ${v.vcpus} vCPU`),
+    ...row("Load", measured(v.load, v.vcpus, v.memory_mb, "memory_mb", "panel-load")),
     ...row("Restart priority", v.priority),
     ...row("Isolation response", v.isolation_response),
     ...row("Guest heartbeat", badge(v.guest), v.acked >= 0 ? h("span.small.muted", {}, ` acked ${v.acked}`) : null),

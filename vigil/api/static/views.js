@@ -23,13 +23,13 @@ export function renderCluster(c, ctx) {
     h("th", {}, "Total"), h("td", {}, `${c.hosts.filter((x) => x.state === "running").length} running`),
     h("td", {}, usage(c.memory_used_mb, c.memory_mb, mb, "total-memory")),
     h("td", {}, usage(c.vcpus_used, c.cpus, count, "total-vcpus")),
-    h("td", {}, String(c.vms.length)), h("td", { colspan: 2 }))]);
+    h("td"), h("td", {}, String(c.vms.length)), h("td", { colspan: 2 }))]);
   replace($("etcd"), [h("span.muted", {}, "etcd"), ...c.etcd.map((m) =>
     h("span.member." + (m.healthy ? "ok" : "bad"), { testid: `etcd-${m.endpoint}`, dataset: { healthy: m.healthy },
       title: m.healthy ? "healthy" : "not answering" }, m.endpoint))]);
   $("vm-count").textContent = `· ${c.vms.length}`;
   replace($("vms"), c.vms.length ? c.vms.map((v) => vmRow(v, ctx))
-    : [h("tr", {}, h("td.empty", { colspan: 10 }, "No VMs defined."))]);
+    : [h("tr", {}, h("td.empty", { colspan: 11 }, "No VMs defined."))]);
 }
 
 function hostRow(host, ctx) {
@@ -39,11 +39,30 @@ function hostRow(host, ctx) {
     h("td", {}, badge(host.state, `host-state-${host.name}`), host.lease ? null : h("div.muted.small", {}, "no lease")),
     h("td", {}, usage(host.memory_used_mb, host.memory_mb, mb, `mem-${host.name}`)),
     h("td", {}, usage(host.vcpus_used, host.cpus, count, `cpu-${host.name}`)),
+    h("td" + (host.lease ? "" : ".stale"), host.lease ? {} : { title: "as last reported: its agent holds no lease now" },
+      measured(host.load, host.cpus, host.memory_mb, "memory_used_mb", `load-${host.name}`)),
     h("td", { title: host.vms.join(", ") }, h("span", { testid: `vmcount-${host.name}` }, String(host.vms.length))),
     h("td.small", {}, host.datastores.join(", ") || "-"),
     h("td.act-col", {}, ctx.canWrite ? maintenanceButton(host, ctx) : null),
   ];
   return h("tr", { testid: `host-${host.name}`, dataset: { state: host.state, leader: host.leader } }, cells);
+}
+
+/** The load its agent measured (smoothed): CPU as a share of the cores (a VM's: of its
+ * vCPUs), memory in use (a VM's: resident) of its size; "-" while none was reported. */
+export function measured(load, cpus, memoryMb, memKey, testid) {
+  if (!load) return h("span.muted", { testid }, "-");
+  const cpuPct = cpus > 0 ? Math.round((100 * (Number(load.cpu) || 0)) / cpus) : 0;
+  const used = Number(load[memKey]) || 0;
+  const memPct = memoryMb > 0 ? Math.round((100 * used) / memoryMb) : 0;
+  const line = (p, text, title) => {
+    const fill = h("span.fill." + (p >= 90 ? "high" : p >= 70 ? "mid" : "low"));
+    fill.style.width = `${Math.min(100, p)}%`;
+    return h("div.usage", { title }, h("div.meter", {}, fill), h("span.nums", {}, text));
+  };
+  return h("div.load", { testid, dataset: { cpuPct, memoryMb: used } },
+    line(cpuPct, `CPU ${cpuPct}%`, `${Number(load.cpu || 0).toFixed(2)} of ${cpus} cores`),
+    line(memPct, `mem ${mb(used)}`, `${mb(used)} of ${mb(memoryMb)} in use`));
 }
 
 function maintenanceButton(host, ctx) {
@@ -98,6 +117,7 @@ function vmRow(v, ctx) {
       h("div.muted.small", {}, `${mb(v.memory_mb)} · ${v.vcpus} vCPU`)),
     h("td", { title: v.message }, badge(v.state, `vm-state-${v.name}`), v.power === "off" ? h("span.muted.small", {}, " off") : null),
     h("td", {}, where || h("span.muted", {}, "-"), moving ? h("span.muted.small", {}, ` → ${v.assigned}`) : null),
+    h("td", {}, measured(v.load, v.vcpus, v.memory_mb, "memory_mb", `load-${v.name}`)),
     h("td", {}, h("span.prio.p-" + v.priority, {}, v.priority)),
     h("td.small", {}, v.isolation_response),
     h("td", {}, ftLabel(v.ft)),
