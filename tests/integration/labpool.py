@@ -58,7 +58,7 @@ class LabPool:
         stack = contextlib.ExitStack()
         try:
             self.lab = stack.enter_context(running_lab(**self.config))
-            self._fresh = self._look()
+            self._fresh = self._settled()
         except BaseException:
             stack.close()
             self.lab = None
@@ -102,6 +102,17 @@ class LabPool:
             procs[h] = (s.get("state"), s.get("boots"), s.get("resets"), lab.supervisor_pid(h),
                         lab.etcd_pid(h), lab.agent_pid(h) is not None, lab.api_pid(h) is not None)
         return {"desired": desired, "hosts": hosts, "leader": bool(c["leader"]), "procs": procs}
+
+    def _settled(self) -> dict[str, Any]:
+        """The fresh lab's look once every host reaches every datastore (the lab is ready
+        with one each), or as it is after 30 s."""
+        want = tuple(sorted(self.lab.state["datastores"]))
+        deadline = time.monotonic() + 30
+        while True:
+            look = self._look()
+            if all(ds == want for _, _, ds in look["hosts"].values()) or time.monotonic() > deadline:
+                return look
+            time.sleep(0.5)
 
     def _differences(self) -> list[str]:
         from vigil.lab import etcd as etcdmod
