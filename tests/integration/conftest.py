@@ -28,3 +28,13 @@ async def rig(tmp_path: Path, image: GuestImage, accel: str) -> AsyncIterator[St
     """Datastores ds1 and ds2 under tmp_path; every QEMU a test starts is killed at the end."""
     async with standalone(image, accel, root=tmp_path, datastores=("ds1", "ds2")) as r:
         yield r
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    """Each phase's report on the test item (``item.rep_call``...): a shared lab
+    (labpool.LabPool) is reused only after a test that passed."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+

@@ -9,12 +9,11 @@ from __future__ import annotations
 import subprocess
 import time
 
-import pytest
-
 from vigil.lab import faults, observe
 
 import apicheck
-from labcheck import LAB_MARKS, assert_refused, kinds_since, running_lab, vigil_cmd
+from labcheck import LAB_MARKS, assert_refused, kinds_since, vigil_cmd
+from labpool import shared_lab
 from vigil.lab.scenario import create_lab_vms
 
 pytestmark = LAB_MARKS
@@ -22,10 +21,9 @@ pytestmark = LAB_MARKS
 FAILOVER_TIMEOUT = 120
 
 
-@pytest.fixture
-def lab():
-    with running_lab(hosts=3, datastores=1, reboot_delay_s=60.0) as lab:
-        yield lab
+# one lab for the module while each test leaves it as fresh (labpool): most tests here
+# power off, hang or isolate a host, and the next test then gets a new lab
+lab_pool, lab = shared_lab(hosts=3, datastores=1, reboot_delay_s=60.0)
 
 
 def vms_on(host: str) -> list[str]:

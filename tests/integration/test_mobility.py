@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from vigil import service
 from vigil.lab import faults, observe
@@ -19,15 +18,14 @@ from vigil.model import Rule
 from vigil.store import keys as K
 
 import apicheck
-from labcheck import LAB_MARKS, assert_refused, running_lab, vigil_cmd
+from labcheck import LAB_MARKS, assert_refused, vigil_cmd
+from labpool import shared_lab
 
 pytestmark = LAB_MARKS
 
 
-@pytest.fixture
-def lab():
-    with running_lab(hosts=3, datastores=2, memory_mb=1536, reboot_delay_s=60.0) as lab:
-        yield lab
+# one lab for the module while each test leaves it as fresh (labpool)
+lab_pool, lab = shared_lab(hosts=3, datastores=2, memory_mb=1536, reboot_delay_s=60.0)
 
 
 def start(names: list[str], host: str, **kw) -> None:

@@ -29,7 +29,6 @@ from typing import Callable
 # Bump when the image layout changes in a way the hashed inputs do not show.
 BUILD_FORMAT = 3
 
-KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
 
 # Modules the guest loads, by module name; dependencies are added from each module's
@@ -50,6 +49,7 @@ GUEST_MODULES = (
 BASE_CMDLINE = "console=ttyS0 no_timer_check panic=1 quiet loglevel=4"
 
 from vigil.config import cache_dir as vigil_cache_dir
+from vigil.hypervisor import kernel_package
 from vigil.hypervisor.accel import READY_LINE  # noqa: F401  (the line the guest prints once up)
 
 
@@ -82,17 +82,13 @@ def _guest_file(name: str) -> bytes:
     return resources.files("vigil.hypervisor").joinpath("guest", name).read_bytes()
 
 
-def resolve_kernel_package() -> tuple[str, str]:
-    """Return (package, version) of the real kernel package behind the cloud meta package."""
-    out = _run(["apt-cache", "depends", KERNEL_META_PACKAGE])
-    m = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)", out)
-    if not m:
-        raise GuestImageError(f"apt-cache depends {KERNEL_META_PACKAGE}: no kernel package in {out!r}")
-    pkg = m.group(1)
-    out = _run(["apt-cache", "policy", pkg])
-    v = re.search(r"Candidate:\s*(\S+)", out)
-    version = v.group(1) if v and v.group(1) != "(none)" else "unknown"
-    return pkg, version
+def resolve_kernel_package(cache_dir: Path | None = None) -> tuple[str, str]:
+    """Return (package, version) of the real kernel package behind the cloud meta package
+    (apt's answer kept in ``cache_dir`` while apt's inputs are unchanged)."""
+    try:
+        return kernel_package.resolve(cache_dir or default_cache_dir(), _run)
+    except LookupError as e:
+        raise GuestImageError(str(e)) from None
 
 
 def _download(pkg: str, dest: Path, progress: Callable[[str], None]) -> Path:
@@ -272,7 +268,7 @@ def build_guest_image(
     with open(cache_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            pkg, version = resolve_kernel_package()
+            pkg, version = resolve_kernel_package(cache_dir)
         except GuestImageError:
             # No apt metadata: an image already built is better than none.
             if stamp.exists() and kernel.exists() and initrd.exists():

@@ -1,0 +1,236 @@
+"""One lab shared by the tests of a module, as long as each test leaves it as a fresh one.
+
+A lab takes seconds to build; most tests that move VMs around leave every host as it was.
+After each test that passed, ``LabPool`` heals the lab's faults, deletes every VM (and waits
+until its QEMU is gone and its records and files are removed), and then checks that the lab
+is indistinguishable from a fresh one for the next test:
+
+- every host still on its first boot, never reset, the same supervisor and etcd processes
+  (an agent killed and started again is as new as a fresh one), all etcd members healthy, no fault left in the lab's state and no nftables rule of the lab;
+- every host leased, reaching every datastore, in the state a fresh lab showed; a leader;
+- the cluster's desired state (datastores, VMs, rules, host groups, tasks, maintenance,
+  settings, FT, users and tokens...) exactly what the fresh lab had, no QEMU on the machine.
+
+Any doubt (a failed test, a host that rebooted or was killed, a check that does not pass
+within its time) and the lab is torn down: the next test gets a new one. The tests' own
+invariant checks are unchanged: they only ever look at their own VMs and at events since
+their own start.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+import warnings
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from labcheck import running_lab
+
+# The etcd prefixes that hold what the cluster is asked to be (or records of such objects):
+# each must be the same after a test as right after `lab up`.
+_DESIRED = ("datastores/", "vms/", "assign/", "own/", "vmstatus/", "rules/", "hostgroups/",
+            "tasks/", "maintenance/", "ft/", "ftrx/", "ftack/", "ftstat/", "settings/",
+            "diskstate/", "monitoring/")
+# Records of a VM that outlive its spec a moment: removed once its QEMU is gone.
+# Faults after which a host is not the fresh lab's host any more.
+_HOST_LOSING_FAULTS = ("power_off", "hang", "watchdog-late", "etcd_down")
+_VM_RECORDS = ("vmstatus/", "tasks/", "diskstate/", "monitoring/", "ft/", "ftrx/", "ftack/", "ftstat/")
+
+
+class LabNotReused(UserWarning):
+    """The shared lab could not be made as fresh after a test: the next test gets a new one."""
+
+
+class LabPool:
+    """A lab of ``config``, reused by the module's tests while it is as fresh."""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+        self._stack: contextlib.ExitStack | None = None
+        self.lab: Any = None
+        self._fresh: dict[str, Any] = {}
+        self.reused = 0
+
+    # --- the pool's lab -------------------------------------------------------------
+    def _up(self) -> Any:
+        stack = contextlib.ExitStack()
+        try:
+            self.lab = stack.enter_context(running_lab(**self.config))
+            self._fresh = self._settled()
+        except BaseException:
+            stack.close()
+            self.lab = None
+            raise
+        self._stack = stack
+        return self.lab
+
+    def close(self) -> None:
+        """Tear the lab down (namespaces, mounts, loop devices, processes)."""
+        stack, self._stack, self.lab = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    @contextlib.contextmanager
+    def use(self, passed: Any) -> Iterator[Any]:
+        """The lab for one test; ``passed()`` says afterwards whether the test passed."""
+        lab = self.lab if self.lab is not None else self._up()
+        try:
+            yield lab
+        finally:
+            if not (passed() and self._heal()):
+                self.close()
+
+    # --- what a fresh lab looks like ----------------------------------------------------
+    def _look(self) -> dict[str, Any]:
+        """What must be the same between a fresh lab and a reused one."""
+        from vigil.lab import observe
+        from vigil.store import keys as K
+
+        lab = self.lab
+        snap = observe.call(lambda s: s.snapshot(), timeout=10)
+        desired = {k: e.value for k, e in snap.items()
+                   if k.startswith(tuple(K.PREFIX + p for p in _DESIRED)) or k.startswith((K.USERS, K.TOKENS))}
+        c = observe.cluster()
+        hosts = {h["name"]: (h["state"], bool(h["lease"]), tuple(sorted(h["datastores"]))) for h in c["hosts"]}
+        procs = {}
+        for h in lab.hosts:
+            s = lab.supervisor_status(h)
+            # an agent or API server killed and started again by its supervisor is as new as
+            # a fresh lab's: only that one runs is compared
+            procs[h] = (s.get("state"), s.get("boots"), s.get("resets"), lab.supervisor_pid(h),
+                        lab.etcd_pid(h), lab.agent_pid(h) is not None, lab.api_pid(h) is not None)
+        return {"desired": desired, "hosts": hosts, "leader": bool(c["leader"]), "procs": procs}
+
+    def _settled(self) -> dict[str, Any]:
+        """The fresh lab's look once every host reaches every datastore (the lab is ready
+        with one each), or as it is after 30 s."""
+        want = tuple(sorted(self.lab.state["datastores"]))
+        deadline = time.monotonic() + 30
+        while True:
+            look = self._look()
+            if all(ds == want for _, _, ds in look["hosts"].values()) or time.monotonic() > deadline:
+                return look
+            time.sleep(0.5)
+
+    def _differences(self) -> list[str]:
+        from vigil.lab import etcd as etcdmod
+        from vigil.lab import observe
+        from vigil.lab.layout import NFT_FAMILY, NFT_TABLE, run
+
+        lab = self.lab
+        why = []
+        now = self._look()
+        for part in ("procs", "hosts", "leader", "desired"):
+            if now[part] != self._fresh[part]:
+                why.append(f"{part}: {now[part]!r} != {self._fresh[part]!r}")
+        if lab.state.get("faults"):
+            why.append(f"faults left: {lab.state['faults']}")
+        if sum(etcdmod.health(lab.etcd_endpoints, tls=lab.etcd_tls).values()) != len(lab.etcd_endpoints):
+            why.append("an etcd member is not healthy")
+        table = run(["nft", "list", "table", NFT_FAMILY, NFT_TABLE], check=False)
+        if table.returncode == 0 and "drop" in table.stdout:
+            why.append(f"nftables rules left: {table.stdout}")
+        if observe.qemu_processes():
+            why.append(f"QEMUs left: {observe.qemu_processes()}")
+        return why
+
+    # --- between two tests ----------------------------------------------------------------
+    def _heal(self) -> bool:
+        """Make the lab as fresh again; False (the lab is to go) if it cannot be."""
+        from vigil import service
+        from vigil.lab import faults, observe
+        from vigil.lab.layout import DS_DIR, HOSTS_DIR
+        from vigil.store import keys as K
+
+        lab = self.lab
+        if lab is None:
+            return False
+        try:
+            if lost := self._host_lost():
+                return self._not_reused(lost)  # a host's new boot is no faster than a new lab
+            faults.heal(lab)
+            names = [v["name"] for v in observe.cluster()["vms"]]
+            if any(t.state not in ("done", "failed", "cancelled") for t in observe.call(service.tasks)):
+                return self._not_reused("a task still runs")
+            for n in names:
+                observe.call(lambda s, n=n: service.delete_vm(s, n, force=True))
+            observe.wait_for("every VM stopped and released", lambda: not observe.qemu_processes() and not observe.call(
+                lambda s: s.get_prefix(K.OWN)), 120)
+            for p in _VM_RECORDS:
+                observe.call(lambda s, p=p: s.delete_prefix(K.PREFIX + p))
+            for n in names:
+                for d in [DS_DIR / ds / n for ds in lab.state["datastores"]] + [HOSTS_DIR / h / "run" / n for h in lab.hosts]:
+                    shutil.rmtree(d, ignore_errors=True)  # its disks, and its guest's logs the tests read
+            self._drop_rules_groups_maintenance()
+            deadline = time.monotonic() + 30
+            while (why := self._differences()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if why:
+                return self._not_reused("; ".join(why))
+        except Exception as e:  # noqa: BLE001 - any doubt: a fresh lab for the next test
+            return self._not_reused(repr(e))
+        self.reused += 1
+        return True
+
+    def _host_lost(self) -> str:
+        """Why a host is not the one of the fresh lab (powered off, hung, reset, its etcd
+        member killed), or an empty string if none is."""
+        lab = self.lab
+        gone = [f for f in lab.state.get("faults", []) if f["kind"] in _HOST_LOSING_FAULTS]
+        if gone:
+            return f"host faults: {gone}"
+        for h in lab.hosts:
+            s = lab.supervisor_status(h)
+            now = (s.get("state"), s.get("boots"), s.get("resets"), lab.supervisor_pid(h), lab.etcd_pid(h))
+            if now != self._fresh["procs"][h][:5]:
+                return f"{h}: supervisor (state, boots, resets, pid) and etcd pid {now} != {self._fresh['procs'][h][:5]}"
+        return ""
+
+    def _not_reused(self, why: str) -> bool:
+        """Say (in pytest's warnings summary) why the next test gets a new lab."""
+        warnings.warn(f"lab not reused: {why[:2000]}", LabNotReused, stacklevel=2)
+        return False
+
+    def _drop_rules_groups_maintenance(self) -> None:
+        from vigil import service
+        from vigil.lab import observe
+        from vigil.store import keys as K
+
+        snap = observe.call(lambda s: s.snapshot(), timeout=10)
+        for r in service.rules(snap):
+            observe.call(lambda s, r=r: service.delete_rule(s, r.name))
+        for g in service.host_groups(snap):
+            observe.call(lambda s, g=g: service.delete_host_group(s, g.name))
+        for k in snap:
+            if k.startswith(K.MAINTENANCE):
+                observe.call(lambda s, h=k[len(K.MAINTENANCE):]: service.set_maintenance(s, h, False))
+
+
+def passed(request: pytest.FixtureRequest) -> Callable[[], bool]:
+    """Did the test of ``request`` pass its setup and call? (the reports conftest keeps)"""
+    def ok() -> bool:
+        reps = [getattr(request.node, f"rep_{w}", None) for w in ("setup", "call")]
+        return all(r is not None and r.passed for r in reps)
+    return ok
+
+
+def shared_lab(**config: Any) -> tuple[Any, Any]:
+    """The fixtures ``lab_pool`` (module-scoped) and ``lab`` (one test's) of a module whose
+    tests share a lab of ``config``: ``lab_pool, lab = shared_lab(hosts=3, ...)``."""
+
+    @pytest.fixture(scope="module", name="lab_pool")
+    def lab_pool() -> Iterator[LabPool]:
+        pool = LabPool(**config)
+        try:
+            yield pool
+        finally:
+            pool.close()
+
+    @pytest.fixture(name="lab")
+    def lab(lab_pool: LabPool, request: pytest.FixtureRequest) -> Iterator[Any]:
+        with lab_pool.use(passed(request)) as one:
+            yield one
+
+    return lab_pool, lab
