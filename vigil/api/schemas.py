@@ -15,7 +15,10 @@ SHORT = 255
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no coercion (a JSON false is not 0, a
+    "1" is not 1), so what the OpenAPI schema says is exactly what passes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Problem(BaseModel):
