@@ -72,6 +72,7 @@ class AgentConfig:
     fencing_port: int = 0  # 0: the protocol's own (443 for Redfish, 623 for IPMI)
     fencing_ca: str = ""  # Redfish: the CA that signed the BMC's certificate; empty: not verified
     fencing_timeout_s: float = 5.0
+    fencing_hung_after_s: float = 1.5  # heartbeat silence, lease alive: fence (0: only after the lease)
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":

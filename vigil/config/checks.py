@@ -69,6 +69,12 @@ def positive_number(v: Any) -> float:
     return float(v)
 
 
+def non_negative_number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise _want("a number, 0 or more", v)
+    return float(v)
+
+
 def ip(v: Any) -> str:
     if isinstance(v, str) and _is_ip(v):
         return v

@@ -23,6 +23,9 @@ class FenceDevice:
     port: int = 0  # 0: the protocol's own
     ca: str = ""  # Redfish: CA of the BMC's certificate; empty: not verified
     timeout_s: float = 5.0
+    # fence the host once its datastore heartbeat is silent this long while its lease is
+    # alive (a hung host; vigil.policy.fencing.hung_suspect); 0: only after the lease
+    hung_after_s: float = 1.5
 
     @property
     def port_or_default(self) -> int:
@@ -43,7 +46,8 @@ class FenceDevice:
         try:
             return cls(kind=str(d["kind"]), address=str(d["address"]), user=str(d["user"]),
                        password_file=str(d["password_file"]), port=int(d.get("port") or 0),
-                       ca=str(d.get("ca") or ""), timeout_s=float(d.get("timeout_s") or 5.0))
+                       ca=str(d.get("ca") or ""), timeout_s=float(d.get("timeout_s") or 5.0),
+                       hung_after_s=float(d.get("hung_after_s", 1.5)))
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -54,7 +58,7 @@ class FenceDevice:
             return None
         return cls(kind=cfg.fencing_kind, address=cfg.fencing_address, user=cfg.fencing_user,
                    password_file=cfg.fencing_password_file, port=cfg.fencing_port, ca=cfg.fencing_ca,
-                   timeout_s=cfg.fencing_timeout_s)
+                   timeout_s=cfg.fencing_timeout_s, hung_after_s=cfg.fencing_hung_after_s)
 
 
 @dataclass(frozen=True)
