@@ -4,7 +4,9 @@ Brings up a 3-host lab, optionally with idle VMs, waits for it to settle, then r
 CPU time (utime + stime, /proc/PID/stat) of every agent, etcd member and QEMU over a
 window. Prints percent of one core: per host (agent + its etcd member), in all, and the
 ratio to the goal (under 2 % of a core per host). Run as root:
-`.venv/bin/python bench/idle.py [--vms 6] [--seconds 30] [--json]`.
+`.venv/bin/python bench/idle.py [--vms 0 6] [--repeat 3] [--seconds 30] [--json]`
+(several VM counts: one stage each in the same lab, VMs added between them; each stage
+the median of ``--repeat`` windows, with the load average and etcd's requests a second).
 
 Figures (percent of one core, 2-core machine shared with other work, load 1-3):
 
@@ -25,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import sys
 import time
 
@@ -69,33 +73,87 @@ def measure(lab: Lab, seconds: float) -> dict[str, object]:
     }
 
 
+def etcd_requests(lab: Lab) -> dict[str, float]:
+    """etcd's gRPC requests handled so far, by method, summed over the members (their
+    /metrics, over TLS with the lab operator's certificate); {} if a member does not answer."""
+    from vigil.store.health import open_url, url_of
+
+    out: dict[str, float] = {}
+    tls = lab.etcd_tls
+    for ep in lab.state["etcd"]["endpoints"]:
+        try:
+            with open_url(url_of(ep, tls) + "/metrics", 2.0, tls) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        for line in text.splitlines():
+            m = re.match(r'grpc_server_msg_received_total\{.*grpc_method="(\w+)".*\} ([0-9.e+]+)$', line)
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+        m = re.search(r"^etcd_server_proposals_committed_total ([0-9.e+]+)$", text, re.M)
+        if m:
+            out["(raft proposals)"] = out.get("(raft proposals)", 0.0) + float(m.group(1))
+    return out
+
+
+def window(lab: Lab, seconds: float) -> dict[str, object]:
+    """One measurement window, with the load average at its end and etcd's requests a second."""
+    r0 = etcd_requests(lab)
+    out = measure(lab, seconds)
+    r1 = etcd_requests(lab)
+    out["load"] = round(os.getloadavg()[0], 2)
+    out["etcd_requests_per_s"] = {k: round((v - r0.get(k, 0.0)) / out["seconds"], 2)  # type: ignore[operator]
+                                  for k, v in sorted(r1.items()) if v > r0.get(k, 0.0)}
+    return out
+
+
+def summary(runs: list[dict[str, object]], vms: int) -> dict[str, object]:
+    """The median of the windows (per host: of each window's worst host), and each window."""
+    med = statistics.median
+    return {"vms": vms, "windows": len(runs),
+            "worst_host_pct": med(max(r["per_host_pct"].values()) for r in runs),  # type: ignore[union-attr]
+            "per_host_pct": med(v for r in runs for v in r["per_host_pct"].values()),  # type: ignore[union-attr]
+            **{k: med(r[k] for r in runs) for k in ("agents_pct", "etcd_pct", "api_pct", "qemu_pct", "load")},  # type: ignore[type-var]
+            "runs": runs}
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--vms", type=int, default=0, help="idle VMs spread over the hosts")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vms", type=int, nargs="+", default=[0],
+                    help="idle VMs spread over the hosts; several counts (ascending): one stage each, in one lab")
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--repeat", type=int, default=1, help="measurement windows per stage (their median is given)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     lab = Lab()
     lab.up(LabConfig(hosts=3, datastores=1))
+    results = []
     try:
         wait_cluster_ready(3, timeout=120)
-        names = [f"idle{i}" for i in range(args.vms)]
-        if names:
-            create_lab_vms(names, hosts=HOSTS, stagger_s=0.5)
-            observe.wait_for("VMs running", lambda: observe.running_vms_ok(names), timeout=240)
-        time.sleep(10)  # past boots and the first heartbeats
-        out = measure(lab, args.seconds) | {"vms": args.vms}
+        made: list[str] = []
+        for count in sorted(args.vms):
+            names = [f"idle{i}" for i in range(count)]
+            if len(names) > len(made):
+                create_lab_vms(names[len(made):], hosts=HOSTS, stagger_s=0.5)
+                made = names
+                observe.wait_for("VMs running", lambda: observe.running_vms_ok(made), timeout=240)
+            time.sleep(10)  # past boots and the first heartbeats
+            results.append(summary([window(lab, args.seconds) for _ in range(args.repeat)], count))
     finally:
         lab.down()
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(results if len(results) > 1 else results[0]))
         return 0
-    print(f"idle control plane, 3 hosts, {args.vms} idle VMs, {out['seconds']} s:")
-    for h, v in out["per_host_pct"].items():  # type: ignore[union-attr]
-        print(f"  {h}: agent + etcd {v:5.2f} % of a core")
-    print(f"  agents {out['agents_pct']} %, etcd members {out['etcd_pct']} %, QEMUs {out['qemu_pct']} %, "
-          f"API servers {out['api_pct']} % (idle, no client)")
-    print(f"  worst host / goal ({GOAL_PER_HOST} %): {out['worst_host_vs_goal']}x")
+    for out in results:
+        print(f"idle control plane, 3 hosts, {out['vms']} idle VMs, median of {out['windows']} x {args.seconds:g} s:")
+        for i, r in enumerate(out["runs"]):  # type: ignore[union-attr]
+            hosts = " ".join(f"{v:5.2f}" for v in r["per_host_pct"].values())
+            print(f"  window {i + 1}: per host (agent + etcd) {hosts} % | agents {r['agents_pct']} etcd {r['etcd_pct']} "
+                  f"API {r['api_pct']} QEMU {r['qemu_pct']} % | load {r['load']}")
+            print(f"    etcd requests/s: {', '.join(f'{k} {v}' for k, v in r['etcd_requests_per_s'].items())}")
+        print(f"  median: worst host {out['worst_host_pct']:.2f} %, a host {out['per_host_pct']:.2f} % "
+              f"(goal {GOAL_PER_HOST} %: {out['worst_host_pct'] / GOAL_PER_HOST:.2f}x); agents {out['agents_pct']} %, "
+              f"etcd members {out['etcd_pct']} %, API servers {out['api_pct']} % (idle, no client), load {out['load']}")
     return 0
 
 

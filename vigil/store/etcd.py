@@ -22,6 +22,7 @@ import grpc
 
 from vigil.store import keys as K
 from vigil.store.changes import Changes
+from vigil.store.keepalive import KeepAliveStream
 from vigil.store.tls import EtcdTLS, TLSClient
 
 log = logging.getLogger("vigil.store")
@@ -95,6 +96,7 @@ class Store:
         self._snap_seen = (-1, -1)  # (changes.seq, _writes) when that snapshot's read began
         self._snap_at = 0.0  # and the time it began (time.monotonic)
         self._leader_reached = 0.0  # when the last keepalive that got an answer began
+        self._keepalive = KeepAliveStream()  # one LeaseKeepAlive stream for every refresh
         self.changes = Changes()
         self._watch_task: asyncio.Task | None = None
         self.tx = self._client.transactions
@@ -166,6 +168,7 @@ class Store:
         if self._watch_task is not None:
             self._watch_task.cancel()
             self._watch_task = None
+        self._keepalive.close()
         await _close_quietly(self._client)
 
     # -- the watch ---------------------------------------------------------------------
@@ -362,7 +365,7 @@ class Store:
     async def keepalive(self, lease_id: int) -> int:
         """Refresh a lease; return its remaining TTL (0 or less: it is gone)."""
         t0 = time.monotonic()
-        reply = await self._call(self._client.refresh_lease(lease_id))
+        reply = await self._call(self._keepalive.refresh(self._client, lease_id, self.timeout))
         self._leader_reached = t0  # the member answered for the raft leader (see snapshot)
         return int(reply.TTL) if reply is not None else 0
 
