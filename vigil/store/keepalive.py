@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc.aio
 from aetcd import rpc
 
 
@@ -46,7 +47,7 @@ class KeepAliveStream:
             self._client = client
         await self._call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
         reply = await self._call.read()
-        if reply is None or reply is _eof():
+        if reply is None or reply is grpc.aio.EOF:
             raise ConnectionError("etcd ended the keepalive stream")
         return reply
 
@@ -54,9 +55,3 @@ class KeepAliveStream:
         call, self._call, self._client = self._call, None, None
         if call is not None:
             call.cancel()
-
-
-def _eof() -> Any:
-    import grpc.aio
-
-    return grpc.aio.EOF
