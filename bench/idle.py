@@ -8,19 +8,31 @@ ratio to the goal (under 2 % of a core per host). Run as root:
 (several VM counts: one stage each in the same lab, VMs added between them; each stage
 the median of ``--repeat`` windows, with the load average and etcd's requests a second).
 
-Figures (percent of one core, 2-core machine shared with other work, load 1-3):
+Figures (percent of one core, 2-core machine shared with other work; load: 1-minute average):
 
-| when | VMs | agents (3) | etcd members (3) | per host (agent + member) |
-| --- | --- | --- | --- | --- |
-| loops polling etcd every 0.25-0.5 s | 0 | 4.8 - 5.2 | 6.6 - 8.0 | 3.5 - 4.0 |
-| same | 6 | 6.7 - 7.3 | 7.4 - 8.0 | 3.8 - 5.3 |
-| etcd watch, snapshot from memory (60 s) | 0 | 2.55 | 3.88 | 1.98 - 2.25 |
-| same | 6 | 2.97 | 3.53 | 2.00 - 2.28 |
+| when | VMs | agents (3) | etcd members (3) | per host (agent + member) | load |
+| --- | --- | --- | --- | --- | --- |
+| loops polling etcd every 0.25-0.5 s | 0 | 4.8 - 5.2 | 6.6 - 8.0 | 3.5 - 4.0 | 1-3 |
+| same | 6 | 6.7 - 7.3 | 7.4 - 8.0 | 3.8 - 5.3 | 1-3 |
+| etcd watch, snapshot from memory (60 s) | 0 | 2.55 | 3.88 | 1.98 - 2.25 | 1-3 |
+| same | 6 | 2.97 | 3.53 | 2.00 - 2.28 | 1-3 |
+| TLS-only etcd, load reports, VM monitoring (30 s) | 0 | 3.73 | 6.59 | 3.16 - 3.60 | 13 |
+| same (as first reported) | 0, 6 | | | 3.10 - 3.57 | |
+
+The TLS-only row, by etcd's /metrics: each agent's lease keepalive opened and closed a
+LeaseKeepAlive stream twice a second (aetcd's refresh_lease), and each host wrote its load
+report every ~6 s (its own CPU total, the whole shared machine's in the lab, moved past
+the 0.1-core band every few seconds), each write waking every watch and costing every
+agent a revision read and a full snapshot read (~1 range/s per member). Keepalives now
+go on one long-lived stream (vigil.store.keepalive), and a change of a host's own totals
+alone is written after 60 s (what DRS reads, each VM's figures, as soon as before).
 
 What is left when idle: the timings safety rests on (lease keepalive and datastore
 heartbeat every 0.5 s, the controller's 0.25 s cycle that finds a dead host by time, the
 leader check every 0.5 s), the gRPC pings on the watch stream (1 s), and etcd's own floor
-(~0.6-0.9 % per member for a bare idle 3-member cluster here).
+(~0.6-0.9 % per member for a bare idle 3-member cluster at load 1-3, 1.0-1.4 % at load
+8-14, TLS peers and clients). One keepalive through grpc.aio still costs the agent
+~0.3-0.8 ms of CPU (a third of its Python time when idle).
 """
 from __future__ import annotations
 
@@ -73,16 +85,15 @@ def measure(lab: Lab, seconds: float) -> dict[str, object]:
     }
 
 
-def etcd_requests(lab: Lab) -> dict[str, float]:
-    """etcd's gRPC requests handled so far, by method, summed over the members (their
-    /metrics, over TLS with the lab operator's certificate); {} if a member does not answer."""
+def etcd_requests(endpoints: list[str], tls: object) -> dict[str, float]:
+    """etcd's gRPC requests received so far, by method, and its raft proposals, summed over
+    the members (their /metrics, over TLS with ``tls``); {} if a member does not answer."""
     from vigil.store.health import open_url, url_of
 
     out: dict[str, float] = {}
-    tls = lab.etcd_tls
-    for ep in lab.state["etcd"]["endpoints"]:
+    for ep in endpoints:
         try:
-            with open_url(url_of(ep, tls) + "/metrics", 2.0, tls) as r:
+            with open_url(url_of(ep, tls) + "/metrics", 2.0, tls) as r:  # type: ignore[arg-type]
                 text = r.read().decode()
         except OSError:
             return {}
@@ -98,9 +109,10 @@ def etcd_requests(lab: Lab) -> dict[str, float]:
 
 def window(lab: Lab, seconds: float) -> dict[str, object]:
     """One measurement window, with the load average at its end and etcd's requests a second."""
-    r0 = etcd_requests(lab)
+    eps, tls = lab.state["etcd"]["endpoints"], lab.etcd_tls
+    r0 = etcd_requests(eps, tls)
     out = measure(lab, seconds)
-    r1 = etcd_requests(lab)
+    r1 = etcd_requests(eps, tls)
     out["load"] = round(os.getloadavg()[0], 2)
     out["etcd_requests_per_s"] = {k: round((v - r0.get(k, 0.0)) / out["seconds"], 2)  # type: ignore[operator]
                                   for k, v in sorted(r1.items()) if v > r0.get(k, 0.0)}
