@@ -18,6 +18,8 @@ Figures (percent of one core, 2-core machine shared with other work; load: 1-min
 | same | 6 | 2.97 | 3.53 | 2.00 - 2.28 | 1-3 |
 | TLS-only etcd, load reports, VM monitoring (30 s) | 0 | 3.73 | 6.59 | 3.16 - 3.60 | 13 |
 | same (as first reported) | 0, 6 | | | 3.10 - 3.57 | |
+| one keepalive stream, host totals after 60 s (3 x 30 s, median) | 0 | 2.73 | 6.13 | 2.93 (2.63 - 3.20) | 2.4 |
+| same | 6 | 3.47 | 6.07 | 3.20 (2.83 - 3.60) | 2.7 |
 
 The TLS-only row, by etcd's /metrics: each agent's lease keepalive opened and closed a
 LeaseKeepAlive stream twice a second (aetcd's refresh_lease), and each host wrote its load
@@ -26,6 +28,13 @@ the 0.1-core band every few seconds), each write waking every watch and costing 
 agent a revision read and a full snapshot read (~1 range/s per member). Keepalives now
 go on one long-lived stream (vigil.store.keepalive), and a change of a host's own totals
 alone is written after 60 s (what DRS reads, each VM's figures, as soon as before).
+
+After: etcd handles ~6 keepalive messages a second in all (2 per agent, on 3 streams),
+~0.4 ranges and ~0.05 puts a second; yet each lab member still costs ~2 % of a core
+(~1.3-1.6 % on loopback with the same agents, bench/idle_loopback.py): the rest of etcd's
+cost is not the agents' requests but its own (raft heartbeats every 100 ms over TLS peer
+links, followers forwarding each keepalive to the raft leader over HTTPS, gRPC pings from
+the agent and the API server, the Go runtime), to be measured next with a bare lab etcd.
 
 What is left when idle: the timings safety rests on (lease keepalive and datastore
 heartbeat every 0.5 s, the controller's 0.25 s cycle that finds a dead host by time, the
