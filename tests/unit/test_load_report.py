@@ -72,3 +72,14 @@ def test_agent_metrics_show_each_disks_latency():
     s = fams["vigil_vm_disk_latency_seconds"].samples[0]
     assert s.labels == {"vm": "a", "host": "h1", "disk": "0"} and abs(s.value - 0.003) < 1e-9
     assert fams["vigil_vm_disk_operations_per_second"].samples[0].value == 10.0
+
+
+def test_a_change_of_the_host_totals_alone_waits_longer():
+    from vigil.policy.load_smoothing import HOST_WRITE_S, vms_changed
+
+    a = {"cpu": 1.0, "memory_used_mb": 1000, "vms": {"v": {"cpu": 1.0, "memory_mb": 500}}}
+    busy = {**a, "cpu": 1.5}  # the host's other work, not its VMs
+    assert changed(a, busy) and not vms_changed(a, busy)
+    assert not due(a, busy, MIN_WRITE_S) and due(a, busy, HOST_WRITE_S)
+    vm = {**a, "vms": {"v": {"cpu": 1.5, "memory_mb": 500}}}  # what DRS reads: as soon as before
+    assert vms_changed(a, vm) and due(a, vm, MIN_WRITE_S)
