@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 from vigil.agent.agent_base import AgentBase
 from vigil.policy import host as HP
@@ -54,7 +54,6 @@ class Reconciler(AgentBase):
                              owner=state.owners[name].host if name in state.owners else None)
             for name in set(specs) | set(assign) | set(state.owners)
         }
-        nothing = HP.VMFacts()
         mine = [name for name in assign if HP.is_mine(self.me, facts[name])]  # in etcd's order
         for name in mine:  # FT failovers: keep the standby before sync drops the role
             if HP.take_standby(self.me, name, facts[name], self._here(name)) is not None:
@@ -64,21 +63,7 @@ class Reconciler(AgentBase):
         self.ft.sync(state, specs)
         self.disks.update(state)
         self.disks.sync()
-        # VMs running here that should not: stopped, deleted, or handed to another host.
-        for name, vm in list(self.vms.items()):
-            if name in mine:
-                continue
-            here = HP.HereFacts(running=True, stopping=vm.stopping)
-            await self._carry_out(HP.stray_action(self._host_facts(), name, facts.get(name, nothing), here),
-                                  facts, assign)
-        for name in mine:
-            a = facts[name].assignment
-            assert a is not None
-            vm = self.vms.get(name)
-            if vm is not None:  # the spec and generation the assignment gives it
-                vm.spec, vm.gen = specs[name], a.gen
-            await self._carry_out(HP.assigned_action(self._host_facts(), name, facts[name], self._here(name)),
-                                  facts, assign)
+        await carry_out_in_order(self, mine, facts, specs, assign)
 
     def _host_facts(self) -> HP.HostFacts:
         return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
@@ -124,3 +109,26 @@ class Reconciler(AgentBase):
             [self.store.absent(K.OWN + name), self.store.unchanged(K.ASSIGN + name, assigned.rev)],
             [self.store.put_op(K.OWN + name, self.me, self.lease_id)],
         )
+
+
+async def carry_out_in_order(host: Any, mine: Iterable[str], facts: Mapping[str, HP.VMFacts],
+                             specs: Mapping[str, Any], assign: Mapping[str, Any]) -> None:
+    """Reconcile's two passes, the agent's and the simulated agent's alike: first the VMs
+    running here that should not (stopped, deleted, or handed to another host), then
+    those assigned here; each decided by vigil.policy.host right before it is carried
+    out (``host._carry_out``), so that every decision sees the steps before it."""
+    nothing = HP.VMFacts()
+    for name, vm in list(host.vms.items()):
+        if name in mine:
+            continue
+        here = HP.HereFacts(running=True, stopping=vm.stopping)
+        await host._carry_out(HP.stray_action(host._host_facts(), name, facts.get(name, nothing), here),
+                              facts, assign)
+    for name in mine:
+        a = facts[name].assignment
+        assert a is not None
+        vm = host.vms.get(name)
+        if vm is not None:  # the spec and generation the assignment gives it
+            vm.spec, vm.gen = specs[name], a.gen
+        await host._carry_out(HP.assigned_action(host._host_facts(), name, facts[name], host._here(name)),
+                              facts, assign)

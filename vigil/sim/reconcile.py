@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
+from vigil.agent.reconcile import carry_out_in_order
 from vigil.policy import host as HP
 from vigil.policy.crashes import Crashes
 from vigil.sim.reads import EtcdWord, etcd_word
@@ -55,21 +56,7 @@ class Reconciler(VmExecution):
             await self.ft.sync(word)
         self.disks.update(word.diskstate)
         self.disks.sync()
-        nothing = HP.VMFacts()
-        for name, vm in list(self.vms.items()):  # running here, not assigned here to run
-            if name in mine:
-                continue
-            here = HP.HereFacts(running=True, stopping=vm.stopping)
-            await self._carry_out(HP.stray_action(self._host_facts(), name, facts.get(name, nothing), here),
-                                  facts, assign)
-        for name in mine:
-            a = facts[name].assignment
-            assert a is not None
-            vm = self.vms.get(name)
-            if vm is not None:  # the spec and generation the assignment gives it
-                vm.spec, vm.gen = specs[name], a.gen
-            await self._carry_out(HP.assigned_action(self._host_facts(), name, facts[name], self._here(name)),
-                                  facts, assign)
+        await carry_out_in_order(self, mine, facts, specs, assign)  # the real agent's two passes
 
     def _host_facts(self) -> HP.HostFacts:
         return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
