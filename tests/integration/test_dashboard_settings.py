@@ -74,7 +74,8 @@ def rig() -> Iterator[Rig]:
         async def agents_report(s: Store) -> None:  # base runs on h1, as h1's agent measured
             await s.put(K.OWN + "base", "h1")
             await s.put(K.LOAD + "h1", {"time": 1.0, "cpus": 2, "memory_mb": 1024, "cpu": 1.0, "memory_used_mb": 300,
-                                        "vms": {"base": {"cpu": 0.5, "memory_mb": 200}}, "datastores": {}})
+                                        "vms": {"base": {"cpu": 0.5, "memory_mb": 200}},
+                                        "datastores": {"ds1": {"size_mb": 10240, "used_mb": 8704}}})
         r.run(agents_report)
         yield r
 
@@ -125,6 +126,10 @@ def test_policies_rules_and_load_in_the_dashboard(rig: Rig, browser) -> None:  #
     expect(page.get_by_test_id("load-h2")).to_have_text("-")
     expect(page.get_by_test_id("load-base")).to_have_attribute("data-cpu-pct", "25")
     expect(page.get_by_test_id("load-base")).to_have_attribute("data-memory-mb", "200")
+    # the datastores as Storage DRS sees them: space as the agents report it (85 % used)
+    expect(page.get_by_test_id("ds-space-ds1")).to_have_attribute("data-used", "8704", timeout=T)
+    expect(page.get_by_test_id("ds-space-ds1")).to_have_attribute("data-total", "10240")
+    expect(page.get_by_test_id("ds-ds1")).to_contain_text("h1")
     page.get_by_test_id("open-base").click()
     expect(page.get_by_test_id("panel-load")).to_have_attribute("data-cpu-pct", "25", timeout=T)
     page.get_by_test_id("panel-close").click()

@@ -9,6 +9,7 @@ import { refreshCapacity } from "./capacity.js";
 import { refreshPolicies } from "./policies.js";
 import { refreshSettings } from "./settings.js";
 import { refreshRules } from "./rules.js";
+import { refreshDatastores } from "./datastores.js";
 
 const REFRESH_MS = 250;        // at most four re-reads a second
 const POLL_MS = 3000;          // while the stream is down
@@ -150,6 +151,7 @@ async function refresh() {
     refreshPolicies();
     refreshSettings(ctx);
     refreshRules(ctx);
+    refreshDatastores(ctx);
     renderTasks(tasks, ctx);
     renderPanel(cluster, ctx);
     fillFilters(cluster);
