@@ -202,3 +202,29 @@ def test_vigil_host_fence_cuts_the_power_through_the_bmc():
         r = subprocess.run(vigil_cmd() + ["host", "fence", "nosuchhost", "--yes"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 1 and "unknown host" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_clean_agent_restart_is_not_fenced_and_its_vms_run_on():
+    """``systemctl restart vigil-agent`` on a host with a BMC (here the lab supervisor
+    starting the agent again 1 s after its clean stop): its heartbeat is silent longer than
+    hung_after_s, but the stopping agent marked the restart, so nothing is fenced and its
+    VMs run on in the same QEMU processes, adopted by the new agent."""
+    import os
+    import signal
+
+    with lab_with("redfish") as lab:
+        (victim,) = others(1, lab)
+        names = ["r1"]
+        start_vms(names, victim)
+        qemu = observe.qemu_processes()["r1"]
+        old = lab.agent_pid(victim)
+        t0 = time.time()
+        os.kill(old, signal.SIGTERM)
+        observe.wait_for("a new agent", lambda: lab.agent_pid(victim) not in (None, old), 60)
+        observe.wait_for("the VM adopted by the new agent", lambda: any(
+            e.kind == "vms-adopted" and e.host == victim for e in observe.events() if e.time >= t0), 60)
+        time.sleep(2 * BOUND_S)  # past any fence the silence could have led to
+        assert not fence_events(t0, victim), [e.message for e in fence_events(t0, victim)]
+        assert observe.qemu_processes()["r1"] == qemu
+        got = observe.running_vms_ok(names)
+        assert got and got["r1"]["host"] == victim

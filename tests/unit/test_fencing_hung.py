@@ -198,3 +198,34 @@ def test_a_stalled_datastore_is_a_storm_not_a_row_of_hung_hosts():
     # one late host next to a suspect is not more than half
     v = view(host("host1"), host("host2", bmc=BMC, **SILENT), host("host3", bmc=BMC, alive=True, hb=0.8), host("host4"))
     assert [f.host for f in decide(v, classified(v))[0]] == ["host2"]
+
+
+def test_a_planned_agent_restart_is_not_fenced_and_waits_for_the_watchdog_bound_instead():
+    """``systemctl restart vigil-agent``: the stopping agent marks its restart, so its
+    silence meanwhile is neither a hung suspect nor, once its lease ran out, an agent-down
+    host to fence; past the watchdog bound it is failed as it would be without a BMC."""
+    from vigil.policy.fencing import restart_mark_ttl
+
+    v = cluster(replace(host("host2", bmc=BMC, **SILENT), restarting=True))
+    fences, states = decide(v, classified(v))
+    assert fences == [] and states["host2"][0] is HostState.RUNNING
+    down = cluster(replace(host("host2", bmc=BMC, alive=False, hb=4.0, ping=True), restarting=True))
+    assert classified(down)["host2"][0] is HostState.AGENT_DOWN
+    fences, states = decide(down, classified(down))
+    assert fences == [] and states["host2"][0] is HostState.AGENT_DOWN
+    gone = cluster(replace(host("host2", bmc=BMC, alive=False, hb=7.0, ping=True), restarting=True))
+    assert classified(gone)["host2"][0] is HostState.FAILED  # past 6.5 s: the watchdog has reset it
+    # the same silence without the mark is fenced; the mark outlives the bound by no more than a second
+    assert [f.host for f in decide(cluster(host("host2", bmc=BMC, **SILENT)), classified(
+        cluster(host("host2", bmc=BMC, **SILENT))))[0]] == ["host2"]
+    assert restart_mark_ttl(T) == 7
+
+
+def test_the_restart_mark_is_read_into_the_typed_state():
+    from vigil.store import keys as K
+    from vigil.store.etcd import Entry
+    from vigil.store.state import cluster_state
+
+    key = K.RESTARTING + "host2"
+    st = cluster_state({key: Entry(key=key, value={"boot": "b", "pid": 1}, mod_revision=3, version=1, lease=42)})
+    assert dict(st.restarting) == {"host2": 42}

@@ -84,6 +84,8 @@ class Agent(TickLoops, Reconciler):
             if vm.monitor:
                 vm.monitor.cancel()
         await self.ft.stop_all()
+        if self.lease_ok():
+            await self.lease.mark_restart()
         await self.store.close()
         self.watchdog.close_clean(runs_vms=bool(self.vms))  # a clean stop only: a crash leaves it armed
 

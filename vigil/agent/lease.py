@@ -16,6 +16,8 @@ from pathlib import Path
 from vigil.agent.context import HostContext
 from vigil.fencing.device import FenceDevice
 from vigil.model import HostInfo
+from vigil.policy.fencing import restart_mark_ttl
+from vigil.policy.view import Timing
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
 
@@ -65,6 +67,23 @@ class HostLease:
             self.file.write_text(json.dumps({"lease": self.id}))
         self.ok_until = t0 + self.host.cfg.lease_ttl
         await self.publish()
+        try:  # a restart this agent completes (mark_restart): its silence is over
+            await store.delete(K.RESTARTING + self.host.me)
+        except StoreError:
+            pass
+
+    async def mark_restart(self) -> None:
+        """On a clean stop (``systemctl restart``/``stop``): mark the host's coming silence
+        as a planned agent restart, on a short lease of its own, so that the controller
+        does not fence the host through its BMC meanwhile (vigil.policy.fencing); the next
+        agent run clears it. Best effort: without it, a host with a BMC may be fenced."""
+        h, cfg = self.host, self.host.cfg
+        ttl = restart_mark_ttl(Timing(lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s))
+        try:
+            mark = await h.store.grant(ttl)
+            await h.store.put(K.RESTARTING + h.me, {"boot": self.boot, "pid": os.getpid()}, lease=mark)
+        except StoreError as e:
+            log.warning("could not mark the agent's restart: %s", e)
 
     async def publish(self) -> None:
         h, store = self.host, self.host.store

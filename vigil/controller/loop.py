@@ -152,6 +152,7 @@ class Controller:
                 name=h, info=info, alive=h in alive, lease=alive.get(h, 0), hb_age=age,
                 hb_isolated=bool(rec and rec.isolated), hb_vms=frozenset(rec.vms) if rec else frozenset(),
                 ping=ping_ok, prev_state=_host_state(prev.get(h, "unknown")), maintenance=h in maintenance,
+                restarting=h in state.restarting,
             )
             fence = self.fences.of(hv, self.timing)
             if fence is not None:  # (most hosts have none: no copy of their view then)

@@ -32,11 +32,13 @@ A host is fenced once per episode: its status is forgotten when it is seen well 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from vigil.model import HostState
 from vigil.policy.view import ClusterView, FenceStatus, HostView, Timing
+from vigil.policy.watchdog import restart_after
 
 FENCED_STATES = (HostState.FAILED, HostState.AGENT_DOWN)
 # Datastore heartbeat silence (s) after which a host with a fence device whose lease is
@@ -70,12 +72,23 @@ def hung_after(dev: Mapping[str, Any]) -> float:
     return v if v > 0 else float("inf")
 
 
+def restart_mark_ttl(t: Timing) -> int:
+    """How long (whole seconds, an etcd lease's TTL) a cleanly stopping agent's restart mark
+    holds fencing off: until the controller may count on the host's watchdog anyway (an
+    agent that is not back by then has let the armed device reset the host), so that the
+    mark only ever trades a fence for the watchdog bound, never for less."""
+    return max(1, math.ceil(restart_after(t)))
+
+
 def hung_suspect(h: HostView, state: HostState, dev: Mapping[str, Any] | None) -> bool:
     """The host holds its lease but its datastore heartbeat has been silent for its
     device's ``hung_after_s``: its agent is likely stopped, as a hung host's is. Hosts in
-    maintenance mode are left alone (their VMs have gone or are going)."""
+    maintenance mode are left alone (their VMs have gone or are going), and so is a host
+    whose agent marked a planned restart (``systemctl restart``: its heartbeat is silent
+    while the new agent starts; if that never comes, its lease expires and the lease and
+    watchdog path decides, as for any host)."""
     return (dev is not None and state is HostState.RUNNING and h.alive and not h.maintenance
-            and h.hb_age is not None and h.hb_age >= hung_after(dev))
+            and not h.restarting and h.hb_age is not None and h.hb_age >= hung_after(dev))
 
 
 def late(h: HostView, state: HostState) -> bool:
@@ -84,8 +97,8 @@ def late(h: HostView, state: HostState) -> bool:
     that when a shared datastore stalls, every host's heartbeat (stopped within one write
     period and one cycle of each other) is late by the time the first is a suspect."""
     dev = device_of(h)
-    return (state is HostState.RUNNING and h.alive and not h.maintenance and h.hb_age is not None
-            and h.hb_age >= hung_after(dev if dev is not None else {}) / 2)
+    return (state is HostState.RUNNING and h.alive and not h.maintenance and not h.restarting
+            and h.hb_age is not None and h.hb_age >= hung_after(dev if dev is not None else {}) / 2)
 
 
 def trusted(h: HostView, f: FenceStatus, now: float) -> bool:
@@ -130,6 +143,8 @@ def decide(view: ClusterView, classified: Mapping[str, tuple[HostState, str]]
         f = h.fence
         if dev is None:
             continue
+        if h.restarting and f is None and state in (HostState.RUNNING, HostState.AGENT_DOWN):
+            continue  # a planned agent restart: no fence; the watchdog bound decides, as without a BMC
         fenced = f is not None and f.state == "confirmed" and trusted(h, f, view.now)
         if fenced and state not in FENCED_STATES and not early:
             # its lease revoked after the fence, before its heartbeat's silence says failed

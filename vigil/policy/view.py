@@ -56,6 +56,7 @@ class HostView:
     prev_state: HostState = HostState.UNKNOWN
     maintenance: bool = False  # the user put it in maintenance mode
     fence: FenceStatus | None = None  # this controller's fence of it (vigil.policy.fencing)
+    restarting: bool = False  # its agent stopped cleanly to start again (a planned restart)
 
 
 @dataclass(frozen=True)

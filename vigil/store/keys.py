@@ -29,6 +29,9 @@ RULES = PREFIX + "rules/"  # Rule
 HOSTGROUPS = PREFIX + "hostgroups/"  # HostGroup: named sets of hosts, for VM-host rules
 TASKS = PREFIX + "tasks/"  # Task: migrations and disk moves
 MAINTENANCE = PREFIX + "maintenance/"  # a host in (or entering) maintenance mode
+# leased (a short lease of its own): the host's agent stopped cleanly to be started again;
+# its silence meanwhile is a planned restart, not a hang (vigil.policy.fencing)
+RESTARTING = PREFIX + "restarting/"
 FT = PREFIX + "ft/"  # FT on for the VM: {"secondary": host | None, "epoch": n}, the controller's
 FTRX = PREFIX + "ftrx/"  # leased, by the secondary: where the next checkpoint goes
 FTACK = PREFIX + "ftack/"  # leased, by the secondary: the newest checkpoint it holds complete

@@ -122,6 +122,7 @@ class ClusterState:
     alive: Mapping[str, int] = field(default_factory=_empty)  # host -> its lease
     host_states: Mapping[str, HostStateRecord] = field(default_factory=_empty)
     maintenance: frozenset[str] = frozenset()
+    restarting: Mapping[str, int] = field(default_factory=_empty)  # host -> the lease of its restart mark
     leader: Leader | None = None
     vms: Mapping[str, VMRecord] = field(default_factory=_empty)
     assignments: Mapping[str, AssignRecord] = field(default_factory=_empty)
@@ -234,6 +235,7 @@ _READERS: dict[str, tuple[str, Callable[[Entry], Any]]] = {
     K.ALIVE: ("alive", lambda e: e.lease),
     K.HOSTSTATE: ("host_states", _host_state),
     K.MAINTENANCE: ("maintenance", lambda e: True),
+    K.RESTARTING: ("restarting", lambda e: e.lease),
     K.VMS: ("vms", _vm),
     K.ASSIGN: ("assignments", _assign),
     K.OWN: ("owners", _owner),
