@@ -51,3 +51,15 @@ async def test_two_vms_of_one_host_claim_at_once_and_reconcile_does_not_wait(tmp
     assert a.guests.starting == set()
     puts = [e for e in store.log if e[0] == "put" and e[1] == K.VMSTATUS + "a"]
     assert [p[2] for p in puts] == ["starting", "running"]
+
+
+def test_a_vm_deleted_and_created_again_under_its_name_starts_from_nothing():
+    """A host remembers a failed start by VM name and generation; a VM created again under
+    the name counts its generations from 1 again, so that memory must go with the VM."""
+    from vigil.agent.reconcile import forget_deleted
+
+    failed = {"web": ("gen 2 failed",), "db": ("gen 1 failed",), "up": ("gen 1",)}
+    published = {"web": ("stopped",), "up": ("running",)}
+    forget_deleted({"db": object()}, {"up": object()}, failed, published)
+    assert failed == {"db": ("gen 1 failed",), "up": ("gen 1",)}  # db still exists, up still runs here
+    assert published == {"up": ("running",)}

@@ -47,6 +47,7 @@ class Reconciler(AgentBase):
         acted on: the actions await, and the host's state moves meanwhile)."""
         specs = {name: r.spec for name, r in state.vms.items()}
         assign = state.assignments
+        forget_deleted(specs, self.vms, self.guests.failed, self.guests.published)
         self.monitoring.use_settings(state.settings.get("monitoring"))
         facts = {
             name: HP.VMFacts(spec=specs.get(name),
@@ -132,3 +133,14 @@ async def carry_out_in_order(host: Any, mine: Iterable[str], facts: Mapping[str,
             vm.spec, vm.gen = specs[name], a.gen
         await host._carry_out(HP.assigned_action(host._host_facts(), name, facts[name], host._here(name)),
                               facts, assign)
+
+
+def forget_deleted(specs: Mapping[str, Any], running: Mapping[str, Any], *memories: dict) -> None:
+    """A VM deleted, and perhaps created again under its name, starts from nothing here:
+    what a host remembers of a VM by name (its failed starts and crashes, kept with the
+    assignment's generation, which a new VM counts from 1 again; the status it last wrote)
+    is forgotten once the VM is gone from etcd and runs nowhere here. Without it a new VM
+    assigned here at a generation the old one failed at was never started."""
+    for memory in memories:
+        for name in [n for n in memory if n not in specs and n not in running]:
+            del memory[name]

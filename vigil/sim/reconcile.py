@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from vigil.agent.reconcile import carry_out_in_order
+from vigil.agent.reconcile import carry_out_in_order, forget_deleted
 from vigil.policy import host as HP
 from vigil.policy.crashes import Crashes
 from vigil.sim.reads import EtcdWord, etcd_word
@@ -46,6 +46,7 @@ class Reconciler(VmExecution):
         here, VMs assigned here). ``word``: the keys reconcile looks at (the real agent
         takes a whole snapshot), read at one revision (vigil.sim.reads)."""
         specs, facts, assign = word.specs, word.facts, word.assign
+        forget_deleted(specs, self.vms, self.failed)  # as the real agent (its status cache also holds datastore keys)
         mine = word.mine.get(self.me, ())
         for name in mine:  # FT failovers: keep the standby before sync drops the role
             if HP.take_standby(self.me, name, facts[name], self._here(name)) is not None:
