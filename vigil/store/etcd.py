@@ -22,7 +22,6 @@ from typing import Awaitable, Callable, Iterable, TypeVar
 from vigil.store.etcd_conn import Entry, StoreError
 from vigil.store.etcd_watch import SNAPSHOT_MAX_AGE_S, WATCH_RETRY_S
 from vigil.store.etcd_writes import Writes
-from vigil.store.keepalive import KeepAliveStream
 from vigil.store.tls import EtcdTLS
 
 __all__ = ["Store", "StoreError", "Entry", "run_with_store", "SNAPSHOT_MAX_AGE_S", "WATCH_RETRY_S"]
@@ -33,13 +32,6 @@ T = TypeVar("T")
 class Store(Writes):
     """One connection to the etcd cluster."""
 
-    _keepalive: KeepAliveStream | None = None  # one LeaseKeepAlive stream for every refresh
-
-    async def close(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.close()
-        await super().close()
-
     # -- leases --------------------------------------------------------------------------
     async def grant(self, ttl: int) -> int:
         lease = await self._call(self._client.lease(ttl))
@@ -48,9 +40,7 @@ class Store(Writes):
     async def keepalive(self, lease_id: int) -> int:
         """Refresh a lease; return its remaining TTL (0 or less: it is gone)."""
         t0 = time.monotonic()
-        if self._keepalive is None:
-            self._keepalive = KeepAliveStream()
-        reply = await self._call(self._keepalive.refresh(self._client, lease_id, self.timeout))
+        reply = await self._call(self._client.refresh_lease(lease_id))
         self._leader_reached = t0  # the member answered for the raft leader (see snapshot)
         return int(reply.TTL) if reply is not None else 0
 
