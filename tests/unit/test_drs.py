@@ -192,6 +192,9 @@ def test_storage_drs_moves_the_fewest_disks_off_a_full_datastore():
                                                               "ds2": {"size_mb": 10000, "used_mb": 7100}}}})
     moves, why = sdrs_round(full, DrsSettings(mode="automatic"))
     assert not moves and "no datastore" in why
+    # threshold 1 (mandatory moves only) still empties a datastore past its space threshold,
+    # back just under it (80 %: 500 MiB to free, the smallest disk enough)
+    assert [(m.vm, m.dst) for m in sdrs_round(view, DrsSettings(mode="automatic", threshold=1))[0]] == [("v0", "ds2")]
 
 
 def noisy_rounds(s: DrsSettings, rounds: int = 200) -> tuple[int, int, int]:

@@ -67,7 +67,9 @@ def sdrs_round(view: ClusterView, settings: DrsSettings, recent: Mapping[str, fl
     sp = space(view.loads, since)
     clusters = safe_datastore_clusters(view.settings.get(SETTING))
     limit = settings.space_threshold
-    aim = limit * (1.0 - settings.margin)
+    # a datastore past its space threshold is a mandatory move (vSphere's threshold 1 still
+    # makes those): at level 1 it is brought back just under the threshold, with no margin
+    aim = limit * (1.0 - (settings.margin if settings.balances else 0.0))
     used = {ds: u for ds, (_, u) in sp.items()}
     full = sorted((ds for ds, (s, u) in sp.items() if u / s > limit and peers(clusters, ds, sp)),
                   key=lambda d: -used[d] / sp[d][0])
