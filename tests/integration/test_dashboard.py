@@ -12,12 +12,9 @@ Screenshots go to test-output/dashboard/ (ignored by git).
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +24,8 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+
+from browsercheck import verified_spki
 
 from vigil.lab import observe
 from vigil.lab.api_servers import read as read_api_file
@@ -50,22 +49,6 @@ def bg(fn, *args, **kw):  # type: ignore[no-untyped-def]
     API (an event loop of its own in this thread) does not allow here."""
     with ThreadPoolExecutor(1) as ex:
         return ex.submit(fn, *args, **kw).result()
-
-
-def verified_spki(url: str, ca: str) -> str:
-    """The base64 SHA-256 of the server's public key, once its certificate checks out
-    against ``ca`` for the address in ``url``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    u = urlparse(url)
-    ctx = ssl.create_default_context(cafile=ca)
-    with socket.create_connection((u.hostname, u.port), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=u.hostname) as tls:
-        der = tls.getpeercert(binary_form=True)
-    key = x509.load_der_x509_certificate(der).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(key).digest()).decode()
 
 
 @pytest.fixture

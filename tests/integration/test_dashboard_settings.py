@@ -10,17 +10,14 @@ checked its certificate against the rig's CA. Screenshots go to test-output/dash
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
-import ssl
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlparse
 
 import pytest
+
+from browsercheck import verified_spki
 
 from vigil.store import keys as K
 from vigil.store.etcd import Store
@@ -41,21 +38,6 @@ def bg(fn, *args):  # type: ignore[no-untyped-def]
     sync API (an event loop of its own in this thread) does not allow here."""
     with ThreadPoolExecutor(1) as ex:
         return ex.submit(fn, *args).result()
-
-
-def verified_spki(url: str, ca: str) -> str:
-    """The base64 SHA-256 of the server's public key, once its certificate checks out."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    u = urlparse(url)
-    ctx = ssl.create_default_context(cafile=ca)
-    with socket.create_connection((u.hostname, u.port), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=u.hostname) as tls:
-        der = tls.getpeercert(binary_form=True)
-    key = x509.load_der_x509_certificate(der).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(key).digest()).decode()
 
 
 @pytest.fixture(scope="module")
