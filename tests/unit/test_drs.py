@@ -195,6 +195,11 @@ def test_storage_drs_moves_the_fewest_disks_off_a_full_datastore():
     # threshold 1 (mandatory moves only) still empties a datastore past its space threshold,
     # back just under it (80 %: 500 MiB to free, the smallest disk enough)
     assert [(m.vm, m.dst) for m in sdrs_round(view, DrsSettings(mode="automatic", threshold=1))[0]] == [("v0", "ds2")]
+    # ds2 holds little today but its disks may grow to 7 GiB (thin images): no room for 3 GiB more
+    grows = [rep(vm_view("g", "h1"), spec=rep(vm_view("g", "h1").spec, disks=(
+        rep(vms[0].spec.disks[0], datastore="ds2", size_mb=7000),)))]
+    moves, why = sdrs_round(rep(cluster(hosts, vms + grows, {}), loads=recs), DrsSettings(mode="automatic"))
+    assert moves == [] and "no datastore its host reaches has room under 72%" in why, why
 
 
 def noisy_rounds(s: DrsSettings, rounds: int = 200) -> tuple[int, int, int]:

@@ -74,6 +74,12 @@ def sdrs_round(view: ClusterView, settings: DrsSettings, recent: Mapping[str, fl
     full = sorted((ds for ds, (s, u) in sp.items() if u / s > limit and peers(clusters, ds, sp)),
                   key=lambda d: -used[d] / sp[d][0])
     moving = {t.vm for t in view.tasks}
+    # what the disks on each datastore may grow to (thin images fill up to their size): a
+    # target must have room for that, not only for what is written today
+    provisioned: dict[str, float] = {}
+    for v in view.vms.values():
+        for d in v.spec.disks:
+            provisioned[d.datastore] = provisioned.get(d.datastore, 0.0) + d.size_mb
     out: list[DiskMove] = []
     notes: list[str] = []
     for ds in full:
@@ -95,7 +101,8 @@ def sdrs_round(view: ClusterView, settings: DrsSettings, recent: Mapping[str, fl
             enough = [c for c in candidates if c[0] >= need]
             pick = min(enough) if enough else max(candidates)
             mb, vm, disk, reach = pick
-            dst_fill = {t: (used[t] + mb) / sp[t][0] for t in reach if t != ds and t in sp}
+            dst_fill = {t: (max(used[t], provisioned.get(t, 0.0)) + mb) / sp[t][0]
+                        for t in reach if t != ds and t in sp}
             ok = sorted((f, t) for t, f in dst_fill.items() if f <= aim)
             candidates.remove(pick)
             if not ok:
@@ -105,6 +112,8 @@ def sdrs_round(view: ClusterView, settings: DrsSettings, recent: Mapping[str, fl
             before = used[ds] / size
             used[ds] -= mb
             used[dst] += mb
+            provisioned[ds] = provisioned.get(ds, 0.0) - mb
+            provisioned[dst] = provisioned.get(dst, 0.0) + mb
             left -= 1
             moving.add(vm)
             out.append(DiskMove(vm, disk, ds, dst, mb, f"{ds} {before:.0%} full (threshold {limit:.0%}) -> "
