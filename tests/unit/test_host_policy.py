@@ -376,3 +376,15 @@ def test_a_source_never_starts_a_second_driver_nor_admits_a_cancelled_task(state
     if cancel:
         assert step not in ("admit", "drive")
     assert why
+
+
+def test_stall_watch_counts_a_gap_past_grace_until_the_lease_is_confirmed_after_it():
+    from vigil.policy.isolation import StallWatch
+
+    w = StallWatch(2.5)
+    for t in (0.0, 0.5, 1.0, 3.0):  # gaps of 0.5 and 2.0 s: no stall
+        w.tick(t)
+    assert w.since(0.0) == 0.0
+    w.tick(6.5)  # 3.5 s without a tick
+    assert w.since(confirmed=1.0) == 3.5  # the lease was last confirmed before it
+    assert w.since(confirmed=6.6) == 0.0  # and a keepalive sent after it was answered

@@ -27,6 +27,7 @@ from vigil.agent.sdnotify import Notifier
 from vigil.agent.watchdog import make_watchdog
 from vigil.config import AgentConfig
 from vigil.env.base import Env
+from vigil.policy.isolation import StallWatch
 from vigil.env.hypervisor import Hypervisor, QemuHypervisor
 from vigil.model import VMSpec
 from vigil.store.changes import Changes
@@ -57,7 +58,7 @@ class AgentBase:
         self.hypervisor: Hypervisor = hypervisor if hypervisor is not None else QemuHypervisor(cfg)
         self.run_dir = Path(cfg.run_dir)
         self.isolated = False
-        self.stall = (0.0, 0.0)  # this host's last stall past hb_grace: (when it ended, how long)
+        self.stalls = StallWatch(cfg.hb_grace_s)  # this host's own stalls (the heartbeat tick's gaps)
         self.boot = os.urandom(4).hex()
         self.vms: dict[str, LocalVM] = {}
         self.ds_ok: dict[str, bool] = {}  # datastores reached, as published (see _check_datastores)

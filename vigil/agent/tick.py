@@ -13,6 +13,7 @@ from vigil.agent.agent_base import AgentBase
 from vigil.model import HbRecord
 from vigil.policy import host as HP
 from vigil.policy.crashes import after_exit
+from vigil.env.base import until
 from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict, tick_step
 from vigil.store.etcd import StoreError
 
@@ -28,12 +29,8 @@ class TickLoops(AgentBase):
         the controller sees it partitioned, not silent (each etcd call waits out its
         timeout there, and a tick that waited on them let the heartbeat stop for seconds).
         A silent heartbeat must mean an unfed watchdog: both live here, nowhere else."""
-        last = self.env.clock.monotonic()
         while not self.stopped.is_set():
-            now = self.env.clock.monotonic()
-            if now - last > self.cfg.hb_grace_s:  # this host stood still: see _check_isolation
-                self.stall = (now, now - last)
-            last = now
+            self.stalls.tick(self.env.clock.monotonic())  # did this host stand still? (_check_isolation)
             self.watchdog.tick(holds_lease=self.lease_ok(), runs_vms=bool(self.vms))
             self.ds_reach = self._reachable()
             self._write_heartbeats()
@@ -117,12 +114,11 @@ class TickLoops(AgentBase):
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())
         net = self.env.network
-        ended, stood = self.stall  # a stall since etcd last confirmed the lease counts
-        stalled = stood if ended > self.lease.ok_until - self.cfg.lease_ttl else 0.0
+        stalled = self.stalls.since(self.lease.ok_until - self.cfg.lease_ttl)  # since etcd last confirmed it
         # after a stall, the lease loop's first keepalive gets its chance (its own timeout)
         peer_ok, iso_ok, _ = await asyncio.gather(
             net.any_answers(peers), net.any_answers(list(self.cfg.isolation_addresses)),
-            self.until_lease_ok(self.cfg.lease_ttl / 2 if stalled else 0.0))
+            until(self.env.clock, self.lease_ok, self.cfg.lease_ttl / 2 if stalled else 0.0))
         verdict, why = isolation_verdict(self.lease_ok(), self.isolated, peer_ok, iso_ok,
                                          stalled, self.cfg.hb_grace_s)
         if verdict == "partitioned":
@@ -138,9 +134,3 @@ class TickLoops(AgentBase):
             elif isinstance(act, HP.Shutdown):
                 asyncio.create_task(self.guests.shutdown(act.vm, act.reason))
         self._write_heartbeats()
-
-    async def until_lease_ok(self, at_most_s: float) -> None:
-        """Wait until the lease is confirmed again, ``at_most_s`` at most."""
-        end = self.env.clock.monotonic() + at_most_s
-        while not self.lease_ok() and self.env.clock.monotonic() < end:
-            await self.sleep(min(0.05, at_most_s))

@@ -8,7 +8,7 @@ pure functions in vigil.policy and never see an Env.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from vigil.model import HbRecord
@@ -24,6 +24,14 @@ class Clock(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+async def until(clock: Clock, done: Callable[[], bool], at_most_s: float, step_s: float = 0.05) -> None:
+    """Poll ``done`` on ``clock`` until it holds, ``at_most_s`` at most (the agent's and the
+    simulated agent's short waits, the same on a real and a virtual clock)."""
+    end = clock.monotonic() + at_most_s
+    while not done() and clock.monotonic() < end:
+        await clock.sleep(min(step_s, at_most_s))
 
 
 class Datastores(Protocol):

@@ -41,6 +41,28 @@ def tick_step(had_lease: bool, lease_ok: bool, isolated: bool, checking: bool) -
     return "none"
 
 
+class StallWatch:
+    """This host's own stalls, from the times of its ticks: a gap between two ticks longer
+    than ``grace`` (hb_grace: what the controller waits) means it stood still, and may have
+    been declared failed meanwhile (see isolation_verdict). The heartbeat tick feeds it;
+    the isolation check asks it what counts."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._last: float | None = None
+        self.ended, self.stood = 0.0, 0.0  # the last stall: when it ended, how long it was
+
+    def tick(self, now: float) -> None:
+        if self._last is not None and now - self._last > self.grace:
+            self.ended, self.stood = now, now - self._last
+        self._last = now
+
+    def since(self, confirmed: float) -> float:
+        """How long the host stood still after ``confirmed`` (when the keepalive etcd last
+        answered was sent): 0 when the lease was confirmed after its last stall."""
+        return self.stood if self.ended > confirmed else 0.0
+
+
 def isolation_verdict(lease_ok: bool, isolated: bool, peers_answer: bool, isolation_address_answers: bool,
                       stalled_s: float = 0.0, hb_grace: float = 3.0,
                       ) -> tuple[Literal["none", "partitioned", "isolated"], str]:

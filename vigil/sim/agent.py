@@ -26,7 +26,8 @@ from vigil.model import HbRecord, HostInfo
 from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
 from vigil.policy.host import PowerOff, Shutdown
-from vigil.policy.isolation import RunningVM, isolation_actions, isolation_verdict
+from vigil.env.base import until
+from vigil.policy.isolation import RunningVM, StallWatch, isolation_actions, isolation_verdict
 from vigil.policy.watchdog import watchdog_step
 from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
@@ -58,7 +59,7 @@ class SimAgent(Reconciler):
                                timeout=min(2.0, self.cfg.lease_ttl / 2))
         self.lease_id = 0
         self.lease_ok_until = 0.0
-        self.stall = (0.0, 0.0)  # this host's last stall past hb_grace: (when it ended, how long)
+        self.stalls = StallWatch(self.cfg.hb_grace_s)  # as the real agent: its heartbeat tick's gaps
         self.isolated = False
         self.boot = f"{host}-boot{self.h.boots}"
         self.vms: dict[str, LocalVM] = {}
@@ -179,12 +180,8 @@ class SimAgent(Reconciler):
     # -- tick ----------------------------------------------------------------------------------
     async def heartbeat_loop(self) -> None:
         """Mirrors Agent.heartbeat_loop: watchdog and datastore heartbeats, never waiting on etcd."""
-        last = self.clock.monotonic()
         while True:
-            now = self.clock.monotonic()
-            if now - last > self.cfg.hb_grace_s:
-                self.stall = (now, now - last)
-            last = now
+            self.stalls.tick(self.clock.monotonic())
             action, _ = watchdog_step(self.h.watchdog_fed is not None, self.lease_ok(), bool(self.vms))
             if action != "wait":
                 self.w.feed_watchdog(self.me)
@@ -250,11 +247,10 @@ class SimAgent(Reconciler):
 
     async def _check_isolation(self) -> None:
         peers = list(self.cfg.peers.values())
-        ended, stood = self.stall  # a stall since etcd last confirmed the lease counts
-        stalled = stood if ended > self.lease_ok_until - self.cfg.lease_ttl else 0.0
+        stalled = self.stalls.since(self.lease_ok_until - self.cfg.lease_ttl)
         peer_ok, iso_ok, _ = await asyncio.gather(self.env.network.any_answers(peers),
                                                   self.env.network.any_answers(self.cfg.isolation_addresses),
-                                                  self._until_lease_ok(self.cfg.lease_ttl / 2 if stalled else 0.0))
+                                                  until(self.clock, self.lease_ok, self.cfg.lease_ttl / 2 if stalled else 0.0))
         verdict, _ = isolation_verdict(self.lease_ok(), self.isolated, peer_ok, iso_ok, stalled, self.cfg.hb_grace_s)
         if verdict != "isolated":
             return
@@ -266,8 +262,3 @@ class SimAgent(Reconciler):
             elif isinstance(act, Shutdown):
                 self.spawn(self._shutdown(act.vm, act.reason))
         self._write_heartbeats()
-
-    async def _until_lease_ok(self, at_most_s: float) -> None:
-        end = self.clock.monotonic() + at_most_s
-        while not self.lease_ok() and self.clock.monotonic() < end:
-            await self.clock.sleep(min(0.05, at_most_s))
