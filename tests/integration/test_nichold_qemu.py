@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from vigil.agent.nics import taps_of
+from vigil.env.nics import taps_of
 from vigil.hypervisor import qemu as Q
 from vigil.hypervisor.nichold import NicHold
 from vigil.lab.standalone import Standalone, unavailable

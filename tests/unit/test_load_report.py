@@ -1,6 +1,8 @@
 """The agents' load report: /proc readings, smoothing, and when a record is written."""
 from __future__ import annotations
 
+import time
+
 import os
 
 from vigil.agent.loadreport import LoadReport
@@ -53,7 +55,7 @@ def test_agent_metrics_show_the_smoothed_load():
 
     r = LoadReport("h1", 4, 8192)
     r.fold(0.0, {"a": (1.5, 300.0)}, (1.5, 300.0))
-    fams = {f.name: f for f in HostCollector("h1", lambda: {}, {}, r.record).collect()}
+    fams = {f.name: f for f in HostCollector("h1", lambda: {}, {}, r.record, time.time).collect()}
     assert fams["vigil_vm_cpu_used_cores"].samples[0].value == 1.5
     assert fams["vigil_vm_memory_in_use_bytes"].samples[0].value == 300 * 2**20
     assert fams["vigil_host_cpu_used_cores"].samples[0].value == 1.5
@@ -68,7 +70,7 @@ def test_agent_metrics_show_each_disks_latency():
     avg = DiskAverage(((0, 0), (0, 0), (0, 0)))
     avg.fold(((0, 0), (100, 100 * 3_000_000), (0, 0)), 10.0)
     r.io.disks[("a", 0)] = avg
-    fams = {f.name: f for f in HostCollector("h1", lambda: {}, {}, r.record).collect()}
+    fams = {f.name: f for f in HostCollector("h1", lambda: {}, {}, r.record, time.time).collect()}
     s = fams["vigil_vm_disk_latency_seconds"].samples[0]
     assert s.labels == {"vm": "a", "host": "h1", "disk": "0"} and abs(s.value - 0.003) < 1e-9
     assert fams["vigil_vm_disk_operations_per_second"].samples[0].value == 10.0

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import asyncio
 
-from vigil.agent.nics import taps_of
+from vigil.env.nics import taps_of
 from vigil.hypervisor.nichold import NicHold, NicHoldError
 from vigil.hypervisor.qemu import OutputGate, QemuError, VMPaths, build_argv, tap_name
 from vigil.model import SpecError, VMSpec, mac_address
@@ -149,3 +149,12 @@ def test_held_output_leaves_in_order_whatever_its_sink(steps, tmp_path_factory):
             assert out == sent
     g.open()
     assert out == sent
+
+
+def test_an_ft_vm_never_gets_vhost_net_even_where_it_is_usable(monkeypatch: pytest.MonkeyPatch):
+    from vigil.hypervisor import argv
+
+    monkeypatch.setattr(argv.os, "access", lambda path, mode: True)
+    assert argv.vhost_for("kvm", ft=False)
+    assert not argv.vhost_for("kvm", ft=True)  # QEMU's filters could not hold its output
+    assert not argv.vhost_for("tcg", ft=False)

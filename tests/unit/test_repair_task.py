@@ -188,10 +188,12 @@ def host(s: MemoryStore, tmp: Path, reach: dict[str, bool] | None = None) -> Any
 async def run_task(s: MemoryStore, h: Any, t: Task, cancel: asyncio.Event | None = None) -> Task:
     """The runner's part: admit (running), then the driver; returns the task as stored."""
     from vigil.agent.tasks import update_task
+    from vigil.env.real import SystemClock
 
-    await update_task(s, t.vm, t.id, state="running")
+    clock = SystemClock()
+    await update_task(s, t.vm, t.id, state="running", clock=clock)
     reports: list[dict[str, Any]] = []
-    await repair_disks(h, t, lambda vm, tid, **kw: update_task(s, vm, tid, **kw), reports.append,
+    await repair_disks(h, t, lambda vm, tid, **kw: update_task(s, vm, tid, clock=clock, **kw), reports.append,
                        cancel or asyncio.Event())
     e = await s.get(K.TASKS + t.vm)
     return Task.from_json(e.value)

@@ -57,7 +57,8 @@ class Agent(TickLoops, Reconciler):
         tasks = [asyncio.create_task(self.heartbeat_loop())]
         self.load = LoadReport(self.me, self.cfg.cpus, self.cfg.memory_mb)  # what report_load smooths
         if self.cfg.metrics_listen:
-            host_metrics.start(self.cfg.metrics_listen, self.me, self.vms, self.cfg.datastores, self.load.record)
+            host_metrics.start(self.cfg.metrics_listen, self.me, self.vms, self.cfg.datastores, self.load.record,
+                               self.env.clock.time)
         self.accel = await self.hypervisor.probe_accel()
         while not self.stopped.is_set():
             try:

@@ -140,5 +140,8 @@ class AgentBase:
     def unplug_incoming(self, name: str) -> None:
         self.guests.unplug_incoming(name)
 
+    def ft_on(self, name: str) -> bool:
+        return name in self.ft.enabled
+
     def adopt_migrated(self, name: str, pid: int, spec: VMSpec, gen: int) -> None:
         self.guests.adopt_migrated(name, pid, spec, gen)

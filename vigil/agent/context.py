@@ -38,7 +38,7 @@ class LocalVM:
     stopping: bool = False
     monitor: asyncio.Task | None = None
     gate: OutputGate | None = None  # the guest's output on its way out (held for FT)
-    nics: asyncio.Task | None = None  # carries the NICs' frames (vigil.agent.nics)
+    nics: asyncio.Task | None = None  # carries the NICs' frames (vigil.env.nics)
     panics: asyncio.Task | None = None  # watches for guest panics (vigil.agent.panics)
 
 
@@ -87,6 +87,10 @@ class MigrationHost(HostContext, Protocol):
     def plug_incoming(self, name: str, pid: int, spec: VMSpec) -> None: ...
 
     def unplug_incoming(self, name: str) -> None: ...
+
+    def ft_on(self, name: str) -> bool:
+        """FT is on for the VM: an incoming QEMU's NICs must be ones QEMU can hold."""
+        ...
 
     def adopt_migrated(self, name: str, pid: int, spec: VMSpec, gen: int) -> None: ...
 

@@ -339,7 +339,8 @@ class FtRunner:
                     log.warning("%s: checkpoint %d to %s failed: %s", vm, seq, secondary, e)
                     if isinstance(e, NH.NicHoldError):  # no checkpoint can protect its frames
                         if protected or not st.failures - 1:
-                            await a.event("ft-unprotected", f"{vm}: {e}; runs unprotected", vm=vm)
+                            await a.event("ft-unprotected", f"{vm}: {e}; runs unprotected until it is "
+                                          "migrated or restarted (its next QEMU gets NICs QEMU can hold)", vm=vm)
                         protected = False
                         await open_all()
                     with contextlib.suppress(StoreError):

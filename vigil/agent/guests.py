@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Awaitable, Callable
 
 from vigil.env import executor
 from vigil.agent.context import HostContext, LocalVM
 from vigil.agent.ft import FtRunner, Standby
-from vigil.agent.nics import NicPort
+from vigil.env.nics import NicPort
 from vigil.agent.panics import OnPanic, watch_panics
 from vigil.env.hypervisor import StartError
 from vigil.hypervisor.qemu import OutputGate
@@ -184,9 +183,10 @@ class Guests:
         if claim is not None and not await self._claimed(name, claim):
             return
         said = asyncio.create_task(self._say_starting(name, a))
-        began = time.monotonic()
+        began = self.clock.monotonic()
         try:
-            pid = await self.host.hypervisor.start(spec, self.host.accel, stale=self.host.stale_disks(name))
+            pid = await self.host.hypervisor.start(spec, self.host.accel, stale=self.host.stale_disks(name),
+                                                   ft=name in self.ft.enabled)
         except StartError as e:
             await said
             self.failed[name] = start_failed(a.gen, str(e))
@@ -196,7 +196,7 @@ class Guests:
             return
         finally:
             self.starting.discard(name)
-        spawn_s = round(time.monotonic() - began, 3)
+        spawn_s = round(self.clock.monotonic() - began, 3)
         self.adopt(name, pid, spec, a.gen)
         await self.host.event("vm-started", f"{name} started on {self.me} (pid {pid})", vm=name, pid=pid,
                               spawn_s=spawn_s)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any, Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -53,8 +52,8 @@ def heartbeat_ages(datastores: Mapping[str, str], now: float) -> Iterable[tuple[
 
 class HostCollector:
     def __init__(self, host: str, vms: Callable[[], Mapping[str, int]], datastores: Mapping[str, str],
-                 load: Callable[[float], Mapping[str, Any]] | None = None) -> None:
-        self.host, self.vms, self.datastores, self.load = host, vms, datastores, load
+                 load: Callable[[float], Mapping[str, Any]] | None, now: Callable[[], float]) -> None:
+        self.host, self.vms, self.datastores, self.load, self.now = host, vms, datastores, load, now
 
     def collect(self) -> Iterable[Any]:
         cpu = CounterMetricFamily("vigil_vm_cpu_seconds", "CPU time of the VM's QEMU process", labels=["vm", "host"])
@@ -67,13 +66,13 @@ class HostCollector:
         age = GaugeMetricFamily("vigil_datastore_heartbeat_age_seconds",
                                 "time since a host's heartbeat file on a datastore changed, as this host reads it",
                                 labels=["datastore", "host", "observer"])
-        for ds, h, a in heartbeat_ages(self.datastores, time.time()):
+        for ds, h, a in heartbeat_ages(self.datastores, self.now()):
             age.add_metric([ds, h, self.host], a)
         fences = CounterMetricFamily("vigil_fence", "fences through a host's BMC carried out by this agent's "
                                      "controller (while it led), by result", labels=["host", "driver", "result"])
         for (h, driver, result), n in sorted(FENCES.items()):
             fences.add_metric([h, driver, result], n)
-        return [cpu, rss, age, fences] + (self._smoothed(self.load(time.time())) if self.load is not None else [])
+        return [cpu, rss, age, fences] + (self._smoothed(self.load(self.now())) if self.load is not None else [])
 
     def _smoothed(self, rec: Mapping[str, Any]) -> list[Any]:
         """The load report's smoothed figures (what DRS weighs): cores and MiB in use."""
@@ -97,12 +96,12 @@ class HostCollector:
 
 
 def start(listen: str, host: str, vms: Mapping[str, Any], datastores: Mapping[str, str],
-          load: Callable[[float], Mapping[str, Any]] | None = None) -> None:
+          load: Callable[[float], Mapping[str, Any]] | None, now: Callable[[], float]) -> None:
     """Serve in a thread of its own (prometheus-client's server): a scrape never waits on
-    the agent's event loop, nor the loop on a scrape. ``vms``: the agent's running VMs
+    the agent's event loop, nor the loop on a scrape. ``now``: the environment's wall clock. ``vms``: the agent's running VMs
     (objects with a ``pid``), read at each scrape. A failure is logged, not raised:
     metrics are not worth failing the agent for."""
-    collector = HostCollector(host, lambda: {n: v.pid for n, v in list(vms.items()) if v.pid}, datastores, load)
+    collector = HostCollector(host, lambda: {n: v.pid for n, v in list(vms.items()) if v.pid}, datastores, load, now)
     addr, _, port = listen.rpartition(":")
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)  # type: ignore[arg-type]

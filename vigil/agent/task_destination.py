@@ -62,7 +62,7 @@ class DestinationTasks(TaskRunnerBase):
         try:
             pid = await qemu.start(spec, executor.paths(self.a.cfg, t.vm), self.a.accel, dict(self.a.cfg.datastores),
                                    incoming=True, tls_dir=self.a.cfg.tls_dir or None,
-                                   stale=self.a.stale_disks(t.vm))
+                                   stale=self.a.stale_disks(t.vm), ft=self.a.ft_on(t.vm))
             self.incoming[t.vm] = (t.id, pid)
             self.a.plug_incoming(t.vm, pid, spec)
             async with qemu.QMPConn(executor.paths(self.a.cfg, t.vm), pid=pid, name=t.vm) as conn:

@@ -2,7 +2,6 @@
 and the moved VM spec look like (see vigil.agent.tasks)."""
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, replace
 from typing import Any, Callable
 
@@ -14,12 +13,12 @@ from vigil.store.etcd import Store
 
 
 async def update_task(store: Store, vm: str, task_id: str,
-                      change: Callable[[Task], Task | None] | None = None, *, clock: Clock | None = None,
+                      change: Callable[[Task], Task | None] | None = None, *, clock: Clock,
                       **changes: Any) -> Task | None:
     """Read-modify-write of a task, so a concurrent cancel request is never lost.
     ``change`` (vigil.policy.tasks) maps the task as read to the new one, or to None to
-    leave it as it is; otherwise the keyword changes are applied. ``clock`` stamps the
-    update (the system clock when not given)."""
+    leave it as it is; otherwise the keyword changes are applied. ``clock`` (the environment's)
+    stamps the update."""
     for _ in range(10):
         e = await store.get(K.TASKS + vm)
         if e is None:
@@ -30,7 +29,7 @@ async def update_task(store: Store, vm: str, task_id: str,
         new = change(t) if change is not None else replace(t, **changes)
         if new is None:
             return t
-        new = replace(new, updated=clock.time() if clock is not None else time.time())
+        new = replace(new, updated=clock.time())
         if await store.txn([store.unchanged(e.key, e.mod_revision)], [store.put_op(e.key, asdict(new))]):
             return new
     return None

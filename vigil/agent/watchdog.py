@@ -25,7 +25,6 @@ import fcntl
 import logging
 import os
 import struct
-import time
 from pathlib import Path
 from typing import Protocol
 
@@ -89,6 +88,7 @@ class FileWatchdog(Watchdog):
 
     def __init__(self, path: str) -> None:
         self.path = Path(path) if path else None
+        self.feeds = 0  # the stand-in reads the file's mtime; the content only counts
 
     @property
     def armed(self) -> bool:
@@ -98,7 +98,8 @@ class FileWatchdog(Watchdog):
         if self.path is None:
             return
         try:
-            self.path.write_text(f"{time.time()}\n")
+            self.feeds += 1
+            self.path.write_text(f"{self.feeds}\n")
         except OSError as e:
             log.error("watchdog %s: %s", self.path, e)
 

@@ -52,15 +52,17 @@ def alive(pid: int) -> bool:
         return False
 
 
-async def start(cfg: AgentConfig, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
+async def start(cfg: AgentConfig, spec: VMSpec, accel: str, stale: dict[str, str] | None = None,
+                ft: bool = False) -> int:
     """Start the VM's QEMU (without the disk copies ``stale`` names); StartError if not.
-    An FT primary's disk overlays left by its last run are merged first."""
+    An FT primary's disk overlays left by its last run are merged first; ``ft``: see
+    vigil.hypervisor.qemu.start."""
     try:
         t0 = time.monotonic()
         await ftdisk.settle(spec, cfg.datastores, upto=None)
         t1 = time.monotonic()
         pid = await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores),
-                               tls_dir=cfg.tls_dir or None, stale=stale)
+                               tls_dir=cfg.tls_dir or None, stale=stale, ft=ft)
         log.info("%s: QEMU pid %d up in %.3fs (disk overlays checked in %.3fs)", spec.name, pid,
                  time.monotonic() - t1, t1 - t0)
         return pid

@@ -30,8 +30,9 @@ class Hypervisor(Protocol):
 
     def alive(self, pid: int) -> bool: ...
 
-    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
-        """Start the VM's QEMU without the disk copies ``stale`` names; its pid, or StartError."""
+    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None, ft: bool = False) -> int:
+        """Start the VM's QEMU without the disk copies ``stale`` names; its pid, or StartError.
+        ``ft``: FT is on for it, so its NICs must be ones QEMU can hold (no vhost-net)."""
         ...
 
     async def power_off(self, vm: str, pid: int) -> None:
@@ -71,8 +72,8 @@ class QemuHypervisor:
     def alive(self, pid: int) -> bool:
         return executor.alive(pid)
 
-    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
-        return await executor.start(self.cfg, spec, accel, stale=stale)
+    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None, ft: bool = False) -> int:
+        return await executor.start(self.cfg, spec, accel, stale=stale, ft=ft)
 
     async def power_off(self, vm: str, pid: int) -> None:
         await executor.power_off(self.cfg, vm, pid)

@@ -75,7 +75,7 @@ VHOST_NET = "/dev/vhost-net"
 def tap_name(paths: VMPaths, index: int) -> str:
     """The tap QEMU makes for the NIC ``index`` of the QEMU run from ``paths`` (at most 15
     characters): unique per run dir on a host, so an FT secondary's standbys never ask for
-    the same tap, and the NIC's index is its last digit (vigil.agent.nics reads it back)."""
+    the same tap, and the NIC's index is its last digit (vigil.env.nics reads it back)."""
     return f"vt{hashlib.sha256(str(paths.dir).encode()).hexdigest()[:9]}n{index}"
 
 
@@ -84,6 +84,14 @@ def vhost_usable(accel: str) -> bool:
     notifications (under TCG QEMU falls back to its own path anyway), and only where the
     device is there and ours to open."""
     return accel == "kvm" and os.access(VHOST_NET, os.R_OK | os.W_OK)
+
+
+def vhost_for(accel: str, ft: bool) -> bool:
+    """Whether a VM's NICs get vhost-net: where usable, and never while FT is on for it (an
+    FT primary's output is held by QEMU's net filters, which vhost-net would bypass; a VM
+    FT was turned on for while it ran with vhost-net gets filterable NICs at its next start
+    or migration)."""
+    return vhost_usable(accel) and not ft
 
 
 def nic_argv(index: int, tap: str, mac: str, vhost: bool) -> list[str]:

@@ -33,7 +33,7 @@ from typing import Any
 from vigil.hypervisor.base import HB_PORT_NAME, MACHINE, QEMU_BIN, QEMU_IMG, QemuError, _opt  # noqa: F401
 from vigil.hypervisor.argv import (  # noqa: F401  (re-exported)
     TLS_CLIENT_ID, TLS_SERVER_ID, build_argv, copy_node_name, disk_device_id, disk_node_name,
-    disk_path, live_copies, quorum_blockdev, quorum_node_name, tap_name, tls_argv, vhost_usable)
+    disk_path, live_copies, quorum_blockdev, quorum_node_name, tap_name, tls_argv, vhost_for)
 from vigil.hypervisor.guest import (  # noqa: F401  (re-exported)
     GuestChannel, HB_RE, Heartbeat, OutputGate)
 from vigil.hypervisor.processes import (  # noqa: F401  (re-exported)
@@ -126,14 +126,18 @@ async def start(
     tls_dir: str | Path | None = None,
     standby: bool = False,
     stale: Mapping[str, str] | None = None,
+    ft: bool = False,
 ) -> int:
     """Start the VM's QEMU daemonized and return its pid; QemuError with QEMU's message if not.
+
+    With ``ft`` (FT is on for the VM) its NICs never get vhost-net, even where it is usable:
+    an FT primary's output is held by QEMU's net filters, which vhost-net would bypass.
 
     With ``incoming`` the QEMU waits for a live migration (see :func:`build_argv`); its
     missing disks are still created (empty, for a shared-nothing migration to fill).
     """
     argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
-                      stale=stale, vhost=vhost_usable(accel))
+                      stale=stale, vhost=vhost_for(accel, ft))
     paths.dir.mkdir(parents=True, exist_ok=True)
     old = read_pid(paths.pidfile)
     if old and is_vm_process(old, paths):

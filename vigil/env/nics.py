@@ -26,7 +26,7 @@ from typing import Callable
 
 from vigil.hypervisor import qemu
 
-log = logging.getLogger("vigil.agent.nics")
+log = logging.getLogger("vigil.env.nics")
 
 ANNOUNCE = {"initial": 50, "max": 550, "rounds": 5, "step": 100}
 TAP_RE = re.compile(r"^iff:\s*(\S+)$", re.M)
