@@ -76,7 +76,7 @@ class Hypervisor:
         self.log.append(("shutdown", vm, pid))
         return True
 
-    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None) -> int:
+    async def start(self, spec: VMSpec, accel: str, stale: dict[str, str] | None = None, ft: bool = False) -> int:
         self.log.append(("start", spec.name))
         return 4242
 
