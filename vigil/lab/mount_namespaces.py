@@ -34,7 +34,7 @@ def bind_new_mount_namespace(path: Path, timeout: float = 10.0) -> None:
     caller's own, to prevent loops, and judges "newer" by the namespaces' ids. Linux 6.18
     hands those ids out in per-CPU batches, so inside a container (whose namespace is not
     the first one) a namespace made on another CPU than the container's can get a smaller
-    id: measured in a container root, 54 % of the binds failed. On the CPU whose batch the
+    id: in a container root about half of the binds failed. On the CPU whose batch the
     caller's namespace came from, ids only grow. So after a refusal the namespace is made
     again on each CPU in turn, one of which must work; a last failure says how the mount
     under ``path`` propagates, the other usual cause of that EINVAL."""
