@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from asyncio.futures import _set_result_unless_cancelled
 from typing import Any
 
 from vigil.config import AgentConfig
@@ -31,7 +32,16 @@ class HostClock:
         return self.w.clock.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        if seconds > 0:  # asyncio.sleep's future and timer, without its coroutine (the same wait)
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            timer = loop.call_at(loop.time() + seconds, _set_result_unless_cancelled, fut, None)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+        else:
+            await asyncio.sleep(seconds)
         while self.h.hung:
             await self.h.resumed.wait()
 
