@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from asyncio.futures import _set_result_unless_cancelled
+from types import MappingProxyType
 from typing import Any
 
 from vigil.config import AgentConfig
@@ -62,7 +63,8 @@ class SimDatastores:
 
     def read_heartbeats(self, path: str) -> dict[str, HbRecord]:
         name = self.name_of(path)
-        return dict(self.w.hb.get(name, {})) if self.w.ds_reachable(self.host, name) else {}
+        # a read-only view, not a copy: every caller takes the records at once
+        return MappingProxyType(self.w.hb.get(name, {})) if self.w.ds_reachable(self.host, name) else {}  # type: ignore[return-value]
 
 
 class SimNetwork:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from vigil.sim.store_txn import Compare, Op, _encode, _Tx
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 
@@ -36,57 +36,6 @@ def _collection(key: str) -> str:
     (``/vigil/vms/`` for ``/vigil/vms/a``; a key with no such slash is its own)."""
     i = key.find("/", len(K.PREFIX))
     return key if i < 0 else key[:i + 1]
-
-
-def _encode(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Compare:
-    key: str
-    target: str  # "version" | "mod" | "value"
-    op: str  # "==" | ">"
-    arg: Any
-
-    def holds(self, store: "MemoryStore") -> bool:
-        e = store._kv.get(self.key)
-        if self.target == "value":
-            if e is None:
-                return False
-            got: Any = store._enc[self.key]
-        elif self.target == "version":
-            got = e.version if e else 0
-        else:
-            got = e.mod_revision if e else 0
-        return got == self.arg if self.op == "==" else got > self.arg
-
-
-@dataclass(frozen=True)
-class Op:
-    kind: str  # "put" | "delete"
-    key: str
-    value: Any = None
-    lease: int = 0
-
-
-class _VersionTarget:
-    """``store.tx.version(key) > 0`` as ``vigil.service`` writes it against aetcd."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __eq__(self, n: object) -> Compare:  # type: ignore[override]
-        return Compare(self.key, "version", "==", n)
-
-    def __gt__(self, n: int) -> Compare:
-        return Compare(self.key, "version", ">", n)
-
-
-class _Tx:
-    @staticmethod
-    def version(key: bytes) -> _VersionTarget:
-        return _VersionTarget(key.decode())
 
 
 class MemoryStore:
