@@ -35,7 +35,7 @@ class HostClock:
     async def sleep(self, seconds: float) -> None:
         if seconds > 0:  # asyncio.sleep's future and timer, without its coroutine (the same wait)
             loop = asyncio.get_running_loop()
-            fut = loop.create_future()
+            fut = asyncio.Future(loop=loop)  # (what loop.create_future makes)
             timer = loop.call_at(loop.time() + seconds, _set_result_unless_cancelled, fut, None)
             try:
                 await fut

@@ -182,12 +182,12 @@ class MemoryStore:
 
     def memo(self, name: str, build: Callable[["MemoryStore", Any], Any], reads: tuple[str, ...] = ()) -> Any:
         """``build(store, previous)``, computed once per change of the store (of the keys
-        under ``reads``, when it names the prefixes build reads) and shared by every
+        under ``reads``, when it names the collections build reads) and shared by every
         caller: the simulator's hosts read the same keys many times per virtual second
         and derive the same things from them (the result must not be changed)."""
         self._expire()
         hit = self._memo.get(name)
-        stamp: Any = tuple(self.stamp(p) for p in reads) if reads else self._gen
+        stamp: Any = tuple([self._stamps.get(p, 0) for p in reads]) if reads else self._gen  # (collections)
         if hit is None or hit[0] != stamp:
             hit = self._memo[name] = (stamp, build(self, hit[1] if hit else None))
         return hit[1]
