@@ -24,6 +24,7 @@ class SimDisks:
         self.a = agent
         self.state: dict[str, dict[str, Any]] = {}  # vm -> its diskstate value
         self.resyncing: set[str] = set()
+        self._seen: tuple[Any, bool] = (None, False)
 
     def stale(self, vm: str) -> dict[str, str]:
         return P.stale_map(self.state.get(vm))
@@ -34,7 +35,14 @@ class SimDisks:
 
     def _running(self) -> list[tuple[str, Any]]:
         return [(n, v.spec) for n, v in self.a.vms.items() if v.spec is not None and not v.stopping
-                and v.spec.replicated]
+                and self._replicated(v.spec)]
+
+    def _replicated(self, spec: Any) -> bool:
+        """``spec.replicated``, asked once per spec (specs are frozen; reconcile asks per tick)."""
+        hit = self._seen
+        if hit[0] is not spec:
+            hit = self._seen = (spec, spec.replicated)
+        return hit[1]  # type: ignore[no-any-return]
 
     async def _write(self, vm: str, change: Any) -> None:
         self.state[vm] = await self.a.store.update(K.DISKSTATE + vm, change)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from asyncio.futures import _set_result_unless_cancelled
+from types import MappingProxyType
 from typing import Any
 
 from vigil.config import AgentConfig
@@ -31,7 +33,16 @@ class HostClock:
         return self.w.clock.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        if seconds > 0:  # asyncio.sleep's future and timer, without its coroutine (the same wait)
+            loop = asyncio.get_running_loop()
+            fut = asyncio.Future(loop=loop)  # (what loop.create_future makes)
+            timer = loop.call_at(loop.time() + seconds, _set_result_unless_cancelled, fut, None)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+        else:
+            await asyncio.sleep(seconds)
         while self.h.hung:
             await self.h.resumed.wait()
 
@@ -52,7 +63,8 @@ class SimDatastores:
 
     def read_heartbeats(self, path: str) -> dict[str, HbRecord]:
         name = self.name_of(path)
-        return dict(self.w.hb.get(name, {})) if self.w.ds_reachable(self.host, name) else {}
+        # a read-only view, not a copy: every caller takes the records at once
+        return MappingProxyType(self.w.hb.get(name, {})) if self.w.ds_reachable(self.host, name) else {}  # type: ignore[return-value]
 
 
 class SimNetwork:

@@ -36,10 +36,16 @@ class SimTasks:
 
     async def loop(self) -> None:
         """The agent's task loop (vigil.agent.tasks.TaskRunner.loop)."""
+        mem = self.a.store.mem
         while True:
             if self.a.lease_ok():
                 try:
-                    await self.step()
+                    if self.incoming or not self.a.store.reachable():
+                        await self.step()
+                    else:  # step's first read, without its copy: mostly no task at all
+                        mem._expire()
+                        if mem._range(K.TASKS):
+                            await self.step()
                 except StoreError:
                     pass
             await self.a.clock.sleep(0.25)

@@ -1,9 +1,9 @@
-"""What every simulated agent's reconcile reads from etcd, read once per store change.
+"""What every simulated agent's reconcile reads from etcd, read once per change of those keys.
 
 The real agent reads its snapshot and parses it on its own host; in the simulator all
 hosts read the same in-memory store many times per virtual second, mostly unchanged,
 and would each parse the same keys into the same values. ``etcd_word`` does it once per
-change of the store (``MemoryStore.memo``) and every host shares the frozen result: the
+change of the keys it reads (``MemoryStore.memo``) and every host shares the frozen result: the
 specs, assignments and owners as ``policy.host.VMFacts``, the FT and disk-state keys,
 and per host the VMs assigned there to run, in etcd's order. Specs and assignments are
 parsed again only when their key changed.
@@ -72,6 +72,9 @@ def _build(mem: MemoryStore, prev: EtcdWord | None) -> EtcdWord:
                     spec_cache=spec_cache, assign_cache=assign_cache)
 
 
+_READS = (K.VMS, K.ASSIGN, K.OWN, K.FT, K.DISKSTATE)  # every prefix _build reads
+
+
 async def etcd_word(store: HostStore) -> EtcdWord:
     """The reconcile inputs as ``store``'s host reads them now (StoreError when it is cut off)."""
-    return await store.memo("reconcile", _build)  # type: ignore[no-any-return]
+    return await store.memo("reconcile", _build, _READS)  # type: ignore[no-any-return]

@@ -16,6 +16,13 @@ from vigil.sim.vm_exec import VmExecution
 from vigil.store.etcd import Entry, StoreError
 
 
+# The facts asked for are few and frozen: made once each, shared by every host (a
+# reconcile asks for them per VM, several times per virtual second per host).
+_HOST_FACTS: dict[tuple[str, bool, bool], HP.HostFacts] = {}
+_HERE_FACTS: dict[tuple, HP.HereFacts] = {}
+_KEEP = 4096
+
+
 class Reconciler(VmExecution):
     """reconcile_loop and reconcile, carried out by VmExecution (SimAgent's base)."""
 
@@ -60,19 +67,26 @@ class Reconciler(VmExecution):
         await carry_out_in_order(self, mine, facts, specs, assign)  # the real agent's two passes
 
     def _host_facts(self) -> HP.HostFacts:
-        return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
+        key = (self.me, self.lease_ok(), self.isolated)
+        f = _HOST_FACTS.get(key)
+        if f is None:
+            f = _HOST_FACTS[key] = HP.HostFacts(me=key[0], lease_ok=key[1], isolated=key[2])
+        return f
 
     def _here(self, name: str) -> HP.HereFacts:
         """As the real agent's: an incoming migration's copy counts as a start under way
         (the real agent's takeover and adoption of it happen with no wait between)."""
         vm = self.vms.get(name)
-        crashes = None
-        if name in self.failed:
-            gen, count, msg = self.failed[name]
-            crashes = Crashes(gen, count, msg)
-        return HP.HereFacts(running=vm is not None, stopping=vm is not None and vm.stopping,
-                            starting=name in self.starting or name in self.migrations.incoming,
-                            has_standby=name in self.promoting, crashes=crashes)
+        key = (vm is not None, vm is not None and vm.stopping,
+               name in self.starting or name in self.migrations.incoming, name in self.promoting, self.failed.get(name))
+        f = _HERE_FACTS.get(key)
+        if f is None:
+            if len(_HERE_FACTS) > _KEEP:
+                _HERE_FACTS.clear()
+            crashes = None if key[4] is None else Crashes(*key[4])
+            f = _HERE_FACTS[key] = HP.HereFacts(running=key[0], stopping=key[1], starting=key[2],
+                                                has_standby=key[3], crashes=crashes)
+        return f
 
     async def _carry_out(self, act: HP.HostAction, facts: Mapping[str, HP.VMFacts],
                          assign: Mapping[str, Entry]) -> None:

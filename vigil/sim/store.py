@@ -19,9 +19,9 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from vigil.sim.store_txn import Compare, Op, _encode, _Tx
 from vigil.store import keys as K
 from vigil.store.etcd import Entry, StoreError
 
@@ -31,55 +31,11 @@ def _range_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def _encode(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Compare:
-    key: str
-    target: str  # "version" | "mod" | "value"
-    op: str  # "==" | ">"
-    arg: Any
-
-    def holds(self, store: "MemoryStore") -> bool:
-        e = store._kv.get(self.key)
-        if self.target == "value":
-            if e is None:
-                return False
-            got: Any = store._enc[self.key]
-        elif self.target == "version":
-            got = e.version if e else 0
-        else:
-            got = e.mod_revision if e else 0
-        return got == self.arg if self.op == "==" else got > self.arg
-
-
-@dataclass(frozen=True)
-class Op:
-    kind: str  # "put" | "delete"
-    key: str
-    value: Any = None
-    lease: int = 0
-
-
-class _VersionTarget:
-    """``store.tx.version(key) > 0`` as ``vigil.service`` writes it against aetcd."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __eq__(self, n: object) -> Compare:  # type: ignore[override]
-        return Compare(self.key, "version", "==", n)
-
-    def __gt__(self, n: int) -> Compare:
-        return Compare(self.key, "version", ">", n)
-
-
-class _Tx:
-    @staticmethod
-    def version(key: bytes) -> _VersionTarget:
-        return _VersionTarget(key.decode())
+def _collection(key: str) -> str:
+    """The collection a key belongs to: its prefix up to the slash after vigil's own
+    (``/vigil/vms/`` for ``/vigil/vms/a``; a key with no such slash is its own)."""
+    i = key.find("/", len(K.PREFIX))
+    return key if i < 0 else key[:i + 1]
 
 
 class MemoryStore:
@@ -100,6 +56,7 @@ class MemoryStore:
         # counts changes of the kept keys (not sink puts, which raise the revision too):
         # what reads are cached on, as nothing they return can differ while it stands
         self._gen = 0
+        self._stamps: dict[str, int] = {}  # collection -> _gen at its last change (never: absent)
         self._ranges: dict[str, tuple[int, dict[str, Entry]]] = {}
         self._memo: dict[str, tuple[int, Any]] = {}
         self._kv: dict[str, Entry] = {}
@@ -117,7 +74,7 @@ class MemoryStore:
         changed, so they are shared); no watchers. For benchmarks that start many runs
         from one large cluster."""
         c = MemoryStore(now or self.now, self.sink)
-        c.revision, c._next_lease, c._gen = self.revision, self._next_lease, self._gen
+        c.revision, c._next_lease, c._gen, c._stamps = self.revision, self._next_lease, self._gen, dict(self._stamps)
         c._kv, c._enc, c._created, c._keys = dict(self._kv), dict(self._enc), dict(self._created), list(self._keys)
         c._leases, c._expiry = dict(self._leases), list(self._expiry)
         c._lease_keys = {lid: set(keys) for lid, keys in self._lease_keys.items()}
@@ -146,6 +103,7 @@ class MemoryStore:
             return
         del self._enc[key], self._created[key]
         self._gen += 1
+        self._stamps[_collection(key)] = self._gen
         self._keys.pop(bisect.bisect_left(self._keys, key))
         if e.lease:
             self._lease_keys.get(e.lease, set()).discard(key)
@@ -165,6 +123,7 @@ class MemoryStore:
             self._lease_keys.get(old.lease, set()).discard(key)
         enc = _encode(value)
         self._gen += 1
+        self._stamps[_collection(key)] = self._gen
         e = Entry(key, json.loads(enc), self.revision, (old.version if old else 0) + 1, lease)
         self._kv[key], self._enc[key] = e, enc
         if lease:
@@ -195,31 +154,42 @@ class MemoryStore:
         self._expire()
         return self._kv.get(key)
 
+    def stamp(self, prefix: str) -> int:
+        """What changes whenever a key under ``prefix`` does: the store's change count at
+        the last change in the collection when ``prefix`` is one (``/vigil/vms/``), else
+        the store's change count itself."""
+        if prefix.find("/", len(K.PREFIX)) == len(prefix) - 1:
+            return self._stamps.get(prefix, 0)
+        return self._gen
+
     def _range(self, prefix: str) -> dict[str, Entry]:
-        """The keys under ``prefix`` in etcd's order, read once per change of the store
-        (the caller must not change the dict)."""
+        """The keys under ``prefix`` in etcd's order, read once per change under it (the
+        caller must not change the dict)."""
         hit = self._ranges.get(prefix)
-        if hit is not None and hit[0] == self._gen:
+        stamp = self.stamp(prefix)
+        if hit is not None and hit[0] == stamp:
             return hit[1]
         keys, kv = self._keys, self._kv
         i = bisect.bisect_left(keys, prefix)
         j = bisect.bisect_left(keys, _range_end(prefix), i) if prefix else len(keys)  # etcd's range end
         out = {k: kv[k] for k in keys[i:j]}
-        self._ranges[prefix] = (self._gen, out)
+        self._ranges[prefix] = (stamp, out)
         return out
 
     async def get_prefix(self, prefix: str) -> dict[str, Entry]:
         self._expire()
         return dict(self._range(prefix))
 
-    def memo(self, name: str, build: Callable[["MemoryStore", Any], Any]) -> Any:
-        """``build(store, previous)``, computed once per change of the store and shared by
-        every caller: the simulator's hosts read the same keys many times per virtual
-        second and derive the same things from them (the result must not be changed)."""
+    def memo(self, name: str, build: Callable[["MemoryStore", Any], Any], reads: tuple[str, ...] = ()) -> Any:
+        """``build(store, previous)``, computed once per change of the store (of the keys
+        under ``reads``, when it names the collections build reads) and shared by every
+        caller: the simulator's hosts read the same keys many times per virtual second
+        and derive the same things from them (the result must not be changed)."""
         self._expire()
         hit = self._memo.get(name)
-        if hit is None or hit[0] != self._gen:
-            hit = self._memo[name] = (self._gen, build(self, hit[1] if hit else None))
+        stamp: Any = tuple([self._stamps.get(p, 0) for p in reads]) if reads else self._gen  # (collections)
+        if hit is None or hit[0] != stamp:
+            hit = self._memo[name] = (stamp, build(self, hit[1] if hit else None))
         return hit[1]
 
     async def snapshot(self) -> dict[str, Entry]:
@@ -355,10 +325,10 @@ class HostStore:
         """The revision of the store's last snapshot (MemoryStore.snapshot_revision)."""
         return self.mem.snapshot_revision
 
-    async def memo(self, name: str, build: Callable[[MemoryStore, Any], Any]) -> Any:
+    async def memo(self, name: str, build: Callable[[MemoryStore, Any], Any], reads: tuple[str, ...] = ()) -> Any:
         """``MemoryStore.memo`` through this host's link."""
         await self._check()
-        return self.mem.memo(name, build)
+        return self.mem.memo(name, build, reads)
 
     async def put(self, key: str, value: Any, lease: int = 0) -> None:
         await self._check()

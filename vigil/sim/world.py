@@ -89,6 +89,7 @@ class World:
         self.ds_latency: dict[str, tuple[float, float]] = {}  # datastore -> (ms, ms per op/s on it)
         self.report_load = False  # the agents write load/ (scenarios about DRS; the others' logs unchanged)
         self._pid = 1000
+        self._group_of: tuple[list[list[str]] | None, dict[str, int]] = (None, {})  # groups -> host -> index
 
     def task_done(self, t: asyncio.Task) -> None:
         """A simulated process's task ended: an exception in it is a simulator (or vigil) bug."""
@@ -108,9 +109,17 @@ class World:
         return next((h for h in self.hosts.values() if h.address == address), None)
 
     def _group(self, host: str) -> int:
-        if self.groups is None:
+        groups = self.groups
+        if groups is None:
             return 0
-        return next((i for i, g in enumerate(self.groups) if host in g), -1)
+        seen, index = self._group_of
+        if seen is not groups:  # a new partition (faults set ``groups`` anew each time)
+            index = {}
+            for i, g in enumerate(groups):
+                for h in g:
+                    index.setdefault(h, i)
+            self._group_of = (groups, index)
+        return index.get(host, -1)
 
     def answers(self, src: str, address: str) -> bool:
         """Whether a ping from ``src`` to ``address`` is answered (a hung host's kernel
