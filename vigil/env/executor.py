@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from vigil.config import AgentConfig, cache_dir
-from vigil.hypervisor import accel, ftdisk, qemu
+from vigil.hypervisor import accel, ftdisk, qemu, start_timing
 from vigil.model import VMSpec
 
 log = logging.getLogger("vigil.agent")
@@ -61,10 +61,11 @@ async def start(cfg: AgentConfig, spec: VMSpec, accel: str, stale: dict[str, str
         t0 = time.monotonic()
         await ftdisk.settle(spec, cfg.datastores, upto=None)
         t1 = time.monotonic()
+        timing: dict[str, object] = {}
         pid = await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores),
-                               tls_dir=cfg.tls_dir or None, stale=stale, ft=ft)
-        log.info("%s: QEMU pid %d up in %.3fs (disk overlays checked in %.3fs)", spec.name, pid,
-                 time.monotonic() - t1, t1 - t0)
+                               tls_dir=cfg.tls_dir or None, stale=stale, ft=ft, timing=timing)
+        log.info("%s: QEMU pid %d up in %.3fs (disk overlays checked in %.3fs; %s)", spec.name, pid,
+                 time.monotonic() - t1, t1 - t0, start_timing.describe(timing))
         return pid
     except qemu.QemuError as e:
         raise StartError(str(e)) from None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,17 @@ from vigil.hypervisor.processes import (  # noqa: F401  (re-exported)
     VMPaths, cmdline, find_running, is_vm_process, kill_pid, pid_alive, read_pid, wait_pid_exit)
 from vigil.hypervisor.qmp import (  # noqa: F401  (re-exported)
     QMPConn, QMPEvent)
+from vigil.hypervisor import start_timing
 from vigil.model import VMSpec
 
 
-async def _run(argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
+async def _run(argv: list[str], timeout: float = 60.0, marks: dict[str, float] | None = None) -> tuple[int, str]:
+    """``marks``: gets "spawned", when the process was made (``time.time()``)."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+    if marks is not None:
+        marks["spawned"] = time.time()
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -127,6 +132,7 @@ async def start(
     standby: bool = False,
     stale: Mapping[str, str] | None = None,
     ft: bool = False,
+    timing: dict[str, object] | None = None,
 ) -> int:
     """Start the VM's QEMU daemonized and return its pid; QemuError with QEMU's message if not.
 
@@ -135,6 +141,7 @@ async def start(
 
     With ``incoming`` the QEMU waits for a live migration (see :func:`build_argv`); its
     missing disks are still created (empty, for a shared-nothing migration to fill).
+    ``timing``: filled with where the start's time went (:mod:`start_timing`).
     """
     argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
                       stale=stale, vhost=vhost_for(accel, ft))
@@ -146,10 +153,14 @@ async def start(
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     await ensure_disks(spec, datastore_paths, stale)
-    rc, msg = await _run(argv)
+    began = time.time()
+    marks: dict[str, float] = {}
+    rc, msg = await _run(argv, marks=marks)
     if rc != 0:
         raise QemuError(f"QEMU for VM {spec.name} failed to start: {msg}")
     pid = read_pid(paths.pidfile)
     if pid is None:
         raise QemuError(f"QEMU for VM {spec.name} started but wrote no pidfile {paths.pidfile}: {msg}")
+    if timing is not None:
+        timing.update(start_timing.phases(began, marks.get("spawned", began), time.time(), paths.pidfile, pid))
     return pid
