@@ -45,10 +45,13 @@ from vigil.hypervisor import start_timing
 from vigil.model import VMSpec
 
 
-async def _run(argv: list[str], timeout: float = 60.0, marks: dict[str, float] | None = None) -> tuple[int, str]:
-    """``marks``: gets "spawned", when the process was made (``time.time()``)."""
+async def _run(argv: list[str], timeout: float = 60.0, marks: dict[str, float] | None = None,
+               new_session: bool = False) -> tuple[int, str]:
+    """``marks``: gets "spawned", when the process was made (``time.time()``).
+    ``new_session``: the process runs in a session of its own (see :func:`start`)."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=new_session,
     )
     if marks is not None:
         marks["spawned"] = time.time()
@@ -142,6 +145,11 @@ async def start(
     With ``incoming`` the QEMU waits for a live migration (see :func:`build_argv`); its
     missing disks are still created (empty, for a shared-nothing migration to fill).
     ``timing``: filled with where the start's time went (:mod:`start_timing`).
+
+    QEMU runs in a session of its own from its first instruction, not only its daemon: with
+    the kernel's autogroups (a CPU share per session) its first process otherwise shares
+    the agent's share, which is busy exactly when VMs restart (claims, events, other
+    starts), and the QEMU start waits behind it.
     """
     argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
                       stale=stale, vhost=vhost_for(accel, ft))
@@ -155,7 +163,7 @@ async def start(
     await ensure_disks(spec, datastore_paths, stale)
     began = time.time()
     marks: dict[str, float] = {}
-    rc, msg = await _run(argv, marks=marks)
+    rc, msg = await _run(argv, marks=marks, new_session=True)
     if rc != 0:
         raise QemuError(f"QEMU for VM {spec.name} failed to start: {msg}")
     pid = read_pid(paths.pidfile)
