@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from vigil.config import AgentConfig, cache_dir
-from vigil.hypervisor import accel, ftdisk, qemu, start_timing
+from vigil.hypervisor import accel, ftdisk, qemu, start_boost, start_timing
 from vigil.model import VMSpec
 
 log = logging.getLogger("vigil.agent")
@@ -41,7 +41,12 @@ async def probe_accel(cfg: AgentConfig) -> str:
 
 
 def find_running(cfg: AgentConfig) -> dict[str, int]:
-    return qemu.find_running(Path(cfg.run_dir))
+    """The QEMUs running here (for the agent to adopt at its start). A QEMU whose start
+    an agent's end cut short may still have its start's raised CPU share: set back."""
+    found = qemu.find_running(Path(cfg.run_dir))
+    for pid in found.values():
+        start_boost.set_session_nice(pid, 0)
+    return found
 
 
 def alive(pid: int) -> bool:

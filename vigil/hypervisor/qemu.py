@@ -42,19 +42,20 @@ from vigil.hypervisor.processes import (  # noqa: F401  (re-exported)
 from vigil.hypervisor.qmp import (  # noqa: F401  (re-exported)
     QMPConn, QMPEvent)
 from vigil.hypervisor import start_timing
+from vigil.hypervisor.start_boost import StartBoost
 from vigil.model import VMSpec
 
 
-async def _run(argv: list[str], timeout: float = 60.0, marks: dict[str, float] | None = None,
+async def _run(argv: list[str], timeout: float = 60.0, spawned: Callable[[int], None] | None = None,
                new_session: bool = False) -> tuple[int, str]:
-    """``marks``: gets "spawned", when the process was made (``time.time()``).
-    ``new_session``: the process runs in a session of its own (see :func:`start`)."""
+    """``spawned``: called with the pid once the process is made. ``new_session``: the
+    process runs in a session of its own (see :func:`start`)."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         start_new_session=new_session,
     )
-    if marks is not None:
-        marks["spawned"] = time.time()
+    if spawned is not None:
+        spawned(proc.pid)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -149,7 +150,8 @@ async def start(
     QEMU runs in a session of its own from its first instruction, not only its daemon: with
     the kernel's autogroups (a CPU share per session) its first process otherwise shares
     the agent's share, which is busy exactly when VMs restart (claims, events, other
-    starts), and the QEMU start waits behind it.
+    starts), and the QEMU start waits behind it. Its sessions' share is raised while it
+    starts, and normal once it is up (:mod:`start_boost`).
     """
     argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
                       stale=stale, vhost=vhost_for(accel, ft))
@@ -163,12 +165,22 @@ async def start(
     await ensure_disks(spec, datastore_paths, stale)
     began = time.time()
     marks: dict[str, float] = {}
-    rc, msg = await _run(argv, marks=marks, new_session=True)
+    boost = StartBoost(paths.pidfile)
+
+    def spawned(first: int) -> None:
+        marks["spawned"] = time.time()
+        boost.began(first)
+
+    try:
+        rc, msg = await _run(argv, spawned=spawned, new_session=True)
+    finally:
+        up = time.time()
+        await boost.end()
     if rc != 0:
         raise QemuError(f"QEMU for VM {spec.name} failed to start: {msg}")
     pid = read_pid(paths.pidfile)
     if pid is None:
         raise QemuError(f"QEMU for VM {spec.name} started but wrote no pidfile {paths.pidfile}: {msg}")
     if timing is not None:
-        timing.update(start_timing.phases(began, marks.get("spawned", began), time.time(), paths.pidfile, pid))
+        timing.update(start_timing.phases(began, marks.get("spawned", began), up, paths.pidfile, pid))
     return pid
