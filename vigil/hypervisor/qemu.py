@@ -42,6 +42,7 @@ from vigil.hypervisor.processes import (  # noqa: F401  (re-exported)
 from vigil.hypervisor.qmp import (  # noqa: F401  (re-exported)
     QMPConn, QMPEvent)
 from vigil.hypervisor import start_timing
+from vigil.hypervisor.dhparams import ensure_dh_params
 from vigil.hypervisor.start_boost import StartBoost
 from vigil.model import VMSpec
 
@@ -153,6 +154,8 @@ async def start(
     starts), and the QEMU start waits behind it. Its sessions' share is raised while it
     starts, and normal once it is up (:mod:`start_boost`).
     """
+    if tls_dir is not None:
+        ensure_dh_params(tls_dir)  # else its TLS server object makes DH parameters: ~0.5 s of CPU
     argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
                       stale=stale, vhost=vhost_for(accel, ft))
     paths.dir.mkdir(parents=True, exist_ok=True)
