@@ -44,6 +44,7 @@ def one_run(leader_host: bool, run: int, hang: bool = False, fencing: str = "") 
         observe.wait_for("failover", lambda: observe.running_vms_ok(names, exclude_hosts={victim}), timeout=180)
         tl = observe.failover_timeline(t0, victim, names)
         spawn = spawn_steps(t0, victim, names)
+        print_qemu_starts(lab, victim, names)
         fenced = [e.time - t0 for e in observe.events() if e.time >= t0 and e.kind == "fence"
                   and e.host == victim and e.data.get("result") == "confirmed"]
         return {
@@ -58,10 +59,27 @@ def one_run(leader_host: bool, run: int, hang: bool = False, fencing: str = "") 
         lab.down()
 
 
+def print_qemu_starts(lab: Lab, victim: str, names: list[str]) -> None:
+    """The agents' own account of each restart's QEMU start (vigil.hypervisor.start_timing:
+    its phases, and per QEMU thread the CPU time it ran and the time it waited for a CPU)."""
+    for h in lab.hosts:
+        if h == victim:
+            continue
+        try:
+            lines = open(lab.host(h)["agent_log"], errors="replace").read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if " QEMU pid " in line and any(f" {n}: QEMU pid " in line for n in names):
+                print(f"  {h}: {line.split(': ', 1)[-1]}", file=sys.stderr, flush=True)
+
+
 def spawn_steps(t0: float, victim: str, names: list[str]) -> dict[str, float | None]:
     """Restart issued -> QEMU started, per VM (the median of the run's VMs), in two parts:
     issued -> the agent's ``vm-starting`` (the watch, reconcile, the ownership claim) and
-    ``vm-starting`` -> ``vm-started`` (the QEMU spawn); and the load average then."""
+    ``vm-starting`` -> ``vm-started`` (the QEMU spawn); and the load average then.
+    ``vm-starting`` is written while QEMU starts (its status write first): after a quick
+    start it may come after ``vm-started`` (a spawn below 0); ``qemu_up`` is QEMU's own."""
     issued: dict[str, float] = {}
     starting: dict[str, float] = {}
     started: dict[str, float] = {}

@@ -5,7 +5,8 @@ vigil.bootstrap.cluster_dir).
 One library call per step instead of openssl command lines: no temporary CSR or extension
 files, errors as exceptions, and the same code on every host. The files are laid out as
 QEMU's ``tls-creds-x509`` wants them (``ca-cert.pem``, ``server-cert.pem``/``-key.pem``,
-``client-cert.pem``/``-key.pem``), EC P-256 keys in SEC1 PEM, which gnutls reads.
+``client-cert.pem``/``-key.pem``, and ``dh-params.pem``: vigil.hypervisor.dhparams), EC
+P-256 keys in SEC1 PEM, which gnutls reads.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from vigil.hypervisor.dhparams import ensure_dh_params
 
 CA_CERT, CA_KEY = "ca-cert.pem", "ca-key.pem"
 
@@ -116,6 +119,7 @@ def create_host_certs(ca_dir: Path, tls_dir: Path, hostname: str, ips: tuple[str
     (tls_dir / CA_CERT).write_bytes((ca_dir / CA_CERT).read_bytes())
     for role in ("server", "client"):
         issue(ca_dir, tls_dir, role, hostname, ips, days)
+    ensure_dh_params(tls_dir)  # QEMU's TLS server object makes its own at each start otherwise
     return tls_dir
 
 

@@ -18,7 +18,7 @@ def test_a_host_gets_server_and_client_certificates_signed_by_the_cluster_ca(tmp
     assert (ca / "ca-cert.pem").read_bytes() == first
     tls = pki.create_host_certs(ca, tmp_path / "h1", "host1", ips=("10.77.0.1",))
     assert sorted(p.name for p in tls.iterdir()) == [
-        "ca-cert.pem", "client-cert.pem", "client-key.pem", "server-cert.pem", "server-key.pem"]
+        "ca-cert.pem", "client-cert.pem", "client-key.pem", "dh-params.pem", "server-cert.pem", "server-key.pem"]
     ca_cert = x509.load_pem_x509_certificate(first)
     for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH), ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
         cert = x509.load_pem_x509_certificate((tls / f"{role}-cert.pem").read_bytes())

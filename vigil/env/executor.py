@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from vigil.config import AgentConfig, cache_dir
-from vigil.hypervisor import accel, ftdisk, qemu
+from vigil.hypervisor import accel, ftdisk, qemu, start_boost, start_timing
 from vigil.model import VMSpec
 
 log = logging.getLogger("vigil.agent")
@@ -41,7 +41,12 @@ async def probe_accel(cfg: AgentConfig) -> str:
 
 
 def find_running(cfg: AgentConfig) -> dict[str, int]:
-    return qemu.find_running(Path(cfg.run_dir))
+    """The QEMUs running here (for the agent to adopt at its start). A QEMU whose start
+    an agent's end cut short may still have its start's raised CPU share: set back."""
+    found = qemu.find_running(Path(cfg.run_dir))
+    for pid in found.values():
+        start_boost.set_session_nice(pid, 0)
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -61,10 +66,11 @@ async def start(cfg: AgentConfig, spec: VMSpec, accel: str, stale: dict[str, str
         t0 = time.monotonic()
         await ftdisk.settle(spec, cfg.datastores, upto=None)
         t1 = time.monotonic()
+        timing: dict[str, object] = {}
         pid = await qemu.start(spec, paths(cfg, spec.name), accel, dict(cfg.datastores),
-                               tls_dir=cfg.tls_dir or None, stale=stale, ft=ft)
-        log.info("%s: QEMU pid %d up in %.3fs (disk overlays checked in %.3fs)", spec.name, pid,
-                 time.monotonic() - t1, t1 - t0)
+                               tls_dir=cfg.tls_dir or None, stale=stale, ft=ft, timing=timing)
+        log.info("%s: QEMU pid %d up in %.3fs (disk overlays checked in %.3fs; %s)", spec.name, pid,
+                 time.monotonic() - t1, t1 - t0, start_timing.describe(timing))
         return pid
     except qemu.QemuError as e:
         raise StartError(str(e)) from None

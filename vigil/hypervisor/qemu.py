@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,22 @@ from vigil.hypervisor.processes import (  # noqa: F401  (re-exported)
     VMPaths, cmdline, find_running, is_vm_process, kill_pid, pid_alive, read_pid, wait_pid_exit)
 from vigil.hypervisor.qmp import (  # noqa: F401  (re-exported)
     QMPConn, QMPEvent)
+from vigil.hypervisor import start_timing
+from vigil.hypervisor.dhparams import ensure_dh_params
+from vigil.hypervisor.start_boost import StartBoost
 from vigil.model import VMSpec
 
 
-async def _run(argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
+async def _run(argv: list[str], timeout: float = 60.0, spawned: Callable[[int], None] | None = None,
+               new_session: bool = False) -> tuple[int, str]:
+    """``spawned``: called with the pid once the process is made. ``new_session``: the
+    process runs in a session of its own (see :func:`start`)."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=new_session,
     )
+    if spawned is not None:
+        spawned(proc.pid)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -127,6 +137,7 @@ async def start(
     standby: bool = False,
     stale: Mapping[str, str] | None = None,
     ft: bool = False,
+    timing: dict[str, object] | None = None,
 ) -> int:
     """Start the VM's QEMU daemonized and return its pid; QemuError with QEMU's message if not.
 
@@ -135,7 +146,16 @@ async def start(
 
     With ``incoming`` the QEMU waits for a live migration (see :func:`build_argv`); its
     missing disks are still created (empty, for a shared-nothing migration to fill).
+    ``timing``: filled with where the start's time went (:mod:`start_timing`).
+
+    QEMU runs in a session of its own from its first instruction, not only its daemon: with
+    the kernel's autogroups (a CPU share per session) its first process otherwise shares
+    the agent's share, which is busy exactly when VMs restart (claims, events, other
+    starts), and the QEMU start waits behind it. Its sessions' share is raised while it
+    starts, and normal once it is up (:mod:`start_boost`).
     """
+    if tls_dir is not None:
+        ensure_dh_params(tls_dir)  # else its TLS server object makes DH parameters: ~0.5 s of CPU
     argv = build_argv(spec, paths, accel, datastore_paths, incoming=incoming, tls_dir=tls_dir, standby=standby,
                       stale=stale, vhost=vhost_for(accel, ft))
     paths.dir.mkdir(parents=True, exist_ok=True)
@@ -146,10 +166,24 @@ async def start(
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     await ensure_disks(spec, datastore_paths, stale)
-    rc, msg = await _run(argv)
+    began = time.time()
+    marks: dict[str, float] = {}
+    boost = StartBoost(paths.pidfile)
+
+    def spawned(first: int) -> None:
+        marks["spawned"] = time.time()
+        boost.began(first)
+
+    try:
+        rc, msg = await _run(argv, spawned=spawned, new_session=True)
+    finally:
+        up = time.time()
+        await boost.end()
     if rc != 0:
         raise QemuError(f"QEMU for VM {spec.name} failed to start: {msg}")
     pid = read_pid(paths.pidfile)
     if pid is None:
         raise QemuError(f"QEMU for VM {spec.name} started but wrote no pidfile {paths.pidfile}: {msg}")
+    if timing is not None:
+        timing.update(start_timing.phases(began, marks.get("spawned", began), up, paths.pidfile, pid))
     return pid
