@@ -78,8 +78,9 @@ def spawn_steps(t0: float, victim: str, names: list[str]) -> dict[str, float | N
     """Restart issued -> QEMU started, per VM (the median of the run's VMs), in two parts:
     issued -> the agent's ``vm-starting`` (the watch, reconcile, the ownership claim) and
     ``vm-starting`` -> ``vm-started`` (the QEMU spawn); and the load average then.
-    ``vm-starting`` is written while QEMU starts (its status write first): after a quick
-    start it may come after ``vm-started`` (a spawn below 0); ``qemu_up`` is QEMU's own."""
+    ``vm-starting`` is written while QEMU starts (its status write first), and
+    ``vm-started`` waits for it: after a quick start the spawn part is those writes;
+    ``qemu_up`` is QEMU's own."""
     issued: dict[str, float] = {}
     starting: dict[str, float] = {}
     started: dict[str, float] = {}

@@ -198,9 +198,9 @@ class Guests:
             self.starting.discard(name)
         spawn_s = round(self.clock.monotonic() - began, 3)
         self.adopt(name, pid, spec, a.gen)
+        await said  # "starting" (status and event) comes before "started" and "running"
         await self.host.event("vm-started", f"{name} started on {self.me} (pid {pid})", vm=name, pid=pid,
                               spawn_s=spawn_s)
-        await said  # ("starting" is written before "running")
         await self.status(name, "running")
 
     async def _claimed(self, name: str, claim: Callable[[], Awaitable[bool]]) -> bool:
