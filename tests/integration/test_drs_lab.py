@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import time
 
-import pytest
 
 from vigil.lab import observe
 from vigil.lab.scenario import create_lab_vms
@@ -17,7 +16,8 @@ from vigil.model import TASK_ACTIVE
 from vigil.service import drs
 from vigil.store import keys as K
 
-from labcheck import LAB_MARKS, running_lab, vigil_cmd
+from labcheck import LAB_MARKS, vigil_cmd
+from labpool import shared_lab
 
 pytestmark = LAB_MARKS
 
@@ -41,10 +41,8 @@ def drs_tasks_busy() -> bool:
                for k, e in snap.items() if k.startswith(K.TASKS))
 
 
-@pytest.fixture
-def lab():
-    with running_lab(hosts=3, datastores=1, memory_mb=1536, reboot_delay_s=60.0) as lab:
-        yield lab
+# the lab shared with the other modules of this config while each test leaves it as fresh (labpool)
+lab_pool, lab = shared_lab(fresh_after=True, hosts=3, datastores=1, memory_mb=1536, reboot_delay_s=60.0)
 
 
 def test_drs_manual_then_automatic_balances_vms_started_on_one_host(lab):
