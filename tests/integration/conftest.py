@@ -53,9 +53,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
     """Once the test's fixtures are gone: the shared lab goes too unless the next test
     shares it (a lab of another config, a lab of a test's own, or no lab at all come next)."""
-    res = yield
-    labpool.SESSION.keep_only(labpool.config_of(nextitem) if nextitem is not None else None)
-    return res
+    try:
+        return (yield)
+    finally:  # a fixture's teardown that failed too
+        labpool.SESSION.keep_only(labpool.config_of(nextitem) if nextitem is not None else None)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,7 +2,8 @@
 leaves it as a fresh one.
 
 A lab takes seconds to build; most tests that move VMs around leave every host as it was.
-After each test that passed, ``LabPool`` heals the lab's faults, deletes every VM (and waits
+After each test that passed, ``LabPool`` heals the lab's faults, puts the cluster's settings
+(admission, DRS...) back as the fresh lab had them, deletes every VM (and waits
 until its QEMU is gone and its records and files are removed), and then checks that the lab
 is indistinguishable from a fresh one for the next test:
 
@@ -165,6 +166,7 @@ class LabPool:
             if lost := self._host_lost():
                 return self._not_reused(lost)  # a host's new boot is no faster than a new lab
             faults.heal(lab)
+            self._restore_settings()  # first: DRS, say, moves no VM while they are deleted
             names = [v["name"] for v in observe.cluster()["vms"]]
             if any(t.state not in ("done", "failed", "cancelled") for t in observe.call(service.tasks)):
                 return self._not_reused("a task still runs")
@@ -178,7 +180,6 @@ class LabPool:
                 for d in [DS_DIR / ds / n for ds in lab.state["datastores"]] + [HOSTS_DIR / h / "run" / n for h in lab.hosts]:
                     shutil.rmtree(d, ignore_errors=True)  # its disks, and its guest's logs the tests read
             self._drop_rules_groups_maintenance()
-            self._restore_settings()
             deadline = time.monotonic() + 30
             while (why := self._differences()) and time.monotonic() < deadline:
                 time.sleep(0.5)
