@@ -4,7 +4,8 @@ leaves it as a fresh one.
 A lab takes seconds to build; most tests that move VMs around leave every host as it was.
 After each test that passed, ``LabPool`` heals the lab's faults, puts the cluster's settings
 (admission, DRS...) back as the fresh lab had them, deletes every VM (and waits
-until its QEMU is gone and its records and files are removed), and then checks that the lab
+until its QEMU is gone, killed if its agent's shutdown has not ended it within 5 s, and its
+records and files are removed), and then checks that the lab
 is indistinguishable from a fresh one for the next test:
 
 - every host still on its first boot, never reset, the same supervisor and etcd processes
@@ -27,7 +28,9 @@ share it). conftest also runs the modules that share a lab of one config one aft
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import time
 import warnings
 from typing import Any, Callable, Iterator
@@ -172,6 +175,8 @@ class LabPool:
                 return self._not_reused("a task still runs")
             for n in names:
                 observe.call(lambda s, n=n: service.delete_vm(s, n, force=True))
+            t_vms = time.monotonic()
+            killed = self._end_qemus()
             observe.wait_for("every VM stopped and released", lambda: not observe.qemu_processes() and not observe.call(
                 lambda s: s.get_prefix(K.OWN)), 120)
             for p in _VM_RECORDS:
@@ -180,15 +185,32 @@ class LabPool:
                 for d in [DS_DIR / ds / n for ds in lab.state["datastores"]] + [HOSTS_DIR / h / "run" / n for h in lab.hosts]:
                     shutil.rmtree(d, ignore_errors=True)  # its disks, and its guest's logs the tests read
             self._drop_rules_groups_maintenance()
-            deadline = time.monotonic() + 30
+            t_diff = time.monotonic()
+            deadline = t_diff + 30
             while (why := self._differences()) and time.monotonic() < deadline:
                 time.sleep(0.5)
             if why:
                 return self._not_reused("; ".join(why))
+            print(f"heal: {len(names)} VMs deleted, gone in {t_diff - t_vms:.1f} s ({killed} QEMUs killed after "
+                  f"their agents' grace), the lab as fresh {time.monotonic() - t_diff:.1f} s later")
         except Exception as e:  # noqa: BLE001 - any doubt: a fresh lab for the next test
             return self._not_reused(repr(e))
         self.reused += 1
         return True
+
+    def _end_qemus(self, grace_s: float = 5.0) -> int:
+        """The deleted VMs' QEMUs that are still there once their agents had ``grace_s`` to
+        shut them down are killed: a guest still booting misses the ACPI button, and its
+        agent would wait out the VM's shutdown timeout (20 s) before pulling the plug; the
+        agent, stopping the VM already, takes the exit as the end of its shutdown."""
+        deadline = time.monotonic() + grace_s
+        while (left := _lab_qemus(self.lab)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        for pids in left.values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return sum(map(len, left.values()))
 
     def _host_lost(self) -> str:
         """Why a host is not the one of the fresh lab (powered off, hung, reset, its etcd
