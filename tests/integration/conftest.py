@@ -52,11 +52,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
     """Once the test's fixtures are gone: the shared lab goes too unless the next test
-    shares it (a lab of another config, a lab of a test's own, or no lab at all come next)."""
+    shares it (a lab of another config, a lab of a test's own, or no lab at all come next);
+    a lab no next test shares is not healed first."""
+    session = labpool.SESSION
+    session.next_config = labpool.config_of(nextitem) if nextitem is not None else None
     try:
         return (yield)
     finally:  # a fixture's teardown that failed too
-        labpool.SESSION.keep_only(labpool.config_of(nextitem) if nextitem is not None else None)
+        session.keep_only(session.next_config)
+        session.next_config = ...
 
 
 @pytest.fixture(scope="session", autouse=True)

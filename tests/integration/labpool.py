@@ -86,14 +86,15 @@ class LabPool:
             stack.close()
 
     @contextlib.contextmanager
-    def use(self, passed: Any) -> Iterator[Any]:
-        """The lab for one test; ``passed()`` says afterwards whether the test passed."""
+    def use(self, passed: Any, wanted: Callable[[], bool] = lambda: True) -> Iterator[Any]:
+        """The lab for one test; ``passed()`` says afterwards whether the test passed,
+        ``wanted()`` whether a next test shares the lab (no heal for none)."""
         lab = self.lab if self.lab is not None else self._up()
         try:
             yield lab
         finally:
             t0 = time.monotonic()
-            if passed() and self._heal():
+            if passed() and wanted() and self._heal():
                 print(f"lab healed for the next test in {time.monotonic() - t0:.1f} s")
             else:
                 self.close()
@@ -282,6 +283,13 @@ class SessionLabs:
 
     def __init__(self) -> None:
         self.pool: LabPool | None = None
+        # the config of the next test's shared lab (None: it shares none), while conftest's
+        # teardown hook knows it; Ellipsis: not known
+        self.next_config: Any = ...
+
+    def shared_next(self, config: dict[str, Any]) -> bool:
+        """Does the next test share a lab of ``config``? (yes when that is not known)"""
+        return self.next_config is ... or self.next_config == config
 
     def pool_for(self, config: dict[str, Any]) -> LabPool:
         """The pool of ``config``; the lab of another config is torn down first."""
@@ -362,7 +370,7 @@ def shared_lab(fresh_after: bool = False, **config: Any) -> tuple[Any, Any]:
 
     @pytest.fixture(name="lab")
     def lab(lab_pool: LabPool, request: pytest.FixtureRequest) -> Iterator[Any]:
-        with lab_pool.use(passed(request)) as one:
+        with lab_pool.use(passed(request), lambda: SESSION.shared_next(config)) as one:
             yield one
 
     lab.lab_config = config  # type: ignore[attr-defined]  # what conftest groups and keeps labs by

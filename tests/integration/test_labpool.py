@@ -57,3 +57,17 @@ def test_one_lab_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     assert closed == [A, B] and s.pool is None
     s.close()
     assert closed == [A, B]
+
+
+def test_a_lab_no_next_test_shares_is_not_healed(monkeypatch: pytest.MonkeyPatch) -> None:
+    healed, closed = [], []
+    monkeypatch.setattr(labpool.LabPool, "_up", lambda self: setattr(self, "lab", "the lab") or self.lab)
+    monkeypatch.setattr(labpool.LabPool, "_heal", lambda self: healed.append(1) or True)
+    monkeypatch.setattr(labpool.LabPool, "close", lambda self: closed.append(1) or setattr(self, "lab", None))
+    s = SessionLabs()
+    pool = s.pool_for(A)
+    for next_config, heals, closes in ((..., 1, 0), (A, 2, 0), (B, 2, 1), (None, 2, 2)):
+        s.next_config = next_config
+        with pool.use(lambda: True, lambda: s.shared_next(A)) as lab:
+            assert lab == "the lab"
+        assert (len(healed), len(closed)) == (heals, closes), next_config
