@@ -19,6 +19,7 @@ import ssl
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 import httpx
@@ -30,8 +31,7 @@ from vigil.lab import observe
 from vigil.lab.api_servers import read as read_api_file
 from vigil.lab.scenario import create_lab_vms
 
-from labcheck import LAB_MARKS, vigil_cmd
-from labpool import shared_lab
+from labcheck import LAB_MARKS, running_lab, vigil_cmd
 
 pytestmark = [*LAB_MARKS, pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"),
                                              reason="needs the system Chromium (scripts/install-deps.sh)")]
@@ -51,8 +51,10 @@ def bg(fn, *args, **kw):  # type: ignore[no-untyped-def]
         return ex.submit(fn, *args, **kw).result()
 
 
-# the lab shared with the other modules of this config while each test leaves it as fresh (labpool)
-lab_pool, lab = shared_lab(hosts=3, datastores=1, memory_mb=1536, reboot_delay_s=60.0)
+@pytest.fixture
+def lab() -> Iterator[object]:
+    with running_lab(hosts=3, datastores=1, memory_mb=1536, reboot_delay_s=60.0) as lab:
+        yield lab
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
 
 from vigil.lab import observe
 from vigil.lab.scenario import create_lab_vms
@@ -16,8 +17,7 @@ from vigil.model import TASK_ACTIVE
 from vigil.service import drs
 from vigil.store import keys as K
 
-from labcheck import LAB_MARKS, vigil_cmd
-from labpool import shared_lab
+from labcheck import LAB_MARKS, running_lab, vigil_cmd
 
 pytestmark = LAB_MARKS
 
@@ -41,8 +41,10 @@ def drs_tasks_busy() -> bool:
                for k, e in snap.items() if k.startswith(K.TASKS))
 
 
-# the lab shared with the other modules of this config while each test leaves it as fresh (labpool)
-lab_pool, lab = shared_lab(fresh_after=True, hosts=3, datastores=1, memory_mb=1536, reboot_delay_s=60.0)
+@pytest.fixture
+def lab():
+    with running_lab(hosts=3, datastores=1, memory_mb=1536, reboot_delay_s=60.0) as lab:
+        yield lab
 
 
 def test_drs_manual_then_automatic_balances_vms_started_on_one_host(lab):
