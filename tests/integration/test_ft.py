@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
 
 from vigil.hypervisor import ftdisk as FTD
 from vigil.lab import faults, observe
@@ -20,17 +19,17 @@ from vigil.lab.net import vm_address
 from vigil.lab.netcheck import EchoClient
 from vigil.lab.scenario import create_lab_vms
 
-from labcheck import LAB_MARKS, assert_refused, running_lab, vigil_cmd
+from labcheck import LAB_MARKS, assert_refused, vigil_cmd
+from labpool import shared_lab
 
 pytestmark = LAB_MARKS
 
 TIMEOUT = 120
 
 
-@pytest.fixture
-def lab():
-    with running_lab(hosts=3, datastores=1, memory_mb=1024, reboot_delay_s=3.0) as lab:
-        yield lab
+# one lab while each test leaves it as fresh (labpool): most tests here lose a host, and
+# the next test then gets a new lab
+lab_pool, lab = shared_lab(hosts=3, datastores=1, memory_mb=1024, reboot_delay_s=3.0)
 
 
 def ft(vm: str) -> dict:

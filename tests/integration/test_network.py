@@ -13,7 +13,6 @@ import re
 import subprocess
 import time
 
-import pytest
 
 from vigil.lab import faults, observe
 from vigil.lab.guestshell import guest_sh, with_shell
@@ -22,15 +21,14 @@ from vigil.lab.netcheck import EchoClient
 from vigil.lab.scenario import lab_vm_spec
 from vigil import service
 
-from labcheck import LAB_MARKS, running_lab, vigil_cmd
+from labcheck import LAB_MARKS, vigil_cmd
+from labpool import shared_lab
 
 pytestmark = LAB_MARKS
 
 
-@pytest.fixture
-def lab():
-    with running_lab(hosts=3, datastores=1, reboot_delay_s=60.0) as lab:
-        yield lab
+# the lab shared with the other modules of this config while each test leaves it as fresh (labpool)
+lab_pool, lab = shared_lab(hosts=3, datastores=1, reboot_delay_s=60.0)
 
 
 def test_a_tcp_connection_survives_live_migration_and_an_agent_restart_and_the_address_follows_a_restart(lab):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from vigil import service
 from vigil.lab import faults, observe
@@ -14,17 +13,16 @@ from vigil.lab.scenario import create_lab_vms
 from vigil.model import HostGroup, Rule
 from vigil.service.settings import put_setting
 
-from labcheck import LAB_MARKS, kinds_since, running_lab
+from labcheck import LAB_MARKS, kinds_since
+from labpool import shared_lab
 
 pytestmark = LAB_MARKS
 
 FAILOVER_TIMEOUT = 150
 
 
-@pytest.fixture
-def lab():
-    with running_lab(hosts=3, datastores=1, reboot_delay_s=60.0) as lab:
-        yield lab
+# the lab shared with the other modules of this config while each test leaves it as fresh (labpool)
+lab_pool, lab = shared_lab(hosts=3, datastores=1, reboot_delay_s=60.0)
 
 
 def start_on(names: list[str], host: str) -> None:
