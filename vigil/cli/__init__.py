@@ -23,45 +23,37 @@ One module per subject; this one only assembles them, so the whole command tree 
     vigil sim run SCENARIO...        vigil/sim/cli.py (the simulator's golden scenarios)
 
 Shared options, error handling and output helpers are in cli/common.py.
+
+This package's own module only starts the right one: the two daemons (``vigil agent``,
+``vigil api``) load their own command alone, not the whole tree (half their start-up CPU:
+a lab of 3 hosts starts 6 of them, a real host restarts them on every upgrade), and
+everything else loads cli/tree.py.
 """
 from __future__ import annotations
 
-import typer
+import sys
+from importlib import import_module
+from typing import Any
 
-from vigil.cli import access, agent, api, cluster, config, datastore, demo, drs, events, host, lab, rule, task, vm
-from vigil.cli import datastore_cluster
-from vigil.cli import admission as admission  # noqa: F401 - adds its commands to `vigil cluster`
-from vigil.cli import monitoring  # noqa: F401  (adds 'cluster set monitoring', 'cluster monitoring', 'vm set')
-from vigil.cli import cluster_init  # noqa: F401  (vigil cluster init / add-host / remove-host / admin)
-from vigil.cli import orchestration as _orchestration  # noqa: F401 - adds its commands to 'vigil cluster'
-from vigil.cli import settings as _settings  # noqa: F401 - adds 'vigil cluster settings'
-from vigil.cli.common import fail, friendly
-from vigil.cli.vm import parse_disk
-from vigil.sim import cli as sim_cli
+# `vigil NAME ...` that needs only the module of NAME: (module, function)
+_DAEMONS = {"agent": ("vigil.cli.agent", "agent"), "api": ("vigil.cli.api", "api")}
+_FROM_APP = ("app", "fail", "friendly", "parse_disk")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="vigil: HA for QEMU/KVM clusters")
-app.command()(agent.agent)
-app.command()(api.api)
-app.add_typer(config.app, name="config")
-app.command()(access.login)
-app.command()(access.logout)
-app.add_typer(access.user_app, name="user")
-app.add_typer(access.token_app, name="token")
-app.command()(events.events)
-app.command()(demo.demo)
-app.add_typer(vm.app, name="vm")
-app.add_typer(host.app, name="host")
-app.add_typer(lab.app, name="lab")
-app.add_typer(datastore.app, name="datastore")
-app.add_typer(datastore_cluster.app, name="datastore-cluster")
-app.add_typer(task.app, name="task")
-app.add_typer(rule.app, name="rule")
-app.add_typer(cluster.app, name="cluster")
-app.add_typer(drs.app, name="drs")
-sim_cli.register(app)
 
-__all__ = ["app", "main", "fail", "friendly", "parse_disk"]
+def __getattr__(name: str) -> Any:
+    if name in _FROM_APP:
+        return getattr(import_module("vigil.cli.tree"), name)
+    raise AttributeError(f"module 'vigil.cli' has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    argv = sys.argv[1:]
+    if argv and argv[0] in _DAEMONS:
+        import typer
+
+        module, function = _DAEMONS[argv[0]]
+        one = typer.Typer(add_completion=False)
+        one.command()(getattr(import_module(module), function))
+        one(args=argv[1:], prog_name=f"vigil {argv[0]}")
+        return
+    import_module("vigil.cli.tree").app()
