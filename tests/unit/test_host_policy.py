@@ -13,8 +13,8 @@ from vigil.policy import host as HP
 from vigil.policy import tasks as TP
 from vigil.policy.crashes import LOCAL_RESTARTS, Crashes, after_exit, may_start, start_failed
 from vigil.policy.leader import leader_failed, ping_needed
-from vigil.policy.isolation import (RunningVM, isolation_actions, isolation_verdict, tick_step,
-                                    vm_isolation_action)
+from vigil.policy.isolation import (RunningVM, isolation_actions, isolation_verdict, keepalive_confirms,
+                                    tick_step, vm_isolation_action)
 
 ME = "h1"
 UP = HP.HostFacts(me=ME, lease_ok=True, isolated=False)
@@ -388,3 +388,24 @@ def test_stall_watch_counts_a_gap_past_grace_until_the_lease_is_confirmed_after_
     w.tick(6.5)  # 3.5 s without a tick
     assert w.since(confirmed=1.0) == 3.5  # the lease was last confirmed before it
     assert w.since(confirmed=6.6) == 0.0  # and a keepalive sent after it was answered
+
+
+def test_stall_watch_counts_a_stall_no_tick_has_ended_yet_when_asked_with_the_time():
+    from vigil.policy.isolation import StallWatch
+
+    w = StallWatch(2.5)
+    w.tick(1.0)
+    # out of a hang, the lease loop may run before the heartbeat tick does
+    assert w.since(confirmed=0.9) == 0.0
+    assert w.since(confirmed=0.9, now=4.0) == 3.0
+    assert w.since(confirmed=0.9, now=3.0) == 0.0  # 2 s: within grace
+    w.tick(4.0)
+    assert w.since(confirmed=4.5, now=4.6) == 0.0  # confirmed after it
+
+
+def test_a_keepalive_answer_alone_confirms_the_lease_only_without_a_stall_past_grace():
+    # after one, the answer may come from the host's own etcd member still taking itself
+    # for the raft leader: a read (which needs the quorum) has to back it
+    assert keepalive_confirms(0.0, hb_grace=2.5)
+    assert keepalive_confirms(2.5, hb_grace=2.5)
+    assert not keepalive_confirms(2.7, hb_grace=2.5)
