@@ -83,6 +83,18 @@ def test_migrated_away_copies_are_powered_off_and_released_with_the_reason_of_th
         assert act == HP.PowerOff("a", why, report=False, release=True)
 
 
+def test_a_migrated_copy_waits_for_its_migration_driver_then_is_powered_off():
+    # the driver's last query-migrate reads the figures: the QEMU must outlive it
+    driving = HP.HereFacts(running=True, driving=True)
+    act = HP.vm_action(UP, "a", facts(host="h2", reason="migrate"), driving)
+    assert isinstance(act, HP.Wait) and "last figures" in act.reason
+    assert HP.vm_action(UP, "a", facts(host="h2", reason="migrate"), HP.HereFacts(running=True)) == HP.PowerOff(
+        "a", "migrated to h2", report=False, release=True)
+    # a copy handed elsewhere for any other reason may run guest code: it stops at once
+    for reason in ("restart", "ft-failover", "vmcp"):
+        assert isinstance(HP.vm_action(UP, "a", facts(host="h2", reason=reason), driving), HP.PowerOff)
+
+
 def test_a_cut_off_host_leaves_copies_assigned_elsewhere_to_its_isolation_response():
     here = HP.HereFacts(running=True)
     for host in (HP.HostFacts(ME, lease_ok=False, isolated=False), HP.HostFacts(ME, lease_ok=True, isolated=True)):
@@ -185,6 +197,7 @@ vm_facts = st.builds(
 )
 here_facts = st.builds(
     HP.HereFacts, running=st.booleans(), stopping=st.booleans(), starting=st.booleans(), has_standby=st.booleans(),
+    driving=st.booleans(),
     crashes=st.one_of(st.none(), st.builds(Crashes, gen=st.integers(0, 3), count=st.integers(1, LOCAL_RESTARTS))),
 )
 observations = st.builds(

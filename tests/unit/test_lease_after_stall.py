@@ -54,8 +54,8 @@ class Store:
 class Host:
     def __init__(self, store: Store) -> None:
         self.me = "h1"
-        self.cfg = AgentConfig(host="h1", address="10.0.0.1", etcd_endpoints=("127.0.0.1:2379",), run_dir="/nonexistent",
-                               datastores={})
+        self.cfg = AgentConfig(host="h1", address="10.0.0.1", etcd_endpoints=("127.0.0.1:2379",),
+                               run_dir="/nonexistent", datastores={})
         self.env = Env()
         self.store = store
         self.stopped = asyncio.Event()

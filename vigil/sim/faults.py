@@ -63,7 +63,8 @@ def describe(a: dict[str, Any]) -> tuple[str, str]:
     if f == "partition":
         return "-", "partition " + " | ".join(",".join(g) for g in a["groups"])
     subject = a.get("host") or a.get("vm") or a.get("datastore") or "-"
-    keys = ("datastore", "vm", "power", "for", "etcd_leader", "cpu", "memory", "used", "vcpus", "priority", "policy", "failures", "hosts",
+    keys = ("datastore", "vm", "power", "for", "etcd_leader",
+            "cpu", "memory", "used", "vcpus", "priority", "policy", "failures", "hosts",
             "memory_percent", "cpu_percent", "slot_memory_mb", "slot_vcpus", "delays", "max_attempts")
     extra = [f"{k}={_show(a[k])}" for k in keys if k in a and a[k] != subject]
     return subject, " ".join([f] + extra)

@@ -62,6 +62,10 @@ class Reconciler(VmExecution):
     def _host_facts(self) -> HP.HostFacts:
         return HP.HostFacts(me=self.me, lease_ok=self.lease_ok(), isolated=self.isolated)
 
+    def drives_task(self, name: str) -> bool:
+        """As the real agent's: a task of the VM is driven here now."""
+        return name in self.migrations.driving
+
     def _here(self, name: str) -> HP.HereFacts:
         """As the real agent's: an incoming migration's copy counts as a start under way
         (the real agent's takeover and adoption of it happen with no wait between)."""
