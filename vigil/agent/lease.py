@@ -112,6 +112,8 @@ class HostLease:
                 else:
                     ttl = await h.store.keepalive(self.id)
                     if ttl > 0 and not self._answer_counts():
+                        log.info("lease %x: keepalive answered after this host stood still; "
+                                 "confirming it with a read", self.id)
                         ttl = await self._read_back()  # (a StoreError: not confirmed, tried again)
                     if ttl > 0:
                         was_lost = not self.ok()
