@@ -13,8 +13,8 @@ from vigil.policy import host as HP
 from vigil.policy import tasks as TP
 from vigil.policy.crashes import LOCAL_RESTARTS, Crashes, after_exit, may_start, start_failed
 from vigil.policy.leader import leader_failed, ping_needed
-from vigil.policy.isolation import (RunningVM, isolation_actions, isolation_verdict, tick_step,
-                                    vm_isolation_action)
+from vigil.policy.isolation import (RunningVM, isolation_actions, isolation_verdict, keepalive_confirms,
+                                    tick_step, vm_isolation_action)
 
 ME = "h1"
 UP = HP.HostFacts(me=ME, lease_ok=True, isolated=False)
@@ -81,6 +81,18 @@ def test_migrated_away_copies_are_powered_off_and_released_with_the_reason_of_th
     for reason, why in cases.items():
         act = HP.vm_action(UP, "a", facts(host="h2", reason=reason), here)
         assert act == HP.PowerOff("a", why, report=False, release=True)
+
+
+def test_a_migrated_copy_waits_for_its_migration_driver_then_is_powered_off():
+    # the driver's last query-migrate reads the figures: the QEMU must outlive it
+    driving = HP.HereFacts(running=True, driving=True)
+    act = HP.vm_action(UP, "a", facts(host="h2", reason="migrate"), driving)
+    assert isinstance(act, HP.Wait) and "last figures" in act.reason
+    assert HP.vm_action(UP, "a", facts(host="h2", reason="migrate"), HP.HereFacts(running=True)) == HP.PowerOff(
+        "a", "migrated to h2", report=False, release=True)
+    # a copy handed elsewhere for any other reason may run guest code: it stops at once
+    for reason in ("restart", "ft-failover", "vmcp"):
+        assert isinstance(HP.vm_action(UP, "a", facts(host="h2", reason=reason), driving), HP.PowerOff)
 
 
 def test_a_cut_off_host_leaves_copies_assigned_elsewhere_to_its_isolation_response():
@@ -185,6 +197,7 @@ vm_facts = st.builds(
 )
 here_facts = st.builds(
     HP.HereFacts, running=st.booleans(), stopping=st.booleans(), starting=st.booleans(), has_standby=st.booleans(),
+    driving=st.booleans(),
     crashes=st.one_of(st.none(), st.builds(Crashes, gen=st.integers(0, 3), count=st.integers(1, LOCAL_RESTARTS))),
 )
 observations = st.builds(
@@ -388,3 +401,24 @@ def test_stall_watch_counts_a_gap_past_grace_until_the_lease_is_confirmed_after_
     w.tick(6.5)  # 3.5 s without a tick
     assert w.since(confirmed=1.0) == 3.5  # the lease was last confirmed before it
     assert w.since(confirmed=6.6) == 0.0  # and a keepalive sent after it was answered
+
+
+def test_stall_watch_counts_a_stall_no_tick_has_ended_yet_when_asked_with_the_time():
+    from vigil.policy.isolation import StallWatch
+
+    w = StallWatch(2.5)
+    w.tick(1.0)
+    # out of a hang, the lease loop may run before the heartbeat tick does
+    assert w.since(confirmed=0.9) == 0.0
+    assert w.since(confirmed=0.9, now=4.0) == 3.0
+    assert w.since(confirmed=0.9, now=3.0) == 0.0  # 2 s: within grace
+    w.tick(4.0)
+    assert w.since(confirmed=4.5, now=4.6) == 0.0  # confirmed after it
+
+
+def test_a_keepalive_answer_alone_confirms_the_lease_only_without_a_stall_past_grace():
+    # after one, the answer may come from the host's own etcd member still taking itself
+    # for the raft leader: a read (which needs the quorum) has to back it
+    assert keepalive_confirms(0.0, hb_grace=2.5)
+    assert keepalive_confirms(2.5, hb_grace=2.5)
+    assert not keepalive_confirms(2.7, hb_grace=2.5)

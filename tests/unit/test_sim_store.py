@@ -143,3 +143,45 @@ def test_host_store_fails_after_its_timeout_while_cut_off() -> None:
         up[0] = True
         assert (await h.get("/vigil/a")).value == 1
     go(t())
+
+
+def test_a_stale_raft_leader_renews_from_its_own_lease_table_until_it_steps_down() -> None:
+    """vigil.sim.stale_member: the member stopped with its host answers the host's
+    keepalives for a while out of the hang, even for a lease the quorum revoked; reads
+    still fail (they need the quorum)."""
+    from vigil.sim.stale_member import MemberStore, StaleMember
+
+    async def t() -> None:
+        s, c = mk()
+        lid = await s.grant(3)
+        member = StaleMember(s._leases, leads_for=1.5)
+        await s.revoke(lid)  # the other side's controller
+        c.t = 2.5
+        member.resumed(c.t)
+        slept: list[float] = []
+
+        async def sleep(x: float) -> None:
+            slept.append(x)
+
+        h = MemberStore(s, lambda: False, sleep, timeout=1.5, stale=lambda le: member.keepalive(le, c.t))
+        assert await h.keepalive(lid) == 3 and not slept  # answered at once, though revoked
+        with pytest.raises(StoreError):
+            await h.get("/vigil/alive/h")
+        c.t = 4.0  # stepped down (resumed + 1.5)
+        with pytest.raises(StoreError):
+            await h.keepalive(lid)
+        assert await s.keepalive(lid) == 0  # the cluster's answer all along
+    go(t())
+
+
+def test_a_stale_leader_does_not_renew_a_lease_past_its_ttl_by_its_own_clock() -> None:
+    from vigil.sim.stale_member import StaleMember
+
+    async def t() -> None:
+        s, c = mk()
+        lid = await s.grant(3)
+        member = StaleMember(s._leases, leads_for=1.5)
+        c.t = 3.2
+        member.resumed(c.t)
+        assert member.keepalive(lid, c.t) is None
+    go(t())

@@ -71,7 +71,7 @@ class AgentBase:
         self.watchdog, self.notify = make_watchdog(cfg), Notifier()  # the host's, and systemd's
         self.stopped = asyncio.Event()
         self._ticked = asyncio.Event()  # set by each heartbeat tick, for the check loop
-        self.lease = HostLease(self, self.boot)
+        self.lease = HostLease(self, self.boot, self.stalls)
         self.leadership = Leadership(self)
         self.states = StateCache()  # the snapshots' typed state, parsed once per revision
         self.monitoring = VmMonitor(self, self.env.clock, self.hypervisor, lambda now: watched_here(self.vms),

@@ -17,6 +17,7 @@ from vigil.agent.context import HostContext
 from vigil.fencing.device import FenceDevice
 from vigil.model import HostInfo
 from vigil.policy.fencing import restart_mark_ttl
+from vigil.policy.isolation import StallWatch, keepalive_confirms
 from vigil.policy.view import Timing
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
@@ -31,9 +32,12 @@ def fence_device(cfg: object) -> dict:
 
 
 class HostLease:
-    def __init__(self, host: HostContext, boot: str) -> None:
+    def __init__(self, host: HostContext, boot: str, stalls: StallWatch | None = None) -> None:
+        """``stalls``: the host's own stalls (its heartbeat tick's); after one past
+        hb_grace a keepalive's answer is checked by a read (see loop)."""
         self.host = host
         self.boot = boot  # this agent run's id, in alive/ and the heartbeat files
+        self.stalls = stalls
         self.id = 0
         self.ok_until = 0.0  # on the host's monotonic clock
         self.file = Path(host.cfg.run_dir) / "agent-lease.json"
@@ -107,6 +111,10 @@ class HostLease:
                     await h.event("host-joined", f"{h.me} has a lease (accel {h.accel})")
                 else:
                     ttl = await h.store.keepalive(self.id)
+                    if ttl > 0 and not self._answer_counts():
+                        log.info("lease %x: keepalive answered after this host stood still; "
+                                 "confirming it with a read", self.id)
+                        ttl = await self._read_back()  # (a StoreError: not confirmed, tried again)
                     if ttl > 0:
                         was_lost = not self.ok()
                         self.ok_until = t0 + h.cfg.lease_ttl
@@ -119,3 +127,23 @@ class HostLease:
             except StoreError as e:
                 log.warning("lease: %s", e)
             await h.sleep(h.cfg.lease_ttl / 6)
+
+    def _answer_counts(self) -> bool:
+        """Whether a keepalive's answer alone confirms the lease: not after this host stood
+        still past hb_grace since the last confirmation (vigil.policy.isolation)."""
+        cfg, now = self.host.cfg, self.host.env.clock.monotonic()
+        stalled = self.stalls.since(self.ok_until - cfg.lease_ttl, now) if self.stalls is not None else 0.0
+        return keepalive_confirms(stalled, cfg.hb_grace_s)
+
+    async def _read_back(self) -> int:
+        """After a stall: a keepalive may have been answered by this host's own member,
+        stopped with it and still taking itself for the raft leader, though the cluster
+        revoked the lease meanwhile. A read needs the quorum: the lease is confirmed
+        when it shows ``alive/<host>`` on it (its TTL returned), gone when it does not (0)."""
+        h = self.host
+        e = await h.store.get(K.ALIVE + h.me)
+        if e is not None and e.lease == self.id:
+            return h.cfg.lease_ttl
+        log.warning("lease %x: answered after a stall, but alive/%s is no longer on it: "
+                    "the cluster let it go", self.id, h.me)
+        return 0

@@ -75,6 +75,11 @@ class Reconciler(AgentBase):
                             starting=name in self.guests.starting, has_standby=name in self.promoting,
                             crashes=self.guests.failed.get(name))
 
+    def drives_task(self, name: str) -> bool:
+        """Whether this agent's task runner drives a task of the VM now (a migration out)."""
+        tasks = getattr(self, "tasks", None)  # (the runner starts once etcd is reached)
+        return tasks is not None and name in tasks.driving
+
     async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts],
                          assign: Mapping[str, AssignRecord]) -> None:
         """One reconcile action (vigil.policy.host), with the ownership claim it needs."""
@@ -122,7 +127,7 @@ async def carry_out_in_order(host: Any, mine: Iterable[str], facts: Mapping[str,
     for name, vm in list(host.vms.items()):
         if name in mine:
             continue
-        here = HP.HereFacts(running=True, stopping=vm.stopping)
+        here = HP.HereFacts(running=True, stopping=vm.stopping, driving=host.drives_task(name))
         await host._carry_out(HP.stray_action(host._host_facts(), name, facts.get(name, nothing), here),
                               facts, assign)
     for name in mine:

@@ -100,7 +100,8 @@ class SourceTasks(TaskRunnerBase):
                                    f"restarting it from disk on {self.a.me}", vm=t.vm)
                 await self.a.power_off(t.vm, "lost in post-copy")
             return
-        # Our copy is paused now; the reconcile powers it off once the destination owns the VM.
+        # Our copy is paused now; the reconcile powers it off once the destination owns the VM
+        # and this driver has ended (HereFacts.driving: it waits for the figures read above).
         done = migration_progress(result)
         await self._update(t.vm, t.id, TP.switched_over(done))
         await self.a.event("migration-switchover",

@@ -4,7 +4,8 @@ A migration: the source agent admits the task (per-host limits) -> the destinati
 starts a QEMU waiting for the migration and says where it listens -> the source agent
 migrates, reporting progress -> once the destination's copy runs, the destination agent
 takes the VM's ownership and assignment in one transaction. The source's paused copy is
-then powered off by the ordinary reconcile (assigned elsewhere). Any failure or cancel
+then powered off by the ordinary reconcile (assigned elsewhere), once the source's driver
+has read the migration's last figures (its QEMU must outlive that query). Any failure or cancel
 before that leaves the VM running on the source and the destination's QEMU is ended.
 
 The runner's parts: vigil.agent.task_runner_base (what both sides share),

@@ -115,7 +115,8 @@ class TickLoops(AgentBase):
         peers = list(self.cfg.peers.values())
         net = self.env.network
         stalled = self.stalls.since(self.lease.ok_until - self.cfg.lease_ttl)  # since etcd last confirmed it
-        # after a stall, the lease loop's first keepalive gets its chance (its own timeout)
+        # after a stall, the lease loop's first keepalive gets its chance (its own timeout;
+        # past hb_grace, with the read that must back its answer: HostLease._read_back)
         peer_ok, iso_ok, _ = await asyncio.gather(
             net.any_answers(peers), net.any_answers(list(self.cfg.isolation_addresses)),
             until(self.env.clock, self.lease_ok, self.cfg.lease_ttl / 2 if stalled else 0.0))

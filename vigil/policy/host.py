@@ -50,6 +50,7 @@ class HereFacts:
     starting: bool = False  # a start (or an FT promotion) of it is under way
     has_standby: bool = False  # the committed FT standby this host took for its failover
     crashes: Crashes | None = None  # its crashes here, for the generation they happened in
+    driving: bool = False  # a task of it (its outgoing live migration) is still driven here
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -140,6 +141,12 @@ def stray_action(host: HostFacts, vm: str, f: VMFacts, here: HereFacts) -> HostA
     a = f.assignment
     if here.stopping:
         return Wait(vm, "already stopping")
+    if here.driving and a is not None and a.reason == "migrate" and a.host != host.me:
+        # The destination took it over; this copy is paused since the switchover. Its QEMU
+        # must outlive the driver's last query-migrate, which reads the final figures
+        # (downtime): killed first, the driver lost its QMP connection and failed the
+        # migration that had just succeeded. The driver ends at once; the next pass stops it.
+        return Wait(vm, f"migrated to {a.host}: powered off once the migration's driver has read its last figures")
     if f.spec is not None and a is not None and a.host != host.me:
         if host.isolated or not host.lease_ok:
             return Wait(vm, f"assigned to {a.host}, but this host is cut off: its isolation response decides")

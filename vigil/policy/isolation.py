@@ -57,10 +57,31 @@ class StallWatch:
             self.ended, self.stood = now, now - self._last
         self._last = now
 
-    def since(self, confirmed: float) -> float:
+    def since(self, confirmed: float, now: float | None = None) -> float:
         """How long the host stood still after ``confirmed`` (when the keepalive etcd last
-        answered was sent): 0 when the lease was confirmed after its last stall."""
+        answered was sent): 0 when the lease was confirmed after its last stall. With
+        ``now``, a stall no tick has ended yet counts too (up to ``now``): a loop that
+        runs first out of a hang sees it as well."""
+        if now is not None and self._last is not None and now - self._last > self.grace:
+            return now - self._last
         return self.stood if self.ended > confirmed else 0.0
+
+
+def keepalive_confirms(stalled_s: float, hb_grace: float = 3.0) -> bool:
+    """Whether a keepalive's answer alone confirms the lease (``stalled_s``: how long this
+    host stood still since the last confirmation, StallWatch.since).
+
+    Not after a stall past ``hb_grace``: the host's own etcd member stood still with it,
+    and one that was the raft leader still takes itself for it for an election timeout
+    or two, answering keepalives from its own lease table (etcd renews a lease on the
+    leader without asking the quorum), though the other members elected another leader
+    meanwhile and the controller there may have declared this host failed and revoked
+    its lease. Taken as a confirmation, such an answer wiped the stall out: the isolation
+    check then saw a plain partition and the host ran its VMs on, their locks holding off
+    the restarts, for as long as the partition lasted. A read needs the quorum, so after
+    such a stall the lease counts as confirmed only once one shows the host's
+    ``alive/`` key still on it."""
+    return stalled_s <= hb_grace
 
 
 def isolation_verdict(lease_ok: bool, isolated: bool, peers_answer: bool, isolation_address_answers: bool,

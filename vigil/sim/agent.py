@@ -27,7 +27,7 @@ from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
 from vigil.policy.host import PowerOff, Shutdown
 from vigil.env.base import until
-from vigil.policy.isolation import RunningVM, StallWatch, isolation_actions, isolation_verdict
+from vigil.policy.isolation import RunningVM, StallWatch, isolation_actions, isolation_verdict, keepalive_confirms
 from vigil.policy.watchdog import watchdog_step
 from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
@@ -38,7 +38,7 @@ from vigil.sim.guests import SimResets, watched
 from vigil.sim.leader import leader_loop
 from vigil.sim.migrate import SimTasks
 from vigil.sim.reconcile import Reconciler
-from vigil.sim.store import HostStore
+from vigil.sim.stale_member import MemberStore
 from vigil.sim.world import World
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
@@ -55,8 +55,9 @@ class SimAgent(Reconciler):
         self.env = SimEnv(world, host)
         self.clock = self.env.clock
         self.cfg = agent_config(world, host)
-        self.store = HostStore(world.store, lambda: world.reaches_etcd(host), self.clock.sleep,
-                               timeout=min(2.0, self.cfg.lease_ttl / 2))
+        self.store = MemberStore(world.store, lambda: world.reaches_etcd(host), self.clock.sleep,
+                               timeout=min(2.0, self.cfg.lease_ttl / 2),
+                               stale=lambda lease: world.stale_keepalive(host, lease))
         self.lease_id = 0
         self.lease_ok_until = 0.0
         self.stalls = StallWatch(self.cfg.hb_grace_s)  # as the real agent: its heartbeat tick's gaps
@@ -165,6 +166,11 @@ class SimAgent(Reconciler):
                     await self.event("host-joined", f"{self.me} has a lease (accel kvm)")
                 else:
                     ttl = await self.store.keepalive(self.lease_id)
+                    stalled = self.stalls.since(self.lease_ok_until - self.cfg.lease_ttl, self.clock.monotonic())
+                    if ttl > 0 and not keepalive_confirms(stalled, self.cfg.hb_grace_s):
+                        # as HostLease._read_back: after a stall, a read shows the cluster still counts it
+                        e = await self.store.get(K.ALIVE + self.me)
+                        ttl = self.cfg.lease_ttl if e is not None and e.lease == self.lease_id else 0
                     if ttl > 0:
                         was_lost = not self.lease_ok()
                         self.lease_ok_until = t0 + self.cfg.lease_ttl

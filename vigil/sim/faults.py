@@ -4,7 +4,9 @@ applied to the simulated world. Each logs one ``fault`` (or ``operator``) line.
 Faults, with the keys they take (``for = S`` undoes the fault S seconds later):
 
     power-off host / power-on host      the host loses power / boots again (``boot_s`` later)
-    hang host / unhang host             every process stopped but the watchdog (lab: SIGSTOP)
+    hang host / unhang host             every process stopped but the watchdog (lab: SIGSTOP);
+                                        ``etcd_leader = S``: its etcd member led raft, and
+                                        takes itself for the leader S s out of the hang
     agent-kill host / agent-start host  the agent dies; QEMUs run on (``for``: restarted then)
     isolate host / reconnect host       the host's network link down / up (storage stays)
     partition groups=[[..],[..]] / heal hosts split; etcd's quorum is with the first group
@@ -61,7 +63,8 @@ def describe(a: dict[str, Any]) -> tuple[str, str]:
     if f == "partition":
         return "-", "partition " + " | ".join(",".join(g) for g in a["groups"])
     subject = a.get("host") or a.get("vm") or a.get("datastore") or "-"
-    keys = ("datastore", "vm", "power", "for", "cpu", "memory", "used", "vcpus", "priority", "policy", "failures", "hosts",
+    keys = ("datastore", "vm", "power", "for", "etcd_leader",
+            "cpu", "memory", "used", "vcpus", "priority", "policy", "failures", "hosts",
             "memory_percent", "cpu_percent", "slot_memory_mb", "slot_vcpus", "delays", "max_attempts")
     extra = [f"{k}={_show(a[k])}" for k in keys if k in a and a[k] != subject]
     return subject, " ".join([f] + extra)
@@ -78,7 +81,7 @@ async def apply(w: World, a: dict[str, Any]) -> None:
             await asyncio.sleep(w.boot_s)
             w.boot(a["host"])
     elif f == "hang":
-        w.hang(_name(w, a))
+        w.hang(_name(w, a), float(a.get("etcd_leader", 0.0)))
     elif f == "unhang":
         w.unhang(_name(w, a))
     elif f == "agent-kill":

@@ -73,6 +73,10 @@ class Reconciler(VmExecution):
             f = _HOST_FACTS[key] = HP.HostFacts(me=key[0], lease_ok=key[1], isolated=key[2])
         return f
 
+    def drives_task(self, name: str) -> bool:
+        """As the real agent's: a task of the VM is driven here now."""
+        return name in self.migrations.driving
+
     def _here(self, name: str) -> HP.HereFacts:
         """As the real agent's: an incoming migration's copy counts as a start under way
         (the real agent's takeover and adoption of it happen with no wait between)."""

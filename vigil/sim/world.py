@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from vigil.model import HbRecord, VMSpec
 from vigil.sim.clock import VirtualClock
+from vigil.sim.stale_member import StaleMember
 from vigil.sim.store import MemoryStore
 from vigil.sim.context import AgentProcess
 
@@ -62,6 +63,7 @@ class SimHost:
     bmc_slow: bool = False  # the BMC takes the power-off but never confirms it (fault bmc-slow)
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
     resumed_at: float = -1.0  # when it last came out of a hang (the world's clock)
+    stale_member: StaleMember | None = None  # its etcd member led raft when it hung (hang etcd_leader)
 
 
 class World:
@@ -263,15 +265,26 @@ class World:
             what = "QEMU" if q.state == "running" else f"{q.state} QEMU"
             self.log(self.clock.now, "qemu-killed", vm, f"{vm}'s {what} on {host} is gone: {why}")
         h.qemus.clear()
-        h.powered, h.hung, h.watchdog_fed, h.lease_file = False, False, None, 0
+        h.powered, h.hung, h.watchdog_fed, h.lease_file, h.stale_member = False, False, None, 0, None
         h.resumed.set()
 
-    def hang(self, host: str) -> None:
+    def hang(self, host: str, etcd_leader_s: float = 0.0) -> None:
+        """``etcd_leader_s``: the host's etcd member was the raft leader; out of the hang it
+        takes itself for the leader that long (vigil.sim.stale_member)."""
         h = self.hosts[host]
         h.hung = True
         h.resumed.clear()
+        h.stale_member = StaleMember(self.store._leases, etcd_leader_s) if etcd_leader_s > 0 else None
 
     def unhang(self, host: str) -> None:
         h = self.hosts[host]
         h.hung, h.resumed_at = False, self.clock.now
         h.resumed.set()
+        if h.stale_member is not None:
+            h.stale_member.resumed(self.clock.now)
+
+    def stale_keepalive(self, host: str, lease_id: int) -> int | None:
+        """A keepalive answered by the host's own member that led raft before a hang and
+        does not know yet that it no longer does (None: no such answer)."""
+        m = self.hosts[host].stale_member
+        return m.keepalive(lease_id, self.clock.now) if m is not None else None
