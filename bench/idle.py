@@ -100,7 +100,8 @@ def measure(lab: Lab, seconds: float) -> dict[str, object]:
 
 
 def etcd_requests(endpoints: list[str], tls: object) -> dict[str, float]:
-    """etcd's gRPC requests received so far, by method, and its raft proposals, summed over
+    """etcd's gRPC requests received so far, by method, its raft proposals and the bytes
+    sent to peers (raft heartbeats, forwarded lease keepalives) and received from clients, summed over
     the members (their /metrics, over TLS with ``tls``); {} if a member does not answer."""
     from vigil.store.health import open_url, url_of
 
@@ -115,9 +116,11 @@ def etcd_requests(endpoints: list[str], tls: object) -> dict[str, float]:
             m = re.match(r'grpc_server_msg_received_total\{.*grpc_method="(\w+)".*\} ([0-9.e+]+)$', line)
             if m:
                 out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-        m = re.search(r"^etcd_server_proposals_committed_total ([0-9.e+]+)$", text, re.M)
-        if m:
-            out["(raft proposals)"] = out.get("(raft proposals)", 0.0) + float(m.group(1))
+        for name, metric in (("(raft proposals)", "etcd_server_proposals_committed_total"),
+                             ("(peer bytes sent)", "etcd_network_peer_sent_bytes_total"),
+                             ("(client bytes received)", "etcd_network_client_grpc_received_bytes_total")):
+            for m in re.finditer(rf"^{metric}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M):
+                out[name] = out.get(name, 0.0) + float(m.group(1))
     return out
 
 
