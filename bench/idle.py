@@ -20,6 +20,8 @@ Figures (percent of one core, 2-core machine shared with other work; load: 1-min
 | same (as first reported) | 0, 6 | | | 3.10 - 3.57 | |
 | one keepalive stream, host totals after 60 s (3 x 30 s, median) | 0 | 2.73 | 6.13 | 2.93 (2.63 - 3.20) | 2.4 |
 | same | 6 | 3.47 | 6.07 | 3.20 (2.83 - 3.60) | 2.7 |
+| etcd heartbeat 200 ms (was 100), election still 1 s | 0 | 2.97 | 4.57 | 2.57 (2.10 - 2.80) | 2.6 - 4.0 |
+| same | 6 | 3.53 | 5.03 | 2.80 (2.40 - 3.10) | 3.6 - 5.5 |
 
 The TLS-only row, by etcd's /metrics: each agent's lease keepalive opened and closed a
 LeaseKeepAlive stream twice a second (aetcd's refresh_lease), and each host wrote its load
@@ -40,6 +42,16 @@ After: etcd handles ~6 keepalive messages a second in all (2 per agent, on 3 str
 cost is not the agents' requests but its own (raft heartbeats every 100 ms over TLS peer
 links, followers forwarding each keepalive to the raft leader over HTTPS, gRPC pings from
 the agent and the API server, the Go runtime), to be measured next with a bare lab etcd.
+
+With raft heartbeats every 200 ms each lab member costs ~1.5 % (was ~2 %): an idle member's
+cost is mostly its wake-ups (a bare member on loopback switches context ~480 times a
+second at 100 ms, ~370 at 200 ms; perf puts ~60 % of its CPU time in the kernel, mostly
+scheduling), and the raft ticker and heartbeats are the largest of them. etcd handles ~1.2 KB/s of peer
+traffic in all, ~60 B/s from clients. The next largest cut measured is the agents'
+keepalives: one every TTL/3 instead of TTL/6 (a failed one retried at once, so one that
+times out is still followed by another before the lease can lapse) saves ~0.2 % per agent
+on loopback (bench/idle_loopback.py: agents 2.73-2.87 -> 2.13 % for three) but moves the
+simulated agents' timings too (114 golden scenario logs shift), so it is not done yet.
 
 What is left when idle: the timings safety rests on (lease keepalive and datastore
 heartbeat every 0.5 s, the controller's 0.25 s cycle that finds a dead host by time, the
