@@ -20,6 +20,12 @@ Figures (percent of one core, 2-core machine shared with other work; load: 1-min
 | same (as first reported) | 0, 6 | | | 3.10 - 3.57 | |
 | one keepalive stream, host totals after 60 s (3 x 30 s, median) | 0 | 2.73 | 6.13 | 2.93 (2.63 - 3.20) | 2.4 |
 | same | 6 | 3.47 | 6.07 | 3.20 (2.83 - 3.60) | 2.7 |
+| etcd heartbeat 200 ms (was 100), election still 1 s | 0 | 2.97 | 4.57 | 2.57 (2.10 - 2.80) | 2.6 - 4.0 |
+| same | 6 | 3.53 | 5.03 | 2.80 (2.40 - 3.10) | 3.6 - 5.5 |
+| the same code with the 100 ms heartbeat, 10 min later | 0 | 3.50 | 6.10 | 3.13 (2.57 - 3.87) | 1.4 - 2.1 |
+
+(Peer traffic, by etcd's /metrics: 2.1-2.3 KB/s in all with the 100 ms heartbeat, 1.2-1.3 KB/s
+with 200 ms.)
 
 The TLS-only row, by etcd's /metrics: each agent's lease keepalive opened and closed a
 LeaseKeepAlive stream twice a second (aetcd's refresh_lease), and each host wrote its load
@@ -40,6 +46,16 @@ After: etcd handles ~6 keepalive messages a second in all (2 per agent, on 3 str
 cost is not the agents' requests but its own (raft heartbeats every 100 ms over TLS peer
 links, followers forwarding each keepalive to the raft leader over HTTPS, gRPC pings from
 the agent and the API server, the Go runtime), to be measured next with a bare lab etcd.
+
+With raft heartbeats every 200 ms each lab member costs ~1.5 % (was ~2 %): an idle member's
+cost is mostly its wake-ups (a bare member on loopback switches context ~480 times a
+second at 100 ms, ~370 at 200 ms; perf puts ~60 % of its CPU time in the kernel, mostly
+scheduling), and the raft ticker and heartbeats are the largest of them. etcd handles ~1.2 KB/s of peer
+traffic in all, ~60 B/s from clients. The next largest cut measured is the agents'
+keepalives: one every TTL/3 instead of TTL/6 (a failed one retried at once, so one that
+times out is still followed by another before the lease can lapse) saves ~0.2 % per agent
+on loopback (bench/idle_loopback.py: agents 2.73-2.87 -> 2.13 % for three) but moves the
+simulated agents' timings too (114 golden scenario logs shift), so it is not done yet.
 
 What is left when idle: the timings safety rests on (lease keepalive and datastore
 heartbeat every 0.5 s, the controller's 0.25 s cycle that finds a dead host by time, the
@@ -100,7 +116,8 @@ def measure(lab: Lab, seconds: float) -> dict[str, object]:
 
 
 def etcd_requests(endpoints: list[str], tls: object) -> dict[str, float]:
-    """etcd's gRPC requests received so far, by method, and its raft proposals, summed over
+    """etcd's gRPC requests received so far, by method, its raft proposals and the bytes
+    sent to peers (raft heartbeats, forwarded lease keepalives) and received from clients, summed over
     the members (their /metrics, over TLS with ``tls``); {} if a member does not answer."""
     from vigil.store.health import open_url, url_of
 
@@ -115,9 +132,11 @@ def etcd_requests(endpoints: list[str], tls: object) -> dict[str, float]:
             m = re.match(r'grpc_server_msg_received_total\{.*grpc_method="(\w+)".*\} ([0-9.e+]+)$', line)
             if m:
                 out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-        m = re.search(r"^etcd_server_proposals_committed_total ([0-9.e+]+)$", text, re.M)
-        if m:
-            out["(raft proposals)"] = out.get("(raft proposals)", 0.0) + float(m.group(1))
+        for name, metric in (("(raft proposals)", "etcd_server_proposals_committed_total"),
+                             ("(peer bytes sent)", "etcd_network_peer_sent_bytes_total"),
+                             ("(client bytes received)", "etcd_network_client_grpc_received_bytes_total")):
+            for m in re.finditer(rf"^{metric}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M):
+                out[name] = out.get(name, 0.0) + float(m.group(1))
     return out
 
 

@@ -16,6 +16,10 @@ versions alternated, machine shared with other work):
 | --- | --- | --- | --- | --- |
 | one LeaseKeepAlive stream per keepalive, load report every ~6 s | 2.13 (2.53), 2.70 (2.77), 2.30 (2.87) | 2.63, 3.13, 3.00 | 4.03, 4.93, 4.30 | 7.3, 5.7, 3.9 |
 | one keepalive stream, host totals after 60 s | 2.07 (2.57), 2.33 (2.47), 2.23 (2.53) | 2.37, 2.27, 2.40 | 4.03, 4.70, 4.53 | 5.8, 4.9, 2.4 |
+| each keepalive its own call again; etcd heartbeat 100 ms | 2.45 (2.60), 2.50 (2.65) | 2.75, 2.80 | 4.65, 4.60 | 6.9, 7.6 |
+| same, etcd heartbeat 200 ms | 2.20 (2.20), 2.10 (2.25) | 2.65, 2.70 | 3.80, 3.85 | 7.1, 6.5 |
+| heartbeat 200 ms, keepalive every TTL/6 (3 x 15 s) | 2.27 (2.60), 2.20 (2.27) | 2.87, 2.73 | 4.27, 3.60 | 5.1, 6.5 |
+| same, keepalive every TTL/3 (an experiment, `--code`; not in vigil) | 1.87 (2.00), 1.93 (1.93) | 2.13, 2.13 | 3.53, 3.67 | 5.7, 7.0 |
 
 The agents' saving shows through the noise (~0.2 % each); etcd's here is smaller than
 the noise (its members cost ~1.3-1.6 % each with three idle agents, ~1.0-1.3 % bare).

@@ -95,6 +95,18 @@ def test_each_member_gets_a_tls_only_etcd_default_file(cluster: CD.Cluster) -> N
     assert len(tokens) == 1
 
 
+def test_member_raft_timings_keep_a_1_s_election_and_etcds_5_to_1_rule(cluster: CD.Cluster) -> None:
+    """A dead raft leader is replaced after the same election timeout as with etcd's
+    defaults (failover must not get slower); heartbeats are as sparse as etcd allows
+    (election >= 5 x heartbeat, or the member refuses to start) to keep idle members cheap."""
+    for h in MEMBERS:
+        env = etcd_member.parse((cluster.bundle(h) / "etc" / "default" / "etcd").read_text())
+        beat, election = int(env["ETCD_HEARTBEAT_INTERVAL"]), int(env["ETCD_ELECTION_TIMEOUT"])
+        assert election == 1000
+        assert 5 * beat <= election and election % beat == 0  # whole ticks: etcd counts the timeout in them
+        assert env["ETCD_PRE_VOTE"] == "true"
+
+
 def test_each_bundle_has_a_vigil_toml_the_agent_starts_with(cluster: CD.Cluster) -> None:
     for h, addr in MEMBERS.items():
         path = cluster.bundle(h) / "etc" / "vigil" / "vigil.toml"
