@@ -141,7 +141,12 @@ class WatchedReads(Connection):
         ends before its lease can have expired (it runs for its TTL after the last
         keepalive that got through; 1 s < 3 s - 0.5 s), and so before the controller may
         give its VMs to another host; every loop that acts also checks the lease first,
-        which ends sooner still (the agent counts its TTL from before the keepalive)."""
+        which ends sooner still (the agent counts its TTL from before the keepalive).
+        One member answers a keepalive without the cluster: a raft leader that stood
+        still with its host (a hang) and does not know yet that it was replaced. Its
+        answer keeps this answer for up to SNAPSHOT_MAX_AGE_S more, but it does not keep
+        the lease: after such a stall the agent takes a keepalive's answer only once a
+        read, which needs the quorum, backs it (vigil.policy.isolation.keepalive_confirms)."""
         now = time.monotonic()
         if (self._snap is not None and self.changes.watching and self._snap_seen == (self.changes.seq, self._writes)
                 and now - max(self._snap_at, self._leader_reached) < SNAPSHOT_MAX_AGE_S):
