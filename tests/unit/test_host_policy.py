@@ -422,3 +422,12 @@ def test_a_keepalive_answer_alone_confirms_the_lease_only_without_a_stall_past_g
     assert keepalive_confirms(0.0, hb_grace=2.5)
     assert keepalive_confirms(2.5, hb_grace=2.5)
     assert not keepalive_confirms(2.7, hb_grace=2.5)
+
+
+def test_an_incoming_qemu_that_ends_after_a_cancel_leaves_the_outcome_to_the_source():
+    """A cancelled incoming migration ends its QEMU; the source that cancelled records
+    "cancelled" (seen on the lab: the destination's "failed" got there first)."""
+    t = mig(src="h2", dst=ME, state="running", cancel=True)
+    assert TP.incoming_outcome(t, False, "gone", True)[0] == "wait"
+    assert TP.incoming_outcome(t, False, "gone", False)[0] == "failed"  # no source left to say
+    assert TP.destination_step(replace(t, state="cancelled"), ME, "t1", False, None)[0] == "drop"

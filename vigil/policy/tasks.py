@@ -127,6 +127,10 @@ def incoming_outcome(t: Task, qemu_alive: bool, status: str, source_alive: bool)
     state, and once it runs, the migration's ("running:completed" when the memory is all
     here); not asked when the QEMU is gone. The reason is the error the task records."""
     if not qemu_alive:
+        if t.cancel and source_alive:
+            # a cancelled incoming migration ends its QEMU: the source, which cancelled
+            # it, records the outcome ("cancelled", or "done" if it finished first)
+            return "wait", "the destination QEMU ended after the cancel; the source records it"
         return "failed", f"the destination QEMU on {t.dst} exited"
     if status == "running:completed":
         return "take-over", "the copy here runs with all its memory: own the VM now"
