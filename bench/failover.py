@@ -5,6 +5,16 @@ Prints, as medians over N runs (fresh lab each run): power-off -> host declared 
 the leader's host; and the ratio to vSphere HA (~18 s before restarts begin) and Proxmox
 (~120 s). Run as root: `make bench` or `.venv/bin/python bench/failover.py --runs 5`.
 
+Figures, 2026-12-01, medians of 5, 3 VMs per run (last VM of each step), after QEMU's
+start lost its per-start DH parameters (vigil.hypervisor.dhparams):
+
+    case             declared failed  restart issued  QEMU started  guest back  issued->started  load
+    non-leader host  2.45 s           2.46 s          2.66 s        8.02 s      0.20 s           2.8
+    leader's host    2.66 s           2.69 s          2.92 s        9.20 s      0.22 s           3.8
+
+(before: non-leader 2.49 / 2.75 / 3.64 / 8.84 s, leader's host 4.58 / 4.59 / 6.23 / 10.92 s;
+issued->started 0.9 and 1.6 s).
+
 `--case etcd-leader`: the power cut hits the host whose etcd member is the raft leader
 (the vigil leader's or not: each run says which), so etcd's election is part of the failover.
 With etcd's heartbeat at 200 ms (election 1 s), 3 runs (two of them the vigil leader's host
