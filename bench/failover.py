@@ -36,6 +36,7 @@ import time
 
 from vigil.lab import faults, observe
 from vigil.lab.lab import Lab, LabConfig
+from vigil.lab.raft_leader import leader_host as raft_leader_host
 from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
 
 VSPHERE_RESTART_S = 18.0
@@ -46,21 +47,7 @@ SPAWN_KEYS = ("issued_to_started", "issued_to_starting", "spawn", "qemu_up", "lo
 
 def etcd_leader(lab: Lab) -> str:
     """The host whose etcd member is the raft leader ("" if none answers), asked over TLS."""
-    import urllib.request
-
-    from vigil.store.health import open_url, url_of
-
-    for h in ("host1", "host2", "host3"):
-        req = urllib.request.Request(url_of(f"{lab.address(h)}:2379", lab.etcd_tls) + "/v3/maintenance/status",
-                                     data=b"{}", headers={"Content-Type": "application/json"})
-        try:
-            with open_url(req, 2.0, lab.etcd_tls) as r:
-                st = json.loads(r.read())
-        except (OSError, ValueError):
-            continue
-        if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
-            return h
-    return ""
+    return raft_leader_host({h: lab.address(h) for h in ("host1", "host2", "host3")}, lab.etcd_tls)
 
 
 def one_run(leader_host: bool, run: int, hang: bool = False, fencing: str = "",

@@ -15,6 +15,7 @@ import pytest
 
 from labcheck import LAB_MARKS, running_lab
 from vigil.lab import faults, observe
+from vigil.lab.raft_leader import leader_host
 from vigil.lab.scenario import create_lab_vms, wait_cluster_ready
 
 pytestmark = LAB_MARKS
@@ -31,25 +32,8 @@ def lab_with(fencing: str, **kw):
 
 def etcd_leader(lab) -> str:
     """The host whose etcd member leads: etcd extends every lease by its TTL when it elects
-    a new leader, so hanging that host delays the lease expiry a hang is detected by.
-    Asked over TLS with the lab operator's client certificate (etcd refuses anything else)."""
-    import json
-    import urllib.request
-
-    from vigil.store.health import open_url, url_of
-
-    tls = lab.etcd_tls
-    for h in ("host1", "host2", "host3"):
-        req = urllib.request.Request(url_of(f"{lab.address(h)}:2379", tls) + "/v3/maintenance/status", data=b"{}",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with open_url(req, 2.0, tls) as r:
-                st = json.loads(r.read())
-        except (OSError, ValueError):
-            continue
-        if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
-            return h
-    return ""
+    a new leader, so hanging that host delays the lease expiry a hang is detected by."""
+    return leader_host({h: lab.address(h) for h in ("host1", "host2", "host3")}, lab.etcd_tls)
 
 
 def others(n: int, lab=None) -> list[str]:

@@ -38,6 +38,19 @@ def raft_leader(endpoints: list[str], tls: EtcdTLS | None = None) -> str:
     raise LabError(f"no etcd member answers its status: {last}")
 
 
+def leader_host(addresses: dict[str, str], tls: EtcdTLS | None = None) -> str:
+    """The host (of ``addresses``: host -> its member's address) whose own etcd member
+    leads raft, "" when none says so; each member is asked about itself."""
+    for host, address in addresses.items():
+        try:
+            st = _post(f"{address}:2379", "/v3/maintenance/status", {}, tls, timeout=2.0)
+        except (OSError, ValueError):
+            continue
+        if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
+            return host
+    return ""
+
+
 def member_of(endpoints: list[str], address: str, tls: EtcdTLS | None = None) -> dict:
     """The member whose client URL is on ``address`` (a host's own member)."""
     for m in member_list(endpoints[0], tls=tls):
