@@ -7,24 +7,24 @@ import os
 import time
 from typing import Mapping
 
+from vigil.hypervisor.processes import thread_files
+
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 def thread_cpu_seconds(pid: int) -> float | None:
     """User and system CPU seconds of every thread of ``pid`` (vCPU threads, I/O threads)."""
-    total = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+    stats = thread_files(pid, "stat")
+    if stats is None:
         return None
-    for tid in tids:
+    total = 0
+    for (stat,) in stats:
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            fields = stat.rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue  # a thread that ended meanwhile
+        except (IndexError, ValueError):
+            continue
     return total / TICK
 
 

@@ -77,6 +77,23 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def thread_files(pid: int, *names: str) -> list[tuple[str, ...]] | None:
+    """Per thread of ``pid``, the text of its ``/proc/<pid>/task/<tid>/<name>`` files
+    (``stat``, ``schedstat``, ``comm``...); a thread that ended meanwhile is left out.
+    None when the process is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    out = []
+    for tid in tids:
+        try:
+            out.append(tuple(Path(f"/proc/{pid}/task/{tid}/{n}").read_text() for n in names))
+        except OSError:
+            continue
+    return out
+
+
 def is_vm_process(pid: int, paths: VMPaths) -> bool:
     """The pid is alive and is the QEMU of this VM (guards against pid reuse)."""
     if not pid_alive(pid):

@@ -10,25 +10,20 @@ the CPU time it ran and the time it waited runnable for a CPU (``/proc/.../sched
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from vigil.hypervisor.processes import thread_files
 
 
 def thread_times(pid: int) -> dict[str, tuple[float, float]]:
     """Thread name -> (seconds run, seconds waited runnable), summed over threads of one name."""
     out: dict[str, tuple[float, float]] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
+    for schedstat, comm in thread_files(pid, "schedstat", "comm") or []:
         try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                run_ns, wait_ns, _ = f.read().split()
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                name = f.read().strip()
-        except (OSError, ValueError):
+            run_ns, wait_ns, _ = schedstat.split()
+        except ValueError:
             continue
+        name = comm.strip()
         run, wait = out.get(name, (0.0, 0.0))
         out[name] = (run + int(run_ns) / 1e9, wait + int(wait_ns) / 1e9)
     return out
