@@ -98,3 +98,11 @@ def test_after_a_stall_a_read_showing_the_lease_gone_asks_for_a_new_one():
     for alive in (None, 8):  # alive/h1 gone (the lease revoked), or on another lease
         lease, _ = one_round(alive, stalled=True)
         assert lease.id == 0 and lease.ok_until == 103.0
+
+
+def test_the_read_after_a_stall_confirms_only_a_lease_the_alive_key_is_still_on():
+    from vigil.policy.isolation import read_confirms
+
+    assert read_confirms(7, 7)
+    assert not read_confirms(None, 7)  # the key is gone: the lease was revoked
+    assert not read_confirms(8, 7)  # another lease holds it

@@ -17,7 +17,7 @@ from vigil.agent.context import HostContext
 from vigil.fencing.device import FenceDevice
 from vigil.model import HostInfo
 from vigil.policy.fencing import restart_mark_ttl
-from vigil.policy.isolation import StallWatch, keepalive_confirms
+from vigil.policy.isolation import StallWatch, keepalive_confirms, read_confirms
 from vigil.policy.view import Timing
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
@@ -142,7 +142,7 @@ class HostLease:
         when it shows ``alive/<host>`` on it (its TTL returned), gone when it does not (0)."""
         h = self.host
         e = await h.store.get(K.ALIVE + h.me)
-        if e is not None and e.lease == self.id:
+        if read_confirms(e.lease if e is not None else None, self.id):
             return h.cfg.lease_ttl
         log.warning("lease %x: answered after a stall, but alive/%s is no longer on it: "
                     "the cluster let it go", self.id, h.me)

@@ -84,6 +84,13 @@ def keepalive_confirms(stalled_s: float, hb_grace: float = 3.0) -> bool:
     return stalled_s <= hb_grace
 
 
+def read_confirms(alive_lease: int | None, lease_id: int) -> bool:
+    """After a stall, whether the read that backs a keepalive's answer confirms the lease:
+    the host's ``alive/`` key (its lease ``alive_lease``, None: no key) is still on it.
+    Gone or on another lease: the cluster let the lease go."""
+    return alive_lease is not None and alive_lease == lease_id
+
+
 def isolation_verdict(lease_ok: bool, isolated: bool, peers_answer: bool, isolation_address_answers: bool,
                       stalled_s: float = 0.0, hb_grace: float = 3.0,
                       ) -> tuple[Literal["none", "partitioned", "isolated"], str]:

@@ -27,7 +27,8 @@ from vigil.policy.heartbeats import HbTracker
 from vigil.policy.crashes import Crashes, after_exit
 from vigil.policy.host import PowerOff, Shutdown
 from vigil.env.base import until
-from vigil.policy.isolation import RunningVM, StallWatch, isolation_actions, isolation_verdict, keepalive_confirms
+from vigil.policy.isolation import (RunningVM, StallWatch, isolation_actions, isolation_verdict, keepalive_confirms,
+                                    read_confirms)
 from vigil.policy.watchdog import watchdog_step
 from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
@@ -170,7 +171,8 @@ class SimAgent(Reconciler):
                     if ttl > 0 and not keepalive_confirms(stalled, self.cfg.hb_grace_s):
                         # as HostLease._read_back: after a stall, a read shows the cluster still counts it
                         e = await self.store.get(K.ALIVE + self.me)
-                        ttl = self.cfg.lease_ttl if e is not None and e.lease == self.lease_id else 0
+                        ttl = self.cfg.lease_ttl if read_confirms(e.lease if e is not None else None,
+                                                                  self.lease_id) else 0
                     if ttl > 0:
                         was_lost = not self.lease_ok()
                         self.lease_ok_until = t0 + self.cfg.lease_ttl
