@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Awaitable
+from typing import TYPE_CHECKING, Awaitable
 
 from vigil.agent.context import LocalVM
 from vigil.agent.disks import DiskKeeper
@@ -35,6 +35,9 @@ from vigil.store.etcd import Store
 from vigil.config.etcd_client import etcd_tls
 from vigil.store.state import StateCache
 from vigil.store.events import make_event, record
+
+if TYPE_CHECKING:
+    from vigil.agent.tasks import TaskRunner
 
 log = logging.getLogger("vigil.agent")
 
@@ -68,6 +71,7 @@ class AgentBase:
         self.disks = DiskKeeper(self)
         self.guests = Guests(self, self.ft)
         self.promoting: dict[str, Standby] = {}  # FT failovers whose standby is taken
+        self.tasks: TaskRunner | None = None  # made once etcd is reached (Agent.run)
         self.watchdog, self.notify = make_watchdog(cfg), Notifier()  # the host's, and systemd's
         self.stopped = asyncio.Event()
         self._ticked = asyncio.Event()  # set by each heartbeat tick, for the check loop

@@ -77,8 +77,7 @@ class Reconciler(AgentBase):
 
     def drives_task(self, name: str) -> bool:
         """Whether this agent's task runner drives a task of the VM now (a migration out)."""
-        tasks = getattr(self, "tasks", None)  # (the runner starts once etcd is reached)
-        return tasks is not None and name in tasks.driving
+        return self.tasks is not None and name in self.tasks.driving
 
     async def _carry_out(self, act: HP.HostAction, facts: dict[str, HP.VMFacts],
                          assign: Mapping[str, AssignRecord]) -> None:
