@@ -16,7 +16,7 @@ from vigil.hypervisor.guest_image import read_records
 from vigil.lab.standalone import Standalone, loopback_uri, unavailable
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.qemu,
     pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(300),
 ]

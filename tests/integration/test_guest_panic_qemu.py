@@ -22,7 +22,7 @@ from vigil.sim.store import MemoryStore
 from vigil.store import keys as K
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.qemu,
     pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(300),
 ]

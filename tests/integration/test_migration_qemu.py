@@ -22,7 +22,7 @@ from vigil.hypervisor.guest_image import read_records
 from vigil.lab.standalone import Standalone, free_port, heartbeats, unavailable, wait_serial
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.qemu,
     pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(240),
 ]

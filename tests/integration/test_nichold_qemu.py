@@ -22,7 +22,7 @@ from vigil.hypervisor.nichold import NicHold
 from vigil.lab.standalone import Standalone, unavailable
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.qemu,
     pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(300),
 ]

@@ -19,7 +19,7 @@ from vigil.hypervisor.panics import guest_panics
 from vigil.lab.standalone import Standalone, heartbeats, unavailable
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.qemu,
     pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(300),
 ]

@@ -14,7 +14,7 @@ from vigil.lab.standalone import Standalone, heartbeats, unavailable
 from vigil.policy.disk_io import DiskIo, counters
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.qemu,
     pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(300),
 ]

@@ -23,7 +23,7 @@ from vigil.hypervisor.guest_image import GuestImage, read_records
 from vigil.lab.standalone import Standalone, heartbeats, standalone, unavailable
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.qemu,
     pytest.mark.skipif(unavailable() is not None, reason=unavailable() or ""),
     pytest.mark.timeout(300),
 ]

@@ -1,5 +1,5 @@
 """vigil.hypervisor.start_boost: a starting QEMU's session gets a raised CPU share, and
-every raised session is back at nice 0 once the start is over."""
+every raised session is back at its starter's nice (0 for an agent) once the start is over."""
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +29,7 @@ def test_a_gone_process_cannot_be_raised() -> None:
     assert B.set_session_nice(2**22 + 12345, -5) is False
 
 
-async def test_start_raises_first_then_daemon_and_ends_at_zero(tmp_path: Path, sessions: list[int]) -> None:
+async def test_start_raises_first_then_daemon_and_ends_at_the_starters_nice(tmp_path: Path, sessions: list[int]) -> None:
     first, daemon = sessions
     if not B.set_session_nice(first, 0):
         pytest.skip("no autogroups here (or not allowed to set their nice)")
@@ -45,7 +45,7 @@ async def test_start_raises_first_then_daemon_and_ends_at_zero(tmp_path: Path, s
         await asyncio.sleep(B.POLL_S)
     assert session_nice(daemon) == -5
     await boost.end()
-    assert session_nice(first) == 0 and session_nice(daemon) == 0
+    assert session_nice(first) == B.session_nice() and session_nice(daemon) == B.session_nice()
 
 
 async def test_a_start_over_before_its_daemon_appeared(tmp_path: Path, sessions: list[int]) -> None:
@@ -55,7 +55,18 @@ async def test_a_start_over_before_its_daemon_appeared(tmp_path: Path, sessions:
     boost = B.StartBoost(tmp_path / "qemu.pid", nice=-5)
     boost.began(first)
     await boost.end()  # QEMU failed before it forked: the look for the pidfile ends too
-    assert session_nice(first) == 0 and boost.raised == []
+    assert session_nice(first) == B.session_nice() and boost.raised == []
+
+
+async def test_a_starter_at_a_low_priority_keeps_its_qemu_there(tmp_path: Path, sessions: list[int]) -> None:
+    first, _ = sessions
+    if not B.set_session_nice(first, 0):
+        pytest.skip("no autogroups here (or not allowed to set their nice)")
+    boost = B.StartBoost(tmp_path / "qemu.pid", nice=-5)
+    boost.base = 19  # as read from a starter's own session at nice 19
+    boost.began(first)
+    await boost.end()
+    assert session_nice(first) == 19
 
 
 async def test_nice_zero_raises_nothing(tmp_path: Path, sessions: list[int]) -> None:

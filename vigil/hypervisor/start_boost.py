@@ -5,8 +5,9 @@ shared between sessions first, and a QEMU daemon is a session of its own: on a l
 (other guests booting under TCG, etcd, the agent itself, all busy when VMs restart) its
 start, a few tens of milliseconds of CPU, waits several times that for a CPU. Its
 session's nice (``/proc/<pid>/autogroup``) is raised for the start only and set back to
-0 when QEMU is up (or when it failed: the session goes away with it), so a VM never runs
-on a raised share. Where autogroups are off or the file cannot be written, nothing changes.
+its starter's own session nice (0 for an agent) when QEMU is up (or when it failed: the
+session goes away with it), so a VM never runs on a raised share. Where autogroups are off
+or the file cannot be written, nothing changes.
 """
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ log = logging.getLogger("vigil.hypervisor")
 
 START_NICE = -10  # the session's nice while QEMU starts: about 9 times the share of a nice 0 one
 POLL_S = 0.005    # how often the daemon's pidfile is looked for
+
+
+def session_nice(pid: int | str = "self") -> int:
+    """The nice of the autogroup (session) of ``pid`` ("/autogroup-N nice K"); 0 where
+    there is none to read."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def set_session_nice(pid: int, nice: int) -> bool:
@@ -40,6 +51,7 @@ class StartBoost:
     def __init__(self, pidfile: Path, nice: int | None = None) -> None:
         self.pidfile = Path(pidfile)
         self.nice = START_NICE if nice is None else nice
+        self.base = session_nice()  # what the starter runs at: 0 for an agent
         self.raised: list[int] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -55,11 +67,13 @@ class StartBoost:
             self.raised.append(pid)
 
     async def end(self) -> None:
-        """QEMU is up or gone: every raised session back to nice 0."""
+        """QEMU is up or gone: every raised session back to its starter's nice (0 for an
+        agent; a starter run at a low priority, as the test suite's second stream, keeps its
+        QEMUs there)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for p in self.raised:
-            set_session_nice(p, 0)
+            set_session_nice(p, self.base)
         self.raised.clear()

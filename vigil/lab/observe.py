@@ -14,6 +14,7 @@ from typing import Any, Callable
 from vigil import service
 from vigil.config import cluster_endpoints
 from vigil.config.etcd_client import cluster_tls
+from vigil.lab.layout import RUN_DIR
 from vigil.model import Event
 from vigil.store import keys as K
 from vigil.store.etcd import Store, StoreError, run_with_store
@@ -65,7 +66,11 @@ def recent_history(n: int = 30) -> str:
 
 
 def qemu_processes() -> dict[str, list[int]]:
-    """Every QEMU on the machine that runs a VM, by VM name (the ``-name`` argument).
+    """Every QEMU of the lab that runs a VM, by VM name (the ``-name`` argument).
+
+    A lab QEMU's pidfile is in its host's run dir, under the lab's (``RUN_DIR``): QEMUs
+    outside the lab (a test's or a benchmark's, vigil.lab.standalone) may run beside it,
+    with the same VM names, and are none of the lab's business.
 
     ``-daemonize`` forks twice and the first process waits for the last to be ready, so
     one start briefly shows two processes: only the one whose pid is in its ``-pidfile``
@@ -84,12 +89,15 @@ def qemu_processes() -> dict[str, list[int]]:
             named_threads = any(a.endswith(b",debug-threads=on") for a in argv)
             if b"-incoming" in argv and _waiting_for_migration(int(d.name), named_threads):
                 continue
-            if b"-pidfile" in argv:
-                pidfile = Path(argv[argv.index(b"-pidfile") + 1].decode())
-                if pidfile.exists() or b"-incoming" not in argv:
-                    if pidfile.read_text().strip() != d.name:
-                        continue
-                # else: a promoted FT standby, whose pidfile moved to the VM's run dir
+            if b"-pidfile" not in argv:
+                continue
+            pidfile = Path(argv[argv.index(b"-pidfile") + 1].decode())
+            if not pidfile.is_relative_to(RUN_DIR):
+                continue
+            if pidfile.exists() or b"-incoming" not in argv:
+                if pidfile.read_text().strip() != d.name:
+                    continue
+            # else: a promoted FT standby, whose pidfile moved to the VM's run dir
         except (OSError, IndexError):
             continue
         name = argv[argv.index(b"-name") + 1].decode().split(",")[0]
