@@ -39,7 +39,7 @@ def two_vms():
 async def test_two_vms_of_one_host_claim_at_once_and_reconcile_does_not_wait(tmp_path):
     store, hyp = SlowStore(), Hypervisor()
     a = agent(tmp_path, store, hyp)
-    await asyncio.wait_for(a.reconcile(two_vms()), 1.0)  # returns with both claims still in flight
+    await asyncio.wait_for(a.reconcile(two_vms()), 30.0)  # returns with both claims still in flight (a hang guard)
     await settle()
     assert store.waiting == 2 and hyp.log == [] and a.guests.starting == {"a", "b"}
     await a.reconcile(two_vms())  # a second look while they start: no second claim, no second start
