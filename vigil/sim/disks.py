@@ -71,6 +71,9 @@ class SimDisks:
 
     def sync(self) -> None:
         for name, spec in self._running():
+            st = self.state.get(name)
+            if not st or not st.get("stale"):  # no stale copy (stale() is empty): nothing to resync
+                continue
             disks = P.copies_to_resync(spec, self.stale(name), self.a.ds_ok)
             if disks and name not in self.resyncing:
                 self.resyncing.add(name)
