@@ -116,13 +116,16 @@ class Reconciler(AgentBase):
         )
 
 
+_NO_FACTS = HP.VMFacts()  # etcd's word on a VM it has no key of (frozen: made once)
+
+
 async def carry_out_in_order(host: Any, mine: Iterable[str], facts: Mapping[str, HP.VMFacts],
                              specs: Mapping[str, Any], assign: Mapping[str, Any]) -> None:
     """Reconcile's two passes, the agent's and the simulated agent's alike: first the VMs
     running here that should not (stopped, deleted, or handed to another host), then
     those assigned here; each decided by vigil.policy.host right before it is carried
     out (``host._carry_out``), so that every decision sees the steps before it."""
-    nothing = HP.VMFacts()
+    nothing = _NO_FACTS
     for name, vm in list(host.vms.items()):
         if name in mine:
             continue

@@ -34,6 +34,8 @@ class Fences:
 
     def of(self, h: HostView, t: Timing) -> FenceStatus | None:
         """The host's fence status for this cycle's view; forgotten once it is seen well."""
+        if not self.status:  # (no fence of any host: nothing to look at or forget)
+            return None
         if fence_over(h, t) and h.name in self.status and self.status[h.name].state != "pending":
             del self.status[h.name]
         return self.status.get(h.name)

@@ -133,6 +133,8 @@ def decide(view: ClusterView, classified: Mapping[str, tuple[HostState, str]]
     t = view.timing
     out = dict(classified)
     fences: list[FenceHost] = []
+    if not any(device_of(h) is not None for h in view.hosts.values()):
+        return fences, out  # no host has a BMC: every host is skipped below (most clusters)
     suspects = frozenset(n for n, (s, _) in classified.items()
                          if hung_suspect(view.hosts[n], s, device_of(view.hosts[n])))
     off = storm(view, classified, frozenset(n for n, (s, _) in classified.items() if late(view.hosts[n], s)))

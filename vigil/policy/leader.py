@@ -15,12 +15,17 @@ from vigil.policy.heartbeats import PING_AFTER_S
 from vigil.policy.hoststate import classify_host
 from vigil.policy.view import HostView, Timing
 
+_TIMINGS: dict[float, Timing] = {}
+
 
 def leader_failed(leader: str, hb_age: float | None, ping: bool | None, hb_grace: float) -> tuple[bool, str]:
     """``hb_age``: how long its datastore heartbeat has not advanced (None: no datastore
     readable here, so its silence means nothing); ``ping``: None when not probed."""
     view = HostView(name=leader, info=None, alive=True, hb_age=hb_age, ping=ping)
-    state, why = classify_host(view, Timing(hb_grace=hb_grace))
+    timing = _TIMINGS.get(hb_grace)
+    if timing is None:  # (frozen, and each agent has one grace: made once, asked every check)
+        timing = _TIMINGS[hb_grace] = Timing(hb_grace=hb_grace)
+    state, why = classify_host(view, timing)
     return state is HostState.FAILED, why
 
 

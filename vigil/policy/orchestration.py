@@ -110,11 +110,17 @@ def settings_to_json(s: Settings) -> dict[str, Any]:
     return out
 
 
+_UNSET = validate_settings({})  # the reading of no object, made once (Settings are frozen)
+
+
 def read_settings(raw: Mapping[str, Any] | None) -> Settings:
     """The controller's reading: a stored object it cannot read counts as never set (the
-    service validated it when written; defaults are the behaviour of old)."""
+    service validated it when written; defaults are the behaviour of old). No object
+    (most clusters; a cycle asks twice) is read once."""
+    if not raw:
+        return _UNSET
     try:
-        return validate_settings(raw or {})
+        return validate_settings(raw)
     except SpecError:
         return Settings(ReadyPolicy(), {})
 

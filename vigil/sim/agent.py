@@ -17,6 +17,7 @@ only (vigil.sim.ft).
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any, Coroutine
 
 from vigil.agent.loadreport import LoadReport, load_loop
@@ -56,7 +57,7 @@ class SimAgent(Reconciler):
         self.env = SimEnv(world, host)
         self.clock = self.env.clock
         self.cfg = agent_config(world, host)
-        self.store = MemberStore(world.store, lambda: world.reaches_etcd(host), self.clock.sleep,
+        self.store = MemberStore(world.store, partial(world.reaches_etcd, host), self.clock.sleep,  # (asked per call)
                                timeout=min(2.0, self.cfg.lease_ttl / 2),
                                stale=lambda lease: world.stale_keepalive(host, lease))
         self.lease_id = 0

@@ -25,13 +25,20 @@ class SimDisks:
         self.state: dict[str, dict[str, Any]] = {}  # vm -> its diskstate value
         self.resyncing: set[str] = set()
         self._seen: tuple[Any, bool] = (None, False)
+        self._found: dict[str, Entry] | None = None  # what state was last read from
 
     def stale(self, vm: str) -> dict[str, str]:
         return P.stale_map(self.state.get(vm))
 
     def update(self, found: dict[str, Entry]) -> None:
+        """``state`` read from ``found`` (the reads' diskstate keys, a new dict per store
+        change): the same ``found`` as last time, with no write of ours since, gives the
+        same state, which is kept."""
+        if found is self._found:
+            return
         n = len(K.DISKSTATE)
         self.state = {k[n:]: dict(e.value) for k, e in found.items() if isinstance(e.value, dict)}
+        self._found = found
 
     def _running(self) -> list[tuple[str, Any]]:
         return [(n, v.spec) for n, v in self.a.vms.items() if v.spec is not None and not v.stopping
@@ -46,6 +53,7 @@ class SimDisks:
 
     async def _write(self, vm: str, change: Any) -> None:
         self.state[vm] = await self.a.store.update(K.DISKSTATE + vm, change)
+        self._found = None  # (state is no longer what found gives)
 
     async def degrade(self) -> None:
         a = self.a
@@ -63,6 +71,9 @@ class SimDisks:
 
     def sync(self) -> None:
         for name, spec in self._running():
+            st = self.state.get(name)
+            if not st or not st.get("stale"):  # no stale copy (stale() is empty): nothing to resync
+                continue
             disks = P.copies_to_resync(spec, self.stale(name), self.a.ds_ok)
             if disks and name not in self.resyncing:
                 self.resyncing.add(name)

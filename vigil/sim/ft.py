@@ -41,7 +41,7 @@ class SimFt:
         self.enabled = set(ft)
         for name, vm in a.vms.items():  # primary: valid_from for this (secondary, epoch)
             f = ft.get(name)
-            if own.get(name) == me and not vm.stopping and f and f.get("secondary") not in (None, me):
+            if f and own.get(name) == me and not vm.stopping and f.get("secondary") not in (None, me):
                 key = (f["secondary"], int(f["epoch"]))
                 if self.stat.get(name) != key:
                     ok = await a.store.txn([a.store.equals(K.OWN + name, me)], [a.store.put_op(K.FTSTAT + name, {
