@@ -18,6 +18,7 @@ from vigil.fencing.device import FenceDevice
 from vigil.model import HostInfo
 from vigil.policy.fencing import restart_mark_ttl
 from vigil.policy.isolation import StallWatch, keepalive_confirms, read_confirms
+from vigil.policy.keepalive import keepalive_delay
 from vigil.policy.view import Timing
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
@@ -103,6 +104,7 @@ class HostLease:
 
     async def loop(self) -> None:
         h = self.host
+        timing = Timing(lease_ttl=h.cfg.lease_ttl, hb_grace=h.cfg.hb_grace_s, watchdog=h.cfg.watchdog_s)
         while not h.stopped.is_set():
             t0 = h.env.clock.monotonic()
             try:
@@ -126,7 +128,7 @@ class HostLease:
                         continue
             except StoreError as e:
                 log.warning("lease: %s", e)
-            await h.sleep(h.cfg.lease_ttl / 6)
+            await h.sleep(keepalive_delay(timing))
 
     def _answer_counts(self) -> bool:
         """Whether a keepalive's answer alone confirms the lease: not after this host stood

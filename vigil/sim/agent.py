@@ -31,6 +31,8 @@ from vigil.env.base import until
 from vigil.policy.isolation import (RunningVM, StallWatch, isolation_actions, isolation_verdict, keepalive_confirms,
                                     read_confirms)
 from vigil.policy.watchdog import watchdog_step
+from vigil.policy.keepalive import keepalive_delay
+from vigil.policy.view import Timing
 from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
 from vigil.sim.disks import SimDisks
@@ -160,6 +162,7 @@ class SimAgent(Reconciler):
                              lease=self.lease_id)
 
     async def lease_loop(self) -> None:
+        timing = Timing(lease_ttl=self.cfg.lease_ttl, hb_grace=self.cfg.hb_grace_s, watchdog=self.cfg.watchdog_s)
         while True:
             t0 = self.clock.monotonic()
             try:
@@ -184,7 +187,7 @@ class SimAgent(Reconciler):
                         continue
             except StoreError:
                 pass
-            await self.clock.sleep(self.cfg.lease_ttl / 6)
+            await self.clock.sleep(keepalive_delay(timing))
 
     # -- tick ----------------------------------------------------------------------------------
     async def heartbeat_loop(self) -> None:
