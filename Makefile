@@ -11,7 +11,7 @@ demo: deps
 	$(VENV)/bin/vigil demo
 
 test: deps
-	bash scripts/run-tests
+	$(VENV)/bin/pytest -q -ra --durations=40 tests
 
 unit: deps
 	$(VENV)/bin/pytest -q tests/unit

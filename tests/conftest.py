@@ -1,5 +1,4 @@
-"""Settings of the whole suite. Hypothesis times nothing: `make test` runs the tests that do
-not need the lab beside the lab's, at the lowest CPU priority (scripts/run-tests), where an
+"""Settings of the whole suite. Hypothesis times nothing: on a machine busy with a lab an
 example may wait for a CPU far longer than Hypothesis's default 200 ms deadline. The
 properties, not the speed, are what these tests check; speed is bench/'s business."""
 from __future__ import annotations
