@@ -68,7 +68,7 @@ class StartBoost:
 
     async def end(self) -> None:
         """QEMU is up or gone: every raised session back to its starter's nice (0 for an
-        agent; a starter run at a low priority, as the test suite's second stream, keeps its
+        agent; a starter run at a low priority, as a benchmark or test run niced, keeps its
         QEMUs there)."""
         if self._task is not None:
             self._task.cancel()
