@@ -19,7 +19,6 @@ from vigil.model import HostInfo
 from vigil.policy.fencing import restart_mark_ttl
 from vigil.policy.isolation import StallWatch, keepalive_confirms, read_confirms
 from vigil.policy.keepalive import keepalive_delay
-from vigil.policy.view import Timing
 from vigil.store import keys as K
 from vigil.store.etcd import StoreError
 
@@ -83,7 +82,7 @@ class HostLease:
         does not fence the host through its BMC meanwhile (vigil.policy.fencing); the next
         agent run clears it. Best effort: without it, a host with a BMC may be fenced."""
         h, cfg = self.host, self.host.cfg
-        ttl = restart_mark_ttl(Timing(lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s))
+        ttl = restart_mark_ttl(cfg.timing())
         try:
             mark = await h.store.grant(ttl)
             await h.store.put(K.RESTARTING + h.me, {"boot": self.boot, "pid": os.getpid()}, lease=mark)
@@ -104,7 +103,7 @@ class HostLease:
 
     async def loop(self) -> None:
         h = self.host
-        timing = Timing(lease_ttl=h.cfg.lease_ttl, hb_grace=h.cfg.hb_grace_s, watchdog=h.cfg.watchdog_s)
+        timing = h.cfg.timing()
         while not h.stopped.is_set():
             t0 = h.env.clock.monotonic()
             try:

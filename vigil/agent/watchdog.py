@@ -224,7 +224,7 @@ def make_watchdog(cfg: AgentConfig, ops: DeviceOps | None = None) -> Watchdog:
     """The device the config names: ``watchdog_device``, else the lab's ``watchdog_file``,
     else none. For a device the timings are checked first (WatchdogTimingError)."""
     if cfg.watchdog_device:
-        timing = Timing(lease_ttl=cfg.lease_ttl, hb_grace=cfg.hb_grace_s, watchdog=cfg.watchdog_s)
+        timing = cfg.timing()
         timeout = device_timeout(timing, cfg.tick_s)
         return DeviceWatchdog(cfg.watchdog_device, timeout, timing, cfg.tick_s,
                               Path(cfg.run_dir) / ARMED_MARKER, ops)

@@ -14,6 +14,7 @@ from typing import Any
 
 from vigil.config.toml_file import ConfigError, parse_toml, render_toml
 from vigil.model import SpecError
+from vigil.policy.view import Timing
 
 DEFAULT_CACHE_DIR = "/var/cache/vigil"
 DEFAULT_PATH = "/etc/vigil/vigil.toml"
@@ -73,6 +74,10 @@ class AgentConfig:
     fencing_ca: str = ""  # Redfish: the CA that signed the BMC's certificate; empty: not verified
     fencing_timeout_s: float = 5.0
     fencing_hung_after_s: float = 1.5  # heartbeat silence, lease alive: fence (0: only after the lease)
+
+    def timing(self) -> Timing:
+        """The policies' timings this host runs with (lease, heartbeat grace, watchdog)."""
+        return Timing(lease_ttl=self.lease_ttl, hb_grace=self.hb_grace_s, watchdog=self.watchdog_s)
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":

@@ -219,9 +219,10 @@ class Controller:
         self.stats = stats.loaded(stored.value if stored else None)
         before = self.stats
         self.ready_since = ready_marks(view, self.ready_since)
-        # (no marks: the view's own empty ready_since is the same input, without a copy of the view)
-        actions = plan(replace(view, ready_since=MappingProxyType(dict(self.ready_since))) if self.ready_since
-                       or view.ready_since else view)
+        planned = view  # no marks: the view's own empty ready_since is the same input, without a copy
+        if self.ready_since or view.ready_since:
+            planned = replace(view, ready_since=MappingProxyType(dict(self.ready_since)))
+        actions = plan(planned)
         self.holds = {a.vm: a.since for a in actions if isinstance(a, Held)}
         for action in actions:
             await self.apply(action)

@@ -9,23 +9,24 @@ lets the key go.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from vigil.model import HostState
 from vigil.policy.heartbeats import PING_AFTER_S
 from vigil.policy.hoststate import classify_host
 from vigil.policy.view import HostView, Timing
 
-_TIMINGS: dict[float, Timing] = {}
+@lru_cache(maxsize=8)
+def _timing(hb_grace: float) -> Timing:
+    """Timing with this grace (frozen, and each agent has one grace: made once, asked every check)."""
+    return Timing(hb_grace=hb_grace)
 
 
 def leader_failed(leader: str, hb_age: float | None, ping: bool | None, hb_grace: float) -> tuple[bool, str]:
     """``hb_age``: how long its datastore heartbeat has not advanced (None: no datastore
     readable here, so its silence means nothing); ``ping``: None when not probed."""
     view = HostView(name=leader, info=None, alive=True, hb_age=hb_age, ping=ping)
-    timing = _TIMINGS.get(hb_grace)
-    if timing is None:  # (frozen, and each agent has one grace: made once, asked every check)
-        timing = _TIMINGS[hb_grace] = Timing(hb_grace=hb_grace)
-    state, why = classify_host(view, timing)
+    state, why = classify_host(view, _timing(hb_grace))
     return state is HostState.FAILED, why
 
 

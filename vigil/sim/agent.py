@@ -32,7 +32,6 @@ from vigil.policy.isolation import (RunningVM, StallWatch, isolation_actions, is
                                     read_confirms)
 from vigil.policy.watchdog import watchdog_step
 from vigil.policy.keepalive import keepalive_delay
-from vigil.policy.view import Timing
 from vigil.sim.context import LocalVM
 from vigil.sim.env import SimEnv, agent_config
 from vigil.sim.disks import SimDisks
@@ -162,7 +161,7 @@ class SimAgent(Reconciler):
                              lease=self.lease_id)
 
     async def lease_loop(self) -> None:
-        timing = Timing(lease_ttl=self.cfg.lease_ttl, hb_grace=self.cfg.hb_grace_s, watchdog=self.cfg.watchdog_s)
+        timing = self.cfg.timing()
         while True:
             t0 = self.clock.monotonic()
             try:
