@@ -45,9 +45,20 @@ def wait_task(vm: str, timeout: float = 180):
 def assert_one_life(vm: str) -> None:
     """One boot id, and no heartbeat number twice: the guest ran as one copy throughout."""
     hbs = observe.guest_heartbeats(vm)
-    assert len({b for *_, b in hbs}) == 1, "the guest rebooted"
+    assert len({b for *_, b in hbs}) == 1, f"the guest rebooted:\n{life_story(vm, hbs)}"
     seqs = [s for _, _, s, _ in hbs]
-    assert len(seqs) == len(set(seqs)), "two copies of the guest sent heartbeats"
+    assert len(seqs) == len(set(seqs)), f"two copies of the guest sent heartbeats:\n{life_story(vm, hbs)}"
+
+
+def life_story(vm: str, hbs: list) -> str:
+    """Where each boot of ``vm`` sent its first and last heartbeat, and what the cluster
+    said of it: what a failed one-life check should show."""
+    boots: dict[str, list] = {}
+    for t, host, seq, boot in hbs:
+        boots.setdefault(boot, []).append((t, host, seq))
+    lines = [f"boot {b[:8]}: first {v[0]}, last {v[-1]}, {len(v)} heartbeats" for b, v in boots.items()]
+    lines += [f"{e.time:.2f} {e.kind} {e.message}" for e in observe.events() if vm in e.message]
+    return "\n".join(lines)
 
 
 def test_migration_keeps_the_guest_running_and_its_writes(lab):

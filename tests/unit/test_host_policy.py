@@ -379,6 +379,17 @@ def test_the_incoming_copy_takes_over_only_with_all_its_memory():
     assert TP.incoming_outcome(t, True, "running:postcopy-active", True)[0] == "wait"
 
 
+def test_a_failed_migration_reboots_the_guest_only_if_post_copy_may_have_begun():
+    """A QEMU slow to answer, or seen a moment before QEMU resumed it, holds the whole guest:
+    ending it would reboot a guest that had lost nothing."""
+    assert TP.after_failed_migration(False, "running:failed")[0] == "runs-on"
+    assert TP.after_failed_migration(False, "unknown")[0] == "left"
+    assert TP.after_failed_migration(True, "unknown")[0] == "restart-from-disk"
+    assert TP.after_failed_migration(True, "postmigrate")[0] == "restart-from-disk"
+    assert TP.after_failed_migration(False, "postmigrate") == (
+        "restart-from-disk", "pre-copy failed and the source's copy stays postmigrate")
+
+
 @given(st.sampled_from(["queued", "preparing", "ready", "running", "switching", "done", "failed", "cancelled"]),
        st.booleans(), st.booleans(), st.booleans(), st.floats(0, 100))
 def test_a_source_never_starts_a_second_driver_nor_admits_a_cancelled_task(state, cancel, driving, here, now):

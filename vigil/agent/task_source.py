@@ -90,15 +90,15 @@ class SourceTasks(TaskRunnerBase):
             return
         except (migration.MigrationFailed, mirror.MirrorFailed, qemu.QemuError) as e:
             await self._update(t.vm, t.id, state="failed", error=str(e))
-            if (await self._status(t.vm, vm.pid)).startswith("running"):
-                await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me}",
-                                   vm=t.vm)
-            else:
-                # Post-copy had begun: part of the memory was on the lost destination, so
-                # this copy can never run again. Restart the VM from its disk, here.
-                await self.a.event("migration-failed", f"{t.vm}: migration failed in post-copy ({e}); "
+            status = await self._status(t.vm, vm.pid)
+            outcome, why = TP.after_failed_migration(getattr(e, "postcopy", False), status)
+            if outcome == "restart-from-disk":
+                await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); {why}: "
                                    f"restarting it from disk on {self.a.me}", vm=t.vm)
-                await self.a.power_off(t.vm, "lost in post-copy")
+                await self.a.power_off(t.vm, why)
+            else:
+                await self.a.event("migration-failed", f"{t.vm}: migration failed ({e}); it runs on {self.a.me} "
+                                   f"({why})", vm=t.vm)
             return
         # Our copy is paused now; the reconcile powers it off once the destination owns the VM
         # and this driver has ended (HereFacts.driving: it waits for the figures read above).

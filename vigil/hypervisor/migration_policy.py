@@ -15,8 +15,14 @@ QEMU_DEFAULT_DOWNTIME_MS = 300
 
 
 class MigrationFailed(QemuError):
-    """The migration did not complete. Unless the message says otherwise the VM runs on the
-    source and the destination QEMU is to be quit (it exits by itself on most failures)."""
+    """The migration did not complete. Unless ``postcopy`` is set the VM runs on the source
+    and the destination QEMU is to be quit (it exits by itself on most failures).
+    ``postcopy``: post-copy had been asked for, so part of the VM's memory may be on the
+    destination only and the source's copy must never run again."""
+
+    def __init__(self, message: str, postcopy: bool = False) -> None:
+        super().__init__(message)
+        self.postcopy = postcopy
 
 
 class MigrationCancelled(MigrationFailed):

@@ -66,82 +66,95 @@ async def migrate(
     last_xfer, last_move = -1, t0
     unanswered = 0
     with src.listener("MIGRATION") as events:
-        await src.execute("migrate", {"uri": uri})
-        while True:
-            try:
-                info = await src.execute("query-migrate", timeout=policy.stall_timeout_s)
-                unanswered = 0
-            except QemuError as e:
-                # QEMU's main loop is blocked: a write to a cut link at the switchover holds
-                # it (and keeps the guest stopped) until TCP gives up, many minutes later
-                unanswered += 1
-                if "timed out" not in str(e) or unanswered > 3:
-                    raise MigrationFailed(f"VM {src.name}: QEMU does not answer during the migration: {e}") from None
-                await asyncio.to_thread(abort_connection, uri)
-                continue
-            now = time.monotonic()
-            p = progress_from(info, now - t0, postcopy)
-            if progress is not None:
-                progress(p)
-            if p.status == "completed":
-                ram = info.get("ram") or {}
-                return MigrationResult(
-                    downtime_ms=int(info.get("downtime", 0)), total_time_ms=int(info.get("total-time", 0)),
-                    setup_time_ms=int(info.get("setup-time", 0)), ram_transferred=int(ram.get("transferred", 0)),
-                    ram_total=int(ram.get("total", 0)), postcopy=postcopy, passes=p.passes,
-                    mbps=float(ram.get("mbps", 0.0)), switchover_hook_ms=hook_ms, postcopy_reason=why or "",
-                )
-            if p.status in ("failed", "cancelled"):
-                raise MigrationFailed(f"VM {src.name}: migration {p.status}: {info.get('error-desc', 'no reason given')}")
-            if p.status == "pre-switchover" and hook_done:
-                pass  # migrate-continue given, the migration thread has not moved on yet
-            elif p.status == "pre-switchover":
-                hook_done = True
-                th = time.monotonic()
+        try:
+            await src.execute("migrate", {"uri": uri})
+            while True:
                 try:
-                    assert before_switchover is not None
-                    await before_switchover()
-                except BaseException as e:
-                    await _cancel(src, was_running, f"switchover step failed: {e}")
-                    raise
-                hook_ms = (time.monotonic() - th) * 1000
-                await src.execute("migrate-continue", {"state": "pre-switchover"})
-                continue
-            if p.transferred != last_xfer or p.status in ("device", "pre-switchover"):
-                last_xfer, last_move = p.transferred, now
-            reason = None
-            if cancel is not None and cancel.is_set():
-                reason = "cancelled by request"
-            elif now - last_move > policy.stall_timeout_s:
-                reason = f"stalled: no progress for {policy.stall_timeout_s:.0f}s (at {p.transferred // MiB} MiB sent)"
-            elif policy.total_timeout_s is not None and now - t0 > policy.total_timeout_s and not p.postcopy:
-                reason = f"did not converge within {policy.total_timeout_s:.0f}s"
-            if reason is not None:
-                if reason.startswith("stalled"):
-                    # a blocked write would keep the cancel from being served
+                    info = await src.execute("query-migrate", timeout=policy.stall_timeout_s)
+                    unanswered = 0
+                except QemuError as e:
+                    # QEMU's main loop is blocked: a write to a cut link at the switchover holds
+                    # it (and keeps the guest stopped) until TCP gives up, many minutes later
+                    unanswered += 1
+                    if "timed out" not in str(e) or unanswered > 3:
+                        raise MigrationFailed(f"VM {src.name}: QEMU does not answer during the migration: {e}",
+                                              postcopy=postcopy) from None
                     await asyncio.to_thread(abort_connection, uri)
-                if p.postcopy:
-                    # Cannot cancel: the VM runs on the destination with part of its RAM still
-                    # on the source. Pause so that the link can be recovered (migrate-recover).
-                    with contextlib.suppress(QemuError):
-                        await src.execute("migrate-pause")
-                    raise MigrationFailed(
-                        f"VM {src.name}: post-copy migration {reason}; the VM's memory is split between "
-                        "source and destination: do not quit either QEMU, recover with migrate-recover")
-                res = await _cancel(src, was_running, reason)
-                if res is not None:  # it completed before the cancel took effect
-                    return res
-                raise MigrationCancelled(f"VM {src.name}: migration {reason}; the VM runs on the source")
-            if policy.postcopy_fallback and not postcopy and now - last_move < 1.0:
-                # (never on a stalled link: post-copy could not be cancelled any more)
-                why = judge(p)
-                if why is not None:
-                    await src.execute("migrate-start-postcopy")
-                    postcopy = True
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(events.get(), policy.poll_interval_s)
-            while not events.empty():
-                events.clear()
+                    continue
+                now = time.monotonic()
+                p = progress_from(info, now - t0, postcopy)
+                if progress is not None:
+                    progress(p)
+                if p.status == "completed":
+                    ram = info.get("ram") or {}
+                    return MigrationResult(
+                        downtime_ms=int(info.get("downtime", 0)), total_time_ms=int(info.get("total-time", 0)),
+                        setup_time_ms=int(info.get("setup-time", 0)), ram_transferred=int(ram.get("transferred", 0)),
+                        ram_total=int(ram.get("total", 0)), postcopy=postcopy, passes=p.passes,
+                        mbps=float(ram.get("mbps", 0.0)), switchover_hook_ms=hook_ms, postcopy_reason=why or "",
+                    )
+                if p.status in ("failed", "cancelled"):
+                    err = f"{p.status}: {info.get('error-desc', 'no reason given')}"
+                    if not postcopy:
+                        # QEMU resumes the source itself, a moment after it reports the failure:
+                        # return once it runs, so the caller never takes a copy that is about to
+                        # run again for one that cannot
+                        await _cancel(src, was_running, err)
+                    raise MigrationFailed(f"VM {src.name}: migration {err}", postcopy=postcopy)
+                if p.status == "pre-switchover" and hook_done:
+                    pass  # migrate-continue given, the migration thread has not moved on yet
+                elif p.status == "pre-switchover":
+                    hook_done = True
+                    th = time.monotonic()
+                    try:
+                        assert before_switchover is not None
+                        await before_switchover()
+                    except BaseException as e:
+                        await _cancel(src, was_running, f"switchover step failed: {e}")
+                        raise
+                    hook_ms = (time.monotonic() - th) * 1000
+                    await src.execute("migrate-continue", {"state": "pre-switchover"})
+                    continue
+                if p.transferred != last_xfer or p.status in ("device", "pre-switchover"):
+                    last_xfer, last_move = p.transferred, now
+                reason = None
+                if cancel is not None and cancel.is_set():
+                    reason = "cancelled by request"
+                elif now - last_move > policy.stall_timeout_s:
+                    reason = f"stalled: no progress for {policy.stall_timeout_s:.0f}s (at {p.transferred // MiB} MiB sent)"
+                elif policy.total_timeout_s is not None and now - t0 > policy.total_timeout_s and not p.postcopy:
+                    reason = f"did not converge within {policy.total_timeout_s:.0f}s"
+                if reason is not None:
+                    if reason.startswith("stalled"):
+                        # a blocked write would keep the cancel from being served
+                        await asyncio.to_thread(abort_connection, uri)
+                    if p.postcopy:
+                        # Cannot cancel: the VM runs on the destination with part of its RAM still
+                        # on the source. Pause so that the link can be recovered (migrate-recover).
+                        with contextlib.suppress(QemuError):
+                            await src.execute("migrate-pause")
+                        raise MigrationFailed(
+                            f"VM {src.name}: post-copy migration {reason}; the VM's memory is split between "
+                            "source and destination: do not quit either QEMU, recover with migrate-recover",
+                            postcopy=True)
+                    res = await _cancel(src, was_running, reason)
+                    if res is not None:  # it completed before the cancel took effect
+                        return res
+                    raise MigrationCancelled(f"VM {src.name}: migration {reason}; the VM runs on the source")
+                if policy.postcopy_fallback and not postcopy and now - last_move < 1.0:
+                    # (never on a stalled link: post-copy could not be cancelled any more)
+                    why = judge(p)
+                    if why is not None:
+                        postcopy = True  # asked for: from here on it may have begun, even if the call fails
+                        await src.execute("migrate-start-postcopy")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(events.get(), policy.poll_interval_s)
+                while not events.empty():
+                    events.clear()
+        except MigrationFailed:
+            raise
+        except QemuError as e:  # a QMP call of the loop: say whether post-copy was asked for
+            raise MigrationFailed(f"VM {src.name}: migration failed: {e}", postcopy=postcopy) from e
 
 
 def abort_connection(uri: str) -> None:

@@ -98,6 +98,25 @@ def source_step(t: Task, tasks: Sequence[Task], me: str, now: float, driving: bo
     return "none", "waiting for the other end"
 
 
+FailedMigrationOutcome = Literal["runs-on", "restart-from-disk", "left"]
+
+
+def after_failed_migration(postcopy: bool, status: str) -> tuple[FailedMigrationOutcome, str]:
+    """What the source does with its copy once its migration failed. ``postcopy``: post-copy
+    had been asked for; ``status``: the copy's run state ("unknown": QEMU did not answer).
+    Only a copy that may have handed memory to the destination is ended for a restart from
+    disk (the guest reboots): a QEMU that is slow to answer, or that was seen a moment
+    before it resumed, runs a whole guest. A copy QEMU runs again holds the whole guest
+    (QEMU resumes the source only while no page left it for good)."""
+    if status.startswith("running"):
+        return "runs-on", "the source's copy runs on"
+    if postcopy:
+        return "restart-from-disk", "post-copy had begun: part of the memory was on the destination"
+    if status == "unknown":
+        return "left", "pre-copy failed and QEMU does not answer: its process checks take it from here"
+    return "restart-from-disk", f"pre-copy failed and the source's copy stays {status}"
+
+
 DestinationStep = Literal["none", "drop", "prepare", "finish", "follow"]
 
 
