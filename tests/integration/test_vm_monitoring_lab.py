@@ -2,7 +2,7 @@
 heartbeating while they write to their disk, or whose application stops heartbeating.
 
 Each VM carries its own monitoring settings (its spec's, over the cluster's default of
-off): 10 s failure interval, 20 s minimum uptime, one reset an hour, so that a guest
+off): 10 s failure interval, 12 s minimum uptime, one reset an hour, so that a guest
 that fails again after its reset shows the limit too. The guests fail by themselves
 (vigil.hang=..., vigil.app_stop_after=... on their command line, see the guest's init),
 but for one that panics when the test tells it to (``vigil-hang panic`` through its shell
@@ -29,13 +29,13 @@ from labcheck import LAB_MARKS, kinds_since, running_lab
 
 pytestmark = LAB_MARKS
 
-OWN = MonitoringSpec(preset="custom", interval_s=10.0, min_uptime_s=20.0, max_resets=1, window_s=3600.0)
-HANG_AFTER = 25  # seconds after boot: past the minimum uptime
+OWN = MonitoringSpec(preset="custom", interval_s=10.0, min_uptime_s=12.0, max_resets=1, window_s=3600.0)
+HANG_AFTER = 15  # seconds after boot: past the minimum uptime, which counts from QEMU's start
 VMS = {
     "hung": f" vigil.hang=freeze vigil.hang_after={HANG_AFTER}",
     "suspended": f" vigil.hang=suspend vigil.hang_after={HANG_AFTER}",
     "quiet": f" vigil.workload=1 vigil.hang=heartbeat vigil.hang_after={HANG_AFTER}",
-    "app": " vigil.app_hb=1 vigil.app_stop_after=30",
+    "app": " vigil.app_hb=1 vigil.app_stop_after=18",
     "net": f" vigil.hang=heartbeat vigil.hang_after={HANG_AFTER}",  # no disk I/O: only its NIC's traffic
     "panicky": "",  # panics on command (its shell port)
 }

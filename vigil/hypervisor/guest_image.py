@@ -46,7 +46,13 @@ GUEST_MODULES = (
 )
 
 # no_timer_check: without it about 1 in 20 concurrent TCG boots panicked (timer IRQ check).
-BASE_CMDLINE = "console=ttyS0 no_timer_check panic=1 quiet loglevel=4"
+# The rest skips what the guest never uses and TCG runs slowly (initcall_debug, the slowest
+# initcalls on the lab's TCG): the crypto self-tests (crypto_algapi_init, ~380 ms), IPv6
+# (inet6_init, ~200 ms; the lab's guests speak IPv4), the kernel's certificate list, the
+# kprobe trace events, the KDF self-test and encrypted keys (~140 ms, ~110 ms). From QEMU's
+# start to the guest's READY_LINE: 3.74 -> 3.21 s, median of 5 boots each, in turns.
+BASE_CMDLINE = ("console=ttyS0 no_timer_check panic=1 quiet loglevel=4 cryptomgr.notests ipv6.disable=1 "
+                "initcall_blacklist=load_system_certificate_list,init_kprobe_trace,crypto_kdf108_init,init_encrypted")
 
 from vigil.config import cache_dir as vigil_cache_dir
 from vigil.hypervisor import kernel_package
