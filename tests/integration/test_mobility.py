@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 
 from vigil import service
 from vigil.lab import faults, observe
 from vigil.lab.scenario import create_lab_vms
-from vigil.model import Rule
+from vigil.model import MonitoringSpec, Rule
+from vigil.service import monitoring as SM
 from vigil.store import keys as K
 
 import apicheck
@@ -193,6 +195,47 @@ def test_shared_nothing_migration_copies_disks_and_memory(lab):
     on_disk = set(observe.records_on_disk("sn", "ds2"))
     assert all(r in on_disk for r in range(observe.acked_by_guest("host3", "sn") + 1))
     assert_one_life("sn")
+
+
+def test_a_migration_ends_on_its_destination_while_the_vm_is_edited_all_along(lab):
+    """Settings edits land all through the move, so that one falls between the destination's
+    last read and its take-over: the take-over must not lose to an edit that changed
+    nothing of who runs the VM (a lost take-over ends the destination's copy, the only
+    running one once the source's is paused)."""
+    start(["ed1"], "host1")
+    stop, edits = threading.Event(), [0]
+
+    def edit() -> None:
+        deadline = time.monotonic() + 120
+        own = [None, MonitoringSpec(preset="low")]
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                observe.call(lambda s: SM.set_vm_monitoring(s, "ed1", own[edits[0] % 2]))
+                edits[0] += 1
+            except Exception:  # noqa: BLE001 - a conflict with the move's own writes: edit again
+                pass
+            time.sleep(0.02)
+
+    editor = threading.Thread(target=edit, daemon=True)
+    editor.start()
+    try:
+        # the request itself is refused when an edit lands between its read and its write
+        observe.wait_for("the migration queued", lambda: _queued(lambda s: service.migrate_vm(s, "ed1", "host2")), 30)
+        assert wait_task("ed1").state == "done", task_of("ed1").error
+    finally:
+        stop.set()
+        editor.join(10)
+    observe.wait_for("ed1 on host2", lambda: observe.running_vms_ok(["ed1"], exclude_hosts={"host1", "host3"}), 30)
+    assert edits[0] > 10, edits
+    assert_one_life("ed1")
+
+
+def _queued(request) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        observe.call(request)
+        return True
+    except service.Conflict:
+        return False
 
 
 def test_maintenance_mode_empties_a_host_and_respects_anti_affinity(lab):

@@ -379,6 +379,12 @@ def test_the_incoming_copy_takes_over_only_with_all_its_memory():
     assert TP.incoming_outcome(t, True, "running:postcopy-active", True)[0] == "wait"
 
 
+def test_a_take_over_is_tried_again_only_while_nobody_else_was_given_the_vm():
+    assert TP.take_over_again(("h1", "h1", 3), ("h1", "h1", 3))[0]
+    assert not TP.take_over_again(("h1", "h1", 3), (None, "h3", 4))[0]  # HA restarted it elsewhere
+    assert not TP.take_over_again(("h1", "h1", 3), (None, "h1", 3))[0]  # its source's lease went
+
+
 def test_a_failed_migration_reboots_the_guest_only_if_post_copy_may_have_begun():
     """A QEMU slow to answer, or seen a moment before QEMU resumed it, holds the whole guest:
     ending it would reboot a guest that had lost nothing."""

@@ -19,6 +19,8 @@ from vigil.store.state import ClusterState
 
 log = logging.getLogger("vigil.tasks")
 
+TAKE_OVER_TRIES = 3  # swaps lost to writes that changed nothing of who runs the VM
+
 
 class DestinationTasks(TaskRunnerBase):
     """The migrations whose destination is this host."""
@@ -78,30 +80,47 @@ class DestinationTasks(TaskRunnerBase):
         await self._update(t.vm, t.id, state="ready", uri=uri)
 
     async def _take_over(self, t: Task, pid: int, state: ClusterState) -> None:
-        """Our copy runs: own the VM now (only one side can win: compare-and-swap)."""
+        """Our copy runs: own the VM now (only one side can win: compare-and-swap).
+
+        The swap is against the revisions of the state read last; when it loses only to a
+        write that left the VM's owner and assignment as they were (an operator's edit of
+        the VM's settings, say), it is tried again on a fresh read. Losing it drops our copy,
+        which holds the only running guest once the source's is paused after the switchover."""
         st = self.store
-        a = state.assignments.get(t.vm)
-        spec_r = state.vms.get(t.vm)
-        if a is None or spec_r is None:
+        a0 = state.assignments.get(t.vm)
+        if a0 is None or t.vm not in state.vms:
             return
-        gen = int(a.assignment.gen) + 1
-        spec = spec_r.spec
-        new_spec = moved_spec(spec, t.datastore) if t.datastore else spec
-        own_key, assign_key, spec_key = K.OWN + t.vm, K.ASSIGN + t.vm, K.VMS + t.vm
-        owner_ok = st.equals(own_key, t.src) if t.vm in state.owners else st.absent(own_key)
-        ok = await st.txn(
-            [owner_ok, st.unchanged(assign_key, a.rev), st.unchanged(spec_key, spec_r.rev)],
-            [st.put_op(own_key, self.a.me, self.a.lease_id),
-             st.put_op(assign_key, asdict(Assignment(host=self.a.me, gen=gen, reason="migrate"))),
-             st.put_op(spec_key, new_spec.to_json())])
-        if not ok:
-            await self._drop_incoming(t.vm, "the VM changed hands during the switchover")
-            await self._update(t.vm, t.id, state="failed", error="ownership changed during switchover")
-            return
-        self.incoming.pop(t.vm, None)
-        self.a.adopt_migrated(t.vm, pid, new_spec, gen)
-        await self.a.event("vm-migrated", f"{t.vm} now runs on {self.a.me} (migrated from {t.src})", vm=t.vm)
-        self._finish_soon(t)
+        hands = _hands(state, t.vm)
+        for attempt in range(TAKE_OVER_TRIES):
+            if attempt:
+                state = self._states.of(await st.snapshot(), getattr(st, "snapshot_revision", 0))
+                again, why = TP.take_over_again(hands, _hands(state, t.vm))
+                log.info("%s: take-over swap lost: %s", t.vm, why)
+                if not again:
+                    break
+            a, spec_r = state.assignments.get(t.vm), state.vms.get(t.vm)
+            if a is None or spec_r is None:
+                break  # deleted meanwhile
+            spec = spec_r.spec
+            new_spec = moved_spec(spec, t.datastore) if t.datastore else spec
+            own_key, assign_key, spec_key = K.OWN + t.vm, K.ASSIGN + t.vm, K.VMS + t.vm
+            owner_ok = st.equals(own_key, t.src) if t.vm in state.owners else st.absent(own_key)
+            ops = [st.put_op(own_key, self.a.me, self.a.lease_id),
+                   st.put_op(assign_key, asdict(Assignment(host=self.a.me, gen=int(a.assignment.gen) + 1,
+                                                           reason="migrate")))]
+            guards = [owner_ok, st.unchanged(assign_key, a.rev)]
+            if t.datastore:  # the disks' new datastore goes into the spec it was read from
+                guards.append(st.unchanged(spec_key, spec_r.rev))
+                ops.append(st.put_op(spec_key, new_spec.to_json()))
+            if await st.txn(guards, ops):
+                self.incoming.pop(t.vm, None)
+                self.a.adopt_migrated(t.vm, pid, new_spec, int(a.assignment.gen) + 1)
+                await self.a.event("vm-migrated", f"{t.vm} now runs on {self.a.me} (migrated from {t.src})",
+                                   vm=t.vm)
+                self._finish_soon(t)
+                return
+        await self._drop_incoming(t.vm, "the VM changed hands during the switchover")
+        await self._update(t.vm, t.id, state="failed", error="ownership changed during switchover")
 
     def _finish_soon(self, t: Task) -> None:
         if t.vm not in self.finishing:
@@ -140,3 +159,9 @@ class DestinationTasks(TaskRunnerBase):
         self.a.unplug_incoming(vm)
         await self.a.hypervisor.power_off(vm, entry[1])
         log.info("%s: destination QEMU ended: %s", vm, why)
+
+
+def _hands(state: ClusterState, vm: str) -> TP.Hands:
+    """Who runs ``vm`` in ``state``: its owner, its assigned host and the assignment's gen."""
+    o, a = state.owners.get(vm), state.assignments.get(vm)
+    return (o.host if o else None, a.assignment.host if a else None, int(a.assignment.gen) if a else -1)

@@ -18,7 +18,8 @@ class MigrationFailed(QemuError):
     """The migration did not complete. Unless ``postcopy`` is set the VM runs on the source
     and the destination QEMU is to be quit (it exits by itself on most failures).
     ``postcopy``: post-copy had been asked for, so part of the VM's memory may be on the
-    destination only and the source's copy must never run again."""
+    destination only and the source's copy must never run again (a QMP error that ends
+    the migration loop carries the same attribute)."""
 
     def __init__(self, message: str, postcopy: bool = False) -> None:
         super().__init__(message)

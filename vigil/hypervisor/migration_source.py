@@ -94,13 +94,10 @@ async def migrate(
                         mbps=float(ram.get("mbps", 0.0)), switchover_hook_ms=hook_ms, postcopy_reason=why or "",
                     )
                 if p.status in ("failed", "cancelled"):
-                    err = f"{p.status}: {info.get('error-desc', 'no reason given')}"
                     if not postcopy:
-                        # QEMU resumes the source itself, a moment after it reports the failure:
-                        # return once it runs, so the caller never takes a copy that is about to
-                        # run again for one that cannot
-                        await _cancel(src, was_running, err)
-                    raise MigrationFailed(f"VM {src.name}: migration {err}", postcopy=postcopy)
+                        await _left_finish_migrate(src)
+                    raise MigrationFailed(f"VM {src.name}: migration {p.status}: "
+                                          f"{info.get('error-desc', 'no reason given')}", postcopy=postcopy)
                 if p.status == "pre-switchover" and hook_done:
                     pass  # migrate-continue given, the migration thread has not moved on yet
                 elif p.status == "pre-switchover":
@@ -153,8 +150,23 @@ async def migrate(
                     events.clear()
         except MigrationFailed:
             raise
-        except QemuError as e:  # a QMP call of the loop: say whether post-copy was asked for
-            raise MigrationFailed(f"VM {src.name}: migration failed: {e}", postcopy=postcopy) from e
+        except QemuError as e:
+            # a QMP call of the loop failed: the error keeps its type (to vigil.agent.ft a
+            # QemuError, unlike a MigrationFailed, means the checkpoint may be complete on the
+            # standby) and says whether post-copy had been asked for
+            e.postcopy = postcopy  # type: ignore[attr-defined]
+            raise
+
+
+async def _left_finish_migrate(src: QMPConn, timeout: float = 2.0) -> None:
+    """A failed pre-copy: QEMU resumes the source itself, a moment after it reports the
+    failure. Wait (briefly) until the run state has left "finish-migrate", so that the
+    caller never takes a copy about to run again for one that cannot. Nothing is resumed
+    here: a source stopped on purpose stays stopped."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(QemuError):
+        while await src.status() == "finish-migrate" and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
 
 def abort_connection(uri: str) -> None:

@@ -117,6 +117,17 @@ def after_failed_migration(postcopy: bool, status: str) -> tuple[FailedMigration
     return "restart-from-disk", f"pre-copy failed and the source's copy stays {status}"
 
 
+Hands = tuple[str | None, str | None, int]  # a VM's owner, assigned host and assignment gen
+
+
+def take_over_again(before: Hands, now: Hands) -> tuple[bool, str]:
+    """Whether the destination tries its take-over again after losing the swap: only when
+    the write it lost to left who runs the VM as it was (an edit of the VM's settings)."""
+    if now == before:
+        return True, "lost to a write that changed nothing of who runs the VM: again, on a fresh read"
+    return False, f"the VM changed hands (owner, host, gen {before} -> {now})"
+
+
 DestinationStep = Literal["none", "drop", "prepare", "finish", "follow"]
 
 
