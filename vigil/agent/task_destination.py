@@ -87,13 +87,13 @@ class DestinationTasks(TaskRunnerBase):
         the VM's settings, say), it is tried again on a fresh read. Losing it drops our copy,
         which holds the only running guest once the source's is paused after the switchover."""
         st = self.store
-        a0 = state.assignments.get(t.vm)
-        if a0 is None or t.vm not in state.vms:
+        if t.vm not in state.assignments or t.vm not in state.vms:
             return
         hands = _hands(state, t.vm)
+        own_key, assign_key, spec_key = K.OWN + t.vm, K.ASSIGN + t.vm, K.VMS + t.vm
         for attempt in range(TAKE_OVER_TRIES):
             if attempt:
-                state = self._states.of(await st.snapshot(), getattr(st, "snapshot_revision", 0))
+                state = await self._read_state()
                 again, why = TP.take_over_again(hands, _hands(state, t.vm))
                 log.info("%s: take-over swap lost: %s", t.vm, why)
                 if not again:
@@ -101,20 +101,18 @@ class DestinationTasks(TaskRunnerBase):
             a, spec_r = state.assignments.get(t.vm), state.vms.get(t.vm)
             if a is None or spec_r is None:
                 break  # deleted meanwhile
-            spec = spec_r.spec
-            new_spec = moved_spec(spec, t.datastore) if t.datastore else spec
-            own_key, assign_key, spec_key = K.OWN + t.vm, K.ASSIGN + t.vm, K.VMS + t.vm
+            gen = int(a.assignment.gen) + 1
+            new_spec = moved_spec(spec_r.spec, t.datastore) if t.datastore else spec_r.spec
             owner_ok = st.equals(own_key, t.src) if t.vm in state.owners else st.absent(own_key)
-            ops = [st.put_op(own_key, self.a.me, self.a.lease_id),
-                   st.put_op(assign_key, asdict(Assignment(host=self.a.me, gen=int(a.assignment.gen) + 1,
-                                                           reason="migrate")))]
             guards = [owner_ok, st.unchanged(assign_key, a.rev)]
+            ops = [st.put_op(own_key, self.a.me, self.a.lease_id),
+                   st.put_op(assign_key, asdict(Assignment(host=self.a.me, gen=gen, reason="migrate")))]
             if t.datastore:  # the disks' new datastore goes into the spec it was read from
                 guards.append(st.unchanged(spec_key, spec_r.rev))
                 ops.append(st.put_op(spec_key, new_spec.to_json()))
             if await st.txn(guards, ops):
                 self.incoming.pop(t.vm, None)
-                self.a.adopt_migrated(t.vm, pid, new_spec, int(a.assignment.gen) + 1)
+                self.a.adopt_migrated(t.vm, pid, new_spec, gen)
                 await self.a.event("vm-migrated", f"{t.vm} now runs on {self.a.me} (migrated from {t.src})",
                                    vm=t.vm)
                 self._finish_soon(t)

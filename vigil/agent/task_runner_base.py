@@ -12,7 +12,7 @@ from vigil.hypervisor import qemu
 from vigil.model import Task, VMSpec
 from vigil.policy import tasks as TP
 from vigil.store import keys as K
-from vigil.store.state import StateCache
+from vigil.store.state import ClusterState, StateCache
 from vigil.store.etcd import Store
 
 MIGRATION_PORT_BASE = 49152
@@ -34,6 +34,10 @@ class TaskRunnerBase:
     @property
     def store(self) -> Store:
         return self.a.store
+
+    async def _read_state(self) -> ClusterState:
+        """The cluster's typed state, from a snapshot read now."""
+        return self._states.of(await self.store.snapshot(), getattr(self.store, "snapshot_revision", 0))
 
     async def _update(self, vm: str, task_id: str, change: Callable[[Task], Task | None] | None = None,
                       **changes: Any) -> Task | None:

@@ -62,7 +62,7 @@ class TaskRunner(SourceTasks, DestinationTasks):
 
     async def step(self) -> bool:
         """One pass over the tasks; whether one of this host's is under way."""
-        state = self._states.of(await self.store.snapshot(), getattr(self.store, "snapshot_revision", 0))
+        state = await self._read_state()
         tasks = [r.task for r in state.tasks.values()]
         me = self.a.me
         for t in tasks:

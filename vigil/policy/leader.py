@@ -16,6 +16,7 @@ from vigil.policy.heartbeats import PING_AFTER_S
 from vigil.policy.hoststate import classify_host
 from vigil.policy.view import HostView, Timing
 
+
 @lru_cache(maxsize=8)
 def _timing(hb_grace: float) -> Timing:
     """Timing with this grace (frozen, and each agent has one grace: made once, asked every check)."""
