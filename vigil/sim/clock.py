@@ -73,6 +73,15 @@ class _Handle:
         return self._cancelled
 
 
+_new_handle = object.__new__
+
+
+def _wake(fut: asyncio.Future) -> None:
+    """``asyncio.futures._set_result_unless_cancelled(fut, None)``: a sleep's end."""
+    if not fut.cancelled():
+        fut.set_result(None)
+
+
 class _Timer(list):
     """``asyncio.TimerHandle``: a one-item list ``[when]``, so that the heap compares
     timers in C with exactly TimerHandle's ``<`` (on ``when`` alone: equal times compare
@@ -121,9 +130,21 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     def call_soon(self, callback: Callable[..., Any], *args: Any, context: Any = None) -> _Handle:  # type: ignore[override]
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        h = _Handle(callback, args, context)
+        h = _new_handle(_Handle)  # (no __init__ frame: every future's callback comes this way)
+        h._callback, h._args, h._context, h._cancelled = callback, args, context, False
         self._ready.append(h)
         return h
+
+    def sleeper(self, delay: float) -> tuple[asyncio.Future, _Timer]:
+        """What ``asyncio.sleep(delay)`` makes, in one call: a future, and a timer that sets
+        its result ``delay`` from now unless it was cancelled (hosts' loops sleep some ten
+        thousand times per virtual minute)."""
+        fut = asyncio.Future(loop=self)
+        t = _Timer((self.clock.now + delay,))
+        t._callback, t._args, t._context, t._cancelled, t._loop = _wake, (fut,), None, False, self
+        heapq.heappush(self._scheduled, t)
+        t._scheduled = True
+        return fut, t
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any,  # type: ignore[override]
                    context: Any = None) -> _Timer:

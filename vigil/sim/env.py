@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from asyncio.futures import _set_result_unless_cancelled
 from types import MappingProxyType
 from typing import Any
 
@@ -32,13 +31,12 @@ class HostClock:
 
     async def sleep(self, seconds: float) -> None:
         if seconds > 0:  # asyncio.sleep's future and timer, without its coroutine (the same wait)
-            loop = asyncio.get_running_loop()
-            fut = asyncio.Future(loop=loop)  # (what loop.create_future makes)
-            timer = loop.call_at(loop.time() + seconds, _set_result_unless_cancelled, fut, None)
+            fut, timer = asyncio.get_running_loop().sleeper(seconds)  # (a VirtualLoop)
             try:
                 await fut
             finally:
-                timer.cancel()
+                if timer._scheduled:  # (cancelled: a timer that went off has left the heap)
+                    timer.cancel()
         else:
             await asyncio.sleep(seconds)
         while self.h.hung:
