@@ -303,21 +303,26 @@ class HostStore:
         self.put_op, self.delete_op, self.absent = mem.put_op, mem.delete_op, mem.absent
         self.unchanged, self.equals = mem.unchanged, mem.equals
 
-    async def _check(self) -> None:
-        if not self.reachable():
-            await self._sleep(self.timeout)
-            raise StoreError("etcd (memory): unreachable from this host")
+    async def _cut_off(self) -> None:
+        """A call while etcd is out of reach: the client's timeout, then its error. (Each
+        call asks ``reachable()`` itself and comes here only then: no coroutine per call
+        on the way that almost every call takes.)"""
+        await self._sleep(self.timeout)
+        raise StoreError("etcd (memory): unreachable from this host")
 
     async def get(self, key: str) -> Entry | None:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.get(key)
 
     async def get_prefix(self, prefix: str) -> dict[str, Entry]:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.get_prefix(prefix)
 
     async def snapshot(self) -> dict[str, Entry]:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.snapshot()
 
     @property
@@ -327,43 +332,53 @@ class HostStore:
 
     async def memo(self, name: str, build: Callable[[MemoryStore, Any], Any], reads: tuple[str, ...] = ()) -> Any:
         """``MemoryStore.memo`` through this host's link."""
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return self.mem.memo(name, build, reads)
 
     async def put(self, key: str, value: Any, lease: int = 0) -> None:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         await self.mem.put(key, value, lease)
 
     async def delete(self, key: str) -> bool:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.delete(key)
 
     async def txn(self, compare: list, success: list, failure: list | None = None) -> bool:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.txn(compare, success, failure)
 
     async def create(self, key: str, value: Any, lease: int = 0, also: list | None = None) -> bool:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.create(key, value, lease, also)
 
     async def update(self, key: str, change: Callable[[Any], Any], tries: int = 5) -> Any:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.update(key, change, tries)
 
     async def grant(self, ttl: int) -> int:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.grant(ttl)
 
     async def keepalive(self, lease_id: int) -> int:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.keepalive(lease_id)
 
     async def lease_ttl(self, lease_id: int) -> int:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         return await self.mem.lease_ttl(lease_id)
 
     async def revoke(self, lease_id: int) -> None:
-        await self._check()
+        if not self.reachable():
+            await self._cut_off()
         await self.mem.revoke(lease_id)
 
     async def close(self) -> None:
