@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from types import MappingProxyType
-from typing import Callable
+from typing import Any, Callable
 
 from vigil.policy import hastats as stats
 from vigil.controller.fence import Fences
@@ -21,7 +21,7 @@ from vigil.env.pings import Pings
 from vigil.env.real import RealEnv
 from vigil.config import AgentConfig
 from vigil.controller.drs import DrsRunner
-from vigil.model import TASK_ACTIVE, Assignment, HostState, Task
+from vigil.model import TASK_ACTIVE, Assignment, HostInfo, HostState, Task
 from vigil.policy.plan import (VMCP_REASON, AssignVM, MarkStale, NotRestarted, PowerOffForRestart, SetHostState, SetSecondary,
                                StartMigration, Waiting, next_assignment, plan)
 from vigil.policy.heartbeats import PING_AFTER_S, HbTracker
@@ -54,6 +54,20 @@ def _host_state(value: object) -> HostState:
     return known if known is not None else HostState(value)
 
 
+@dataclass(frozen=True)
+class _FromState:
+    """The parts of a cycle's view that follow from its typed state alone (shared by the
+    views of one state: no one changes a view)."""
+
+    state: ClusterState
+    infos: dict[str, HostInfo]
+    prev: dict[str, Any]
+    vms: dict[str, VMView]
+    tasks: tuple[Task, ...]
+    rules: Any
+    reach: frozenset[tuple[str, str]]
+
+
 class Controller:
     def __init__(self, store: Store, me: str, cfg: AgentConfig, is_leader: Callable[[], bool],
                  env: Env | None = None, hb: HbTracker | None = None,
@@ -83,7 +97,8 @@ class Controller:
         self._came_from: dict[str, str] = {}  # this cycle: each VM's host before its actions
         self.stats = stats.empty()  # read from etcd each cycle: a new leader carries on
         self.states = StateCache()
-        self._vm_views: dict[str, tuple[tuple, VMView]] = {}  # see build_view
+        self._vm_views: dict[str, tuple[tuple, VMView]] = {}  # see _derived
+        self._from_state: _FromState | None = None  # see _derived
         self.drs = DrsRunner()
         self.fences = Fences(self.env, store, me)  # fences through hosts' BMCs (vigil.policy.fencing)
 
@@ -133,13 +148,59 @@ class Controller:
         self.hb.observe(now, records)
         return reached
 
+    def _derived(self, state: ClusterState) -> "_FromState":
+        """What the view takes from the typed state alone: made again only for a new
+        state (StateCache gives the same ClusterState while the revision stands, about
+        every other cycle, and a ClusterState never changes)."""
+        last = self._from_state
+        if last is not None and last.state is state:
+            return last
+        vms: dict[str, VMView] = {}
+        # a VM's view is made of its records alone: kept from the last cycle while they are
+        # the same (the typed state keeps a record while its key is unchanged)
+        old, views = self._vm_views, {}
+        for name, r in state.vms.items():
+            a = state.assignments.get(name)
+            ds = state.disk_states.get(name)
+            own = state.owners.get(name)
+            ft = state.ft.get(name)
+            status = state.statuses.get(name)
+            ack, stat = (state.ft_acks.get(name), state.ft_stats.get(name)) if ft else (None, None)
+            records = (r, a, ds, own, status, ft, ack, stat)
+            hit = old.get(name)
+            if hit is not None and hit[0] == records:
+                vms[name] = hit[1]
+                views[name] = hit
+                continue
+            vms[name] = VMView(
+                spec=r.spec.without_stale(stale_map(ds.value)) if ds else r.spec,
+                diskstate=dict(ds.value) if ds else {},
+                diskstate_rev=ds.rev if ds else 0,
+                assignment=a.assignment if a else None,
+                assign_rev=a.rev if a else 0,
+                owner=own.host if own else None,
+                status=status,
+                ft=ft_view(ft, ack, stat) if ft else None,
+            )
+            views[name] = (records, vms[name])
+        self._vm_views = views
+        infos = {h: r.info for h, r in state.hosts.items()}
+        alive = state.alive
+        self._from_state = _FromState(
+            state=state, infos=infos, prev={h: r.state for h, r in state.host_states.items()}, vms=vms,
+            tasks=tuple(r.task for r in state.tasks.values() if r.task.state in TASK_ACTIVE),
+            rules=resolve(state.rules.values(), state.host_groups),
+            reach=frozenset((h, d) for h, i in infos.items() if h in alive for d in i.datastores))
+        return self._from_state
+
     def build_view(self, state: ClusterState, now: float, hb_readable: bool = True) -> ClusterView:
         """The policy's input: the store's typed state plus what this controller observed
         (datastore heartbeats, ping, retries, waits)."""
         wall = self.env.clock.time()
-        infos = {h: r.info for h, r in state.hosts.items()}
+        derived = self._derived(state)
+        infos, prev, vms, tasks, rules, reach = (derived.infos, derived.prev, derived.vms, derived.tasks,
+                                                 derived.rules, derived.reach)
         alive = state.alive
-        prev = {h: r.state for h, r in state.host_states.items()}
         maintenance = state.maintenance
         hosts: dict[str, HostView] = {}
         for h, info in infos.items():
@@ -157,38 +218,6 @@ class Controller:
             fence = self.fences.of(hv, self.timing)
             if fence is not None:  # (most hosts have none: no copy of their view then)
                 hosts[h] = replace(hv, fence=fence)
-        vms: dict[str, VMView] = {}
-        # a VM's view is made of its records alone: kept from the last cycle while they are
-        # the same (the typed state keeps a record while its key is unchanged)
-        last, views = self._vm_views, {}
-        for name, r in state.vms.items():
-            a = state.assignments.get(name)
-            ds = state.disk_states.get(name)
-            own = state.owners.get(name)
-            ft = state.ft.get(name)
-            status = state.statuses.get(name)
-            ack, stat = (state.ft_acks.get(name), state.ft_stats.get(name)) if ft else (None, None)
-            records = (r, a, ds, own, status, ft, ack, stat)
-            hit = last.get(name)
-            if hit is not None and hit[0] == records:
-                vms[name] = hit[1]
-                views[name] = hit
-                continue
-            vms[name] = VMView(
-                spec=r.spec.without_stale(stale_map(ds.value)) if ds else r.spec,
-                diskstate=dict(ds.value) if ds else {},
-                diskstate_rev=ds.rev if ds else 0,
-                assignment=a.assignment if a else None,
-                assign_rev=a.rev if a else 0,
-                owner=own.host if own else None,
-                status=status,
-                ft=ft_view(ft, ack, stat) if ft else None,
-            )
-            views[name] = (records, vms[name])
-        self._vm_views = views
-        tasks = tuple(r.task for r in state.tasks.values() if r.task.state in TASK_ACTIVE)
-        rules = resolve(state.rules.values(), state.host_groups)
-        reach = {(h, d) for h, i in infos.items() if h in alive for d in i.datastores}
         for key in list(self.reach_since):
             if key not in reach:
                 del self.reach_since[key]
