@@ -1,6 +1,6 @@
 """How fast the simulator runs: random failure scenarios, simulated failures per second.
 
-    .venv/bin/python bench/sim.py [--runs 40] [--seed 1]
+    .venv/bin/python bench/sim.py [--runs 40] [--seed 1] [--jobs 1]
 
 Each run is a random cluster (6-8 hosts, 8-16 VMs, a fifth with FT, some
 disks on two datastores) with a random fault every 0.5-3 virtual
@@ -55,6 +55,7 @@ import os
 import random
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -91,41 +92,55 @@ def random_scenario(rnd: random.Random, i: int) -> Scenario:
                     expect={"lock_refusals": True})
 
 
+def one_run(job: tuple[int, Scenario]) -> dict[str, float]:
+    """One random scenario run to its end: what main() sums (in a worker with --jobs)."""
+    i, sc = job
+    c0 = time.process_time()
+    r = Run(sc, i)
+    vclock.run(r.clock, r.main())
+    problems = r.final()
+    return {"faults": len(sc.actions), "virtual": sc.duration, "copies": len(r.world.violations),
+            "crashes": len(r.world.crashes), "refusals": len(r.world.lock_refusals),
+            "live_holder": sum(1 for x in r.world.lock_refusals if "agent is running" in x),
+            "unfinished": sum(1 for p in problems if "should run once" in p),
+            "cpu": time.process_time() - c0,
+            "lines": [f"  run {i}: {x}" for x in r.world.lock_refusals + r.world.violations + problems]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes running the runs side by side (0: one per CPU)")
     ap.add_argument("--verbose", action="store_true", help="print each run's refusals and problems")
     args = ap.parse_args()
     rnd = random.Random(args.seed)
-    faults = virtual = 0.0
-    copies = refusals = unfinished = live_holder = crashes = 0
-    t0, c0 = time.perf_counter(), time.process_time()
-    for i in range(args.runs):
-        sc = random_scenario(rnd, i)
-        r = Run(sc, i)
-        vclock.run(r.clock, r.main())
-        problems = r.final()
-        faults += len(sc.actions)
-        virtual += sc.duration
-        copies += len(r.world.violations)
-        crashes += len(r.world.crashes)
-        refusals += len(r.world.lock_refusals)
-        live_holder += sum(1 for x in r.world.lock_refusals if "agent is running" in x)
-        unfinished += sum(1 for p in problems if "should run once" in p)
-        if args.verbose:
-            for x in r.world.lock_refusals + r.world.violations + problems:
-                print(f"  run {i}: {x}")
-    real, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"{args.runs} runs, {faults:.0f} simulated failures, {virtual:.0f} virtual s in {real:.2f} real s")
+    work = [(i, random_scenario(rnd, i)) for i in range(args.runs)]  # the same runs for any --jobs
+    jobs = args.jobs or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(pool.map(one_run, work))
+    else:
+        results = [one_run(w) for w in work]
+    real = time.perf_counter() - t0
+    total = {k: sum(r[k] for r in results) for k in results[0] if k != "lines"} if results else {}
+    faults, virtual, cpu = total.get("faults", 0), total.get("virtual", 0), total.get("cpu", 0) or 1e-9
+    if args.verbose:
+        for r in results:
+            for line in r["lines"]:
+                print(line)
+    print(f"{args.runs} runs, {faults:.0f} simulated failures, {virtual:.0f} virtual s in {real:.2f} real s"
+          f" ({jobs} process{'es' if jobs > 1 else ''})")
     print(f"  {faults / real:.0f} simulated failures per second, virtual/real time {virtual / real:.0f}x")
-    print(f"  {faults / cpu:.0f} simulated failures per CPU second ({cpu:.2f} CPU s; the machine is shared: "
+    print(f"  {faults / cpu:.0f} simulated failures per CPU second ({cpu:.2f} CPU s in the runs; the machine is shared: "
           f"load {os.getloadavg()[0]:.1f})")
-    print(f"  two running copies: {copies}; starts refused by a disk lock: {refusals}; "
-          f"VMs not running at the end: {unfinished}")
-    print(f"  refusals where the lock holder's agent was running (not hung or dead): {live_holder}; "
-          f"simulated processes crashed: {crashes}")
-    return 1 if copies or crashes else 0
+    print(f"  two running copies: {total.get('copies', 0)}; starts refused by a disk lock: {total.get('refusals', 0)}; "
+          f"VMs not running at the end: {total.get('unfinished', 0)}")
+    print(f"  refusals where the lock holder's agent was running (not hung or dead): {total.get('live_holder', 0)}; "
+          f"simulated processes crashed: {total.get('crashes', 0)}")
+    return 1 if total.get("copies") or total.get("crashes") else 0
 
 
 if __name__ == "__main__":

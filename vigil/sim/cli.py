@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -36,20 +38,35 @@ def check(path: Path, seed: int | None = None, update: bool = False) -> tuple[bo
     return False, f"{path}: the log differs from {EXPECTED}\n" + "".join(diff)
 
 
-def run_all(paths: list[Path], seed: int | None = None, update: bool = False) -> int:
-    """Check each scenario (a folder, or a folder of scenario folders); the exit code."""
+def _check(args: tuple[Path, int | None, bool]) -> tuple[bool, str]:
+    return check(*args)
+
+
+def run_all(paths: list[Path], seed: int | None = None, update: bool = False, jobs: int = 1) -> int:
+    """Check each scenario (a folder, or a folder of scenario folders); the exit code.
+    ``jobs`` processes run them side by side (each scenario is deterministic on its own:
+    the output, in the folders' order, is the same for any count; 0: one per CPU)."""
     folders: list[Path] = []
     for p in paths:
         folders += [p] if (p / "scenario.toml").exists() else sorted(x.parent for x in p.glob("*/scenario.toml"))
     if not folders:
         print("no scenario found", file=sys.stderr)
         return 2
+    jobs = min(jobs or os.cpu_count() or 1, len(folders))
     failed = 0
-    for f in folders:
-        ok, text = check(f, seed, update)
+    for ok, text in _results([(f, seed, update) for f in folders], jobs):
         failed += not ok
-        print(text.rstrip("\n"))
+        print(text.rstrip("\n"), flush=True)
     return 1 if failed else 0
+
+
+def _results(work: list[tuple[Path, int | None, bool]], jobs: int) -> Iterator[tuple[bool, str]]:
+    """Each scenario's check, in ``work``'s order: here, or in ``jobs`` worker processes."""
+    if jobs <= 1:
+        yield from map(_check, work)
+        return
+    with ProcessPoolExecutor(jobs) as pool:
+        yield from pool.map(_check, work)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,9 +75,10 @@ def register(app: typer.Typer) -> None:
     @sim.command("run")
     def run_cmd(paths: list[Path] = typer.Argument(..., help="scenario folders (or a folder of them)"),
                 update: bool = typer.Option(False, "--update", help="rewrite expected.log after a deliberate change"),
-                seed: Optional[int] = typer.Option(None, "--seed", help="instead of the scenario's own")) -> None:
+                seed: Optional[int] = typer.Option(None, "--seed", help="instead of the scenario's own"),
+                jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="processes side by side (0: one per CPU)")) -> None:
         """Run scenarios; print a unified diff against expected.log where the log differs."""
-        raise typer.Exit(run_all(paths, seed, update))
+        raise typer.Exit(run_all(paths, seed, update, jobs))
 
     app.add_typer(sim, name="sim")
 
@@ -72,5 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("paths", nargs="+", type=Path)
     r.add_argument("--update", action="store_true", help="rewrite expected.log after a deliberate change")
     r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--jobs", "-j", type=int, default=0, help="processes side by side (0: one per CPU)")
     a = ap.parse_args(argv)
-    return run_all(a.paths, a.seed, a.update)
+    return run_all(a.paths, a.seed, a.update, max(a.jobs, 0))
